@@ -1,0 +1,25 @@
+"""textenv: reinforcement learning for language models, the Gymnasium way.
+
+``import textenv`` registers the tasks below; ``gym.make("textenv:TextSummarize-v0")`` imports
+this module itself. Entry points are strings, so nothing heavy is imported until an env is made.
+"""
+
+from gymnasium.envs.registration import register
+
+__version__ = "0.1.0"
+
+_ENV = "textenv.env:TextEnv"
+_VEC = "textenv.vector:TextVectorEnv"
+
+register(id="TextSummarize-v0", entry_point=_ENV, vector_entry_point=_VEC,
+         kwargs={"task": "textenv.tasks:summarize"})
+register(id="TextSentiment-v0", entry_point=_ENV, vector_entry_point=_VEC,
+         kwargs={"task": "textenv.tasks:sentiment"})
+register(id="TextReasoning-v0", entry_point=_ENV, vector_entry_point=_VEC,
+         kwargs={"task": "textenv.tasks:reasoning"})
+register(id="TextCount-v0", entry_point=_ENV, vector_entry_point=_VEC,
+         kwargs={"task": "textenv.tasks:count"})
+
+ENV_IDS = ("TextSummarize-v0", "TextSentiment-v0", "TextReasoning-v0", "TextCount-v0")
+
+__all__ = ["ENV_IDS", "__version__"]

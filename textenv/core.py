@@ -1,0 +1,216 @@
+"""What the single env and the vector env share: a task bound to a tokenizer, a split and a reward.
+
+:class:`TaskSetup` encodes prompts (template, chat template, truncation to the budget, cached per
+example), lays out observations, turns generated token ids into :class:`Completion` records and
+scores them through :func:`textenv.rewards.score`. Neither env class duplicates any of this.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+from textenv.models import DEFAULT_MODEL, load_tokenizer
+from textenv.rewards import Completion, resolve, score
+from textenv.tasks import Example, Task, resolve_task
+
+__all__ = ["PromptTruncationWarning", "TaskSetup", "EncodedPrompt"]
+
+logger = logging.getLogger(__name__)
+
+# The tiny tokenizer is trained on at most this many training examples (prompts + references).
+_TINY_CORPUS_EXAMPLES = 2000
+
+
+class PromptTruncationWarning(UserWarning):
+    """A prompt was longer than ``max_prompt_tokens`` and kept only its last tokens."""
+
+
+@dataclass(frozen=True)
+class EncodedPrompt:
+    text: str
+    ids: np.ndarray  # int64, at most max_prompt_tokens long
+    truncated: bool
+
+
+@functools.lru_cache(maxsize=8)
+def _tiny_tokenizer(corpus: tuple[str, ...]):
+    return load_tokenizer("tiny", corpus)
+
+
+class TaskSetup:
+    """A task, its examples for one split, a tokenizer, a reward and the token budgets."""
+
+    def __init__(
+        self,
+        task: Task | str | Callable[..., Task],
+        split: str = "train",
+        model: str = DEFAULT_MODEL,
+        tokenizer: Any = None,
+        reward: Any = None,
+        max_prompt_tokens: int | None = None,
+        max_new_tokens: int | None = None,
+        prompt_template: str | None = None,
+        chat_template: bool | None = None,
+        task_kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.task = resolve_task(task, **dict(task_kwargs or {}))
+        self.split = split
+        self.examples: list[Example] = self.task.load(split)
+        if not self.examples:
+            raise ValueError(f"task {self.task.name!r} has no examples in split {split!r}")
+        self.template = prompt_template if prompt_template is not None else self.task.template
+        if "{text}" not in self.template:
+            raise ValueError(f"prompt_template must contain '{{text}}', got {self.template!r}")
+        self.max_prompt_tokens = int(max_prompt_tokens or self.task.max_prompt_tokens)
+        self.max_new_tokens = int(max_new_tokens or self.task.max_new_tokens)
+        if self.max_prompt_tokens < 1 or self.max_new_tokens < 1:
+            raise ValueError(
+                f"max_prompt_tokens and max_new_tokens must be >= 1, got "
+                f"{self.max_prompt_tokens} and {self.max_new_tokens}"
+            )
+        if tokenizer is None:
+            if model == "tiny":
+                tokenizer = _tiny_tokenizer(self._tiny_corpus())
+            else:
+                tokenizer = load_tokenizer(model)
+        self.tokenizer = tokenizer
+        self.model_name = model
+        if tokenizer.eos_token_id is None:
+            raise ValueError("the tokenizer has no EOS token; episodes could never terminate")
+        self.eos_token_id = int(tokenizer.eos_token_id)
+        self.pad_token_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None
+                                else tokenizer.eos_token_id)
+        self.vocab_size = len(tokenizer)
+        self.use_chat = (self.task.chat if chat_template is None else chat_template) and bool(
+            getattr(tokenizer, "chat_template", None)
+        )
+        self.reward = resolve(reward if reward is not None else self.task.reward)
+        self.length = self.max_prompt_tokens + self.max_new_tokens
+        self._cache: dict[int, EncodedPrompt] = {}
+        self._warned = False
+
+    def _tiny_corpus(self) -> tuple[str, ...]:
+        train = self.examples if self.split == "train" else self.task.load("train")
+        texts = []
+        for ex in train[:_TINY_CORPUS_EXAMPLES]:
+            texts.append(self.template.format(text=ex.text))
+            texts.extend(ex.references)
+        return tuple(texts)
+
+    # -- spaces ----------------------------------------------------------------------------
+
+    def observation_space(self) -> spaces.Dict:
+        return spaces.Dict({
+            "input_ids": spaces.Box(0, self.vocab_size - 1, (self.length,), np.int64),
+            "attention_mask": spaces.Box(0, 1, (self.length,), np.int8),
+        })
+
+    def action_space(self) -> spaces.Discrete:
+        return spaces.Discrete(self.vocab_size)
+
+    # -- prompts ---------------------------------------------------------------------------
+
+    def prompt_text(self, example: Example) -> str:
+        user = self.template.format(text=example.text)
+        if not self.use_chat:
+            return user
+        messages = [{"role": "user", "content": user}]
+        if self.task.system:
+            messages.insert(0, {"role": "system", "content": self.task.system})
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def encode(self, index: int) -> EncodedPrompt:
+        """The prompt of example ``index``; longer than the budget keeps its last tokens (the
+        instruction and the generation cue sit at the end) and warns once per env."""
+        cached = self._cache.get(index)
+        if cached is not None:
+            return cached
+        text = self.prompt_text(self.examples[index])
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        truncated = len(ids) > self.max_prompt_tokens
+        if truncated:
+            if not self._warned:
+                warnings.warn(
+                    f"prompt {index} of {self.task.name!r}/{self.split} has {len(ids)} tokens, more "
+                    f"than max_prompt_tokens={self.max_prompt_tokens}; keeping its last "
+                    f"{self.max_prompt_tokens} tokens (info['prompt_truncated'] marks such episodes; "
+                    "this warning is shown once per env)",
+                    PromptTruncationWarning,
+                    stacklevel=4,
+                )
+                self._warned = True
+            ids = ids[-self.max_prompt_tokens:]
+        if not ids:
+            ids = [self.eos_token_id]  # an empty prompt still needs one token to condition on
+        enc = EncodedPrompt(text=text, ids=np.asarray(ids, dtype=np.int64), truncated=truncated)
+        self._cache[index] = enc
+        return enc
+
+    def check_index(self, index: Any) -> int:
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+            raise TypeError(f"options['index'] must be an int, got {type(index).__name__} {index!r}")
+        if not 0 <= index < len(self.examples):
+            raise IndexError(
+                f"options['index']={index} is out of range for {len(self.examples)} examples in "
+                f"split {self.split!r}"
+            )
+        return int(index)
+
+    def write_prompt(self, ids: np.ndarray, mask: np.ndarray, enc: EncodedPrompt) -> None:
+        """Lay a prompt into one observation row: left-padded into the first max_prompt_tokens."""
+        ids[:] = self.pad_token_id
+        mask[:] = 0
+        n = len(enc.ids)
+        ids[self.max_prompt_tokens - n:self.max_prompt_tokens] = enc.ids
+        mask[self.max_prompt_tokens - n:self.max_prompt_tokens] = 1
+
+    # -- completions -----------------------------------------------------------------------
+
+    def completion(self, index: int, token_ids: Sequence[int], ended_with_eos: bool) -> Completion:
+        example = self.examples[index]
+        return Completion(
+            prompt=self.encode(index).text,
+            text=self.tokenizer.decode(list(token_ids), skip_special_tokens=True),
+            token_ids=tuple(int(t) for t in token_ids),
+            references=example.references,
+            metadata=example.metadata,
+            ended_with_eos=ended_with_eos,
+        )
+
+    def score(self, completions: Sequence[Completion]) -> tuple[list[float], dict[str, list[float]]]:
+        return score(self.reward, completions)
+
+    def final_info(self, index: int, c: Completion, total: float, parts: Mapping[str, float]) -> dict:
+        return {
+            "text": c.text,
+            "prompt": c.prompt,
+            "reference": c.reference,
+            "references": c.references,
+            "index": index,
+            "num_tokens": len(c.token_ids),
+            "ended_with_eos": c.ended_with_eos,
+            "prompt_truncated": self.encode(index).truncated,
+            "reward": total,
+            "reward_parts": dict(parts),
+        }
+
+
+def check_action(action: Any, vocab_size: int) -> int:
+    """A token id from ``action`` or a clear error: ints and 0-d integer arrays only."""
+    if isinstance(action, np.ndarray):
+        if action.shape != ():
+            raise ValueError(f"action must be a scalar token id, got an array of shape {action.shape}")
+        action = action[()]
+    if isinstance(action, (bool, np.bool_)) or not isinstance(action, (int, np.integer)):
+        raise TypeError(f"action must be an integer token id, got {type(action).__name__} {action!r}")
+    if not 0 <= action < vocab_size:
+        raise ValueError(f"action {action} is out of range: token ids are in [0, {vocab_size})")
+    return int(action)

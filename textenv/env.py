@@ -1,0 +1,172 @@
+"""The token-level text-generation environment: one class for every task."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from textenv.core import TaskSetup, check_action
+from textenv.models import DEFAULT_MODEL
+from textenv.tasks import Task
+
+__all__ = ["TextEnv"]
+
+
+class TextEnv(gym.Env[dict[str, np.ndarray], int]):
+    """Generate a completion for a prompt one token at a time.
+
+    ## Description
+    Each episode is one generation. ``reset`` draws a prompt from the task's split; each ``step``
+    appends one token; the episode ends at EOS or at the token budget, and the decoded completion
+    is scored by the task's reward (ROUGE, a verifier, sentiment, a reward model, any callable).
+    The env holds a tokenizer, prompts and a reward, never a policy model: agents bring their own
+    model (and their own KL penalty to a reference).
+
+    ## Action Space
+    ``Discrete(vocab_size)``: the next token id.
+
+    ## Observation Space
+    ``Dict(input_ids=Box(0, vocab_size-1, (L,), int64), attention_mask=Box(0, 1, (L,), int8))``
+    with ``L = max_prompt_tokens + max_new_tokens``. The prompt is left-padded into the first
+    ``max_prompt_tokens`` positions; generated tokens follow it; the rest is padding (mask 0).
+
+    ## Rewards
+    Sparse by default: 0 on every step but the last, which gets the task reward of the decoded
+    completion (cut at EOS). With ``dense_reward=True`` each step gets the change in the task reward
+    of the text so far (potential-based shaping; the rewards of an episode sum to its final task
+    reward), at the cost of one reward call per step.
+
+    ## Starting State
+    A prompt drawn uniformly from the split with ``self.np_random``, or ``options={"index": i}``.
+
+    ## Episode End
+    Terminated when the action is the EOS token; truncated after ``max_new_tokens`` tokens. The
+    final ``info`` carries ``text``, ``prompt``, ``reference``, ``references``, ``reward_parts``,
+    ``num_tokens``, ``ended_with_eos`` and ``prompt_truncated``.
+
+    ## Arguments
+    - ``task``: a :class:`textenv.tasks.Task`, or a ``"module:function"`` path (set by registration).
+    - ``split``: ``"train"``, ``"validation"`` or ``"test"``.
+    - ``model``: whose tokenizer defines the action space: ``"smollm2-135m"`` (default), ``"tiny"``,
+      or a local directory. ``tokenizer=`` passes a tokenizer object instead.
+    - ``reward``: a reward name (``"rougeL"``), a ``"pkg.mod:fn"`` path, a callable, or a mapping
+      ``{name: weight}`` (see :mod:`textenv.rewards`); default: the task's.
+    - ``max_prompt_tokens``, ``max_new_tokens``, ``prompt_template`` (with ``{text}``),
+      ``chat_template`` (use the tokenizer's chat template; default: the task's choice).
+    - ``dense_reward``: see Rewards. ``render_mode``: ``None`` or ``"ansi"``.
+    - any other keyword goes to the task (``aspects=`` for summaries, ``dataset=`` for reasoning).
+
+    ## Version History
+    - v0: initial version.
+
+    >>> import gymnasium as gym, textenv
+    >>> env = gym.make("TextCount-v0", model="tiny")
+    >>> obs, info = env.reset(seed=0)
+    >>> obs["input_ids"].shape
+    (32,)
+    """
+
+    metadata = {"render_modes": ["ansi"], "render_fps": 4}
+
+    def __init__(
+        self,
+        task: Task | str | Callable[..., Task],
+        split: str = "train",
+        model: str = DEFAULT_MODEL,
+        tokenizer: Any = None,
+        reward: Any = None,
+        max_prompt_tokens: int | None = None,
+        max_new_tokens: int | None = None,
+        prompt_template: str | None = None,
+        chat_template: bool | None = None,
+        dense_reward: bool = False,
+        render_mode: str | None = None,
+        **task_kwargs: Any,
+    ) -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode {render_mode!r} is not supported; use None or 'ansi'")
+        self.setup = TaskSetup(
+            task, split=split, model=model, tokenizer=tokenizer, reward=reward,
+            max_prompt_tokens=max_prompt_tokens, max_new_tokens=max_new_tokens,
+            prompt_template=prompt_template, chat_template=chat_template, task_kwargs=task_kwargs,
+        )
+        self.render_mode = render_mode
+        self.dense_reward = dense_reward
+        self.observation_space = self.setup.observation_space()
+        self.action_space = self.setup.action_space()
+        self._ids = np.zeros(self.setup.length, dtype=np.int64)
+        self._mask = np.zeros(self.setup.length, dtype=np.int8)
+        self._index: int | None = None
+        self._generated: list[int] = []
+        self._done = True
+        self._potential = 0.0
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.setup.tokenizer
+
+    @property
+    def examples(self) -> list:
+        return self.setup.examples
+
+    def _obs(self) -> dict[str, np.ndarray]:
+        return {"input_ids": self._ids.copy(), "attention_mask": self._mask.copy()}
+
+    def reset(
+        self, *, seed: int | None = None, options: Mapping[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        super().reset(seed=seed)
+        options = dict(options or {})
+        unknown = sorted(set(options) - {"index"})
+        if unknown:
+            raise ValueError(f"unknown reset options {unknown}; the only option is 'index'")
+        if "index" in options:
+            index = self.setup.check_index(options["index"])
+        else:
+            index = int(self.np_random.integers(len(self.setup.examples)))
+        enc = self.setup.encode(index)
+        self.setup.write_prompt(self._ids, self._mask, enc)
+        self._index = index
+        self._generated = []
+        self._done = False
+        self._potential = 0.0
+        return self._obs(), {"index": index, "prompt": enc.text, "prompt_truncated": enc.truncated}
+
+    def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        if self._index is None:
+            raise gym.error.ResetNeeded("step() called before reset()")
+        if self._done:
+            raise gym.error.ResetNeeded("step() called after the episode ended; call reset()")
+        token = check_action(action, self.setup.vocab_size)
+        terminated = token == self.setup.eos_token_id
+        generated = self._generated if terminated else [*self._generated, token]
+        truncated = not terminated and len(generated) >= self.setup.max_new_tokens
+        done = terminated or truncated
+        reward, info = 0.0, {}
+        if done or self.dense_reward:
+            # Score before committing the step: a reward that raises leaves the env as it was.
+            c = self.setup.completion(self._index, generated, ended_with_eos=terminated)
+            totals, parts = self.setup.score([c])
+            reward = totals[0] - self._potential if self.dense_reward else totals[0]
+            if done:
+                info = self.setup.final_info(self._index, c, totals[0], {k: v[0] for k, v in parts.items()})
+            self._potential = totals[0]
+        pos = self.setup.max_prompt_tokens + len(self._generated)
+        if not terminated:
+            self._ids[pos] = token
+            self._mask[pos] = 1
+        self._generated = generated
+        self._done = done
+        return self._obs(), float(reward), terminated, truncated, info
+
+    def render(self) -> str | None:
+        if self.render_mode != "ansi":
+            return None
+        if self._index is None:
+            return ""
+        prompt = self.setup.encode(self._index).text
+        text = self.setup.tokenizer.decode(self._generated, skip_special_tokens=True)
+        return f"{prompt}{text}" + ("  [done]" if self._done else "")

