@@ -231,3 +231,22 @@ def load_model(
             raise
         raise _hub_error(name, exc) from exc
     return tokenizer, model.eval()
+
+
+def forward_with_cache(model, input_ids, cache=None, **kwargs):
+    """One forward that reuses and returns the KV cache: ``(output, new_cache)``.
+
+    Recent transformers name the argument and output field ``cache``; older ones
+    ``past_key_values``. Agents call this so they work with both.
+    """
+    import inspect
+
+    key = _CACHE_KEYS.get(type(model))
+    if key is None:
+        key = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        _CACHE_KEYS[type(model)] = key
+    out = model(input_ids=input_ids, use_cache=True, **{key: cache}, **kwargs)
+    return out, getattr(out, key)
+
+
+_CACHE_KEYS: dict[type, str] = {}

@@ -1,0 +1,34 @@
+"""Shared fixtures. Everything is offline: the Hub is never contacted (and is unreachable here)."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import gymnasium as gym  # noqa: E402
+import pytest  # noqa: E402
+
+import textenv  # noqa: E402,F401  (registers the envs)
+
+
+@pytest.fixture
+def count_env():
+    """The synthetic task on the tiny model: the fastest env there is."""
+    env = gym.make("TextCount-v0", model="tiny")
+    yield env
+    env.close()
+
+
+def run_episode(env, actions, seed=0, options=None):
+    """Step ``actions`` (cycled) until the episode ends; return (observations, rewards, last step)."""
+    obs, info = env.reset(seed=seed, options=options)
+    observations, rewards = [obs], []
+    t = 0
+    while True:
+        obs, reward, terminated, truncated, info = env.step(actions[t % len(actions)])
+        observations.append(obs)
+        rewards.append(reward)
+        t += 1
+        if terminated or truncated:
+            return observations, rewards, (terminated, truncated, info)

@@ -1,0 +1,47 @@
+"""Task data: split sizes, disjointness, references, chat prompts."""
+
+import pytest
+
+from textenv.tasks import count, reasoning, sentiment, summarize
+
+
+def test_summarize_splits_are_the_aclsum_papers():
+    task = summarize()
+    sizes = {s: len(task.load(s)) for s in ("train", "validation", "test")}
+    assert sizes == {"train": 300, "validation": 150, "test": 300}
+    train_ids = {e.metadata["id"] for e in task.load("train")}
+    test_ids = {e.metadata["id"] for e in task.load("test")}
+    assert not train_ids & test_ids
+    ex = task.load("test")[0]
+    assert ex.text.startswith("Abstract: ") and " ," not in ex.text and len(ex.references) == 1
+
+
+def test_sentiment_prompts_are_tweet_prefixes_of_the_chosen_labels():
+    task = sentiment(labels=["negative"], prefix_words=5)
+    examples = task.load("validation")
+    assert len(examples) > 1000
+    assert all(e.metadata["label"] == "negative" and len(e.text.split()) == 5 for e in examples)
+    assert all(e.metadata["tweet"].split()[:5] == e.text.split() for e in examples[:50])
+
+
+def test_reasoning_splits_differ_and_carry_the_verifier_entry():
+    task = reasoning(sizes={"train": 20, "validation": 20, "test": 20})
+    train, test = task.load("train"), task.load("test")
+    assert [e.text for e in train] != [e.text for e in test]
+    assert train[0].references[0] == str(train[0].metadata["entry"]["answer"])
+
+
+def test_count_references_continue_the_prompt():
+    ex = count().load("train")[0]
+    last = int(ex.text.split()[-1])
+    assert ex.references[0].split()[0] == str(last + 1)
+
+
+@pytest.mark.parametrize("factory,kwargs", [
+    (summarize, {"aspects": ["abstract"]}),
+    (sentiment, {"labels": ["angry"]}),
+    (reasoning, {"dataset": "no_such_dataset"}),
+])
+def test_unknown_task_keyword_values_are_named(factory, kwargs):
+    with pytest.raises(ValueError, match=str(list(kwargs.values())[0]).strip("[]'")):
+        factory(**kwargs)
