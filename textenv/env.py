@@ -56,7 +56,8 @@ class TextEnv(gym.Env[dict[str, np.ndarray], int]):
       ``{name: weight}`` (see :mod:`textenv.rewards`); default: the task's.
     - ``max_prompt_tokens``, ``max_new_tokens``, ``prompt_template`` (with ``{text}``),
       ``chat_template`` (use the tokenizer's chat template; default: the task's choice).
-    - ``dense_reward``: see Rewards. ``render_mode``: ``None`` or ``"ansi"``.
+    - ``dense_reward``: see Rewards. ``render_mode``: ``None`` or ``"ansi"`` (another mode is
+      accepted, as Gymnasium does, but ``render()`` then raises).
     - any other keyword goes to the task (``aspects=`` for summaries, ``dataset=`` for reasoning).
 
     ## Version History
@@ -86,8 +87,6 @@ class TextEnv(gym.Env[dict[str, np.ndarray], int]):
         render_mode: str | None = None,
         **task_kwargs: Any,
     ) -> None:
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode {render_mode!r} is not supported; use None or 'ansi'")
         self.setup = TaskSetup(
             task, split=split, model=model, tokenizer=tokenizer, reward=reward,
             max_prompt_tokens=max_prompt_tokens, max_new_tokens=max_new_tokens,
@@ -163,8 +162,12 @@ class TextEnv(gym.Env[dict[str, np.ndarray], int]):
         return self._obs(), float(reward), terminated, truncated, info
 
     def render(self) -> str | None:
-        if self.render_mode != "ansi":
+        # An unsupported render_mode is accepted at construction, as Gymnasium does (it warns, and
+        # stable-baselines3's make_vec_env passes "rgb_array" by default); rendering with it fails.
+        if self.render_mode is None:
             return None
+        if self.render_mode != "ansi":
+            raise ValueError(f"render_mode {self.render_mode!r} is not supported; use None or 'ansi'")
         if self._index is None:
             return ""
         prompt = self.setup.encode(self._index).text

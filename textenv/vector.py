@@ -27,6 +27,8 @@ from textenv.tasks import Task
 
 __all__ = ["TextVectorEnv"]
 
+_AUTORESET = {"next_step": AutoresetMode.NEXT_STEP, "same_step": AutoresetMode.SAME_STEP}
+
 
 class TextVectorEnv(VectorEnv):
     """``num_envs`` copies of :class:`textenv.env.TextEnv`, batched. Same arguments as the env.
@@ -58,9 +60,7 @@ class TextVectorEnv(VectorEnv):
     ) -> None:
         if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
-        if render_mode not in (None, "ansi"):
-            raise ValueError(f"render_mode {render_mode!r} is not supported; use None or 'ansi'")
-        mode = AutoresetMode(autoreset_mode)
+        mode = _AUTORESET.get(autoreset_mode, autoreset_mode)
         if mode not in (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP):
             raise ValueError(f"autoreset_mode must be 'next_step' or 'same_step', got {autoreset_mode!r}")
         self.setup = TaskSetup(
@@ -214,8 +214,10 @@ class TextVectorEnv(VectorEnv):
         return obs, rewards, eos.copy(), truncated.copy(), infos
 
     def render(self) -> tuple[str, ...] | None:
-        if self.render_mode != "ansi" or self._rngs is None:
+        if self.render_mode is None or self._rngs is None:
             return None
+        if self.render_mode != "ansi":
+            raise ValueError(f"render_mode {self.render_mode!r} is not supported; use None or 'ansi'")
         p = self.setup.max_prompt_tokens
         return tuple(
             self.setup.encode(int(self._index[i])).text

@@ -1,0 +1,121 @@
+"""Bad input to the single env: a clear error naming the problem, and the env still usable."""
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from textenv.core import PromptTruncationWarning
+from textenv.rewards import RewardError
+
+
+@pytest.mark.parametrize("action,error,match", [
+    (10**9, ValueError, "out of range"),
+    (-1, ValueError, "out of range"),
+    (3.0, TypeError, "integer token id"),
+    ("7", TypeError, "integer token id"),
+    (True, TypeError, "integer token id"),
+    (np.array([1, 2]), ValueError, "shape"),
+    (None, TypeError, "integer token id"),
+])
+def test_bad_actions_are_refused_and_change_nothing(count_env, action, error, match):
+    obs, _ = count_env.reset(seed=0)
+    with pytest.raises(error, match=match):
+        count_env.step(action)
+    obs2, *_ = count_env.step(np.int64(5))  # numpy ints and 0-d arrays are fine
+    p = count_env.unwrapped.setup.max_prompt_tokens
+    np.testing.assert_array_equal(obs2["input_ids"][:p], obs["input_ids"][:p])
+    assert obs2["input_ids"][p] == 5 and obs2["attention_mask"][p + 1:].sum() == 0
+    count_env.step(np.array(6))
+
+
+def test_step_before_reset_and_after_the_end(count_env):
+    env = count_env.unwrapped
+    with pytest.raises(gym.error.ResetNeeded, match="before reset"):
+        env.step(5)
+    env.reset(seed=0)
+    env.step(env.setup.eos_token_id)
+    with pytest.raises(gym.error.ResetNeeded, match="after the episode ended"):
+        env.step(5)
+    env.reset(seed=0)
+    env.step(5)
+
+
+@pytest.mark.parametrize("options,error,match", [
+    ({"idx": 1}, ValueError, "unknown reset options"),
+    ({"index": 10**6}, IndexError, "out of range"),
+    ({"index": -1}, IndexError, "out of range"),
+    ({"index": 1.5}, TypeError, "must be an int"),
+])
+def test_bad_reset_options(count_env, options, error, match):
+    with pytest.raises(error, match=match):
+        count_env.reset(options=options)
+    obs, info = count_env.reset(options={"index": 2})
+    assert info["index"] == 2
+
+
+def test_unknown_task_keyword_and_split():
+    with pytest.raises(TypeError, match="bad keyword argument for task.*colour"):
+        gym.make("TextCount-v0", model="tiny", colour="red")
+    with pytest.raises(ValueError, match="unknown split 'dev'"):
+        gym.make("TextCount-v0", model="tiny", split="dev")
+    with pytest.raises(ValueError, match="unknown reward 'nope'|'nope'"):
+        gym.make("TextCount-v0", model="tiny", reward="nope")
+
+
+def test_empty_split_is_a_clear_error():
+    with pytest.raises(ValueError, match="no examples in split 'test'"):
+        gym.make("TextCount-v0", model="tiny", sizes={"test": 0}, split="test")
+
+
+def test_long_prompt_is_truncated_with_a_warning_not_a_crash():
+    env = gym.make("TextSummarize-v0", model="tiny", max_prompt_tokens=16, max_new_tokens=4)
+    with pytest.warns(PromptTruncationWarning, match="keeping its last 16 tokens"):
+        obs, info = env.reset(seed=0)
+    assert info["prompt_truncated"] and obs["attention_mask"][:16].all()
+    tail = env.unwrapped.tokenizer.decode(obs["input_ids"][:16])
+    assert tail.endswith("of this paper.")  # the instruction at the end survives
+    _, _, _, _, info = env.step(env.unwrapped.setup.eos_token_id)
+    assert info["prompt_truncated"]
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_nan_reward_is_named_and_the_episode_can_be_retried(count_env, value):
+    state = {"value": value}
+
+    def my_reward(completions):
+        return [state["value"]] * len(completions)
+
+    env = gym.make("TextCount-v0", model="tiny", reward=my_reward)
+    env.reset(seed=0)
+    env.step(5)
+    eos = env.unwrapped.setup.eos_token_id
+    with pytest.raises(RewardError, match="my_reward.*non-finite"):
+        env.step(eos)
+    state["value"] = 0.25  # the failed step was not applied: the same step now succeeds
+    _, reward, terminated, _, info = env.step(eos)
+    assert terminated and reward == 0.25 and info["num_tokens"] == 1
+
+
+def test_raising_reward_is_named(count_env):
+    def broken(completions):
+        raise ZeroDivisionError("oops")
+
+    env = gym.make("TextCount-v0", model="tiny", reward=broken, max_new_tokens=1)
+    env.reset(seed=0)
+    with pytest.raises(RewardError, match="broken.*ZeroDivisionError: oops"):
+        env.step(5)
+    env.reset(seed=1)
+
+
+def test_bad_constructor_arguments():
+    with pytest.warns(UserWarning, match="render_mode='human'"):
+        env = gym.make("TextCount-v0", model="tiny", render_mode="human")
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="render_mode 'human' is not supported"):
+        env.unwrapped.render()
+    with pytest.raises(ValueError, match="prompt_template"):
+        gym.make("TextCount-v0", model="tiny", prompt_template="no placeholder")
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        gym.make("TextCount-v0", model="tiny", max_new_tokens=-3)
