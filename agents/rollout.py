@@ -1,0 +1,91 @@
+"""Rollouts through the real Gymnasium vector env with the KV-cached policy.
+
+:func:`collect` resets a :class:`textenv.vector.TextVectorEnv` on chosen prompts and steps it
+token by token until every sub-env has finished one episode; sub-envs that finish early are
+masked out of the policy's forwards (as ``generate`` keeps finished rows in the batch, at no more
+cost). The env API is the contract: no ``generate``-and-replay shortcut.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode
+
+from agents.policy import EpisodeBatch, LMActorCritic
+
+__all__ = ["Episode", "collect", "episodes_to_batch", "row_info"]
+
+
+@dataclass
+class Episode:
+    """One finished generation with what the policy and the env said at each token."""
+
+    index: int
+    prompt_ids: np.ndarray
+    actions: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    rewards: list[float] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def score(self) -> float:
+        """The task reward of the episode (the sum of its env rewards)."""
+        return float(sum(self.rewards))
+
+    @property
+    def generated(self) -> list[int]:
+        """Token ids that the policy scored: the actions, EOS included when the episode ended on it."""
+        return self.actions
+
+
+def row_info(infos: dict[str, Any], i: int) -> dict[str, Any]:
+    """Sub-env ``i``'s entries of a Gymnasium vector info dict (arrays + ``_key`` masks)."""
+    out = {}
+    for key, value in infos.items():
+        if key.startswith("_"):
+            continue
+        present = infos.get(f"_{key}")
+        if present is not None and not present[i]:
+            continue
+        out[key] = row_info(value, i) if isinstance(value, dict) else value[i]
+    return out
+
+
+def collect(envs, policy: LMActorCritic, indices: Sequence[int], seed: int,
+            generator: torch.Generator | None = None, greedy: bool = False) -> list[Episode]:
+    """One episode per sub-env, on prompts ``indices`` (one per sub-env), in sub-env order."""
+    env = envs.unwrapped
+    b = env.num_envs
+    same_step = env.metadata.get("autoreset_mode") == AutoresetMode.SAME_STEP
+    obs, _ = envs.reset(seed=seed, options={"index": list(indices)})
+    p = env.setup.max_prompt_tokens
+    episodes = [Episode(index=int(indices[i]), prompt_ids=obs["input_ids"][i, :p][obs["attention_mask"][i, :p] == 1])
+                for i in range(b)]
+    state = policy.rollout_state(b, p)
+    active = np.ones(b, dtype=bool)
+    while active.any():
+        res = policy.act(obs, state, generator=generator, greedy=greedy, active=active)
+        obs, rewards, terminated, truncated, infos = envs.step(res.actions)
+        done = (terminated | truncated) & active
+        final = infos.get("final_info", {}) if same_step else infos
+        for i in np.flatnonzero(active):
+            ep = episodes[i]
+            ep.actions.append(int(res.actions[i]))
+            ep.logprobs.append(float(res.logprobs[i]))
+            ep.values.append(float(res.values[i]))
+            ep.rewards.append(float(rewards[i]))
+            if done[i]:
+                ep.info = row_info(final, int(i))
+        active &= ~done
+    return episodes
+
+
+def episodes_to_batch(episodes: Sequence[Episode], pad_token_id: int) -> EpisodeBatch:
+    return EpisodeBatch.from_episodes([e.prompt_ids.tolist() for e in episodes],
+                                      [e.generated for e in episodes], pad_token_id)
