@@ -1,0 +1,430 @@
+"""PPO for language models on textenv, with a KL penalty to a frozen reference (the RLHF recipe).
+
+Read top to bottom: config -> rollout (the Gymnasium vector env + the KV-cached policy) -> per-token
+rewards (task reward at the last token, ``-kl_coef * (logp - logp_ref)`` on every token) ->
+advantages (GAE with a value head, or critic-free GRPO / RLOO group baselines) -> clipped PPO
+update over minibatches and epochs -> KL controller -> logging and atomic checkpoints.
+
+    python -m agents.ppo --env TextCount-v0 --model tiny --preset quick
+    python -m agents.ppo --env TextSentiment-v0 --preset quick          # the default model
+    python -m agents.ppo --help
+
+Every iteration draws its prompts, its env seed and its sampling generator from ``(seed,
+iteration)``, and the model runs without dropout, so ``--resume`` from a checkpoint reproduces the
+uninterrupted run exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import textenv  # noqa: F401 - registers the env ids
+from agents.advantages import AdaptiveKLController, FixedKLController, gae, group_advantages, whiten
+from agents.checkpoint import atomic_dir, is_complete
+from agents.config import arg, parse_config, resolve_device, run_dir, save_config
+from agents.policy import LMActorCritic, Sampling
+from agents.rollout import Episode, collect, episodes_to_batch
+from agents.tracking import Tracker
+from textenv.rewards import RewardError
+
+__all__ = ["PPOConfig", "PPOTrainer", "PRESETS", "main"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """PPO with a KL-controlled reference for a causal LM on a textenv task."""
+
+    env: str = arg("TextCount-v0", "registered textenv id to train on (its train split)")
+    model: str = arg("smollm2-135m", "starting policy: 'smollm2-135m', 'tiny', an SFT or policy directory")
+    exp_name: str = arg("ppo", "run name, part of the run directory")
+    seed: int = arg(0, "seed of prompts, sampling and initialisation")
+    device: str = arg("auto", "'auto' (CUDA when present, bf16 autocast there), 'cpu', 'cuda', ...")
+    reward: str | None = arg(None, "reward name or 'pkg.mod:fn' instead of the task's default")
+    iterations: int = arg(20, "number of rollout+update iterations")
+    prompts_per_iter: int = arg(8, "distinct prompts per iteration")
+    samples_per_prompt: int = arg(1, "samples per prompt (>= 2 for grpo/rloo); num_envs = prompts x samples")
+    max_new_tokens: int | None = arg(None, "token budget per episode (default: the task's)")
+    temperature: float = arg(1.0, "sampling temperature (also used to score, so ratios are unbiased)")
+    top_k: int = arg(0, "top-k sampling (0: off)")
+    top_p: float = arg(1.0, "nucleus sampling mass (1: off)")
+    advantage: Literal["gae", "grpo", "rloo"] = arg("gae", "advantage estimator: value-head GAE or a group baseline")
+    gamma: float = arg(1.0, "discount over tokens")
+    lam: float = arg(0.95, "GAE lambda")
+    whiten_advantages: bool = arg(True, "normalise advantages over the batch")
+    lr: float = arg(1e-5, "Adam learning rate")
+    epochs: int = arg(4, "PPO epochs per iteration")
+    minibatch_size: int = arg(8, "episodes per minibatch")
+    grad_accum: int = arg(1, "micro-batches per minibatch (gradient accumulation)")
+    max_grad_norm: float = arg(1.0, "gradient clipping norm")
+    clip_range: float = arg(0.2, "PPO policy ratio clip")
+    clip_range_value: float = arg(0.2, "value clip around the rollout values")
+    vf_coef: float = arg(0.1, "value loss weight")
+    ent_coef: float = arg(0.0, "entropy bonus weight")
+    target_approx_kl: float | None = arg(None, "stop an epoch early when approx KL(old||new) exceeds this")
+    kl_coef: float = arg(0.05, "initial coefficient of the per-token KL penalty to the reference")
+    kl_target: float | None = arg(6.0, "adaptive KL target per episode (None: fixed kl_coef)")
+    kl_horizon: int = arg(10000, "adaptive KL horizon in episodes")
+    reward_scale: float = arg(1.0, "multiply task rewards by this")
+    reward_clip: float | None = arg(None, "clip scaled task rewards to [-c, c]")
+    lora_r: int = arg(0, "LoRA rank (0: train all weights; >0: the reference is the base, adapter off)")
+    checkpoint_every: int = arg(5, "write a checkpoint every N iterations (and at the end)")
+    runs: str = arg("runs", "root directory of runs")
+    resume: str | None = arg(None, "run directory to continue from its last checkpoint")
+    max_failures: int = arg(3, "stop after this many consecutive skipped (non-finite) iterations")
+    tensorboard: bool = arg(True, "write TensorBoard events beside metrics.csv")
+    progress: bool = arg(True, "show a progress bar")
+
+    @property
+    def num_envs(self) -> int:
+        return self.prompts_per_iter * self.samples_per_prompt
+
+
+PRESETS: dict[str, PPOConfig] = {
+    # A few minutes on 2 CPU cores with the default model; seconds with --model tiny.
+    "quick": PPOConfig(iterations=12, prompts_per_iter=8, max_new_tokens=16, epochs=2, minibatch_size=8,
+                       lr=2e-5, kl_coef=0.05, kl_target=None, checkpoint_every=4),
+    # GPU-sized: bigger batches, more iterations, LoRA-free full fine-tuning in bf16 autocast.
+    "default": PPOConfig(iterations=200, prompts_per_iter=64, epochs=4, minibatch_size=16, lr=1e-5,
+                         checkpoint_every=20),
+}
+
+
+def _task_scores(episodes: list[Episode], cfg: PPOConfig) -> torch.Tensor:
+    scores = torch.tensor([e.score for e in episodes], dtype=torch.float32) * cfg.reward_scale
+    if cfg.reward_clip is not None:
+        scores = scores.clamp(-cfg.reward_clip, cfg.reward_clip)
+    return scores
+
+
+def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """Optimizer state as flat tensors (safetensors) + JSON-able groups: no pickle anywhere."""
+    sd = opt.state_dict()
+    tensors = {f"{pid}.{k}": (v if torch.is_tensor(v) else torch.tensor(v)).detach().cpu().contiguous()
+               for pid, st in sd["state"].items() for k, v in st.items()}
+    return tensors, {"param_groups": sd["param_groups"]}
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = value
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+class PPOTrainer:
+    """Owns the loop; the policy owns the networks."""
+
+    def __init__(self, config: PPOConfig) -> None:
+        cfg = self.cfg = config
+        if cfg.advantage != "gae" and cfg.samples_per_prompt < 2:
+            raise ValueError(f"advantage={cfg.advantage!r} needs samples_per_prompt >= 2")
+        if cfg.num_envs % cfg.minibatch_size and cfg.minibatch_size < cfg.num_envs:
+            raise ValueError(f"minibatch_size {cfg.minibatch_size} must divide num_envs {cfg.num_envs}")
+        self.device = resolve_device(cfg.device)
+        env_kwargs: dict[str, Any] = {"model": "tiny"} if cfg.model == "tiny" else {}
+        if cfg.reward:
+            env_kwargs["reward"] = cfg.reward
+        if cfg.max_new_tokens:
+            env_kwargs["max_new_tokens"] = cfg.max_new_tokens
+        tokenizer = None
+        if cfg.model not in ("tiny",):
+            from textenv.models import load_tokenizer
+
+            tokenizer = load_tokenizer(cfg.model if cfg.resume is None else cfg.model)
+            env_kwargs["tokenizer"] = tokenizer
+        self.envs = gym.make_vec(cfg.env, num_envs=cfg.num_envs, autoreset_mode="same_step", **env_kwargs)
+        self.setup = self.envs.unwrapped.setup
+        sampling = Sampling(cfg.temperature, cfg.top_k, cfg.top_p)
+        lora = {"r": cfg.lora_r, "lora_alpha": 2 * cfg.lora_r, "target_modules": "all-linear"} if cfg.lora_r else None
+        torch.manual_seed(cfg.seed)
+        self.policy = LMActorCritic.from_pretrained(cfg.model, tokenizer=self.setup.tokenizer,
+                                                    sampling=sampling, lora=lora, seed=cfg.seed).to(self.device)
+        self.reference = None
+        if not self.policy.is_lora:
+            self.reference = copy.deepcopy(self.policy.model).eval().requires_grad_(False)
+        params = [p for p in self.policy.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(params, lr=cfg.lr, eps=1e-5)
+        self.kl = (AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon) if cfg.kl_target
+                   else FixedKLController(cfg.kl_coef))
+        self.iteration = 0
+        self.failures = 0
+        if cfg.resume:
+            self.dir = Path(cfg.resume)
+            self._load_checkpoint(self.dir / "checkpoint")
+        else:
+            self.dir = run_dir(cfg.runs, cfg.env, cfg.exp_name, cfg.seed)
+        save_config(cfg, self.dir / "config.json")
+        self.tracker = Tracker(self.dir, tensorboard=cfg.tensorboard)
+
+    # -- checkpoints -----------------------------------------------------------------------
+
+    def save_checkpoint(self, directory: Path | None = None) -> Path:
+        from safetensors.torch import save_file
+
+        if not all(torch.isfinite(p).all() for p in self.policy.parameters()):
+            raise RuntimeError("refusing to write a checkpoint: the policy has non-finite parameters")
+        target = directory or self.dir / "checkpoint"
+        with atomic_dir(target) as tmp:
+            self.policy.save_pretrained(tmp)
+            tensors, meta = _optimizer_tensors(self.optimizer)
+            save_file(tensors, tmp / "optimizer.safetensors")
+            state = {"iteration": self.iteration, "kl_coef": self.kl.value, "failures": self.failures,
+                     "optimizer": meta, "config": dataclasses.asdict(self.cfg)}
+            (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2, default=str))
+        return target
+
+    def _load_checkpoint(self, path: Path) -> None:
+        from safetensors.torch import load_file
+
+        if not is_complete(path):
+            raise FileNotFoundError(f"no complete checkpoint at {path} (was the run interrupted before one?)")
+        loaded = LMActorCritic.from_pretrained(str(path), tokenizer=self.setup.tokenizer)
+        self.policy.load_state_dict(loaded.state_dict())
+        state = json.loads((path / "trainer_state.json").read_text())
+        _load_optimizer(self.optimizer, load_file(path / "optimizer.safetensors"), state["optimizer"])
+        self.iteration, self.kl.value, self.failures = state["iteration"], state["kl_coef"], state["failures"]
+        logger.info("resumed from %s at iteration %d", path, self.iteration)
+
+    # -- one iteration ---------------------------------------------------------------------
+
+    def _prompt_indices(self, it: int) -> list[int]:
+        rng = np.random.default_rng([self.cfg.seed, it])
+        prompts = rng.choice(len(self.setup.examples), size=self.cfg.prompts_per_iter,
+                             replace=len(self.setup.examples) < self.cfg.prompts_per_iter)
+        return [int(i) for i in np.repeat(prompts, self.cfg.samples_per_prompt)]
+
+    def _autocast(self):
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return torch.autocast("cpu", enabled=False)
+
+    def rollout(self, it: int) -> tuple[list[Episode], float]:
+        gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed * 1_000_003 + it)
+        start = time.perf_counter()
+        with self._autocast():
+            episodes = collect(self.envs, self.policy, self._prompt_indices(it), seed=self.cfg.seed * 1_000_003 + it,
+                               generator=gen)
+        return episodes, time.perf_counter() - start
+
+    def step(self) -> dict[str, float]:
+        """Run one iteration; returns its metrics (``failures/skipped`` = 1 when it was skipped)."""
+        cfg, it = self.cfg, self.iteration + 1
+        try:
+            episodes, rollout_secs = self.rollout(it)
+        except RewardError as exc:
+            return self._skip(it, f"reward failed: {exc}")
+        batch = episodes_to_batch(episodes, self.policy.pad_token_id)
+        mask = batch.attention_mask[:, -batch.gen_len:].float().to(self.device)
+        old_logp = torch.zeros_like(mask)
+        old_values = torch.zeros_like(mask)
+        for i, e in enumerate(episodes):
+            old_logp[i, :len(e.actions)] = torch.tensor(e.logprobs)
+            old_values[i, :len(e.actions)] = torch.tensor(e.values)
+        with self._autocast():
+            ref_logp = self.policy.reference_logprobs(batch, self.reference).float()
+        kl = (old_logp - ref_logp) * mask  # k1 per token: the penalty
+        kl_k3 = ((ref_logp - old_logp).exp() - 1 - (ref_logp - old_logp)) * mask  # k3: >= 0, for logging
+        scores = _task_scores(episodes, cfg).to(self.device)
+        if not torch.isfinite(scores).all():
+            return self._skip(it, "non-finite task reward")
+        lengths = mask.sum(1).long()
+        if cfg.advantage == "gae":
+            rewards = -self.kl.value * kl
+            rewards[torch.arange(len(episodes)), lengths - 1] += scores
+            advantages, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
+            if cfg.whiten_advantages:
+                advantages = whiten(advantages, mask)
+        else:
+            seq = scores - self.kl.value * kl.sum(1)
+            adv = group_advantages(seq, cfg.samples_per_prompt, cfg.advantage)
+            advantages, returns = adv[:, None] * mask, torch.zeros_like(mask)
+        stats = self._update(batch, mask, old_logp, old_values, advantages, returns, it)
+        if stats is None:
+            return self._skip(it, "non-finite loss")
+        self.failures = 0
+        self.kl.update(float(kl.sum(1).mean()), len(episodes))
+        n_tokens = int(mask.sum())
+        metrics = {
+            "charts/reward_mean": float(np.mean([e.score for e in episodes])),
+            "charts/reward_std": float(np.std([e.score for e in episodes])),
+            "charts/episode_length": float(lengths.float().mean()),
+            "charts/eos_rate": float(np.mean([bool(e.info.get("ended_with_eos")) for e in episodes])),
+            "charts/tokens_per_s": n_tokens / max(rollout_secs, 1e-9),
+            "objective/kl": float(kl.sum(1).mean()),
+            "objective/kl_k3": float(kl_k3.sum(1).mean()),
+            "objective/kl_coef": float(self.kl.value),
+            "failures/skipped": 0.0,
+            **stats,
+        }
+        parts: dict[str, list[float]] = {}
+        for e in episodes:
+            for k, v in e.info.get("reward_parts", {}).items():
+                parts.setdefault(k, []).append(float(v))
+        metrics.update({f"rewards/{k}/mean": float(np.mean(v)) for k, v in parts.items()})
+        self.iteration = it
+        return metrics
+
+    def _skip(self, it: int, why: str) -> dict[str, float]:
+        self.failures += 1
+        logger.warning("iteration %d skipped (%s); %d consecutive failure(s)", it, why, self.failures)
+        if self.failures >= self.cfg.max_failures:
+            raise RuntimeError(f"PPO stopped: {self.failures} consecutive iterations failed, last: {why}")
+        self.iteration = it
+        return {"failures/skipped": 1.0}
+
+    def _update(self, batch, mask, old_logp, old_values, advantages, returns, it) -> dict[str, float] | None:
+        cfg = self.cfg
+        n = batch.input_ids.shape[0]
+        snapshot = {k: v.detach().clone() for k, v in self.policy.state_dict().items()}
+        opt_snapshot = copy.deepcopy(self.optimizer.state_dict())
+        gen = torch.Generator().manual_seed(cfg.seed * 7919 + it)
+        mb = min(cfg.minibatch_size, n)
+        micro = max(1, mb // cfg.grad_accum)
+        log: dict[str, list[float]] = {k: [] for k in ("pg", "vf", "ent", "approx_kl", "clipfrac")}
+        for _epoch in range(cfg.epochs):
+            order = torch.randperm(n, generator=gen)
+            epoch_kl = []
+            for start in range(0, n, mb):
+                self.optimizer.zero_grad(set_to_none=True)
+                idx_mb = order[start:start + mb]
+                for m0 in range(0, len(idx_mb), micro):
+                    idx = idx_mb[m0:m0 + micro]
+                    sub = dataclasses.replace(batch, input_ids=batch.input_ids[idx],
+                                              attention_mask=batch.attention_mask[idx])
+                    with self._autocast():
+                        scores = self.policy.evaluate(sub, with_values=cfg.advantage == "gae")
+                    m = mask[idx]
+                    denom = m.sum().clamp(min=1)
+                    log_ratio = (scores.logprobs.float() - old_logp[idx]) * m
+                    ratio = log_ratio.exp()
+                    adv = advantages[idx]
+                    pg = torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.clip_range, 1 + cfg.clip_range))
+                    pg_loss = (pg * m).sum() / denom
+                    ent = (scores.entropy.float() * m).sum() / denom
+                    loss = pg_loss - cfg.ent_coef * ent
+                    vf_loss = torch.zeros(())
+                    if cfg.advantage == "gae":
+                        v = scores.values.float()
+                        v_clip = old_values[idx] + (v - old_values[idx]).clamp(-cfg.clip_range_value,
+                                                                               cfg.clip_range_value)
+                        vf = torch.max((v - returns[idx]) ** 2, (v_clip - returns[idx]) ** 2)
+                        vf_loss = 0.5 * (vf * m).sum() / denom
+                        loss = loss + cfg.vf_coef * vf_loss
+                    if not torch.isfinite(loss):
+                        self.policy.load_state_dict(snapshot)
+                        self.optimizer.load_state_dict(opt_snapshot)
+                        return None
+                    (loss * len(idx) / len(idx_mb)).backward()
+                    with torch.no_grad():
+                        approx_kl = (((ratio - 1) - log_ratio) * m).sum() / denom
+                        clipfrac = (((ratio - 1).abs() > cfg.clip_range).float() * m).sum() / denom
+                    for k, val in (("pg", pg_loss), ("vf", vf_loss), ("ent", ent), ("approx_kl", approx_kl),
+                                   ("clipfrac", clipfrac)):
+                        log[k].append(float(val.detach()))
+                    epoch_kl.append(float(approx_kl))
+                torch.nn.utils.clip_grad_norm_([p for p in self.policy.parameters() if p.requires_grad],
+                                               cfg.max_grad_norm)
+                self.optimizer.step()
+            if cfg.target_approx_kl is not None and np.mean(epoch_kl) > cfg.target_approx_kl:
+                break
+        if not all(torch.isfinite(p).all() for p in self.policy.parameters()):
+            self.policy.load_state_dict(snapshot)
+            self.optimizer.load_state_dict(opt_snapshot)
+            return None
+        y, v = returns[mask > 0], old_values[mask > 0]
+        var_y = float(y.var()) if y.numel() > 1 else float("nan")
+        explained = float("nan") if cfg.advantage != "gae" or not var_y > 0 else 1 - float((y - v).var()) / var_y
+        return {
+            "losses/policy_loss": float(np.mean(log["pg"])),
+            "losses/value_loss": float(np.mean(log["vf"])),
+            "losses/entropy": float(np.mean(log["ent"])),
+            "losses/approx_kl": float(np.mean(log["approx_kl"])),
+            "losses/clipfrac": float(np.mean(log["clipfrac"])),
+            "losses/explained_variance": explained,
+        }
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def train(self) -> list[dict[str, float]]:
+        from tqdm.auto import tqdm
+
+        cfg = self.cfg
+        history = []
+        bar = tqdm(total=cfg.iterations, initial=self.iteration, disable=not cfg.progress, desc=cfg.env)
+        try:
+            while self.iteration < cfg.iterations:
+                metrics = self.step()
+                self.tracker.log(self.iteration, metrics)
+                history.append(metrics)
+                bar.update(1)
+                if "charts/reward_mean" in metrics:
+                    bar.set_postfix(reward=f"{metrics['charts/reward_mean']:.3f}", kl=f"{metrics['objective/kl']:.2f}")
+                if self.iteration % cfg.checkpoint_every == 0 or self.iteration == cfg.iterations:
+                    self.save_checkpoint()
+        finally:
+            bar.close()
+            self.tracker.close()
+        self.save_checkpoint(self.dir / "final")
+        return history
+
+
+def plot_rewards(run: str | Path) -> Path:
+    """``reward.png`` beside a run's metrics.csv: mean reward (and KL) per iteration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from agents.tracking import read_metrics
+
+    rows = [r for r in read_metrics(Path(run) / "metrics.csv") if "charts/reward_mean" in r]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([r["iteration"] for r in rows], [r["charts/reward_mean"] for r in rows], marker="o", label="reward")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("mean reward")
+    ax2 = ax.twinx()
+    ax2.plot([r["iteration"] for r in rows], [r["objective/kl"] for r in rows], color="gray", ls="--", label="KL")
+    ax2.set_ylabel("KL to reference")
+    ax.set_title(Path(run).name, fontsize=8)
+    fig.tight_layout()
+    out = Path(run) / "reward.png"
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def main(argv: list[str] | None = None) -> PPOTrainer:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    cfg = parse_config(PPOConfig, argv, PRESETS)
+    if cfg.resume:  # continue with the run's own config, except the iteration budget and resume path
+        saved = json.loads((Path(cfg.resume) / "config.json").read_text())
+        saved.update(resume=cfg.resume, iterations=cfg.iterations, progress=cfg.progress)
+        cfg = PPOConfig(**saved)
+    trainer = PPOTrainer(cfg)
+    start = time.perf_counter()
+    history = trainer.train()
+    rewards = [m["charts/reward_mean"] for m in history if "charts/reward_mean" in m]
+    png = plot_rewards(trainer.dir)
+    if rewards:
+        logger.info("reward %.4f -> %.4f over %d iterations in %.0f s; run: %s; curve: %s",
+                    rewards[0], rewards[-1], len(rewards), time.perf_counter() - start, trainer.dir, png)
+    return trainer
+
+
+if __name__ == "__main__":
+    main()

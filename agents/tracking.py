@@ -1,0 +1,63 @@
+"""One small metrics tracker: TensorBoard + a CSV, keys grouped as cleanrl does
+(``charts/``, ``losses/``, ``objective/``, ``rewards/<part>/mean``)."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+__all__ = ["Tracker", "read_metrics"]
+
+logger = logging.getLogger(__name__)
+
+
+class Tracker:
+    """Appends one row per iteration to ``metrics.csv`` and writes the same scalars to TensorBoard.
+
+    The CSV header grows when a new key appears (rewritten in place), so a resumed run keeps one
+    file. TensorBoard is optional: without the package only the CSV is written.
+    """
+
+    def __init__(self, directory: str | Path, tensorboard: bool = True) -> None:
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.csv_path = self.dir / "metrics.csv"
+        self.rows = read_metrics(self.csv_path)
+        self.writer = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(str(self.dir))
+            except ImportError:  # pragma: no cover - tensorboard is a dependency, but stay usable
+                logger.warning("tensorboard is not installed; writing metrics.csv only")
+
+    def log(self, step: int, metrics: Mapping[str, float]) -> None:
+        self.rows = [r for r in self.rows if int(float(r["iteration"])) < step]  # a resumed run rewrites
+        row = {"iteration": step, **{k: float(v) for k, v in metrics.items()}}
+        self.rows.append(row)
+        keys = list(dict.fromkeys(k for r in self.rows for k in r))
+        with self.csv_path.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            w.writerows(self.rows)
+        if self.writer is not None:
+            for k, v in metrics.items():
+                if math.isfinite(float(v)):
+                    self.writer.add_scalar(k, float(v), step)
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def read_metrics(path: str | Path) -> list[dict[str, float]]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    with path.open(newline="") as f:
+        return [{k: float(v) for k, v in r.items() if v not in ("", None)} for r in csv.DictReader(f)]

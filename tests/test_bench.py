@@ -1,0 +1,42 @@
+"""The benchmark runs and reports consistent numbers. No speed is asserted: timings are benchmarks."""
+
+import math
+import subprocess
+import sys
+
+import pytest
+
+from evals.bench import BenchConfig, format_table, run
+
+
+def test_run_tiny_settings_gives_consistent_rates():
+    result = run(env="TextCount-v0", models=["tiny"], env_model="tiny", num_envs=2, tokens=60,
+                 warmup=4, model_steps=3, seed=0, threads=1)
+    env, model, ratio = result["env"], result["model"], result["ratio"]
+    assert set(env) == {"single", "vector", "sync"}
+    assert set(model) == set(ratio) == {"tiny"}
+    rates = [e["rate"] for e in env.values()] + [model["tiny"]["rate_1"], model["tiny"]["rate_b"]]
+    assert all(math.isfinite(r) and r > 0 for r in rates)
+    # TextCount-v0 episodes last 16 tokens, so 60 timed token-steps end at least one episode.
+    assert env["single"]["episodes"] >= 1
+    r = ratio["tiny"]
+    assert r["single"] == pytest.approx(env["single"]["rate"] / model["tiny"]["rate_1"])
+    assert r["vector"] == pytest.approx(env["vector"]["rate"] / model["tiny"]["rate_b"])
+    assert r["sync"] == pytest.approx(env["sync"]["rate"] / model["tiny"]["rate_b"])
+    assert result["config"]["models"] == ["tiny"] and result["config"]["num_envs"] == 2
+    table = format_table(result)
+    assert "verdict vs tiny:" in table and "TextCount-v0" in table
+
+
+def test_bad_settings_raise_early():
+    with pytest.raises(ValueError, match="num-envs"):
+        run(BenchConfig(num_envs=0))
+    with pytest.raises(ValueError, match="models"):
+        run(models="")
+
+
+def test_cli_help():
+    proc = subprocess.run([sys.executable, "-m", "evals.bench", "--help"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "--num-envs" in proc.stdout and "--models" in proc.stdout

@@ -1,0 +1,96 @@
+"""PPO on the tiny model and the synthetic task: finite losses, changed parameters, resume, NaN."""
+
+import csv
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from agents.ppo import PPOConfig, PPOTrainer
+
+TINY = dict(env="TextCount-v0", model="tiny", iterations=2, prompts_per_iter=4, max_new_tokens=8,
+            epochs=2, minibatch_size=4, lr=1e-3, tensorboard=False, progress=False, checkpoint_every=1)
+
+
+def _cfg(tmp_path, **kw):
+    return PPOConfig(**{**TINY, "runs": str(tmp_path), **kw})
+
+
+def test_one_update_gives_finite_losses_and_changes_parameters(tmp_path):
+    trainer = PPOTrainer(_cfg(tmp_path))
+    before = {k: v.clone() for k, v in trainer.policy.state_dict().items()}
+    metrics = trainer.step()
+    for key in ("losses/policy_loss", "losses/value_loss", "losses/approx_kl", "losses/clipfrac",
+                "objective/kl", "charts/reward_mean", "charts/tokens_per_s", "rewards/increasing/mean"):
+        assert math.isfinite(metrics[key]), key
+    changed = [k for k, v in trainer.policy.state_dict().items() if not torch.equal(v, before[k])]
+    assert any(k.startswith("model.") for k in changed) and "value_head.weight" in changed
+    # the reference stays the starting policy
+    ref = trainer.reference.state_dict()
+    assert all(torch.equal(ref[k[len("model."):]], before[k]) for k in before if k.startswith("model."))
+
+
+@pytest.mark.parametrize("advantage", ["grpo", "rloo"])
+def test_group_estimators_run_without_a_critic(tmp_path, advantage):
+    trainer = PPOTrainer(_cfg(tmp_path, advantage=advantage, samples_per_prompt=2, prompts_per_iter=2))
+    head = trainer.policy.value_head.weight.clone()
+    metrics = trainer.step()
+    assert math.isfinite(metrics["losses/policy_loss"])
+    assert torch.equal(trainer.policy.value_head.weight, head)  # no value loss, no value update
+
+
+def test_resume_gives_the_same_next_iteration_as_an_uninterrupted_run(tmp_path):
+    full = PPOTrainer(_cfg(tmp_path / "a", iterations=2))
+    history = full.train()
+    part = PPOTrainer(_cfg(tmp_path / "b", iterations=1))
+    part.train()
+    resumed = PPOTrainer(_cfg(tmp_path / "b", iterations=2, resume=str(part.dir)))
+    assert resumed.iteration == 1
+    resumed_history = resumed.train()
+    assert len(resumed_history) == 1
+    for key, value in history[1].items():
+        if not key.endswith("per_s"):  # wall-clock rates differ between runs
+            assert resumed_history[0][key] == pytest.approx(value, rel=1e-5, abs=1e-7), key
+    with open(part.dir / "metrics.csv") as f:
+        assert [int(float(r["iteration"])) for r in csv.DictReader(f)] == [1, 2]
+
+
+def test_nan_reward_is_skipped_and_reported(tmp_path, monkeypatch):
+    import textenv.rewards.synthetic as synthetic
+
+    calls = {"n": 0}
+    original = synthetic.IncreasingNumbers.__call__
+
+    def sometimes_nan(self, completions):
+        calls["n"] += 1
+        out = original(self, completions)
+        return [math.nan] * len(out) if calls["n"] == 1 else out
+
+    monkeypatch.setattr(synthetic.IncreasingNumbers, "__call__", sometimes_nan)
+    trainer = PPOTrainer(_cfg(tmp_path, iterations=2, checkpoint_every=10))
+    before = {k: v.clone() for k, v in trainer.policy.state_dict().items()}
+    first = trainer.step()
+    assert first == {"failures/skipped": 1.0} and trainer.failures == 1
+    assert all(torch.equal(v, before[k]) for k, v in trainer.policy.state_dict().items())
+    second = trainer.step()
+    assert second["failures/skipped"] == 0.0 and trainer.failures == 0
+
+
+def test_repeated_failures_stop_with_a_clear_error(tmp_path, monkeypatch):
+    import textenv.rewards.synthetic as synthetic
+
+    monkeypatch.setattr(synthetic.IncreasingNumbers, "__call__", lambda self, cs: [math.nan] * len(cs))
+    trainer = PPOTrainer(_cfg(tmp_path, iterations=5, max_failures=2, checkpoint_every=10))
+    with pytest.raises(RuntimeError, match="2 consecutive iterations failed.*non-finite"):
+        trainer.train()
+    assert not (trainer.dir / "checkpoint").exists() and not (trainer.dir / "final").exists()
+    with open(trainer.dir / "metrics.csv") as f:
+        assert [float(r["failures/skipped"]) for r in csv.DictReader(f)] == [1.0]
+
+
+def test_cli_help():
+    out = subprocess.run([sys.executable, "-m", "agents.ppo", "--help"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and "--kl-target" in out.stdout and "--preset" in out.stdout
