@@ -71,7 +71,8 @@ def run_naive(policy, envs, indices, greedy, seed):
         ids = torch.as_tensor(obs["input_ids"])
         mask = torch.as_tensor(obs["attention_mask"]).long()
         last = mask.shape[1] - (mask.flip(1).cumsum(1) == 0).sum(1) - 1  # index of each row's last real token
-        logits = policy.model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits
+        logits = policy.model(input_ids=ids, attention_mask=mask,
+                              position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits
         logp = logprobs_from_logits(logits[torch.arange(b), last], policy.sampling)
         actions = logp.argmax(-1) if greedy else torch.multinomial(logp.exp(), 1, generator=gen).squeeze(-1)
         actions = np.where(active, actions.numpy(), policy.pad_token_id)
@@ -108,13 +109,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     for greedy in (True, False):
         label = "greedy" if greedy else "sampled"
         rates = {}
-        for name, fn in (("generate", lambda: run_generate(policy, envs, indices, args.max_new_tokens, greedy, args.seed)),
-                         ("env+cache", lambda: run_env(policy, envs, indices, greedy, args.seed)),
-                         ("env naive", lambda: run_naive(policy, envs, indices, greedy, args.seed))):
-            fn()  # warm-up
+        paths = (("generate", run_generate, (args.max_new_tokens,)), ("env+cache", run_env, ()),
+                 ("env naive", run_naive, ()))
+        for name, fn, extra in paths:
+            fn(policy, envs, indices, *extra, greedy, args.seed)  # warm-up
             best, seqs = 0.0, None
             for _ in range(args.repeats):
-                seqs, secs = fn()
+                seqs, secs = fn(policy, envs, indices, *extra, greedy, args.seed)
                 best = max(best, sum(len(s) for s in seqs) / secs)
             rates[name] = (best, seqs)
         if greedy:

@@ -9,7 +9,8 @@ from agents.policy import EpisodeBatch, LMActorCritic, Sampling, logprobs_from_l
 from agents.rollout import collect, episodes_to_batch
 
 
-def _policy(envs, sampling=Sampling()):
+def _policy(envs, sampling=None):
+    sampling = sampling or Sampling()
     policy = LMActorCritic.from_pretrained("tiny", tokenizer=envs.unwrapped.tokenizer, sampling=sampling)
     torch.nn.init.normal_(policy.value_head.weight, std=0.1)  # non-trivial values to compare
     return policy
@@ -45,7 +46,6 @@ def test_cache_survives_staggered_resets_in_a_long_rollout():
     state = policy.rollout_state(3, env.setup.max_prompt_tokens)
     gen = torch.Generator().manual_seed(1)
     rng = np.random.default_rng(0)
-    p = env.setup.max_prompt_tokens
     for _ in range(20):
         before = {k: v.copy() for k, v in obs.items()}
         res = policy.act(obs, state, generator=gen)
@@ -54,16 +54,11 @@ def test_cache_survives_staggered_resets_in_a_long_rollout():
         # check every row's cached logits against a fresh full forward on its context
         for i in range(3):
             ctx = before["input_ids"][i][before["attention_mask"][i] == 1]
-            batch = EpisodeBatch.from_episodes([ctx[:-1].tolist() or [policy.pad_token_id]], [[int(ctx[-1])]],
-                                               policy.pad_token_id) if len(ctx) > 1 else None
-            if batch is None:
-                continue
             with torch.no_grad():
                 logits = policy.model(input_ids=torch.as_tensor(ctx)[None]).logits[0, -1]
             full = logprobs_from_logits(logits, policy.sampling)[res.actions[i]]
             assert abs(float(full) - float(res.logprobs[i])) < 1e-5
         obs, *_ = envs.step(actions)
-    assert p > 0
 
 
 def test_top_k_top_p_mask_and_renormalise():

@@ -1,10 +1,12 @@
 """PPO on the tiny model and the synthetic task: finite losses, changed parameters, resume, NaN."""
 
 import csv
+import dataclasses
 import math
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -94,3 +96,14 @@ def test_cli_help():
     out = subprocess.run([sys.executable, "-m", "agents.ppo", "--help"], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0 and "--kl-target" in out.stdout and "--preset" in out.stdout
+
+
+@pytest.mark.slow
+def test_tiny_model_learns_to_count(tmp_path):
+    """The documented run is `python -m agents.ppo --preset tiny` (30 iterations); a shorter bar here."""
+    from agents.ppo import PRESETS
+
+    cfg = dataclasses.replace(PRESETS["tiny"], iterations=20, runs=str(tmp_path), tensorboard=False, progress=False)
+    history = PPOTrainer(cfg).train()
+    rewards = [m["charts/reward_mean"] for m in history]
+    assert np.mean(rewards[-3:]) > np.mean(rewards[:3]) + 0.1, rewards

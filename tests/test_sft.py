@@ -1,0 +1,123 @@
+"""SFT on the tiny model and the counting task: loss goes down, checkpoints round-trip, masking is
+right, runs are seeded, a failed save leaves nothing behind. One shared training run keeps it fast."""
+
+import dataclasses
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from agents.checkpoint import is_complete
+from agents.sft import IGNORE, SFTConfig, build_example, collate, fit, save_checkpoint, train_sft
+from textenv.core import TaskSetup
+from textenv.models import load_model
+
+CONFIG = SFTConfig(env="TextCount-v0", model="tiny", epochs=1, max_steps=20, batch_size=16, lr=5e-3,
+                   warmup_steps=2, max_length=48, limit=320, eval_limit=48, device="cpu", seed=0)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    # One thread: the tiny model's ops are too small to split, and on a busy shared CPU torch's
+    # thread pool makes these runs ~10x slower rather than faster.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TEXTENV_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(cache):
+    return TaskSetup("textenv.tasks:count", model="tiny").tokenizer
+
+
+@pytest.fixture(scope="module")
+def trained(tokenizer):
+    return fit(CONFIG, tokenizer)
+
+
+def test_sft_lowers_validation_loss(trained):
+    m = trained.metrics
+    assert m["steps"] == CONFIG.max_steps
+    assert m["final_val_loss"] < 0.8 * m["initial_val_loss"], m
+    assert m["final_val_ppl"] == pytest.approx(math.exp(m["final_val_loss"]))
+    assert m["tokens"] > 0 and m["tokens_per_s"] > 0
+    assert [h["step"] for h in m["history"]] == [0, CONFIG.max_steps]
+
+
+def test_same_seed_same_losses(trained, tokenizer):
+    again = fit(CONFIG, tokenizer).metrics
+    assert again["final_val_loss"] == trained.metrics["final_val_loss"]
+    assert again["final_train_loss"] == trained.metrics["final_train_loss"]
+
+
+def test_checkpoint_loads_with_identical_logits(trained, tmp_path):
+    out = save_checkpoint(trained, CONFIG, tmp_path / "ckpt")
+    assert is_complete(out)
+    assert json.loads((out / "sft_config.json").read_text())["env"] == "TextCount-v0"
+    assert json.loads((out / "metrics.json").read_text())["steps"] == CONFIG.max_steps
+    assert (out / "model.safetensors").exists()
+    tok, model = load_model(str(out))
+    ids = torch.tensor([tok("Count: 7 8 9 10 11", add_special_tokens=False)["input_ids"]])
+    assert tok.get_vocab() == trained.tokenizer.get_vocab()
+    with torch.no_grad():
+        torch.testing.assert_close(model(input_ids=ids).logits, trained.model(input_ids=ids).logits)
+
+
+def test_labels_mask_the_prompt_and_keep_completion_and_eos():
+    prompt, completion, eos = [5, 6, 7], [8, 9], 0
+    ids, labels = build_example(prompt, completion + [eos], max_length=16)
+    assert ids == [5, 6, 7, 8, 9, 0]
+    assert labels == [IGNORE, IGNORE, IGNORE, 8, 9, 0]
+    # Over budget: the prompt loses its first tokens, the completion is kept whole.
+    ids, labels = build_example(list(range(10, 20)), [1, 2, 0], max_length=8)
+    assert ids == [15, 16, 17, 18, 19, 1, 2, 0] and labels == [IGNORE] * 5 + [1, 2, 0]
+    batch = collate([([1, 2, 3], [IGNORE, 2, 3]), ([4], [4])], pad_id=99)
+    assert batch["input_ids"].tolist() == [[1, 2, 3], [4, 99, 99]]  # right-padded
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert batch["labels"].tolist() == [[IGNORE, 2, 3], [4, IGNORE, IGNORE]]
+
+
+def test_domain_mode_lowers_loss(tokenizer):
+    # ~100 distinct texts (the counting task repeats itself), so several short epochs.
+    m = fit(dataclasses.replace(CONFIG, mode="domain", epochs=4, batch_size=8), tokenizer).metrics
+    assert m["steps"] == CONFIG.max_steps
+    assert m["final_val_loss"] < 0.8 * m["initial_val_loss"], m
+
+
+def test_failed_save_leaves_no_checkpoint(trained, tmp_path, monkeypatch):
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(type(trained.model), "save_pretrained", boom)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(trained, CONFIG, tmp_path / "ckpt")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_non_finite_loss_writes_no_checkpoint(trained, tmp_path):
+    bad = trained._replace(metrics={**trained.metrics, "final_val_loss": float("nan")})
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        save_checkpoint(bad, CONFIG, tmp_path / "ckpt")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_train_sft_writes_checkpoint(tokenizer, tmp_path):
+    cfg = dataclasses.replace(CONFIG, max_steps=1, limit=16, eval_limit=8, out=str(tmp_path / "run"))
+    metrics = train_sft(cfg, tokenizer)
+    assert metrics["out"] == cfg.out and is_complete(cfg.out)
+
+
+def test_cli_help_lists_the_fields():
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    res = subprocess.run([sys.executable, "-m", "agents.sft", "--help"], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert res.returncode == 0, res.stderr
+    for flag in ("--env", "--model", "--mode", "--max-steps", "--grad-accum", "--lr", "--limit", "--preset"):
+        assert flag in res.stdout

