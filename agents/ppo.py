@@ -53,6 +53,7 @@ class PPOConfig:
     seed: int = arg(0, "seed of prompts, sampling and initialisation")
     device: str = arg("auto", "'auto' (CUDA when present, bf16 autocast there), 'cpu', 'cuda', ...")
     reward: str | None = arg(None, "reward name or 'pkg.mod:fn' instead of the task's default")
+    reward_model: str | None = arg(None, "reward-model checkpoint directory: its score is the reward")
     iterations: int = arg(20, "number of rollout+update iterations")
     prompts_per_iter: int = arg(8, "distinct prompts per iteration")
     samples_per_prompt: int = arg(1, "samples per prompt (>= 2 for grpo/rloo); num_envs = prompts x samples")
@@ -139,16 +140,20 @@ class PPOTrainer:
             raise ValueError(f"minibatch_size {cfg.minibatch_size} must divide num_envs {cfg.num_envs}")
         self.device = resolve_device(cfg.device)
         env_kwargs: dict[str, Any] = {"model": "tiny"} if cfg.model == "tiny" else {}
+        if cfg.reward and cfg.reward_model:
+            raise ValueError("give either reward or reward_model, not both")
         if cfg.reward:
             env_kwargs["reward"] = cfg.reward
+        if cfg.reward_model:
+            from textenv.rewards import resolve
+
+            env_kwargs["reward"] = resolve("classifier", path=cfg.reward_model)
         if cfg.max_new_tokens:
             env_kwargs["max_new_tokens"] = cfg.max_new_tokens
-        tokenizer = None
-        if cfg.model not in ("tiny",):
+        if cfg.model != "tiny":
             from textenv.models import load_tokenizer
 
-            tokenizer = load_tokenizer(cfg.model if cfg.resume is None else cfg.model)
-            env_kwargs["tokenizer"] = tokenizer
+            env_kwargs["tokenizer"] = load_tokenizer(cfg.model)
         self.envs = gym.make_vec(cfg.env, num_envs=cfg.num_envs, autoreset_mode="same_step", **env_kwargs)
         self.setup = self.envs.unwrapped.setup
         sampling = Sampling(cfg.temperature, cfg.top_k, cfg.top_p)

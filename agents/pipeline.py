@@ -1,0 +1,106 @@
+"""The RLHF recipe end to end: SFT -> reward model -> PPO, each step skipped when its checkpoint
+already exists, writing the checkpoints the eval suite reads.
+
+    python -m agents.pipeline --task TextSentiment-v0 --preset quick
+    python -m agents.pipeline --task TextCount-v0 --model tiny --preset quick
+
+Layout under ``--out`` (default ``runs/pipeline/<task>__<model>``)::
+
+    sft/            a causal-LM checkpoint (agents.sft)
+    reward_model/   a sequence-classifier checkpoint (agents.reward_model), trunk = the SFT model
+    ppo/            the PPO policy (agents.ppo), started from the SFT model, rewarded by the reward
+                    model (``--ppo-reward rm``) or by the task's own reward (``--ppo-reward task``)
+    ppo_runs/       PPO's run directory: metrics.csv, TensorBoard events, reward.png, checkpoints
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from agents import ppo, reward_model, sft
+from agents.checkpoint import atomic_dir, is_complete
+from agents.config import arg, parse_config
+
+__all__ = ["PipelineConfig", "main", "run_pipeline"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """SFT, then a reward model, then PPO, on one task."""
+
+    task: str = arg("TextSentiment-v0", "registered env id")
+    model: str = arg("smollm2-135m", "base model: 'smollm2-135m', 'tiny' or a local directory")
+    preset: Literal["quick", "default"] = arg("quick", "budget of every stage: 'quick' (CPU) or 'default' (GPU)")
+    ppo_reward: Literal["rm", "task"] = arg("rm", "PPO's reward: the trained reward model or the task's reward")
+    ppo_iterations: int | None = arg(None, "override the PPO preset's iterations")
+    seed: int = arg(0, "seed of every stage")
+    device: str = arg("auto", "'auto' (CUDA when present), 'cpu', 'cuda', ...")
+    out: str | None = arg(None, "root of the checkpoints (default runs/pipeline/<task>__<model>)")
+
+
+def stage_dirs(cfg: PipelineConfig) -> dict[str, Path]:
+    root = Path(cfg.out or Path("runs") / "pipeline" / f"{cfg.task}__{Path(cfg.model).name}")
+    return {"root": root, "sft": root / "sft", "reward_model": root / "reward_model", "ppo": root / "ppo",
+            "ppo_runs": root / "ppo_runs"}
+
+
+def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
+    """Run the missing stages; return the checkpoint paths and each stage's metrics (or 'cached')."""
+    dirs = stage_dirs(cfg)
+    report: dict[str, Any] = {k: str(v) for k, v in dirs.items()}
+    if is_complete(dirs["sft"]):
+        logger.info("SFT checkpoint %s exists: skipped", dirs["sft"])
+        report["sft_metrics"] = "cached"
+    else:
+        scfg = dataclasses.replace(sft.PRESETS[cfg.preset], env=cfg.task, model=cfg.model, seed=cfg.seed,
+                                   device=cfg.device, out=str(dirs["sft"]))
+        report["sft_metrics"] = {k: v for k, v in sft.train_sft(scfg).items() if k != "history"}
+    if cfg.ppo_reward == "task":
+        report["reward_model_metrics"] = "not needed (--ppo-reward task)"
+    elif is_complete(dirs["reward_model"]):
+        logger.info("reward-model checkpoint %s exists: skipped", dirs["reward_model"])
+        report["reward_model_metrics"] = "cached"
+    else:
+        rcfg = dataclasses.replace(reward_model.PRESETS[cfg.preset], env=cfg.task, model=str(dirs["sft"]),
+                                   seed=cfg.seed, device=cfg.device, out=str(dirs["reward_model"]))
+        report["reward_model_metrics"] = reward_model.train_reward_model(rcfg)
+    if is_complete(dirs["ppo"]):
+        logger.info("PPO checkpoint %s exists: skipped", dirs["ppo"])
+        report["ppo_metrics"] = "cached"
+    else:
+        pcfg = dataclasses.replace(
+            ppo.PRESETS[cfg.preset], env=cfg.task, model=str(dirs["sft"]), seed=cfg.seed, device=cfg.device,
+            runs=str(dirs["ppo_runs"]), exp_name="pipeline",
+            reward_model=str(dirs["reward_model"]) if cfg.ppo_reward == "rm" else None,
+        )
+        if cfg.ppo_iterations is not None:
+            pcfg = dataclasses.replace(pcfg, iterations=cfg.ppo_iterations)
+        trainer = ppo.PPOTrainer(pcfg)
+        history = trainer.train()
+        ppo.plot_rewards(trainer.dir)
+        with atomic_dir(dirs["ppo"]) as tmp:
+            shutil.copytree(trainer.dir / "final", tmp, dirs_exist_ok=True)
+            (tmp / "ppo_run.json").write_text(json.dumps({"run": str(trainer.dir)}))
+        rewards = [m["charts/reward_mean"] for m in history if "charts/reward_mean" in m]
+        report["ppo_metrics"] = {"run": str(trainer.dir), "reward_first": rewards[0] if rewards else None,
+                                 "reward_last": rewards[-1] if rewards else None, "iterations": len(history)}
+    return report
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    report = run_pipeline(parse_config(PipelineConfig, argv))
+    print(json.dumps(report, indent=2, default=str))
+    return report
+
+
+if __name__ == "__main__":
+    main()
