@@ -97,8 +97,8 @@ PRESETS: dict[str, PPOConfig] = {
     # A few minutes on 2 CPU cores with the default model; seconds with --model tiny.
     "quick": PPOConfig(iterations=12, prompts_per_iter=8, max_new_tokens=16, epochs=2, minibatch_size=8,
                        lr=2e-5, kl_coef=0.05, kl_target=None, checkpoint_every=4),
-    # The tiny model on the synthetic task: learns to count in about a minute on 2 CPU cores.
-    "tiny": PPOConfig(env="TextCount-v0", model="tiny", iterations=30, prompts_per_iter=16, max_new_tokens=12,
+    # The tiny model on the synthetic task: reward ~0.2 -> ~1.0 in 80 iterations, ~15 s on 2 CPU cores.
+    "tiny": PPOConfig(env="TextCount-v0", model="tiny", iterations=80, prompts_per_iter=16, max_new_tokens=12,
                       epochs=4, minibatch_size=8, lr=3e-3, kl_coef=0.001, kl_target=None, checkpoint_every=10),
     # GPU-sized: bigger batches, more iterations, LoRA-free full fine-tuning in bf16 autocast.
     "default": PPOConfig(iterations=200, prompts_per_iter=64, epochs=4, minibatch_size=16, lr=1e-5,
