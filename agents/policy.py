@@ -325,11 +325,14 @@ class LMActorCritic(nn.Module):
     @torch.no_grad()
     def act(self, obs: dict[str, np.ndarray], state: RolloutState,
             generator: torch.Generator | None = None, greedy: bool = False,
-            active: np.ndarray | None = None) -> ActResult:
+            active: np.ndarray | None = None, row_seeds: Sequence[int] | None = None) -> ActResult:
         """Choose the next token for every sub-env of ``obs`` (a single env's obs works too).
 
         Rows where ``active`` is False are skipped (no forward; their action is the pad token),
         so a rollout that waits for its slowest episode costs no more than ``generate``.
+        ``row_seeds`` gives every row its own random stream, seeded by (row seed, token position):
+        a sample then depends only on its own seed, not on which other rows share the batch (the
+        eval suite relies on this to shard examples across processes and get the same table).
         """
         ids = np.atleast_2d(obs["input_ids"])
         mask = np.atleast_2d(obs["attention_mask"])
@@ -358,6 +361,13 @@ class LMActorCritic(nn.Module):
         logp = logprobs_from_logits(state.logits, self.sampling)
         if greedy:
             actions = logp.argmax(-1)
+        elif row_seeds is not None:
+            probs = logp.exp().cpu()
+            actions = torch.stack([
+                torch.multinomial(probs[i], 1, generator=torch.Generator().manual_seed(
+                    int(row_seeds[i]) * 100_003 + int(n_gen[i]))).squeeze(-1)
+                for i in range(state.num_envs)
+            ]).to(logp.device)
         else:
             actions = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)
         if active is not None:

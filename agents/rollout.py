@@ -58,19 +58,30 @@ def row_info(infos: dict[str, Any], i: int) -> dict[str, Any]:
 
 
 def collect(envs, policy: LMActorCritic, indices: Sequence[int], seed: int,
-            generator: torch.Generator | None = None, greedy: bool = False) -> list[Episode]:
-    """One episode per sub-env, on prompts ``indices`` (one per sub-env), in sub-env order."""
+            generator: torch.Generator | None = None, greedy: bool = False,
+            row_seeds: Sequence[int] | None = None) -> list[Episode]:
+    """One episode per sub-env, on prompts ``indices`` (one per sub-env), in sub-env order.
+
+    ``indices`` may be shorter than the number of sub-envs (the last batch of an eval): the spare
+    sub-envs repeat the first prompt and are never stepped by the policy. ``row_seeds``: see
+    :meth:`LMActorCritic.act`.
+    """
     env = envs.unwrapped
     b = env.num_envs
     same_step = env.metadata.get("autoreset_mode") == AutoresetMode.SAME_STEP
-    obs, _ = envs.reset(seed=seed, options={"index": list(indices)})
+    n = len(indices)
+    if not 0 < n <= b:
+        raise ValueError(f"need between 1 and {b} prompt indices, got {n}")
+    padded = list(indices) + [indices[0]] * (b - n)
+    seeds = None if row_seeds is None else list(row_seeds) + [0] * (b - n)
+    obs, _ = envs.reset(seed=seed, options={"index": padded})
     p = env.setup.max_prompt_tokens
-    episodes = [Episode(index=int(indices[i]), prompt_ids=obs["input_ids"][i, :p][obs["attention_mask"][i, :p] == 1])
+    episodes = [Episode(index=int(padded[i]), prompt_ids=obs["input_ids"][i, :p][obs["attention_mask"][i, :p] == 1])
                 for i in range(b)]
     state = policy.rollout_state(b, p)
-    active = np.ones(b, dtype=bool)
+    active = np.arange(b) < n
     while active.any():
-        res = policy.act(obs, state, generator=generator, greedy=greedy, active=active)
+        res = policy.act(obs, state, generator=generator, greedy=greedy, active=active, row_seeds=seeds)
         obs, rewards, terminated, truncated, infos = envs.step(res.actions)
         done = (terminated | truncated) & active
         final = infos.get("final_info", {}) if same_step else infos
@@ -83,7 +94,7 @@ def collect(envs, policy: LMActorCritic, indices: Sequence[int], seed: int,
             if done[i]:
                 ep.info = row_info(final, int(i))
         active &= ~done
-    return episodes
+    return episodes[:n]
 
 
 def episodes_to_batch(episodes: Sequence[Episode], pad_token_id: int) -> EpisodeBatch:

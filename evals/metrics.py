@@ -1,0 +1,195 @@
+"""Metric maths for the eval suite: pure numpy functions plus a loader for our local ``evaluate`` modules.
+
+Every reported metric declares ``higher_is_better`` (see :data:`METRICS`), as lm-evaluation-harness
+does, so the report can mark the best run per column without guessing. Per-example values feed
+:func:`bootstrap_ci`, which is why the text metrics return sentence-level scores as well as corpus ones.
+"""
+
+import functools
+import math
+import os
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+METRIC_MODULE_DIR = Path(__file__).resolve().parent / "metric_modules"
+"""Where the local ``evaluate`` modules live; they are loaded by absolute path, so any cwd works."""
+
+LOCAL_METRIC_MODULES = ("rouge", "bleu", "chrf")
+"""Names accepted by :func:`load_metric` (file ``metric_modules/textenv_<name>.py``)."""
+
+METRICS: dict[str, bool] = {
+    "reward": True,  # mean episode reward from the env's reward function
+    "rouge1": True,  # F-measure in [0, 1]
+    "rouge2": True,
+    "rougeL": True,
+    "bleu": True,  # sacrebleu, 0-100
+    "chrf": True,  # sacrebleu, 0-100
+    "bertscore": True,  # F1
+    "rm_score": True,  # learned reward model's score
+    "kl_to_ref": False,  # drift from the reference policy, nats per token: lower stays closer
+    "ref_perplexity": False,  # perplexity under the reference model: lower is more fluent to it
+    "distinct1": True,  # diversity: higher means less repetition / mode collapse
+    "distinct2": True,
+    "length": True,  # words per completion; UNRANKED, the bool only keeps the column type uniform
+    "win_rate": True,  # vs. a baseline, ties count 0.5
+}
+"""Each metric the suite reports -> ``higher_is_better``. Reward parts are ``reward/<part>`` (True), see
+:func:`higher_is_better`. Metrics in :data:`UNRANKED` have a bool here only so the column is uniformly
+boolean: the report never marks a best value for them."""
+
+UNRANKED: frozenset[str] = frozenset({"length"})
+"""Metrics with no better direction: longer is not better and shorter is not better, so the report shows
+them but never highlights a best run."""
+
+REWARD_PART_PREFIX = "reward/"
+
+
+def higher_is_better(name: str) -> bool:
+    """Direction of metric ``name``, including the dynamic ``reward/<part>`` columns (always True).
+
+    Raises KeyError for an unknown name rather than guessing a direction, because a wrong guess would
+    silently mark the worst run as best.
+    """
+    if name in METRICS:
+        return METRICS[name]
+    if name.startswith(REWARD_PART_PREFIX) and len(name) > len(REWARD_PART_PREFIX):
+        return True
+    raise KeyError(f"unknown metric {name!r}; expected one of {sorted(METRICS)} or 'reward/<part>'")
+
+
+def is_ranked(name: str) -> bool:
+    """Whether the report should mark a best value for ``name`` (False for :data:`UNRANKED`)."""
+    higher_is_better(name)  # validates the name
+    return name not in UNRANKED
+
+
+@functools.cache
+def load_metric(name: str) -> Any:
+    """Load our local ``evaluate`` module ``name`` (one of :data:`LOCAL_METRIC_MODULES`), once per process.
+
+    Loaded by absolute file path, so it works from any cwd and never contacts the Hub (works with
+    ``HF_HUB_OFFLINE=1``; ``local_files_only`` makes any accidental fetch an error instead of a hang).
+    ``keep_in_memory`` avoids Arrow cache files and their locks, which we do not need in one process.
+    The returned instance is reused across calls: ``compute`` resets its state, but it is not thread-safe.
+    """
+    if name not in LOCAL_METRIC_MODULES:
+        raise ValueError(f"unknown local metric {name!r}; expected one of {LOCAL_METRIC_MODULES}")
+    # Heavy imports (evaluate pulls in datasets): only pay for them when a text metric is used.
+    import evaluate
+    from datasets import DownloadConfig
+
+    path = METRIC_MODULE_DIR / f"textenv_{name}.py"
+    if not path.is_file():
+        raise FileNotFoundError(f"metric module for {name!r} missing: {path}")
+    return evaluate.load(
+        os.fspath(path),
+        keep_in_memory=True,
+        download_config=DownloadConfig(local_files_only=True),
+    )
+
+
+def bootstrap_ci(
+    values: Iterable[float],
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+    statistic: Callable[[np.ndarray], float] = np.mean,
+) -> tuple[float, float, float]:
+    """Percentile bootstrap over examples: ``(statistic(values), low, high)`` at level ``1 - alpha``.
+
+    Resamples examples with replacement ``n_boot`` times from a generator seeded with ``seed``, so the
+    same inputs always give the same interval (reports must be reproducible). Rows are drawn one
+    resample at a time so memory stays O(n) for large eval sets. With one example there is no spread to
+    resample, so the interval collapses to ``(v, v, v)``. The interval's width shrinks like 1/sqrt(n).
+    Direction-free: whether higher is better is the metric's business (:data:`METRICS`).
+    """
+    arr = np.asarray(list(values) if not isinstance(values, np.ndarray) else values, dtype=np.float64)
+    if arr.ndim != 1:
+        raise ValueError(f"values must be 1-D (one number per example); got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError("bootstrap_ci needs at least one value; got an empty sequence")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"values must be finite; got {int((~np.isfinite(arr)).sum())} NaN/inf entries")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1); got {alpha}")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1; got {n_boot}")
+    estimate = float(statistic(arr))
+    if arr.size == 1:
+        return estimate, estimate, estimate
+    rng = np.random.default_rng(seed)
+    n = arr.size
+    stats = np.fromiter((statistic(arr[rng.integers(0, n, size=n)]) for _ in range(n_boot)), dtype=np.float64)
+    low, high = np.percentile(stats, [100.0 * alpha / 2.0, 100.0 * (1.0 - alpha / 2.0)])
+    return estimate, float(low), float(high)
+
+
+def distinct_n(texts: Iterable[str], n: int) -> float:
+    """Distinct-n: unique n-grams / total n-grams over the whole corpus (higher is better: more diverse).
+
+    Lowercased whitespace tokens; n-grams never span two texts. Pooled over the corpus (Li et al., 2016)
+    rather than averaged per text, because RL collapse shows up as the same phrases across samples.
+    Returns 0.0 when there are no n-grams at all (e.g. every text shorter than ``n``).
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1; got {n}")
+    seen: set[tuple[str, ...]] = set()
+    total = 0
+    for text in texts:
+        tokens = text.lower().split()
+        for i in range(len(tokens) - n + 1):
+            seen.add(tuple(tokens[i : i + n]))
+            total += 1
+    return len(seen) / total if total else 0.0
+
+
+def per_example_lengths(texts: Iterable[str]) -> list[int]:
+    """Whitespace word count per text. Unranked (see :data:`UNRANKED`): reported to expose length hacking."""
+    return [len(text.split()) for text in texts]
+
+
+def win_rate_values(scores_a: Sequence[float], scores_b: Sequence[float]) -> list[float]:
+    """Per-example 1.0 / 0.5 / 0.0 as ``a`` beats / ties / loses to ``b`` (higher is better for ``a``).
+
+    Scores are compared with ``>``, so pass them with higher meaning better (negate lower-is-better
+    ones first). Ties count half so the win rate of a run against itself is exactly 0.5. Returned per
+    example so the mean can be bootstrapped.
+    """
+    if len(scores_a) != len(scores_b):
+        raise ValueError(f"scores_a has {len(scores_a)} entries but scores_b has {len(scores_b)}; expected equal")
+    return [1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(scores_a, scores_b, strict=True)]
+
+
+def kl_per_token(
+    policy_logprobs: Sequence[float] | np.ndarray, reference_logprobs: Sequence[float] | np.ndarray
+) -> float:
+    """KL(policy || reference) per token for one sample: mean of ``logp_policy - logp_ref`` (lower is better).
+
+    This is the k1 estimator (Schulman, "Approximating KL divergence", 2020): unbiased when the tokens
+    were sampled from the policy itself, which is how the suite generates. Single samples can be
+    negative; only the average over samples estimates the (non-negative) KL. Empty sample -> 0.0.
+    """
+    p = np.asarray(policy_logprobs, dtype=np.float64).reshape(-1)
+    r = np.asarray(reference_logprobs, dtype=np.float64).reshape(-1)
+    if p.shape != r.shape:
+        raise ValueError(f"policy has {p.size} token log-probs but reference has {r.size}; expected equal")
+    if p.size == 0:
+        return 0.0
+    return float(np.mean(p - r))
+
+
+def perplexity_from_nll(nll_sum: float, n_tokens: int) -> float:
+    """Perplexity ``exp(nll_sum / n_tokens)`` from a summed negative log-likelihood in nats (lower is better).
+
+    Takes the sum and the count, not a mean of per-sample perplexities, so long and short samples are
+    weighted by their tokens. Overflow gives ``inf`` rather than an exception.
+    """
+    if n_tokens <= 0:
+        raise ValueError(f"n_tokens must be positive; got {n_tokens}")
+    try:
+        return math.exp(nll_sum / n_tokens)
+    except OverflowError:
+        return math.inf

@@ -1,0 +1,343 @@
+"""Leaderboards: one tidy frame of scores in, a CSV, a Markdown table and a PNG out.
+
+Every eval run ends as rows of ``(policy, task, metric, value, ci_low, ci_high, n, higher_is_better)``
+(long format, as lm-evaluation-harness reports: each metric declares its direction). This module
+fixes that schema (:func:`make_frame`), renders it for people (:func:`to_markdown`,
+:func:`plot_leaderboard`) with the provenance a reader needs to trust or reproduce a number
+(:class:`RunInfo`: commit, date, seeds, model, decoding, versions), and writes all three files so
+that a crashed or failed run never leaves a half-updated leaderboard (:func:`write_leaderboard`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import platform
+import subprocess
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+COLUMNS = ["policy", "task", "metric", "value", "ci_low", "ci_high", "n", "higher_is_better"]
+_STR_COLUMNS = ("policy", "task", "metric")
+_FLOAT_COLUMNS = ("value", "ci_low", "ci_high")
+_SORT = ["task", "metric", "policy"]
+_VERSIONED = ("torch", "transformers", "gymnasium", "evaluate", "textenv")
+HEADLINE_METRICS = ("reward", "rougeL")
+"""Plotted by default: the numbers a reader compares first; everything else is in the tables."""
+
+
+def make_frame(rows: Iterable[Mapping[str, object]]) -> pd.DataFrame:
+    """Build the one leaderboard frame every other function takes, with fixed dtypes and order.
+
+    Fixed dtypes make a CSV round trip compare equal and keep ``n`` an integer; the fixed sort
+    (task, metric, policy) makes every rendering deterministic whatever order the rows came in.
+    Strings use ``astype(str)``: the installed pandas' default string dtype, on both paths.
+    Raises ValueError naming the problem: missing or unexpected columns, empty names, NaN or
+    non-integer ``n``, duplicate (policy, task, metric) rows, or a metric whose direction differs
+    between rows of one task.
+    """
+    records = [dict(r) for r in rows]
+    present = set().union(*(r.keys() for r in records)) if records else set(COLUMNS)
+    missing = [c for c in COLUMNS if any(c not in r for r in records)]
+    if missing:
+        raise ValueError(f"leaderboard rows are missing column(s) {missing}; expected {COLUMNS}")
+    extra = sorted(present - set(COLUMNS))
+    if extra:
+        raise ValueError(f"leaderboard rows have unexpected column(s) {extra}; expected {COLUMNS}")
+    data: dict[str, list[object]] = {c: [r[c] for r in records] for c in COLUMNS}
+    for c in _STR_COLUMNS:
+        bad = [v for v in data[c] if not isinstance(v, str) or not v]
+        if bad:
+            raise ValueError(f"column {c!r} must hold non-empty strings, got {bad[0]!r}")
+    for c in _FLOAT_COLUMNS:
+        data[c] = [_to_float(v, c) for v in data[c]]
+    data["n"] = [_to_count(v) for v in data["n"]]
+    data["higher_is_better"] = [_to_bool(v) for v in data["higher_is_better"]]
+
+    df = pd.DataFrame(data, columns=COLUMNS)
+    df = df.astype({**dict.fromkeys(_STR_COLUMNS, str), **dict.fromkeys(_FLOAT_COLUMNS, "float64"),
+                    "n": "int64", "higher_is_better": "bool"})
+    dup = df.duplicated(["policy", "task", "metric"], keep=False)
+    if dup.any():
+        first = df[dup].iloc[0]
+        raise ValueError(f"duplicate row for policy={first.policy!r} task={first.task!r} metric={first.metric!r}")
+    directions = df.groupby(["task", "metric"])["higher_is_better"].nunique()
+    if (directions > 1).any():
+        task, metric = directions[directions > 1].index[0]
+        raise ValueError(f"metric {metric!r} on task {task!r} has rows with both higher_is_better values")
+    return df.sort_values(_SORT, kind="mergesort").reset_index(drop=True)
+
+
+def _to_float(v: object, column: str) -> float:
+    if v is None or (isinstance(v, str) and v.strip() == ""):
+        return math.nan
+    try:
+        return float(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"column {column!r} must be numeric, got {v!r}") from None
+
+
+def _to_count(v: object) -> int:
+    f = _to_float(v, "n")
+    if not math.isfinite(f) or f != int(f) or f < 0:
+        raise ValueError(f"column 'n' must hold non-negative integers (NaN is not allowed), got {v!r}")
+    return int(f)
+
+
+def _to_bool(v: object) -> bool:
+    # Not bool(v): bool("False") is True, and CSV hands strings back.
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, (int, np.integer)) and v in (0, 1):
+        return bool(v)
+    if isinstance(v, str) and v.strip().lower() in ("true", "false"):
+        return v.strip().lower() == "true"
+    raise ValueError(f"column 'higher_is_better' must be a bool, got {v!r}")
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What a reader needs to trust or reproduce a leaderboard; printed in its header."""
+
+    suite: str
+    """Eval suite name; also the leaderboard's file stem."""
+    commit: str
+    """Short git hash of the textenv tree, ``-dirty`` if it had uncommitted changes, ``unknown`` outside git."""
+    date: str
+    """When the run was collected, ISO 8601 in UTC."""
+    seeds: tuple[int, ...]
+    """Seeds every policy was evaluated on."""
+    model: str
+    """Base model the policies share."""
+    decoding: Mapping[str, object]
+    """Generation settings (temperature, top_p, max_new_tokens, ...), free-form."""
+    limit: int | None
+    """Examples per task (None: the whole split)."""
+    versions: Mapping[str, str] = field(default_factory=dict)
+    """python, torch, transformers, gymnasium, evaluate, textenv: the libraries a number depends on."""
+    budgets: str = ""
+    """Compute budgets per policy (e.g. ``"ppo: 20k episodes; rm best-of-n: n=8"``), free-form."""
+
+
+def _git(*args: str) -> str:
+    """Run read-only git in the textenv checkout; ``--no-optional-locks`` so it never writes the index."""
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run(["git", "--no-optional-locks", *args], cwd=root, capture_output=True, text=True,
+                         timeout=10, check=True)
+    return out.stdout.strip()
+
+
+def _git_commit() -> str:
+    try:
+        commit = _git("rev-parse", "--short", "HEAD")
+        dirty = bool(_git("status", "--porcelain"))
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{commit}-dirty" if dirty else commit
+
+
+def _versions() -> dict[str, str]:
+    # metadata, not import: importing torch just to read its version costs seconds.
+    versions = {"python": platform.python_version()}
+    for name in _VERSIONED:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def collect_run_info(suite: str, seeds: Sequence[int], model: str, decoding: Mapping[str, object],
+                     limit: int | None, budgets: str = "") -> RunInfo:
+    """Fill in the provenance a caller cannot be trusted to type by hand: commit, UTC date, versions."""
+    return RunInfo(suite=suite, commit=_git_commit(), date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                   seeds=tuple(int(s) for s in seeds), model=model, decoding=dict(decoding), limit=limit,
+                   versions=_versions(), budgets=budgets)
+
+
+def _fmt(v: float) -> str:
+    """Three decimals, the precision eval CIs support; scientific only where that would hide the value."""
+    if math.isnan(v):
+        return "n/a"
+    if v == 0 or 1e-3 <= abs(v) < 1e6:
+        return f"{v:.3f}"
+    return f"{v:.3g}"
+
+
+def _cell(value: float, ci_low: float, ci_high: float) -> str:
+    if math.isnan(value):
+        return "n/a"
+    if math.isnan(ci_low) or math.isnan(ci_high):
+        return _fmt(value)
+    return f"{_fmt(value)} [{_fmt(ci_low)}, {_fmt(ci_high)}]"
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _n_label(ns: Iterable[int]) -> str:
+    values = sorted(set(ns))
+    return str(values[0]) if len(values) == 1 else f"{values[0]}–{values[-1]}"
+
+
+def to_markdown(df: pd.DataFrame, info: RunInfo, unranked: frozenset[str] = frozenset({"length"})) -> str:
+    """Render the leaderboard: a provenance header, then one policies × metrics table per task.
+
+    The best policy per metric is bold (max if higher is better, else min; exact ties all bold);
+    NaN is "n/a" and never best; ``unranked`` metrics (e.g. length, where neither direction is
+    "better") are shown but never bold. The same frame and info always give the same bytes.
+    """
+    df = make_frame(df.to_dict("records"))
+    versions = ", ".join(f"{k} {v}" for k, v in info.versions.items()) or "unknown"
+    decoding = ", ".join(f"{k}={v}" for k, v in sorted(info.decoding.items())) or "default"
+    lines = [
+        f"# Leaderboard: {info.suite}",
+        "",
+        f"- commit: `{info.commit}`",
+        f"- date: {info.date}",
+        f"- seeds: {', '.join(map(str, info.seeds)) or 'none'}",
+        f"- model: {info.model}",
+        f"- decoding: {decoding}",
+        f"- limit per task: {'all' if info.limit is None else info.limit}",
+        f"- versions: {versions}",
+        f"- budgets: {info.budgets or 'n/a'}",
+        "",
+        "↑ higher is better, ↓ lower is better. Cells read `value [ci_low, ci_high]` (confidence interval "
+        "over the evaluated examples); **bold** is the best policy per metric (ties all bold; never for "
+        f"unranked metrics: {', '.join(sorted(unranked)) or 'none'}). n: examples scored per policy; "
+        "n/a: no value; —: not evaluated.",
+    ]
+    for task, tdf in df.groupby("task", sort=True):
+        metrics = sorted(tdf["metric"].unique())
+        policies = sorted(tdf["policy"].unique())
+        higher = tdf.groupby("metric")["higher_is_better"].first()
+        cells = {(r.policy, r.metric): r for r in tdf.itertuples(index=False)}
+        best: dict[str, set[str]] = {}
+        for m in metrics:
+            vals = tdf[(tdf["metric"] == m) & tdf["value"].notna()]
+            if m in unranked or vals.empty:
+                continue
+            top = vals["value"].max() if higher[m] else vals["value"].min()
+            best[m] = set(vals.loc[vals["value"] == top, "policy"])
+        header = ["policy"] + [f"{_md(m)} {'↑' if higher[m] else '↓'}" for m in metrics] + ["n"]
+        lines += ["", f"## {_md(str(task))}", "", "| " + " | ".join(header) + " |",
+                  "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+        for p in policies:
+            row = [_md(p)]
+            for m in metrics:
+                r = cells.get((p, m))
+                text = "—" if r is None else _cell(r.value, r.ci_low, r.ci_high)
+                row.append(f"**{text}**" if p in best.get(m, ()) else text)
+            row.append(_n_label(tdf.loc[tdf["policy"] == p, "n"]))
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def read_leaderboard_csv(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read a leaderboard CSV back into the exact frame that was written.
+
+    Everything is read as text (no NA guessing, so a policy called "NA" stays a string) and goes
+    through :func:`make_frame`, which restores the dtypes; floats were written as shortest
+    round-trip reprs, so values compare equal bit for bit.
+    """
+    raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    return make_frame(raw.to_dict("records"))
+
+
+def plot_leaderboard(df: pd.DataFrame, path: str | os.PathLike[str], metrics: Sequence[str] | None = None) -> None:
+    """PNG of a few headline metrics: a grid of task × metric panels, one bar per policy with its CI.
+
+    Uses a bare ``Figure`` on the Agg canvas, not pyplot, so it touches no global backend state
+    and is safe in tests and worker threads. Default metrics: those of ``HEADLINE_METRICS``
+    present, else the first metric in the frame.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    df = make_frame(df.to_dict("records"))
+    if df.empty:
+        raise ValueError("cannot plot an empty leaderboard")
+    available = sorted(df["metric"].unique())
+    if metrics is None:
+        metrics = [m for m in HEADLINE_METRICS if m in available] or available[:1]
+    unknown = [m for m in metrics if m not in available]
+    if unknown or not metrics:
+        raise ValueError(f"metrics {unknown or list(metrics)} not in the leaderboard; available: {available}")
+    tasks = sorted(df["task"].unique())
+    policies = sorted(df["policy"].unique())
+    fig = Figure(figsize=(4.5 * len(metrics), 0.4 * len(policies) * len(tasks) + 1.2 * len(tasks)),
+                 layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = np.asarray(fig.subplots(len(tasks), len(metrics), squeeze=False))
+    for i, task in enumerate(tasks):
+        for j, metric in enumerate(metrics):
+            ax = axes[i, j]
+            sub = df[(df["task"] == task) & (df["metric"] == metric)].set_index("policy").reindex(policies)
+            if sub["value"].isna().all():
+                ax.set_axis_off()
+                ax.set_title(f"{task}: {metric} (n/a)", fontsize=9)
+                continue
+            y = np.arange(len(policies))
+            value = sub["value"].to_numpy()
+            err = np.nan_to_num(np.vstack([value - sub["ci_low"].to_numpy(), sub["ci_high"].to_numpy() - value]))
+            ax.barh(y, np.nan_to_num(value), xerr=np.clip(err, 0, None), capsize=3, color="tab:blue", alpha=0.8)
+            for k in np.flatnonzero(np.isnan(value)):  # a missing bar must not read as a zero
+                ax.text(0, k, " n/a", va="center", fontsize=8, color="gray")
+            ax.set_yticks(y, policies, fontsize=8)
+            ax.invert_yaxis()
+            arrow = "↑" if bool(sub["higher_is_better"].dropna().iloc[0]) else "↓"
+            ax.set_title(f"{task}: {metric} {arrow}", fontsize=9)
+    fig.savefig(path, format="png", dpi=100)
+
+
+def write_leaderboard(df: pd.DataFrame, directory: str | os.PathLike[str], suite: str,
+                      info: RunInfo) -> dict[str, Path]:
+    """Write ``<suite>.csv``, ``.md`` and ``.png`` into ``directory``, all or nothing.
+
+    All three are rendered into temp files in the same directory (same filesystem, so
+    ``os.replace`` is atomic) and moved into place only once every render succeeded; on any
+    failure the previous leaderboard is untouched and the temp files are removed. Leaderboards
+    are committed and read by other tools, so a CSV that disagrees with its Markdown is worse
+    than a stale pair. Each replace is atomic; only a failure between replaces (not renders)
+    could mix old and new files.
+    """
+    if not suite or os.sep in suite or suite.startswith(".") or (os.altsep and os.altsep in suite):
+        raise ValueError(f"suite must be a plain file stem, got {suite!r}")
+    if info.suite != suite:
+        raise ValueError(f"info.suite {info.suite!r} does not match suite {suite!r}")
+    df = make_frame(df.to_dict("records"))
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    final = {ext: out / f"{suite}.{ext}" for ext in ("csv", "md", "png")}
+    temps: dict[str, Path] = {}
+    try:
+        for ext in final:
+            fd, name = tempfile.mkstemp(dir=out, prefix=f".{suite}.", suffix=f".{ext}.tmp")
+            os.close(fd)
+            temps[ext] = Path(name)
+        df.to_csv(temps["csv"], index=False)
+        temps["md"].write_text(to_markdown(df, info), encoding="utf-8")
+        plot_leaderboard(df, temps["png"])
+        for tmp in temps.values():
+            os.chmod(tmp, 0o644)  # mkstemp makes 0600; a leaderboard is meant to be read
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)  # data on disk before the rename makes it visible
+            finally:
+                os.close(fd)
+        for ext, tmp in temps.items():
+            os.replace(tmp, final[ext])
+    finally:
+        for tmp in temps.values():
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+    return final

@@ -1,0 +1,111 @@
+"""The eval suite on the tiny model: the frame, determinism, sharding, bad input."""
+
+import subprocess
+import sys
+
+import gymnasium as gym
+import pandas as pd
+import pytest
+import torch
+
+from evals.generate import Decoding
+from evals.report import COLUMNS, read_leaderboard_csv
+from evals.suite import SuiteConfig, evaluate_suite
+from textenv.models import load_model
+
+DEC = Decoding(temperature=0.7, max_new_tokens=8, batch_size=4)
+
+
+def _cfg(**kw):
+    base = dict(tasks=("TextCount-v0",), model="tiny", policies=("base=tiny", "random", "reference"), limit=10,
+                decoding=DEC, n_boot=200, progress=False)
+    return SuiteConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def table():
+    return evaluate_suite(_cfg())
+
+
+def test_frame_columns_and_types(table):
+    assert list(table.columns) == COLUMNS
+    assert table["value"].dtype == "float64" and table["n"].dtype == "int64"
+    assert table["higher_is_better"].dtype == bool
+    assert set(table["policy"]) == {"base", "random", "reference"}
+    metrics = set(table["metric"])
+    assert {"reward", "rouge1", "rougeL", "bleu", "chrf", "bertscore", "kl_to_ref", "ref_perplexity",
+            "distinct1", "length", "win_rate"} <= metrics
+    row = table[(table.policy == "reference") & (table.metric == "reward")].iloc[0]
+    assert row.value == 1.0 and row.n == 10  # the reference continues the count perfectly
+    kl = table[(table.policy == "base") & (table.metric == "kl_to_ref")].iloc[0]
+    assert abs(kl.value) < 1e-5 and not kl.higher_is_better  # the base policy is its own reference
+    assert (table.ci_low <= table.value + 1e-12).all() and (table.value <= table.ci_high + 1e-12).all()
+
+
+def test_two_runs_give_the_same_table(table):
+    pd.testing.assert_frame_equal(evaluate_suite(_cfg()), table)
+
+
+def test_missing_and_corrupt_checkpoints_are_named_and_the_rest_is_computed(tmp_path):
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "config.json").write_text("{not json")
+    failures = []
+    df = evaluate_suite(_cfg(policies=("base=tiny", f"gone={tmp_path / 'nope'}", f"bad={corrupt}")),
+                        failures=failures)
+    assert set(df.policy) == {"base"}
+    messages = {f.policy: f.message for f in failures}
+    assert "nope" in messages["gone"] and "does not exist" in messages["gone"]
+    assert "corrupt" in messages["bad"]
+
+
+def test_empty_split_is_reported_and_other_tasks_still_run():
+    gym.register(id="TextCountEmptyTest-v0", entry_point="textenv.env:TextEnv",
+                 vector_entry_point="textenv.vector:TextVectorEnv",
+                 kwargs={"task": "textenv.tasks:count", "sizes": {"test": 0}})
+    failures = []
+    df = evaluate_suite(_cfg(tasks=("TextCountEmptyTest-v0", "TextCount-v0"), policies=("random",)),
+                        failures=failures)
+    assert set(df.task) == {"TextCount-v0"}
+    assert any("no examples in split 'test'" in f.message for f in failures)
+
+
+def test_policy_that_only_emits_eos(tmp_path):
+    env = gym.make("TextCount-v0", model="tiny")
+    tok, model = load_model("tiny", tokenizer=env.unwrapped.tokenizer)
+    with torch.no_grad():  # a final norm that outputs one direction, and EOS's embedding along it
+        model.transformer.ln_f.weight.zero_()
+        model.transformer.ln_f.bias.zero_()
+        model.transformer.ln_f.bias[0] = 1.0
+        model.transformer.wte.weight[tok.eos_token_id].zero_()
+        model.transformer.wte.weight[tok.eos_token_id, 0] = 100.0
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    df = evaluate_suite(_cfg(policies=("base=tiny", f"mute={tmp_path}")))
+    mute = df[df.policy == "mute"].set_index("metric")
+    assert mute.loc["length", "value"] == 0 and mute.loc["reward", "value"] == 0
+    assert mute.loc["rougeL", "value"] == 0 and "distinct1" not in mute.index
+
+
+def test_cli_bad_task_and_metric_exit_with_a_message(tmp_path):
+    for args, expected in ((["--tasks", "NoSuchTask-v0"], "unknown task 'NoSuchTask-v0'"),
+                           (["--metrics", "reward,bogus"], "unknown metrics ['bogus']")):
+        out = subprocess.run([sys.executable, "-m", "evals.run", "--model", "tiny", "--only", "--policy", "random",
+                              "--out", str(tmp_path), *args], capture_output=True, text=True, timeout=300)
+        assert out.returncode == 2 and expected in out.stderr, out.stderr
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_two_process_accelerate_run_equals_one_process(tmp_path):
+    args = ["-m", "evals.run", "--model", "tiny", "--tasks", "TextCount-v0", "--only", "--policy", "base=tiny",
+            "--policy", "random", "--policy", "reference", "--limit", "12", "--no-progress"]
+    one = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], capture_output=True, text=True,
+                         timeout=600)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+                          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", *args,
+                          "--out", str(tmp_path / "two")], capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-2000:]
+    pd.testing.assert_frame_equal(read_leaderboard_csv(tmp_path / "one" / "quick.csv"),
+                                  read_leaderboard_csv(tmp_path / "two" / "quick.csv"))

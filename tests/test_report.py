@@ -1,0 +1,213 @@
+"""Leaderboard schema, rendering and the all-or-nothing write. Fast: no model, no git, tiny plots."""
+
+import math
+import os
+
+import pandas as pd
+import pytest
+
+from evals import report
+from evals.report import (
+    COLUMNS,
+    RunInfo,
+    collect_run_info,
+    make_frame,
+    plot_leaderboard,
+    read_leaderboard_csv,
+    to_markdown,
+    write_leaderboard,
+)
+
+NAN = math.nan
+
+
+def row(policy, task, metric, value, lo=NAN, hi=NAN, n=50, hib=True):
+    return dict(policy=policy, task=task, metric=metric, value=value, ci_low=lo, ci_high=hi, n=n,
+                higher_is_better=hib)
+
+
+@pytest.fixture
+def rows():
+    # summarize: ppo best on reward (higher), sft best on toxicity (lower), base/sft tie on rougeL,
+    # random has a NaN rougeL, length is unranked. count: one policy per metric, a differing n.
+    return [
+        row("ppo", "summarize", "reward", 0.81234, 0.7, 0.9),
+        row("base", "summarize", "reward", 0.5, 0.4, 0.6),
+        row("sft", "summarize", "reward", 0.6, 0.5, 0.7),
+        row("random", "summarize", "reward", -0.1, -0.2, 0.0),
+        row("ppo", "summarize", "toxicity", 0.2, 0.1, 0.3, hib=False),
+        row("base", "summarize", "toxicity", 0.3, 0.2, 0.4, hib=False),
+        row("sft", "summarize", "toxicity", 0.05, 0.01, 0.09, hib=False),
+        row("random", "summarize", "toxicity", 0.9, 0.8, 1.0, hib=False),
+        row("ppo", "summarize", "rougeL", 0.2),
+        row("base", "summarize", "rougeL", 0.3),
+        row("sft", "summarize", "rougeL", 0.3),
+        row("random", "summarize", "rougeL", NAN),
+        row("ppo", "summarize", "length", 120.0),
+        row("base", "summarize", "length", 40.0),
+        row("sft", "summarize", "length", 41.0),
+        row("random", "summarize", "length", 64.0),
+        row("ppo", "count", "reward", 1.0, 0.9, 1.0, n=16),
+        row("base", "count", "reward", 0.25, 0.1, 0.4, n=12),
+    ]
+
+
+@pytest.fixture
+def info():
+    return RunInfo(suite="smoke", commit="abc1234-dirty", date="2025-01-02T03:04:05+00:00", seeds=(0, 1, 2),
+                   model="SmolLM2-135M", decoding={"top_p": 0.9, "temperature": 0.7}, limit=50,
+                   versions={"python": "3.11.2", "torch": "2.5.0", "transformers": "4.46.0", "gymnasium": "1.0.0",
+                             "evaluate": "0.4.3", "textenv": "0.1.0"},
+                   budgets="ppo: 20k episodes; rm-bon: n=8")
+
+
+def table_row(md, task, policy):
+    section = md.split(f"## {task}\n", 1)[1].split("\n## ", 1)[0]
+    header = next(line for line in section.splitlines() if line.startswith("| policy"))
+    line = next(line for line in section.splitlines() if line.startswith(f"| {policy} |"))
+    names = [c.strip() for c in header.strip("|").split("|")]
+    return dict(zip(names, [c.strip() for c in line.strip("|").split("|")], strict=True))
+
+
+def test_columns_dtypes_and_order(rows):
+    df = make_frame(reversed(rows))
+    assert list(df.columns) == COLUMNS
+    str_dtype = pd.Series(["x"]).astype(str).dtype
+    assert all(df[c].dtype == str_dtype for c in ("policy", "task", "metric"))
+    assert all(df[c].dtype == "float64" for c in ("value", "ci_low", "ci_high"))
+    assert df["n"].dtype == "int64" and df["higher_is_better"].dtype == bool
+    assert list(df[["task", "metric", "policy"]].itertuples(index=False)) == sorted(
+        (r["task"], r["metric"], r["policy"]) for r in rows)
+    pd.testing.assert_frame_equal(df, make_frame(rows))
+
+
+def test_empty_frame_has_the_schema():
+    df = make_frame([])
+    assert list(df.columns) == COLUMNS and len(df) == 0 and df["n"].dtype == "int64"
+
+
+@pytest.mark.parametrize("drop", ["n", "higher_is_better", "ci_low"])
+def test_missing_column_is_named(rows, drop):
+    rows[3].pop(drop)
+    with pytest.raises(ValueError, match=drop):
+        make_frame(rows)
+
+
+@pytest.mark.parametrize(("field", "value", "match"), [
+    ("n", NAN, "'n'"), ("n", 2.5, "'n'"), ("higher_is_better", "maybe", "higher_is_better"),
+    ("value", "abc", "'value'"), ("policy", "", "'policy'"),
+])
+def test_bad_values_raise(rows, field, value, match):
+    rows[0][field] = value
+    with pytest.raises(ValueError, match=match):
+        make_frame(rows)
+
+
+def test_duplicates_and_conflicting_directions_raise(rows):
+    with pytest.raises(ValueError, match="duplicate"):
+        make_frame(rows + [rows[0]])
+    rows[0]["higher_is_better"] = False
+    with pytest.raises(ValueError, match="reward"):
+        make_frame(rows)
+
+
+def test_csv_round_trip(rows, tmp_path):
+    rows.append(row("NA", "summarize", "reward", 1 / 3, 0.1 + 0.2, 1e-17, n=7))  # "NA" must stay a name
+    df = make_frame(rows)
+    df.to_csv(tmp_path / "lb.csv", index=False)
+    back = read_leaderboard_csv(tmp_path / "lb.csv")
+    pd.testing.assert_frame_equal(back, df)
+    assert math.isnan(back.loc[(back.policy == "random") & (back.metric == "rougeL"), "value"].item())
+
+
+def test_markdown_header(rows, info):
+    md = to_markdown(make_frame(rows), info)
+    assert md.startswith("# Leaderboard: smoke\n")
+    for text in ["abc1234-dirty", "2025-01-02T03:04:05+00:00", "0, 1, 2", "SmolLM2-135M",
+                 "temperature=0.7, top_p=0.9", "limit per task: 50", "torch 2.5.0", "textenv 0.1.0",
+                 "ppo: 20k episodes", "↑ higher is better", "↓ lower is better", "[ci_low, ci_high]"]:
+        assert text in md, text
+
+
+def test_markdown_bold_directions_ties_nan_unranked(rows, info):
+    md = to_markdown(make_frame(rows), info)
+    ppo, sft, base, rnd = (table_row(md, "summarize", p) for p in ("ppo", "sft", "base", "random"))
+    assert ppo["reward ↑"] == "**0.812 [0.700, 0.900]**"  # higher is better: max
+    assert base["reward ↑"] == "0.500 [0.400, 0.600]"
+    assert sft["toxicity ↓"] == "**0.050 [0.010, 0.090]**"  # lower is better: min
+    assert not ppo["toxicity ↓"].startswith("**") and not rnd["toxicity ↓"].startswith("**")
+    assert base["rougeL ↑"] == sft["rougeL ↑"] == "**0.300**"  # tie: both bold, no CI given
+    assert rnd["rougeL ↑"] == "n/a"
+    assert "**" not in "".join(r["length ↑"] for r in (ppo, sft, base, rnd))  # unranked
+    assert ppo["n"] == "50"
+    assert table_row(md, "count", "base")["n"] == "12"
+
+
+def test_markdown_nan_is_never_best_even_alone(info):
+    df = make_frame([row("a", "t", "loss", NAN, hib=False), row("b", "t", "loss", NAN, hib=False)])
+    md = to_markdown(df, info)
+    assert "**" not in md.split("## t", 1)[1] and "| a | n/a | 50 |" in md
+
+
+def test_markdown_is_deterministic(rows, info):
+    a = to_markdown(make_frame(rows), info).encode()
+    b = to_markdown(make_frame(list(reversed(rows))), info).encode()
+    assert a == b
+
+
+def test_collect_run_info_without_git(monkeypatch):
+    def no_git(*args):
+        raise FileNotFoundError("git")
+
+    monkeypatch.setattr(report, "_git", no_git)
+    info = collect_run_info("s", [3, 1], "tiny", {"temperature": 1.0}, None, "none")
+    assert info.commit == "unknown" and info.seeds == (3, 1) and info.limit is None
+    assert info.date.endswith("+00:00")
+    assert set(info.versions) == {"python", "torch", "transformers", "gymnasium", "evaluate", "textenv"}
+    assert "limit per task: all" in to_markdown(make_frame([row("a", "t", "m", 1.0)]), info)
+
+
+def test_collect_run_info_marks_dirty(monkeypatch):
+    monkeypatch.setattr(report, "_git", lambda *a: "abc1234" if a[0] == "rev-parse" else " M evals/report.py")
+    assert collect_run_info("s", [0], "tiny", {}, 5).commit == "abc1234-dirty"
+    monkeypatch.setattr(report, "_git", lambda *a: "abc1234" if a[0] == "rev-parse" else "")
+    assert collect_run_info("s", [0], "tiny", {}, 5).commit == "abc1234"
+
+
+def test_plot_rejects_unknown_metric(rows, tmp_path):
+    with pytest.raises(ValueError, match="bleu"):
+        plot_leaderboard(make_frame(rows), tmp_path / "x.png", metrics=["bleu"])
+
+
+def test_write_leaderboard_writes_three_files(rows, info, tmp_path):
+    df = make_frame(rows)
+    paths = write_leaderboard(df, tmp_path / "lb", "smoke", info)
+    assert {p.name for p in paths.values()} == {"smoke.csv", "smoke.md", "smoke.png"}
+    assert sorted(os.listdir(tmp_path / "lb")) == ["smoke.csv", "smoke.md", "smoke.png"]
+    pd.testing.assert_frame_equal(read_leaderboard_csv(paths["csv"]), df)
+    assert paths["md"].read_text(encoding="utf-8") == to_markdown(df, info)
+    assert paths["png"].read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_write_leaderboard_failure_leaves_old_files(rows, info, tmp_path, monkeypatch):
+    write_leaderboard(make_frame(rows), tmp_path, "smoke", info)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def broken_plot(df, path, metrics=None):
+        with open(path, "wb") as f:
+            f.write(b"half a png")
+        raise RuntimeError("plot failed")
+
+    monkeypatch.setattr(report, "plot_leaderboard", broken_plot)
+    changed = make_frame([row("ppo", "summarize", "reward", 0.99)])
+    with pytest.raises(RuntimeError, match="plot failed"):
+        write_leaderboard(changed, tmp_path, "smoke", info)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # untouched, no temp files
+
+
+def test_write_leaderboard_rejects_bad_suite(rows, info, tmp_path):
+    with pytest.raises(ValueError, match="suite"):
+        write_leaderboard(make_frame(rows), tmp_path, "../smoke", info)
+    with pytest.raises(ValueError, match="other"):
+        write_leaderboard(make_frame(rows), tmp_path, "other", info)
+    assert list(tmp_path.iterdir()) == []
