@@ -1,6 +1,6 @@
 # Install steps for the README's two commands. Idempotent: each install runs once per change of
 # pyproject.toml (stamp files in the venv), and torch is installed only where none is importable.
-#   make run   - install, then a short rollout of the default model on TextSummarize-v0
+#   make run   - install, then the quick eval suite (python -m evals.run) on the default model
 #   make test  - install with the test extras, then the test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -12,7 +12,7 @@ TORCH_PIP_ARGS ?=
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 
-.PHONY: install install-test run test bench lint
+.PHONY: install install-test run demo test bench lint
 
 $(PY):
 	$(PYTHON) -m venv --system-site-packages $(VENV)
@@ -35,6 +35,9 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 run: install
+	$(PY) -m evals.run
+
+demo: install
 	$(PY) -m textenv --env TextSummarize-v0 --episodes 2
 
 test: install-test

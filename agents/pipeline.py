@@ -6,7 +6,7 @@ already exists, writing the checkpoints the eval suite reads.
 
 Layout under ``--out`` (default ``runs/pipeline/<task>__<model>``)::
 
-    sft/            a causal-LM checkpoint (agents.sft)
+    sft/            a causal-LM checkpoint (agents.sft; domain adaptation for tasks without references)
     reward_model/   a sequence-classifier checkpoint (agents.reward_model), trunk = the SFT model
     ppo/            the PPO policy (agents.ppo), started from the SFT model, rewarded by the reward
                     model (``--ppo-reward rm``) or by the task's own reward (``--ppo-reward task``)
@@ -52,6 +52,22 @@ def stage_dirs(cfg: PipelineConfig) -> dict[str, Path]:
             "ppo_runs": root / "ppo_runs"}
 
 
+def _has_references(env_id: str) -> bool:
+    import gymnasium as gym
+
+    import textenv  # noqa: F401
+    from textenv.tasks import resolve_task
+
+    spec = gym.spec(env_id)
+    kwargs = dict(spec.kwargs)
+    task = resolve_task(kwargs.pop("task"), **{k: v for k, v in kwargs.items() if k not in _ENV_KWARGS})
+    return bool(task.load("train")[0].references)
+
+
+_ENV_KWARGS = {"split", "model", "tokenizer", "reward", "max_prompt_tokens", "max_new_tokens", "prompt_template",
+               "chat_template", "dense_reward", "render_mode"}
+
+
 def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     """Run the missing stages; return the checkpoint paths and each stage's metrics (or 'cached')."""
     dirs = stage_dirs(cfg)
@@ -60,8 +76,10 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
         logger.info("SFT checkpoint %s exists: skipped", dirs["sft"])
         report["sft_metrics"] = "cached"
     else:
+        # a task without references (sentiment) has no demonstrations: adapt to its domain text instead
+        mode = "sft" if _has_references(cfg.task) else "domain"
         scfg = dataclasses.replace(sft.PRESETS[cfg.preset], env=cfg.task, model=cfg.model, seed=cfg.seed,
-                                   device=cfg.device, out=str(dirs["sft"]))
+                                   device=cfg.device, out=str(dirs["sft"]), mode=mode)
         report["sft_metrics"] = {k: v for k, v in sft.train_sft(scfg).items() if k != "history"}
     if cfg.ppo_reward == "task":
         report["reward_model_metrics"] = "not needed (--ppo-reward task)"

@@ -30,3 +30,10 @@ def test_cli_help():
     out = subprocess.run([sys.executable, "-m", "agents.pipeline", "--help"], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0 and "--ppo-reward" in out.stdout
+
+
+def test_tasks_without_references_get_domain_adaptation_instead_of_sft():
+    from agents.pipeline import _has_references
+
+    assert _has_references("TextSummarize-v0") and _has_references("TextCount-v0")
+    assert not _has_references("TextSentiment-v0")
