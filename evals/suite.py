@@ -151,7 +151,7 @@ def generate_all(cfg: SuiteConfig, shard: tuple[int, int] = (0, 1),
                 mine = batches(_task_indices(task_envs, cfg), cfg.decoding.batch_size)[rank::world]
                 for idx in tqdm(mine, desc=f"{spec.name} / {task}", disable=not cfg.progress, leave=False):
                     gens = generate(spec, task, task_envs, idx, cfg.seed, policy=policy, reward_model=rm)
-                    _model_scores(gens, policy, reference, rm, setup)
+                    _model_scores(gens, policy, reference, rm, setup, cfg.metrics)
                     out.extend(gens)
             except Exception as exc:  # noqa: BLE001 - one failing (policy, task) must not sink the table
                 logger.error("policy %r on %s skipped: %s: %s", spec.name, task, type(exc).__name__, exc)
@@ -160,24 +160,28 @@ def generate_all(cfg: SuiteConfig, shard: tuple[int, int] = (0, 1),
     return out
 
 
-def _model_scores(gens: list[Generation], policy, reference, rm, setup) -> None:
-    """Per-example scores that need a model, computed batch by batch (so they shard)."""
+def _model_scores(gens: list[Generation], policy, reference, rm, setup, metrics: Sequence[str] | None) -> None:
+    """Per-example scores that need a model, computed batch by batch (so they shard); only those
+    of the requested ``metrics`` (None: all)."""
     from textenv.rewards import Completion
     from textenv.rewards.embed import BertScore
 
+    def wanted(name: str) -> bool:
+        return metrics is None or name in metrics
+
     eos = setup.eos_token_id
-    if gens[0].references:
+    if gens[0].references and wanted("bertscore"):
         for g, v in zip(gens, BertScore()([Completion(prompt=g.prompt, text=g.text, references=tuple(g.references))
                                            for g in gens]), strict=True):
             g.scores["bertscore"] = float(v)
-    if rm is not None:
+    if rm is not None and wanted("rm_score"):
         for g, v in zip(gens, rm([Completion(prompt=g.prompt, text=g.text) for g in gens]), strict=True):
             g.scores["rm_score"] = float(v)
-    if policy is not None and gens[0].logprobs is not None:
+    if policy is not None and gens[0].logprobs is not None and wanted("kl_to_ref"):
         ref = sample_logprobs(policy, gens, eos, reference.model)
         for g, r in zip(gens, ref, strict=True):
             g.scores["kl_to_ref"] = kl_per_token(g.logprobs[:len(r)], r)
-    if policy is not None and gens[0].references and gens[0].logprobs is not None:
+    if policy is not None and gens[0].references and gens[0].logprobs is not None and wanted("ref_perplexity"):
         for g, v in zip(gens, reference_nll(policy, gens, eos), strict=True):
             g.scores["ref_nll"] = v
 

@@ -109,3 +109,9 @@ def test_two_process_accelerate_run_equals_one_process(tmp_path):
     assert two.returncode == 0, two.stderr[-2000:]
     pd.testing.assert_frame_equal(read_leaderboard_csv(tmp_path / "one" / "quick.csv"),
                                   read_leaderboard_csv(tmp_path / "two" / "quick.csv"))
+
+
+def test_metrics_narrow_the_table():
+    df = evaluate_suite(_cfg(policies=("base=tiny", "random"), metrics=("reward", "kl_to_ref")))
+    assert set(df.metric) == {"reward", "kl_to_ref"}
+    assert set(df[df.metric == "kl_to_ref"].policy) == {"base"}
