@@ -1,0 +1,102 @@
+"""External agents vs the project's PPO on the same task and env-step budget (a documented run,
+not a test): stable-baselines3 PPO with the LM policy, sb3-contrib MaskablePPO on the top-k
+masked env, and ``agents.ppo`` — each on ``TextCount-v0`` with the tiny model.
+
+    python -m evals.bench_sb3                  # 15,360 env steps each (the tiny PPO preset's budget)
+
+Prints, per agent, the mean episode reward of its first and last 64 episodes and the wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tempfile
+import time
+
+import gymnasium as gym
+import numpy as np
+
+import textenv  # noqa: F401
+
+ENV = "TextCount-v0"
+
+
+def _ends(rewards: list[float], k: int = 64) -> tuple[float, float]:
+    return float(np.mean(rewards[:k])), float(np.mean(rewards[-k:]))
+
+
+def _episode_rewards(model) -> list[float]:
+    return [float(e["r"]) for e in model.ep_info_history]
+
+
+def run_sb3(steps: int, seed: int, masked: bool) -> dict[str, float]:
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from agents.sb3 import LMPolicy, TopKMaskWrapper
+
+    history: list[float] = []
+
+    class Keep(BaseCallback):  # SB3 keeps only the last 100 episodes; keep them all
+        def _on_step(self) -> bool:
+            for info in self.locals["infos"]:
+                if "episode" in info:
+                    history.append(float(info["episode"]["r"]))
+            return True
+
+    tok = gym.make(ENV, model="tiny").unwrapped.tokenizer
+    kwargs = {"model": "tiny", "max_new_tokens": 12}
+    start = time.perf_counter()
+    if masked:
+        from sb3_contrib import MaskablePPO
+
+        venv = make_vec_env(ENV, n_envs=8, seed=seed, env_kwargs=kwargs,
+                            wrapper_class=TopKMaskWrapper, wrapper_kwargs={"k": 16})
+        model = MaskablePPO("MultiInputPolicy", venv, n_steps=64, batch_size=128, n_epochs=4, learning_rate=1e-3,
+                            seed=seed, device="cpu", verbose=0)
+    else:
+        venv = make_vec_env(ENV, n_envs=8, seed=seed, env_kwargs=kwargs)
+        model = PPO(LMPolicy, venv, n_steps=64, batch_size=128, n_epochs=4, learning_rate=3e-3, seed=seed,
+                    device="cpu", verbose=0, policy_kwargs={"model_name": "tiny", "tokenizer": tok})
+    model.learn(total_timesteps=steps, callback=Keep())
+    first, last = _ends(history)
+    return {"first": first, "last": last, "episodes": len(history), "secs": time.perf_counter() - start}
+
+
+def run_ours(steps: int, seed: int) -> dict[str, float]:
+    from agents.ppo import PRESETS, PPOTrainer
+
+    cfg = PRESETS["tiny"]
+    iterations = max(1, steps // (cfg.prompts_per_iter * cfg.max_new_tokens))
+    with tempfile.TemporaryDirectory() as runs:
+        cfg = dataclasses.replace(cfg, iterations=iterations, seed=seed, runs=runs, tensorboard=False, progress=False)
+        start = time.perf_counter()
+        trainer = PPOTrainer(cfg)
+        history = trainer.train()
+        secs = time.perf_counter() - start
+    rewards = [m["charts/reward_mean"] for m in history]
+    return {"first": float(np.mean(rewards[:4])), "last": float(np.mean(rewards[-4:])),
+            "episodes": iterations * cfg.prompts_per_iter, "secs": secs}
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=15_360, help="env steps (tokens) per agent")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    results = {
+        "sb3 PPO + LMPolicy": run_sb3(args.steps, args.seed, masked=False),
+        "sb3-contrib MaskablePPO (top-16 mask)": run_sb3(args.steps, args.seed, masked=True),
+        "agents.ppo (KV cache)": run_ours(args.steps, args.seed),
+    }
+    print(f"{ENV}, tiny model, {args.steps} env steps each, seed {args.seed}")
+    for name, r in results.items():
+        print(f"{name:40s} reward {r['first']:.3f} -> {r['last']:.3f}  episodes {r['episodes']:5d}  "
+              f"wall {r['secs']:6.1f} s")
+    return results
+
+
+if __name__ == "__main__":
+    main()
