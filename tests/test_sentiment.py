@@ -159,7 +159,7 @@ def test_saved_head_round_trips(trained: tuple[Path, dict]) -> None:
     first = SentimentClassifier(out)
     again = SentimentClassifier(out)
     assert again(texts) == first(texts)
-    assert first.config is not None and first.config["hidden"] == 256
+    assert first.config is not None and first.config["hidden"] == 1024
 
 
 def test_same_seed_same_head(trained: tuple[Path, dict], cache: Path) -> None:
