@@ -8,6 +8,7 @@ update over minibatches and epochs -> KL controller -> logging and atomic checkp
     python -m agents.ppo --preset tiny                                 # tiny model, TextCount-v0
     python -m agents.ppo --env TextSentiment-v0 --preset quick          # the default model
     python -m agents.ppo --help
+    accelerate launch --num_processes 2 -m agents.ppo --preset tiny   # data parallel, same config
 
 Every iteration draws its prompts, its env seed and its sampling generator from ``(seed,
 iteration)``, and the model runs without dropout, so ``--resume`` from a checkpoint reproduces the
@@ -33,6 +34,7 @@ import textenv  # noqa: F401 - registers the env ids
 from agents.advantages import AdaptiveKLController, FixedKLController, gae, group_advantages, whiten
 from agents.checkpoint import atomic_dir, is_complete
 from agents.config import arg, parse_config, resolve_device, run_dir, save_config
+from agents.distributed import Dist, parameter_checksum
 from agents.policy import LMActorCritic, Sampling
 from agents.rollout import Episode, collect, episodes_to_batch
 from agents.tracking import Tracker
@@ -170,13 +172,18 @@ class PPOTrainer:
                    else FixedKLController(cfg.kl_coef))
         self.iteration = 0
         self.failures = 0
+        self.dist = Dist()  # under `accelerate launch`: one prompt shard per process, averaged gradients
         if cfg.resume:
             self.dir = Path(cfg.resume)
             self._load_checkpoint(self.dir / "checkpoint")
-        else:
+        elif self.dist.is_main:
             self.dir = run_dir(cfg.runs, cfg.env, cfg.exp_name, cfg.seed)
-        save_config(cfg, self.dir / "config.json")
-        self.tracker = Tracker(self.dir, tensorboard=cfg.tensorboard)
+        else:
+            self.dir = Path(cfg.runs)  # other processes write nothing
+        self.tracker = None
+        if self.dist.is_main:
+            save_config(cfg, self.dir / "config.json")
+            self.tracker = Tracker(self.dir, tensorboard=cfg.tensorboard)
 
     # -- checkpoints -----------------------------------------------------------------------
 
@@ -186,6 +193,8 @@ class PPOTrainer:
         if not all(torch.isfinite(p).all() for p in self.policy.parameters()):
             raise RuntimeError("refusing to write a checkpoint: the policy has non-finite parameters")
         target = directory or self.dir / "checkpoint"
+        if not self.dist.is_main:  # the weights are identical everywhere: one process writes
+            return target
         with atomic_dir(target) as tmp:
             self.policy.save_pretrained(tmp)
             tensors, meta = _optimizer_tensors(self.optimizer)
@@ -210,7 +219,8 @@ class PPOTrainer:
     # -- one iteration ---------------------------------------------------------------------
 
     def _prompt_indices(self, it: int) -> list[int]:
-        rng = np.random.default_rng([self.cfg.seed, it])
+        key = [self.cfg.seed, it] if self.dist.world == 1 else [self.cfg.seed, it, self.dist.rank]
+        rng = np.random.default_rng(key)
         prompts = rng.choice(len(self.setup.examples), size=self.cfg.prompts_per_iter,
                              replace=len(self.setup.examples) < self.cfg.prompts_per_iter)
         return [int(i) for i in np.repeat(prompts, self.cfg.samples_per_prompt)]
@@ -221,20 +231,25 @@ class PPOTrainer:
         return torch.autocast("cpu", enabled=False)
 
     def rollout(self, it: int) -> tuple[list[Episode], float]:
-        gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed * 1_000_003 + it)
+        seed = self.cfg.seed * 1_000_003 + it + 7919 * self.dist.rank
+        gen = torch.Generator(device=self.device).manual_seed(seed)
         start = time.perf_counter()
         with self._autocast():
-            episodes = collect(self.envs, self.policy, self._prompt_indices(it), seed=self.cfg.seed * 1_000_003 + it,
-                               generator=gen)
+            episodes = collect(self.envs, self.policy, self._prompt_indices(it), seed=seed, generator=gen)
         return episodes, time.perf_counter() - start
 
     def step(self) -> dict[str, float]:
         """Run one iteration; returns its metrics (``failures/skipped`` = 1 when it was skipped)."""
         cfg, it = self.cfg, self.iteration + 1
+        why = None
         try:
             episodes, rollout_secs = self.rollout(it)
+            if not np.isfinite([e.score for e in episodes]).all():
+                why = "non-finite task reward"
         except RewardError as exc:
-            return self._skip(it, f"reward failed: {exc}")
+            why = f"reward failed: {exc}"
+        if self.dist.any(why is not None):  # every process skips together
+            return self._skip(it, why or "a reward failed on another process")
         batch = episodes_to_batch(episodes, self.policy.pad_token_id)
         mask = batch.attention_mask[:, -batch.gen_len:].float().to(self.device)
         old_logp = torch.zeros_like(mask)
@@ -264,15 +279,15 @@ class PPOTrainer:
         if stats is None:
             return self._skip(it, "non-finite loss")
         self.failures = 0
-        self.kl.update(float(kl.sum(1).mean()), len(episodes))
+        self.kl.update(self.dist.mean(float(kl.sum(1).mean())), len(episodes) * self.dist.world)
         n_tokens = int(mask.sum())
         metrics = {
-            "charts/reward_mean": float(np.mean([e.score for e in episodes])),
+            "charts/reward_mean": self.dist.mean(float(np.mean([e.score for e in episodes]))),
             "charts/reward_std": float(np.std([e.score for e in episodes])),
             "charts/episode_length": float(lengths.float().mean()),
             "charts/eos_rate": float(np.mean([bool(e.info.get("ended_with_eos")) for e in episodes])),
             "charts/tokens_per_s": n_tokens / max(rollout_secs, 1e-9),
-            "objective/kl": float(kl.sum(1).mean()),
+            "objective/kl": self.dist.mean(float(kl.sum(1).mean())),
             "objective/kl_k3": float(kl_k3.sum(1).mean()),
             "objective/kl_coef": float(self.kl.value),
             "failures/skipped": 0.0,
@@ -332,7 +347,7 @@ class PPOTrainer:
                         vf = torch.max((v - returns[idx]) ** 2, (v_clip - returns[idx]) ** 2)
                         vf_loss = 0.5 * (vf * m).sum() / denom
                         loss = loss + cfg.vf_coef * vf_loss
-                    if not torch.isfinite(loss):
+                    if self.dist.any(not torch.isfinite(loss)):
                         self.policy.load_state_dict(snapshot)
                         self.optimizer.load_state_dict(opt_snapshot)
                         return None
@@ -344,10 +359,11 @@ class PPOTrainer:
                                    ("clipfrac", clipfrac)):
                         log[k].append(float(val.detach()))
                     epoch_kl.append(float(approx_kl))
-                torch.nn.utils.clip_grad_norm_([p for p in self.policy.parameters() if p.requires_grad],
-                                               cfg.max_grad_norm)
+                trainable = [p for p in self.policy.parameters() if p.requires_grad]
+                self.dist.average_gradients(trainable)
+                torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
                 self.optimizer.step()
-            if cfg.target_approx_kl is not None and np.mean(epoch_kl) > cfg.target_approx_kl:
+            if cfg.target_approx_kl is not None and self.dist.mean(float(np.mean(epoch_kl))) > cfg.target_approx_kl:
                 break
         if not all(torch.isfinite(p).all() for p in self.policy.parameters()):
             self.policy.load_state_dict(snapshot)
@@ -376,7 +392,8 @@ class PPOTrainer:
         try:
             while self.iteration < cfg.iterations:
                 metrics = self.step()
-                self.tracker.log(self.iteration, metrics)
+                if self.tracker is not None:
+                    self.tracker.log(self.iteration, metrics)
                 history.append(metrics)
                 bar.update(1)
                 if "charts/reward_mean" in metrics:
@@ -385,8 +402,13 @@ class PPOTrainer:
                     self.save_checkpoint()
         finally:
             bar.close()
-            self.tracker.close()
+            if self.tracker is not None:
+                self.tracker.close()
         self.save_checkpoint(self.dir / "final")
+        if self.dist.world > 1:
+            logger.info("process %d/%d parameter checksum %s", self.dist.rank, self.dist.world,
+                        parameter_checksum(self.policy))
+            self.dist.barrier()
         return history
 
 
@@ -426,6 +448,8 @@ def main(argv: list[str] | None = None) -> PPOTrainer:
     start = time.perf_counter()
     history = trainer.train()
     rewards = [m["charts/reward_mean"] for m in history if "charts/reward_mean" in m]
+    if not trainer.dist.is_main:
+        return trainer
     png = plot_rewards(trainer.dir)
     if rewards:
         logger.info("reward %.4f -> %.4f over %d iterations in %.0f s; run: %s; curve: %s",

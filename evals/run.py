@@ -9,7 +9,8 @@ needs with the agents' quick presets when they are missing (``agents.pipeline``,
     python -m evals.run --tasks TextSentiment-v0 --policies base,ppo --limit 16
     python -m evals.run --policy mine=path/to/checkpoint  # add any checkpoint (repeatable)
     python -m evals.run --suite full                      # GPU-sized budgets
-    accelerate launch --num_processes 2 -m evals.run ...  # shards batches, same table
+    accelerate launch --multi_gpu --num_processes 2 -m evals.run ...  # shards batches, same table
+                                                          # (--multi_gpu starts the processes; CPUs work too)
 
 Policy paths may contain ``{task}``, replaced per task (checkpoints are task-specific).
 """
@@ -73,9 +74,10 @@ def _distributed():
     """accelerate's process state when launched with several processes, else None."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return None
+    import torch
     from accelerate import PartialState
 
-    return PartialState()
+    return PartialState(cpu=not torch.cuda.is_available())  # see agents/distributed.py
 
 
 def make_checkpoints(tasks: tuple[str, ...], preset: str, model: str) -> None:
@@ -159,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     if state is not None:
         from accelerate.utils import gather_object
 
+        logger.info("process %d/%d generated %d completions", state.process_index, state.num_processes, len(gens))
         gens = [Generation(**g) for g in gather_object([g.to_dict() for g in gens])]
         failures = [Failure(**f) for f in gather_object([vars(f) for f in failures])]
     if not is_main:

@@ -103,10 +103,11 @@ def test_two_process_accelerate_run_equals_one_process(tmp_path):
     one = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], capture_output=True, text=True,
                          timeout=600)
     assert one.returncode == 0, one.stderr[-2000:]
-    two = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+    two = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", *args,
                           "--out", str(tmp_path / "two")], capture_output=True, text=True, timeout=600)
     assert two.returncode == 0, two.stderr[-2000:]
+    assert "process 0/2 generated" in two.stderr and "process 1/2 generated" in two.stderr  # really sharded
     pd.testing.assert_frame_equal(read_leaderboard_csv(tmp_path / "one" / "quick.csv"),
                                   read_leaderboard_csv(tmp_path / "two" / "quick.csv"))
 

@@ -107,3 +107,21 @@ def test_tiny_model_learns_to_count(tmp_path):
     history = PPOTrainer(cfg).train()
     rewards = [m["charts/reward_mean"] for m in history]
     assert np.mean(rewards[-3:]) > np.mean(rewards[:3]) + 0.1, rewards
+
+
+@pytest.mark.slow
+def test_two_process_accelerate_run_keeps_parameters_identical(tmp_path):
+    import re
+
+    out = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                          "-m", "agents.ppo", "--preset", "tiny", "--iterations", "2", "--runs", str(tmp_path),
+                          "--progress", "false", "--tensorboard", "false"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    sums = dict(re.findall(r"process (\d)/2 parameter checksum ([0-9a-f]{64})", out.stderr + out.stdout))
+    assert set(sums) == {"0", "1"} and sums["0"] == sums["1"]
+    runs = list(tmp_path.iterdir())
+    assert len(runs) == 1 and (runs[0] / "final" / "COMPLETE").exists()  # one process wrote one run
+    with open(runs[0] / "metrics.csv") as f:
+        assert [int(float(r["iteration"])) for r in csv.DictReader(f)] == [1, 2]  # logs not duplicated
