@@ -50,6 +50,7 @@ from tqdm.auto import tqdm
 import textenv  # noqa: F401  (registers the envs)
 from agents.checkpoint import atomic_dir
 from agents.config import arg, parse_config, resolve_device, save_config
+from agents.distributed import Dist
 from textenv.core import TaskSetup
 from textenv.models import DEFAULT_MODEL, load_tokenizer, smollm2_dir, tiny_model
 from textenv.rewards import Completion, resolve
@@ -315,6 +316,9 @@ def train_reward_model(config: RewardModelConfig, tokenizer: Any = None) -> dict
                       config.eval_limit, config.seed + 1)
     if not train or not held:
         raise ValueError(f"no preference pairs for {config.env!r} (train {len(train)}, held-out {len(held)})")
+    dist = Dist()  # under `accelerate launch`: an equal shard of the pairs per process, averaged gradients
+    if dist.world > 1:
+        train = train[:len(train) // dist.world * dist.world][dist.rank::dist.world]
     logger.info("%d train pairs, %d %s pairs", len(train), len(held), config.eval_split)
     acc0, loss0 = pairwise_accuracy(model, tokenizer, held, config.max_length, 2 * config.batch_size, device)
     logger.info("before training: %s accuracy %.3f, loss %.4f", config.eval_split, acc0, loss0)
@@ -340,6 +344,7 @@ def train_reward_model(config: RewardModelConfig, tokenizer: Any = None) -> dict
             loss = bradley_terry_loss(rc, rr)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            dist.average_gradients(params)
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             step += 1
@@ -363,11 +368,15 @@ def train_reward_model(config: RewardModelConfig, tokenizer: Any = None) -> dict
     model.eval().to("cpu")
     for p in model.parameters():
         p.requires_grad_(True)
+    if not dist.is_main:  # identical weights everywhere: one process writes
+        dist.barrier()
+        return metrics
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         save_config(config, tmp / "reward_model_config.json")
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    dist.barrier()
     metrics["out"] = str(out)
     return metrics
 
@@ -424,7 +433,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     config = parse_config(RewardModelConfig, argv, PRESETS, description=RewardModelConfig.__doc__)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     metrics = train_reward_model(config)
-    print(json.dumps(metrics, indent=2))
+    if Dist().is_main:  # one report, not one per process
+        print(json.dumps(metrics, indent=2))
     return metrics
 
 

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 import textenv  # noqa: F401  (registers the env ids)
 from agents.checkpoint import atomic_dir
 from agents.config import arg, parse_config, resolve_device, save_config
+from agents.distributed import Dist, parameter_checksum
 from textenv.core import TaskSetup
 from textenv.models import DEFAULT_MODEL, load_model
 
@@ -216,6 +217,9 @@ def fit(config: SFTConfig, tokenizer: Any = None) -> SFTResult:
     pad_id = train_setup.pad_token_id
 
     train = _sequences(train_setup, config.mode, config.max_length, config.limit)
+    dist = Dist()  # under `accelerate launch`: an equal shard of the data per process, averaged gradients
+    if dist.world > 1:
+        train = train[:len(train) // dist.world * dist.world][dist.rank::dist.world]
     val = _sequences(val_setup, config.mode, config.max_length, config.eval_limit)
     val_batches = _batches(val, config.batch_size)
     micro_per_epoch = math.ceil(len(train) / config.batch_size)
@@ -261,6 +265,7 @@ def fit(config: SFTConfig, tokenizer: Any = None) -> SFTResult:
                 (loss / max(n_labels, 1)).backward()
                 step_loss += float(loss.detach())
                 tokens += int(g["attention_mask"].sum())
+            dist.average_gradients(model.parameters())
             if config.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
             optimizer.step()
@@ -270,7 +275,7 @@ def fit(config: SFTConfig, tokenizer: Any = None) -> SFTResult:
             train_losses.append(step_loss / max(n_labels, 1))
             bar.update(1)
             bar.set_postfix(loss=f"{train_losses[-1]:.3f}")
-            if not math.isfinite(train_losses[-1]):
+            if dist.any(not math.isfinite(train_losses[-1])):
                 bar.close()
                 raise FloatingPointError(f"train loss became {train_losses[-1]} at step {step}; "
                                          f"lower lr (now {config.lr}) or check the data")
@@ -300,6 +305,8 @@ def fit(config: SFTConfig, tokenizer: Any = None) -> SFTResult:
         "tokens": tokens, "tokens_per_s": tokens / wall if wall > 0 else float("nan"),
         "history": history,
     }
+    if dist.world > 1:
+        logger.info("process %d/%d parameter checksum %s", dist.rank, dist.world, parameter_checksum(model))
     return SFTResult(model.eval(), tokenizer, metrics)
 
 
@@ -323,7 +330,10 @@ def train_sft(config: SFTConfig, tokenizer: Any = None) -> dict[str, Any]:
     """Train (:func:`fit`), write the checkpoint to ``config.out`` and return the metrics."""
     out = Path(config.out or Path("runs") / "sft" / config.env)
     result = fit(config, tokenizer)
-    save_checkpoint(result, config, out)
+    dist = Dist()
+    if dist.is_main:  # identical weights everywhere: one process writes
+        save_checkpoint(result, config, out)
+    dist.barrier()
     return {**result.metrics, "out": str(out)}
 
 
@@ -331,7 +341,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = parse_config(SFTConfig, argv, presets=PRESETS)
     metrics = train_sft(config)
-    print(json.dumps({k: v for k, v in metrics.items() if k != "history"}, indent=2))
+    if Dist().is_main:  # one report, not one per process
+        print(json.dumps({k: v for k, v in metrics.items() if k != "history"}, indent=2))
     return metrics
 
 

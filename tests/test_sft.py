@@ -121,3 +121,19 @@ def test_cli_help_lists_the_fields():
     assert res.returncode == 0, res.stderr
     for flag in ("--env", "--model", "--mode", "--max-steps", "--grad-accum", "--lr", "--limit", "--preset"):
         assert flag in res.stdout
+
+
+@pytest.mark.slow
+def test_two_process_accelerate_sft_keeps_parameters_identical(tmp_path):
+    import re
+
+    env = {**os.environ, "TEXTENV_CACHE": str(tmp_path / "cache")}
+    out = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                          "-m", "agents.sft", "--env", "TextCount-v0", "--model", "tiny", "--max-steps", "3",
+                          "--batch-size", "4", "--eval-limit", "8", "--device", "cpu", "--out", str(tmp_path / "ck")],
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    sums = dict(re.findall(r"process (\d)/2 parameter checksum ([0-9a-f]{64})", out.stderr + out.stdout))
+    assert set(sums) == {"0", "1"} and sums["0"] == sums["1"]
+    assert (tmp_path / "ck" / "COMPLETE").exists()
