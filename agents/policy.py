@@ -257,12 +257,10 @@ class LMActorCritic(nn.Module):
                                         position_ids=_positions(mask), output_hidden_states=True)
         logits, values = out.logits[:, -1].float(), self.value_head(out.hidden_states[-1][:, -1].float()).squeeze(-1)
         rows_t = torch.as_tensor(rows, device=self.device)
-        if state.cache is None or len(rows) == state.num_envs:
-            if len(rows) != state.num_envs:  # first prefill of only some rows: start from empty rows
-                state.cache, state.cache_mask = None, None
-                self._splice_into_empty(state, rows_t, cache, mask)
-            else:
-                state.cache, state.cache_mask = cache, mask.clone()
+        if len(rows) == state.num_envs:
+            state.cache, state.cache_mask = cache, mask.clone()
+        elif state.cache is None:  # first prefill of only some rows: start from empty rows
+            self._splice_into_empty(state, rows_t, cache, mask)
         else:
             self._splice(state, rows_t, cache, mask)
         if state.logits is None:

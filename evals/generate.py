@@ -112,7 +112,7 @@ def load_policy(path: str, tokenizer: Any, decoding: Decoding) -> LMActorCritic:
         raise RuntimeError(f"cannot load checkpoint {path!r}: {type(exc).__name__}: {exc}") from exc
 
 
-def _record(name: str, task: str, envs, ep, setup) -> Generation:
+def _record(name: str, task: str, ep, setup) -> Generation:
     info = ep.info
     eos = setup.eos_token_id
     tokens = [t for t in ep.actions if t != eos]
@@ -187,7 +187,7 @@ def generate(spec: PolicySpec, task: str, envs, idx: list[int], seed: int, polic
         raise ValueError(f"policy {spec.name!r} needs a loaded model")
     if spec.kind == "model":
         episodes = collect(envs, policy, idx, seed=seed, row_seeds=[row_seed(seed, i) for i in idx])
-        return [_record(spec.name, task, envs, ep, setup) for ep in episodes]
+        return [_record(spec.name, task, ep, setup) for ep in episodes]
     # best-of-n: n samples per prompt through the env, the reward model keeps the best
     if reward_model is None:
         raise ValueError(f"policy {spec.name!r} (best-of-n) needs a reward model for task {task!r}")
@@ -198,7 +198,7 @@ def generate(spec: PolicySpec, task: str, envs, idx: list[int], seed: int, polic
         chunk = flat[start:start + b]
         episodes = collect(envs, policy, [i for i, _ in chunk], seed=seed,
                            row_seeds=[row_seed(seed, i, j) for i, j in chunk])
-        gens.extend(_record(spec.name, task, envs, ep, setup) for ep in episodes)
+        gens.extend(_record(spec.name, task, ep, setup) for ep in episodes)
     rm = reward_model([Completion(prompt=g.prompt, text=g.text) for g in gens])
     best = []
     for k in range(len(idx)):
