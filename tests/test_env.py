@@ -11,6 +11,7 @@ from conftest import run_episode
 from gymnasium.utils.env_checker import check_env
 
 import textenv
+from textenv.core import PromptTruncationWarning
 
 MODELS = ["tiny", pytest.param("smollm2-135m", marks=pytest.mark.slow)]
 
@@ -29,6 +30,10 @@ def test_check_env_passes_without_warnings(env):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         check_env(env.unwrapped)
+    # check_env also resets without a seed, so which prompts it draws differs run to run; one aclsum
+    # train paper is longer than the default 512-token budget with the default tokenizer, and the
+    # env warns about it by design (tested in test_bad_input.py). Every other warning is a failure.
+    caught = [w for w in caught if not issubclass(w.category, PromptTruncationWarning)]
     assert [str(w.message) for w in caught] == []
 
 
