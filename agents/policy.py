@@ -65,8 +65,13 @@ def logprobs_from_logits(logits: torch.Tensor, sampling: Sampling) -> torch.Tens
 
 
 def entropy_from_logprobs(logp: torch.Tensor) -> torch.Tensor:
+    """Entropy of rows of log-probs that may hold ``-inf`` (tokens cut by top-k/top-p or a mask).
+
+    The ``-inf`` entries are replaced before the product, not after: ``where(p > 0, p * logp, 0)``
+    is right in the forward pass but its backward multiplies 0 by ``-inf`` and turns every
+    gradient into NaN."""
     p = logp.exp()
-    return -torch.where(p > 0, p * logp, torch.zeros_like(p)).sum(-1)
+    return -(p * torch.where(p > 0, logp, torch.zeros_like(logp))).sum(-1)
 
 
 class ActResult(NamedTuple):

@@ -125,3 +125,12 @@ def test_two_process_accelerate_run_keeps_parameters_identical(tmp_path):
     assert len(runs) == 1 and (runs[0] / "final" / "COMPLETE").exists()  # one process wrote one run
     with open(runs[0] / "metrics.csv") as f:
         assert [int(float(r["iteration"])) for r in csv.DictReader(f)] == [1, 2]  # logs not duplicated
+
+
+def test_top_k_top_p_sampling_trains_with_finite_gradients(tmp_path):
+    """Cut tokens hold -inf log-probs; the entropy term must not turn their gradients into NaN."""
+    trainer = PPOTrainer(_cfg(tmp_path, top_k=20, top_p=0.9))
+    before = trainer.policy.value_head.weight.clone()
+    metrics = trainer.step()
+    assert metrics["failures/skipped"] == 0.0 and math.isfinite(metrics["losses/policy_loss"])
+    assert not torch.equal(trainer.policy.value_head.weight, before)
