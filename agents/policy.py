@@ -20,13 +20,16 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
 from textenv.models import forward_with_cache, load_model
+
+if TYPE_CHECKING:
+    from agents.masking import TopKMasker
 
 __all__ = ["ActResult", "EpisodeBatch", "LMActorCritic", "RolloutState", "Sampling", "Scores",
            "logprobs_from_logits"]
@@ -127,11 +130,14 @@ class RolloutState:
         self.prompt_keys: list[bytes | None] = [None] * num_envs
         self.logits: torch.Tensor | None = None  # (B, V) next-token logits per row
         self.values: torch.Tensor | None = None  # (B,)
+        self.mask_state: RolloutState | None = None  # the masking model's own cache (NLPO), if any
 
     def invalidate(self) -> None:
         """Forget every cached row (e.g. after the weights changed)."""
         self.fed[:] = -1
         self.prompt_keys = [None] * self.num_envs
+        if self.mask_state is not None:
+            self.mask_state.invalidate()
 
 
 class LMActorCritic(nn.Module):
@@ -214,13 +220,21 @@ class LMActorCritic(nn.Module):
         )
         return out.logits, out.hidden_states[-1]
 
-    def evaluate(self, batch: EpisodeBatch, with_values: bool = True) -> Scores:
-        """Log-probs, entropy and values of every generated token of ``batch``, in one forward."""
+    def evaluate(self, batch: EpisodeBatch, with_values: bool = True,
+                 allowed: torch.Tensor | None = None) -> Scores:
+        """Log-probs, entropy and values of every generated token of ``batch``, in one forward.
+
+        ``allowed`` (``(N, G, V)`` bool, from :meth:`agents.masking.TopKMasker.allowed_for`) scores
+        the NLPO-masked policy: logits outside the allowed set are ``-inf`` before sampling's transform.
+        """
         ids = batch.input_ids.to(self.device)
         mask = batch.attention_mask.to(self.device)
         g = batch.gen_len
         logits, hidden = self._trunk(ids, mask, logits_to_keep=g + 1)
-        logp_all = logprobs_from_logits(logits[:, :-1], self.sampling)  # positions predicting gen tokens
+        logits = logits[:, :-1]  # positions predicting generated tokens
+        if allowed is not None:
+            logits = logits.float().masked_fill(~allowed.to(logits.device), float("-inf"))
+        logp_all = logprobs_from_logits(logits, self.sampling)
         targets = ids[:, -g:]
         logp = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
         gen_mask = mask[:, -g:].float()
@@ -326,17 +340,12 @@ class LMActorCritic(nn.Module):
         state.next_pos[rows] += 1
 
     @torch.no_grad()
-    def act(self, obs: dict[str, np.ndarray], state: RolloutState,
-            generator: torch.Generator | None = None, greedy: bool = False,
-            active: np.ndarray | None = None, row_seeds: Sequence[int] | None = None) -> ActResult:
-        """Choose the next token for every sub-env of ``obs`` (a single env's obs works too).
-
-        Rows where ``active`` is False are skipped (no forward; their action is the pad token),
-        so a rollout that waits for its slowest episode costs no more than ``generate``.
-        ``row_seeds`` gives every row its own random stream, seeded by (row seed, token position):
-        a sample then depends only on its own seed, not on which other rows share the batch (the
-        eval suite relies on this to shard examples across processes and get the same table).
-        """
+    def advance(self, obs: dict[str, np.ndarray], state: RolloutState,
+                active: np.ndarray | None = None) -> np.ndarray:
+        """Bring ``state``'s cache up to ``obs`` (one decode step, or a prefill for rows whose
+        episode is new) and leave the next-token logits and values in ``state.logits`` /
+        ``state.values``. Rows where ``active`` is False are skipped. Returns each row's number of
+        generated tokens."""
         ids = np.atleast_2d(obs["input_ids"])
         mask = np.atleast_2d(obs["attention_mask"])
         if ids.shape[0] != state.num_envs:
@@ -361,7 +370,30 @@ class LMActorCritic(nn.Module):
         for i in step_rows + prefill_rows:
             state.fed[i] = n_gen[i]
             state.prompt_keys[i] = keys[i]
-        logp = logprobs_from_logits(state.logits, self.sampling)
+        return n_gen
+
+    @torch.no_grad()
+    def act(self, obs: dict[str, np.ndarray], state: RolloutState,
+            generator: torch.Generator | None = None, greedy: bool = False,
+            active: np.ndarray | None = None, row_seeds: Sequence[int] | None = None,
+            masker: TopKMasker | None = None) -> ActResult:
+        """Choose the next token for every sub-env of ``obs`` (a single env's obs works too).
+
+        Rows where ``active`` is False are skipped (no forward; their action is the pad token),
+        so a rollout that waits for its slowest episode costs no more than ``generate``.
+        ``row_seeds`` gives every row its own random stream, seeded by (row seed, token position):
+        a sample then depends only on its own seed, not on which other rows share the batch (the
+        eval suite relies on this to shard examples across processes and get the same table).
+        ``masker`` (NLPO) restricts every row to its masking model's allowed next tokens.
+        """
+        n_gen = self.advance(obs, state, active)
+        logits = state.logits
+        if masker is not None:
+            if state.mask_state is None:
+                state.mask_state = RolloutState(state.num_envs, state.prompt_len)
+            allowed = masker.next_allowed(obs, state.mask_state, active).to(logits.device)
+            logits = logits.masked_fill(~allowed, float("-inf"))
+        logp = logprobs_from_logits(logits, self.sampling)
         if greedy:
             actions = logp.argmax(-1)
         elif row_seeds is not None:

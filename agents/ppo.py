@@ -3,7 +3,9 @@
 Read top to bottom: config -> rollout (the Gymnasium vector env + the KV-cached policy) -> per-token
 rewards (task reward at the last token, ``-kl_coef * (logp - logp_ref)`` on every token) ->
 advantages (GAE with a value head, or critic-free GRPO / RLOO group baselines) -> clipped PPO
-update over minibatches and epochs -> KL controller -> logging and atomic checkpoints.
+update over minibatches and epochs -> KL controller -> logging and atomic checkpoints. Optional
+NLPO action masking (``--mask-top-k``): tokens are sampled and scored only among a frozen masking
+model's top-k next tokens (:mod:`agents.masking`).
 
     python -m agents.ppo --preset tiny                                 # tiny model, TextCount-v0
     python -m agents.ppo --env TextSentiment-v0 --preset quick          # the default model
@@ -35,6 +37,7 @@ from agents.advantages import AdaptiveKLController, FixedKLController, gae, grou
 from agents.checkpoint import atomic_dir, is_complete
 from agents.config import arg, parse_config, resolve_device, run_dir, save_config
 from agents.distributed import Dist, parameter_checksum
+from agents.masking import TopKMasker
 from agents.policy import LMActorCritic, Sampling
 from agents.rollout import Episode, collect, episodes_to_batch
 from agents.tracking import Tracker
@@ -63,6 +66,10 @@ class PPOConfig:
     temperature: float = arg(1.0, "sampling temperature (also used to score, so ratios are unbiased)")
     top_k: int = arg(0, "top-k sampling (0: off)")
     top_p: float = arg(1.0, "nucleus sampling mass (1: off)")
+    mask_top_k: int = arg(0, "NLPO action mask: only a frozen masking model's top-k next tokens may be chosen (0: off)")
+    mask_top_p: float = arg(1.0, "NLPO: keep the smallest prefix of the masking model's top-k holding this mass")
+    mask_update_every: int = arg(0, "NLPO: copy the policy into the masking model every N iterations "
+                                    "(0: it stays the starting policy)")
     advantage: Literal["gae", "grpo", "rloo"] = arg("gae", "advantage estimator: value-head GAE or a group baseline")
     gamma: float = arg(1.0, "discount over tokens")
     lam: float = arg(0.95, "GAE lambda")
@@ -138,6 +145,9 @@ class PPOTrainer:
         cfg = self.cfg = config
         if cfg.advantage != "gae" and cfg.samples_per_prompt < 2:
             raise ValueError(f"advantage={cfg.advantage!r} needs samples_per_prompt >= 2")
+        if cfg.mask_top_k < 0 or cfg.mask_update_every < 0 or not 0 < cfg.mask_top_p <= 1:
+            raise ValueError(f"need mask_top_k >= 0, mask_update_every >= 0 and 0 < mask_top_p <= 1, got "
+                             f"{cfg.mask_top_k}, {cfg.mask_update_every}, {cfg.mask_top_p}")
         if cfg.num_envs % cfg.minibatch_size and cfg.minibatch_size < cfg.num_envs:
             raise ValueError(f"minibatch_size {cfg.minibatch_size} must divide num_envs {cfg.num_envs}")
         self.device = resolve_device(cfg.device)
@@ -166,6 +176,13 @@ class PPOTrainer:
         self.reference = None
         if not self.policy.is_lora:
             self.reference = copy.deepcopy(self.policy.model).eval().requires_grad_(False)
+        self.masker = None
+        if cfg.mask_top_k:
+            # the masking model starts as the starting policy: while it is never refreshed, the
+            # frozen reference already is that model, so share it instead of a second copy
+            share = self.reference is not None and not cfg.mask_update_every
+            self.masker = TopKMasker(self.reference if share else self.policy.model, self.setup.tokenizer,
+                                     cfg.mask_top_k, cfg.mask_top_p, share=share)
         params = [p for p in self.policy.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=cfg.lr, eps=1e-5)
         self.kl = (AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon) if cfg.kl_target
@@ -201,6 +218,8 @@ class PPOTrainer:
             save_file(tensors, tmp / "optimizer.safetensors")
             state = {"iteration": self.iteration, "kl_coef": self.kl.value, "failures": self.failures,
                      "optimizer": meta, "config": dataclasses.asdict(self.cfg)}
+            if self.masker is not None and self.cfg.mask_update_every:  # it is no longer the starting policy
+                self.masker.save(tmp / "mask_model.safetensors")
             (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2, default=str))
         return target
 
@@ -214,6 +233,8 @@ class PPOTrainer:
         state = json.loads((path / "trainer_state.json").read_text())
         _load_optimizer(self.optimizer, load_file(path / "optimizer.safetensors"), state["optimizer"])
         self.iteration, self.kl.value, self.failures = state["iteration"], state["kl_coef"], state["failures"]
+        if self.masker is not None and self.cfg.mask_update_every:
+            self.masker.load(path / "mask_model.safetensors")
         logger.info("resumed from %s at iteration %d", path, self.iteration)
 
     # -- one iteration ---------------------------------------------------------------------
@@ -235,7 +256,8 @@ class PPOTrainer:
         gen = torch.Generator(device=self.device).manual_seed(seed)
         start = time.perf_counter()
         with self._autocast():
-            episodes = collect(self.envs, self.policy, self._prompt_indices(it), seed=seed, generator=gen)
+            episodes = collect(self.envs, self.policy, self._prompt_indices(it), seed=seed, generator=gen,
+                               masker=self.masker)
         return episodes, time.perf_counter() - start
 
     def step(self) -> dict[str, float]:
@@ -257,8 +279,11 @@ class PPOTrainer:
         for i, e in enumerate(episodes):
             old_logp[i, :len(e.actions)] = torch.tensor(e.logprobs)
             old_values[i, :len(e.actions)] = torch.tensor(e.values)
+        allowed = None
         with self._autocast():
             ref_logp = self.policy.reference_logprobs(batch, self.reference).float()
+            if self.masker is not None:  # the same masking model as in the rollout: ratios start at 1
+                allowed = self.masker.allowed_for(batch)
         kl = (old_logp - ref_logp) * mask  # k1 per token: the penalty
         kl_k3 = ((ref_logp - old_logp).exp() - 1 - (ref_logp - old_logp)) * mask  # k3: >= 0, for logging
         scores = _task_scores(episodes, cfg).to(self.device)
@@ -275,9 +300,11 @@ class PPOTrainer:
             seq = scores - self.kl.value * kl.sum(1)
             adv = group_advantages(seq, cfg.samples_per_prompt, cfg.advantage)
             advantages, returns = adv[:, None] * mask, torch.zeros_like(mask)
-        stats = self._update(batch, mask, old_logp, old_values, advantages, returns, it)
+        stats = self._update(batch, mask, old_logp, old_values, advantages, returns, it, allowed)
         if stats is None:
             return self._skip(it, "non-finite loss")
+        if self.masker is not None and cfg.mask_update_every and it % cfg.mask_update_every == 0:
+            self.masker.refresh(self.policy.model)
         self.failures = 0
         self.kl.update(self.dist.mean(float(kl.sum(1).mean())), len(episodes) * self.dist.world)
         n_tokens = int(mask.sum())
@@ -309,7 +336,8 @@ class PPOTrainer:
         self.iteration = it
         return {"failures/skipped": 1.0}
 
-    def _update(self, batch, mask, old_logp, old_values, advantages, returns, it) -> dict[str, float] | None:
+    def _update(self, batch, mask, old_logp, old_values, advantages, returns, it,
+                allowed: torch.Tensor | None = None) -> dict[str, float] | None:
         cfg = self.cfg
         n = batch.input_ids.shape[0]
         snapshot = {k: v.detach().clone() for k, v in self.policy.state_dict().items()}
@@ -329,7 +357,8 @@ class PPOTrainer:
                     sub = dataclasses.replace(batch, input_ids=batch.input_ids[idx],
                                               attention_mask=batch.attention_mask[idx])
                     with self._autocast():
-                        scores = self.policy.evaluate(sub, with_values=cfg.advantage == "gae")
+                        scores = self.policy.evaluate(sub, with_values=cfg.advantage == "gae",
+                                                      allowed=None if allowed is None else allowed[idx])
                     m = mask[idx]
                     denom = m.sum().clamp(min=1)
                     log_ratio = (scores.logprobs.float() - old_logp[idx]) * m

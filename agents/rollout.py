@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
 
 from agents.policy import EpisodeBatch, LMActorCritic
+
+if TYPE_CHECKING:
+    from agents.masking import TopKMasker
 
 __all__ = ["Episode", "collect", "episodes_to_batch", "row_info"]
 
@@ -59,12 +62,12 @@ def row_info(infos: dict[str, Any], i: int) -> dict[str, Any]:
 
 def collect(envs, policy: LMActorCritic, indices: Sequence[int], seed: int,
             generator: torch.Generator | None = None, greedy: bool = False,
-            row_seeds: Sequence[int] | None = None) -> list[Episode]:
+            row_seeds: Sequence[int] | None = None, masker: TopKMasker | None = None) -> list[Episode]:
     """One episode per sub-env, on prompts ``indices`` (one per sub-env), in sub-env order.
 
     ``indices`` may be shorter than the number of sub-envs (the last batch of an eval): the spare
-    sub-envs repeat the first prompt and are never stepped by the policy. ``row_seeds``: see
-    :meth:`LMActorCritic.act`.
+    sub-envs repeat the first prompt and are never stepped by the policy. ``row_seeds`` and
+    ``masker`` (NLPO action masking): see :meth:`LMActorCritic.act`.
     """
     env = envs.unwrapped
     b = env.num_envs
@@ -81,7 +84,8 @@ def collect(envs, policy: LMActorCritic, indices: Sequence[int], seed: int,
     state = policy.rollout_state(b, p)
     active = np.arange(b) < n
     while active.any():
-        res = policy.act(obs, state, generator=generator, greedy=greedy, active=active, row_seeds=seeds)
+        res = policy.act(obs, state, generator=generator, greedy=greedy, active=active, row_seeds=seeds,
+                         masker=masker)
         obs, rewards, terminated, truncated, infos = envs.step(res.actions)
         done = (terminated | truncated) & active
         final = infos.get("final_info", {}) if same_step else infos

@@ -4,11 +4,14 @@
   distribution and whose critic is a linear value head on the LM's last hidden state at the last
   real token. ``stable_baselines3.PPO(LMPolicy, env, policy_kwargs={"model_name": ..., "tokenizer":
   env.unwrapped.tokenizer})`` trains on any textenv env with SB3's own VecEnv and buffers.
+- :class:`MaskableLMPolicy`: the same LM policy as a ``MaskableActorCriticPolicy``, for
+  sb3-contrib's ``MaskablePPO``: the next-token distribution cut to the env's ``action_masks()``.
 - :class:`TopKMaskWrapper`: a ``gym.Wrapper`` holding a frozen LM, with ``action_masks()`` (the
   frozen model's top-k / top-p next-token set), the hook sb3-contrib's ``MaskablePPO`` calls
   through ``get_action_masks`` (NLPO, Ramamurthy et al. 2023, "Is Reinforcement Learning (Not) for
   Natural Language Processing?", arXiv:2210.01241). :func:`topk_mask` is the same mask as a plain
-  function, for the project's own PPO.
+  function; the project's own PPO masks the same way (:mod:`agents.masking`, ``--mask-top-k``),
+  with the masking model's KV cache instead of a full forward per step.
 
 Limits (measured, not guessed):
 
@@ -26,8 +29,8 @@ Limits (measured, not guessed):
   length L), not one forward per episode as :meth:`LMActorCritic.evaluate` does.
 - No reference-model KL penalty: SB3's PPO has none (add it to the reward with a wrapper if needed).
 - Dropout stays off in training (the LM is kept in eval mode), so PPO's first ratio is exactly 1.
-- ``MaskablePPO`` needs a ``MaskableActorCriticPolicy``: :class:`LMPolicy` is for plain ``PPO``;
-  with masking use sb3-contrib's own policies (or the project's PPO with :func:`topk_mask`).
+- ``MaskablePPO`` needs a ``MaskableActorCriticPolicy``: use :class:`MaskableLMPolicy` there and
+  :class:`LMPolicy` with plain ``PPO``.
 """
 
 from __future__ import annotations
@@ -39,15 +42,18 @@ import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium import spaces
+from sb3_contrib.common.maskable.distributions import MaskableCategoricalDistribution
+from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from stable_baselines3.common.distributions import CategoricalDistribution
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
+from agents.masking import allowed_tokens
 from agents.policy import Sampling, entropy_from_logprobs, logprobs_from_logits
 from textenv.models import load_model
 
-__all__ = ["LMPolicy", "TopKMaskWrapper", "last_token_forward", "topk_mask"]
+__all__ = ["LMPolicy", "MaskableLMPolicy", "TopKMaskWrapper", "last_token_forward", "topk_mask"]
 
 
 def _as_batch(obs: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,29 +100,19 @@ def _fit_vocab(logits: torch.Tensor, n: int) -> torch.Tensor:
     return logits[..., :n]
 
 
-class LMPolicy(ActorCriticPolicy):
-    """A causal LM as an SB3 actor-critic (plain ``PPO``/``A2C`` on a textenv ``Discrete(vocab)`` env).
-
-    Keyword arguments (``policy_kwargs``):
-
-    - ``model_name``: a textenv model name (``"tiny"``, ``"smollm2-135m"``) or a local directory,
-      resolved by :func:`textenv.models.load_model`.
-    - ``tokenizer``: the env's tokenizer (``env.unwrapped.tokenizer``); required for ``"tiny"``,
-      whose weights are built for it.
-    - ``sampling``: a temperature (float) or a :class:`agents.policy.Sampling`; tokens are sampled
-      and scored with the same transform, as in the project's own policy.
-    - ``seed``: the ``"tiny"`` model's weight seed.
-    - the usual ``optimizer_class`` / ``optimizer_kwargs``; ``net_arch`` and the like are ignored.
-    """
+class _LMActorCritic:
+    """What :class:`LMPolicy` and :class:`MaskableLMPolicy` share: the LM as actor, a value head on
+    its last hidden state as critic, one forward for both. Mixed in before the SB3 base class."""
 
     def __init__(self, observation_space: spaces.Space, action_space: spaces.Space, lr_schedule: Schedule,
                  model_name: str = "smollm2-135m", tokenizer: Any = None,
                  sampling: Sampling | float | None = None, seed: int = 0, **kwargs: Any) -> None:
+        name = type(self).__name__
         if not isinstance(action_space, spaces.Discrete):
-            raise ValueError(f"LMPolicy needs a Discrete(vocab) action space, got {action_space}")
+            raise ValueError(f"{name} needs a Discrete(vocab) action space, got {action_space}")
         if not (isinstance(observation_space, spaces.Dict)
                 and {"input_ids", "attention_mask"} <= set(observation_space.spaces)):
-            raise ValueError("LMPolicy needs textenv's Dict(input_ids, attention_mask) observations, "
+            raise ValueError(f"{name} needs textenv's Dict(input_ids, attention_mask) observations, "
                              f"got {observation_space}")
         if kwargs.pop("use_sde", False):
             raise ValueError("gSDE does not apply to a Discrete action space")
@@ -135,7 +131,6 @@ class LMPolicy(ActorCriticPolicy):
         self.value_net = nn.Linear(hidden, 1)
         nn.init.zeros_(self.value_net.weight)  # V = 0 at start: no random critic noise in the first advantages
         nn.init.zeros_(self.value_net.bias)
-        self.action_dist = CategoricalDistribution(int(self.action_space.n))
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
@@ -143,18 +138,37 @@ class LMPolicy(ActorCriticPolicy):
         data.update(model_name=self.model_name, tokenizer=self.tokenizer, sampling=self.sampling, seed=self.seed)
         return data
 
-    def train(self, mode: bool = True) -> LMPolicy:
+    def train(self, mode: bool = True) -> Any:
         super().train(mode)
         self.lm.eval()  # no dropout: rollout and update score tokens with the same function
         return self
-
-    # -- one forward serves actor and critic -------------------------------------------------
 
     def _logp_and_values(self, obs: PyTorchObs) -> tuple[torch.Tensor, torch.Tensor]:
         ids, mask = _as_batch(obs, self.device)
         logits, h = last_token_forward(self.lm, ids, mask, hidden=True)
         logp = logprobs_from_logits(_fit_vocab(logits, int(self.action_space.n)), self.sampling)
         return logp, self.value_net(h)
+
+    def predict_values(self, obs: PyTorchObs) -> torch.Tensor:
+        ids, mask = _as_batch(obs, self.device)
+        _, h = last_token_forward(self.lm, ids, mask, hidden=True)
+        return self.value_net(h)
+
+
+class LMPolicy(_LMActorCritic, ActorCriticPolicy):
+    """A causal LM as an SB3 actor-critic (plain ``PPO``/``A2C`` on a textenv ``Discrete(vocab)`` env).
+
+    Keyword arguments (``policy_kwargs``):
+
+    - ``model_name``: a textenv model name (``"tiny"``, ``"smollm2-135m"``) or a local directory,
+      resolved by :func:`textenv.models.load_model`.
+    - ``tokenizer``: the env's tokenizer (``env.unwrapped.tokenizer``); required for ``"tiny"``,
+      whose weights are built for it.
+    - ``sampling``: a temperature (float) or a :class:`agents.policy.Sampling`; tokens are sampled
+      and scored with the same transform, as in the project's own policy.
+    - ``seed``: the ``"tiny"`` model's weight seed.
+    - the usual ``optimizer_class`` / ``optimizer_kwargs``; ``net_arch`` and the like are ignored.
+    """
 
     def _dist(self, logp: torch.Tensor) -> CategoricalDistribution:
         return self.action_dist.proba_distribution(action_logits=logp)
@@ -176,13 +190,49 @@ class LMPolicy(ActorCriticPolicy):
     def get_distribution(self, obs: PyTorchObs) -> CategoricalDistribution:
         return self._dist(self._logp_and_values(obs)[0])
 
-    def predict_values(self, obs: PyTorchObs) -> torch.Tensor:
-        ids, mask = _as_batch(obs, self.device)
-        _, h = last_token_forward(self.lm, ids, mask, hidden=True)
-        return self.value_net(h)
-
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> torch.Tensor:
         return self.get_distribution(observation).get_actions(deterministic=deterministic)
+
+
+class MaskableLMPolicy(_LMActorCritic, MaskableActorCriticPolicy):
+    """:class:`LMPolicy` for sb3-contrib's ``MaskablePPO``: the LM's next-token distribution cut to
+    the env's ``action_masks()`` (e.g. :class:`TopKMaskWrapper`'s frozen top-k set: NLPO).
+
+    ``MaskablePPO(MaskableLMPolicy, TopKMaskWrapper(env, k=50), policy_kwargs={...})`` with the
+    same ``policy_kwargs`` as :class:`LMPolicy`. The mask applies after ``sampling``'s transform
+    (sb3-contrib renormalises over the allowed tokens); with a plain temperature that is the same
+    distribution as the project's PPO with ``--mask-top-k``, which masks first. Keep ``sampling``'s
+    own top-k/top-p off here: a mask and a top-k cut that share no token leave nothing to sample.
+    """
+
+    def _dist(self, logp: torch.Tensor, action_masks: Any = None) -> MaskableCategoricalDistribution:
+        dist = self.action_dist.proba_distribution(action_logits=logp)
+        if action_masks is not None:
+            dist.apply_masking(action_masks)
+        return dist
+
+    def forward(self, obs: PyTorchObs, deterministic: bool = False, action_masks: np.ndarray | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logp, values = self._logp_and_values(obs)
+        dist = self._dist(logp, action_masks)
+        actions = dist.get_actions(deterministic=deterministic)
+        return actions, values, dist.log_prob(actions)
+
+    def evaluate_actions(self, obs: PyTorchObs, actions: torch.Tensor, action_masks: torch.Tensor | None = None
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logp, values = self._logp_and_values(obs)
+        dist = self._dist(logp, action_masks)
+        # the masked, renormalised log-probs; masked tokens sit at -1e8 (probability exactly 0)
+        masked_logp = dist.distribution.logits
+        return values, dist.log_prob(actions.long().flatten()), entropy_from_logprobs(masked_logp)
+
+    def get_distribution(self, obs: PyTorchObs, action_masks: np.ndarray | None = None
+                         ) -> MaskableCategoricalDistribution:
+        return self._dist(self._logp_and_values(obs)[0], action_masks)
+
+    def _predict(self, observation: PyTorchObs, deterministic: bool = False,
+                 action_masks: np.ndarray | None = None) -> torch.Tensor:
+        return self.get_distribution(observation, action_masks).get_actions(deterministic=deterministic)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,24 +250,14 @@ def topk_mask(model: nn.Module, obs: Any, k: int, top_p: float = 1.0, num_action
     distribution's mass. The greedy token is always in the mask. ``num_actions`` (default: the
     model's logit count) sets V.
     """
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    if not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    allowed_tokens(torch.zeros(1, 2), k, top_p)  # validate before a forward
     single = np.ndim(obs["input_ids"]) == 1
     device = next(model.parameters()).device
     ids, mask = _as_batch(obs, device)
     logits, _ = last_token_forward(model, ids, mask)
     if num_actions is not None:
         logits = _fit_vocab(logits, num_actions)
-    k = min(k, logits.shape[-1])
-    top = torch.topk(logits, k, dim=-1)
-    keep = torch.ones_like(top.values, dtype=torch.bool)
-    if top_p < 1.0:
-        probs = torch.softmax(logits, -1).gather(-1, top.indices)
-        keep = (probs.cumsum(-1) - probs) < top_p  # the first (greedy) token always survives
-    out = torch.zeros_like(logits, dtype=torch.bool).scatter(-1, top.indices, keep)
-    out = out.cpu().numpy()
+    out = allowed_tokens(logits, k, top_p).cpu().numpy()
     return out[0] if single else out
 
 

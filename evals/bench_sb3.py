@@ -1,6 +1,7 @@
 """External agents vs the project's PPO on the same task and env-step budget (a documented run,
 not a test): stable-baselines3 PPO with the LM policy, sb3-contrib MaskablePPO on the top-k
-masked env, and ``agents.ppo`` — each on ``TextCount-v0`` with the tiny model.
+masked env (with the LM policy, and with sb3-contrib's own MLP policy), and ``agents.ppo`` with
+and without the same NLPO mask — each on ``TextCount-v0`` with the tiny model.
 
     python -m evals.bench_sb3                  # 15,360 env steps each (the tiny PPO preset's budget)
 
@@ -30,12 +31,14 @@ def _episode_rewards(model) -> list[float]:
     return [float(e["r"]) for e in model.ep_info_history]
 
 
-def run_sb3(steps: int, seed: int, masked: bool) -> dict[str, float]:
+def run_sb3(steps: int, seed: int, policy: str) -> dict[str, float]:
+    """``policy``: "lm" (PPO + LMPolicy), "maskable-lm" (MaskablePPO + MaskableLMPolicy) or
+    "maskable-mlp" (MaskablePPO + sb3-contrib's MultiInputPolicy), masked envs with top-16."""
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
 
-    from agents.sb3 import LMPolicy, TopKMaskWrapper
+    from agents.sb3 import LMPolicy, MaskableLMPolicy, TopKMaskWrapper
 
     history: list[float] = []
 
@@ -49,29 +52,35 @@ def run_sb3(steps: int, seed: int, masked: bool) -> dict[str, float]:
     tok = gym.make(ENV, model="tiny").unwrapped.tokenizer
     kwargs = {"model": "tiny", "max_new_tokens": 12}
     start = time.perf_counter()
-    if masked:
+    lm_kwargs = {"model_name": "tiny", "tokenizer": tok}
+    if policy.startswith("maskable"):
         from sb3_contrib import MaskablePPO
 
         venv = make_vec_env(ENV, n_envs=8, seed=seed, env_kwargs=kwargs,
                             wrapper_class=TopKMaskWrapper, wrapper_kwargs={"k": 16})
-        model = MaskablePPO("MultiInputPolicy", venv, n_steps=64, batch_size=128, n_epochs=4, learning_rate=1e-3,
-                            seed=seed, device="cpu", verbose=0)
+        if policy == "maskable-lm":
+            model = MaskablePPO(MaskableLMPolicy, venv, n_steps=64, batch_size=128, n_epochs=4, learning_rate=3e-3,
+                                seed=seed, device="cpu", verbose=0, policy_kwargs=lm_kwargs)
+        else:
+            model = MaskablePPO("MultiInputPolicy", venv, n_steps=64, batch_size=128, n_epochs=4,
+                                learning_rate=1e-3, seed=seed, device="cpu", verbose=0)
     else:
         venv = make_vec_env(ENV, n_envs=8, seed=seed, env_kwargs=kwargs)
         model = PPO(LMPolicy, venv, n_steps=64, batch_size=128, n_epochs=4, learning_rate=3e-3, seed=seed,
-                    device="cpu", verbose=0, policy_kwargs={"model_name": "tiny", "tokenizer": tok})
+                    device="cpu", verbose=0, policy_kwargs=lm_kwargs)
     model.learn(total_timesteps=steps, callback=Keep())
     first, last = _ends(history)
     return {"first": first, "last": last, "episodes": len(history), "secs": time.perf_counter() - start}
 
 
-def run_ours(steps: int, seed: int) -> dict[str, float]:
+def run_ours(steps: int, seed: int, mask_top_k: int = 0, mask_update_every: int = 0) -> dict[str, float]:
     from agents.ppo import PRESETS, PPOTrainer
 
     cfg = PRESETS["tiny"]
     iterations = max(1, steps // (cfg.prompts_per_iter * cfg.max_new_tokens))
     with tempfile.TemporaryDirectory() as runs:
-        cfg = dataclasses.replace(cfg, iterations=iterations, seed=seed, runs=runs, tensorboard=False, progress=False)
+        cfg = dataclasses.replace(cfg, iterations=iterations, seed=seed, runs=runs, tensorboard=False, progress=False,
+                                  mask_top_k=mask_top_k, mask_update_every=mask_update_every)
         start = time.perf_counter()
         trainer = PPOTrainer(cfg)
         history = trainer.train()
@@ -87,13 +96,16 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     results = {
-        "sb3 PPO + LMPolicy": run_sb3(args.steps, args.seed, masked=False),
-        "sb3-contrib MaskablePPO (top-16 mask)": run_sb3(args.steps, args.seed, masked=True),
+        "sb3 PPO + LMPolicy": run_sb3(args.steps, args.seed, "lm"),
+        "MaskablePPO + MaskableLMPolicy (top-16)": run_sb3(args.steps, args.seed, "maskable-lm"),
+        "MaskablePPO + MLP policy (top-16)": run_sb3(args.steps, args.seed, "maskable-mlp"),
         "agents.ppo (KV cache)": run_ours(args.steps, args.seed),
+        "agents.ppo --mask-top-k 16": run_ours(args.steps, args.seed, mask_top_k=16),
+        "agents.ppo --mask-top-k 16 --mask-update-every 5": run_ours(args.steps, args.seed, 16, 5),
     }
     print(f"{ENV}, tiny model, {args.steps} env steps each, seed {args.seed}")
     for name, r in results.items():
-        print(f"{name:40s} reward {r['first']:.3f} -> {r['last']:.3f}  episodes {r['episodes']:5d}  "
+        print(f"{name:50s} reward {r['first']:.3f} -> {r['last']:.3f}  episodes {r['episodes']:5d}  "
               f"wall {r['secs']:6.1f} s")
     return results
 
