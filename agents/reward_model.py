@@ -214,6 +214,7 @@ def load_reward_model(model: str = DEFAULT_MODEL, tokenizer: Any = None, seed: i
             rm = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
     rm.config.pad_token_id = tokenizer.pad_token_id
     tokenizer.truncation_side = "left"  # as SequenceClassifier: keep the completion
+    tokenizer.padding_side = "right"  # as SequenceClassifier: scores independent of the batch
     return tokenizer, rm
 
 

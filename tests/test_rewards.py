@@ -281,6 +281,27 @@ def test_classifier_reward_model_logit_and_text_only(tmp_path):
     assert full[0] != pytest.approx(only[0], abs=1e-6)
 
 
+def test_decoder_reward_model_scores_do_not_depend_on_the_batch(tmp_path):
+    """A GPT-2 reward model (absolute positions) whose tokenizer was saved padding on the left, as
+    generation tokenizers are: every score in a padded batch equals the unpadded forward."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, GPT2Config
+
+    from textenv.models import tiny_tokenizer
+
+    tok = tiny_tokenizer(["the movie was good", "was awful bad bad the movie", "great"])
+    tok.padding_side = "left"
+    tok.save_pretrained(tmp_path)
+    config = GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=1, n_head=2, num_labels=1,
+                        pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    AutoModelForSequenceClassification.from_config(config).eval().save_pretrained(tmp_path)
+    scores = resolve("classifier", path=tmp_path)(CLASSIFIER_BATCH)
+    assert scores == pytest.approx(
+        [float(_manual_logits(tmp_path, c.prompt + c.text)[0]) for c in CLASSIFIER_BATCH], abs=1e-5
+    )
+
+
 def test_classifier_errors(tmp_path):
     from textenv.rewards.classifier import SequenceClassifier
 

@@ -59,6 +59,10 @@ class SequenceClassifier:
         self.text_only = text_only
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
         self.tokenizer.truncation_side = "left"
+        # Right padding: every real token keeps the position it has unpadded, so a score does not
+        # depend on which other texts share the batch (left padding shifts absolute position
+        # embeddings such as GPT-2's; the head still reads the last non-pad token either way).
+        self.tokenizer.padding_side = "right"
         self.model = AutoModelForSequenceClassification.from_pretrained(
             path, trust_remote_code=False
         )
