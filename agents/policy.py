@@ -265,16 +265,26 @@ class LMActorCritic(nn.Module):
         return RolloutState(num_envs, max_prompt_tokens)
 
     def _prefill(self, state: RolloutState, rows: np.ndarray, contexts: list[np.ndarray]) -> None:
-        n = max(len(c) for c in contexts)
-        ids = torch.full((len(rows), n), self.pad_token_id, dtype=torch.long)
+        # Rows with the same context (several samples of one prompt: best-of-n, GRPO/RLOO groups)
+        # are prefilled once and their cache rows copied: the prompt is the costly part of a rollout.
+        slot: dict[bytes, int] = {}
+        which = [slot.setdefault(c.tobytes(), len(slot)) for c in contexts]
+        unique = [contexts[which.index(u)] for u in range(len(slot))]
+        n = max(len(c) for c in unique)
+        ids = torch.full((len(unique), n), self.pad_token_id, dtype=torch.long)
         mask = torch.zeros_like(ids)
-        for j, c in enumerate(contexts):
+        for j, c in enumerate(unique):
             ids[j, n - len(c):] = torch.as_tensor(c)
             mask[j, n - len(c):] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
         out, cache = forward_with_cache(self.model, ids, None, attention_mask=mask,
                                         position_ids=_positions(mask), output_hidden_states=True)
         logits, values = out.logits[:, -1].float(), self.value_head(out.hidden_states[-1][:, -1].float()).squeeze(-1)
+        if len(unique) < len(contexts):
+            copy_of = torch.as_tensor(which, device=self.device)
+            for layer in cache.layers:
+                layer.keys, layer.values = layer.keys[copy_of], layer.values[copy_of]
+            logits, values, mask = logits[copy_of], values[copy_of], mask[copy_of]
         rows_t = torch.as_tensor(rows, device=self.device)
         if len(rows) == state.num_envs:
             state.cache, state.cache_mask = cache, mask.clone()

@@ -98,3 +98,22 @@ def test_lora_reference_is_the_base_with_the_adapter_off():
     torch.testing.assert_close(ref, full)
     trainable = [n for n, p in policy.model.named_parameters() if p.requires_grad]
     assert trainable and all("lora" in n for n in trainable)
+
+
+def test_samples_of_one_prompt_are_prefilled_once():
+    """Best-of-n and GRPO groups repeat a prompt across sub-envs: one prefill row per distinct prompt,
+    and every copy still scores like a full forward."""
+    envs = gym.make_vec("TextCount-v0", num_envs=4, model="tiny", autoreset_mode="same_step", max_new_tokens=6)
+    policy = _policy(envs)
+    batch_rows = []
+    hook = policy.model.register_forward_pre_hook(lambda m, args, kw: batch_rows.append(kw["input_ids"].shape),
+                                                  with_kwargs=True)
+    episodes = collect(envs, policy, indices=[5, 5, 5, 7], seed=0, generator=torch.Generator().manual_seed(0))
+    hook.remove()
+    assert batch_rows[0][0] == 2  # the prefill: prompts 5 and 7
+    assert all(shape == (4, 1) for shape in batch_rows[1:])  # then one token per sub-env per step
+    assert len({tuple(e.actions) for e in episodes[:3]}) > 1  # the copies sample independently
+    with torch.no_grad():
+        scores = policy.evaluate(episodes_to_batch(episodes, policy.pad_token_id))
+    for i, e in enumerate(episodes):
+        torch.testing.assert_close(scores.logprobs[i, :len(e.actions)], torch.tensor(e.logprobs), atol=1e-5, rtol=0)
