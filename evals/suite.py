@@ -175,12 +175,21 @@ def _model_scores(gens: list[Generation], policy, reference, rm, setup, metrics:
                                            for g in gens]), strict=True):
             g.scores["bertscore"] = float(v)
     if rm is not None and wanted("rm_score"):
-        for g, v in zip(gens, rm([Completion(prompt=g.prompt, text=g.text) for g in gens]), strict=True):
-            g.scores["rm_score"] = float(v)
+        todo = [g for g in gens if "bon_rm_score" not in g.scores]  # best-of-n already scored its pick
+        for g in gens:
+            if "bon_rm_score" in g.scores:
+                g.scores["rm_score"] = g.scores["bon_rm_score"]
+        if todo:
+            for g, v in zip(todo, rm([Completion(prompt=g.prompt, text=g.text) for g in todo]), strict=True):
+                g.scores["rm_score"] = float(v)
     if policy is not None and gens[0].logprobs is not None and wanted("kl_to_ref"):
-        ref = sample_logprobs(policy, gens, eos, reference.model)
-        for g, r in zip(gens, ref, strict=True):
-            g.scores["kl_to_ref"] = kl_per_token(g.logprobs[:len(r)], r)
+        if policy is reference:  # the base model against itself: the same weights, KL exactly 0
+            for g in gens:
+                g.scores["kl_to_ref"] = 0.0
+        else:
+            ref = sample_logprobs(policy, gens, eos, reference.model)
+            for g, r in zip(gens, ref, strict=True):
+                g.scores["kl_to_ref"] = kl_per_token(g.logprobs[:len(r)], r)
     if policy is not None and gens[0].references and gens[0].logprobs is not None and wanted("ref_perplexity"):
         for g, v in zip(gens, reference_nll(policy, gens, eos), strict=True):
             g.scores["ref_nll"] = v

@@ -10,7 +10,7 @@ import torch
 
 from evals.generate import Decoding
 from evals.report import COLUMNS, read_leaderboard_csv
-from evals.suite import SuiteConfig, evaluate_suite
+from evals.suite import SuiteConfig, evaluate_suite, generate_all, score_generations
 from textenv.models import load_model
 
 DEC = Decoding(temperature=0.7, max_new_tokens=8, batch_size=4)
@@ -116,3 +116,56 @@ def test_metrics_narrow_the_table():
     df = evaluate_suite(_cfg(policies=("base=tiny", "random"), metrics=("reward", "kl_to_ref")))
     assert set(df.metric) == {"reward", "kl_to_ref"}
     assert set(df[df.metric == "kl_to_ref"].policy) == {"base"}
+
+
+def _tiny_checkpoints(tmp_path):
+    """A copy of the base weights, a perturbed copy, and a random scalar-head reward model, all
+    with the TextCount test split's tokenizer."""
+    from transformers import AutoModelForSequenceClassification
+
+    from agents.policy import LMActorCritic
+
+    tok = gym.make("TextCount-v0", model="tiny", split="test").unwrapped.tokenizer
+    same = LMActorCritic.from_pretrained("tiny", tokenizer=tok)
+    same.save_pretrained(tmp_path / "same")
+    with torch.no_grad():
+        for p in same.model.parameters():
+            p.add_(0.5 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    same.save_pretrained(tmp_path / "moved")
+    torch.manual_seed(0)
+    config = same.model.config.__class__.from_dict({**same.model.config.to_dict(), "num_labels": 1})
+    rm = AutoModelForSequenceClassification.from_config(config)
+    rm.save_pretrained(tmp_path / "rm")
+    tok.save_pretrained(tmp_path / "rm")
+    return tmp_path / "same", tmp_path / "moved", tmp_path / "rm"
+
+
+def test_kl_to_ref_is_estimated_for_other_checkpoints(tmp_path):
+    same, moved, _ = _tiny_checkpoints(tmp_path)
+    df = evaluate_suite(_cfg(policies=("base=tiny", f"same={same}", f"moved={moved}"), metrics=("kl_to_ref",)))
+    kl = df.set_index("policy")["value"]
+    assert kl["base"] == 0.0  # the base against itself is not estimated: it is the same model
+    assert abs(kl["same"]) < 1e-5  # the estimator on identical weights loaded separately
+    assert kl["moved"] > 0.05
+
+
+def test_best_of_n_keeps_the_reward_models_pick(tmp_path):
+    from textenv.rewards import Completion, resolve
+
+    *_, rm_dir = _tiny_checkpoints(tmp_path)
+    cfg = _cfg(policies=("base=tiny", "bon=bon:tiny"), reward_models=(f"TextCount-v0={rm_dir}",))
+    gens = generate_all(cfg)
+    base = {g.index: g for g in gens if g.policy == "base"}
+    bon = {g.index: g for g in gens if g.policy == "bon"}
+    assert set(base) == set(bon) == set(range(10))
+    rm = resolve("classifier", path=str(rm_dir))
+    for i, g in bon.items():
+        # its first candidate is the base policy's own sample (same row seed), so the pick scores >= it
+        assert g.scores["rm_score"] >= base[i].scores["rm_score"] - 1e-6
+        rescored = rm([Completion(prompt=g.prompt, text=g.text)])[0]
+        assert g.scores["rm_score"] == pytest.approx(rescored, abs=1e-5)
+        assert g.logprobs is None and "kl_to_ref" not in g.scores
+    assert any(bon[i].text != base[i].text for i in bon)  # it did pick other samples sometimes
+    df = score_generations(gens, cfg)
+    means = df[df.metric == "rm_score"].set_index("policy")["value"]
+    assert means["bon"] > means["base"]
