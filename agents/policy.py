@@ -264,6 +264,19 @@ class LMActorCritic(nn.Module):
     def rollout_state(self, num_envs: int, max_prompt_tokens: int) -> RolloutState:
         return RolloutState(num_envs, max_prompt_tokens)
 
+    prefill_chunk = 8
+    """Distinct prompts per prefill forward. Prompts are sorted by length first, so a chunk pads
+    its rows to about their own length instead of the batch's longest prompt."""
+
+    def _prefill_in_chunks(self, state: RolloutState, rows: list[int], contexts: dict[int, np.ndarray]) -> None:
+        groups: dict[bytes, list[int]] = {}  # identical contexts stay in one chunk (prefilled once)
+        for i in rows:
+            groups.setdefault(contexts[i].tobytes(), []).append(i)
+        ordered = sorted(groups.values(), key=lambda g: -len(contexts[g[0]]))  # longest first: no regrowth
+        for start in range(0, len(ordered), self.prefill_chunk):
+            chunk = [i for g in ordered[start:start + self.prefill_chunk] for i in g]
+            self._prefill(state, np.asarray(chunk), [contexts[i] for i in chunk])
+
     def _prefill(self, state: RolloutState, rows: np.ndarray, contexts: list[np.ndarray]) -> None:
         # Rows with the same context (several samples of one prompt: best-of-n, GRPO/RLOO groups)
         # are prefilled once and their cache rows copied: the prompt is the costly part of a rollout.
@@ -286,7 +299,7 @@ class LMActorCritic(nn.Module):
                 layer.keys, layer.values = layer.keys[copy_of], layer.values[copy_of]
             logits, values, mask = logits[copy_of], values[copy_of], mask[copy_of]
         rows_t = torch.as_tensor(rows, device=self.device)
-        if len(rows) == state.num_envs:
+        if np.array_equal(rows, np.arange(state.num_envs)):  # every row, in order: the cache as is
             state.cache, state.cache_mask = cache, mask.clone()
         elif state.cache is None:  # first prefill of only some rows: start from empty rows
             self._splice_into_empty(state, rows_t, cache, mask)
@@ -375,8 +388,7 @@ class LMActorCritic(nn.Module):
             rows = np.asarray(step_rows)
             self._decode(state, rows, ids[rows, p + n_gen[rows] - 1])
         if prefill_rows:
-            rows = np.asarray(prefill_rows)
-            self._prefill(state, rows, [ids[i][mask[i] == 1] for i in rows])
+            self._prefill_in_chunks(state, prefill_rows, {i: ids[i][mask[i] == 1] for i in prefill_rows})
         for i in step_rows + prefill_rows:
             state.fed[i] = n_gen[i]
             state.prompt_keys[i] = keys[i]

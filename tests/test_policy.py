@@ -117,3 +117,18 @@ def test_samples_of_one_prompt_are_prefilled_once():
         scores = policy.evaluate(episodes_to_batch(episodes, policy.pad_token_id))
     for i, e in enumerate(episodes):
         torch.testing.assert_close(scores.logprobs[i, :len(e.actions)], torch.tensor(e.logprobs), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("chunk", [1, 2])
+def test_chunked_prefill_of_prompts_of_different_lengths_matches_a_full_forward(chunk):
+    envs = gym.make_vec("TextSentiment-v0", num_envs=5, model="tiny", autoreset_mode="same_step", max_new_tokens=5)
+    policy = _policy(envs)
+    policy.prefill_chunk = chunk
+    episodes = collect(envs, policy, indices=[3, 0, 9, 0, 4], seed=0, generator=torch.Generator().manual_seed(0))
+    assert len({len(e.prompt_ids) for e in episodes}) >= 3  # the chunks really differ in length
+    with torch.no_grad():
+        scores = policy.evaluate(episodes_to_batch(episodes, policy.pad_token_id))
+    for i, e in enumerate(episodes):
+        n = len(e.actions)
+        torch.testing.assert_close(scores.logprobs[i, :n], torch.tensor(e.logprobs), atol=1e-5, rtol=0)
+        torch.testing.assert_close(scores.values[i, :n], torch.tensor(e.values), atol=1e-5, rtol=0)
