@@ -55,7 +55,7 @@ SUITES: dict[str, Suite] = {
     "quick": Suite(
         SuiteConfig(policies=_POLICIES, reward_models=tuple(f"{t}={PIPELINE.format(task=t)}/reward_model"
                                                             for t in ("TextSummarize-v0", "TextSentiment-v0")),
-                    limit=24, decoding=Decoding(temperature=0.7, max_new_tokens=32, batch_size=8)),
+                    limit=24, decoding=Decoding(temperature=0.7, max_new_tokens=32, batch_size=24)),
         preset="quick",
         budgets="CPU quick presets (agents.sft/reward_model/ppo --preset quick), 24 test examples per task, "
                 "32 new tokens, best-of-4",
@@ -163,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
 
         logger.info("process %d/%d generated %d completions", state.process_index, state.num_processes, len(gens))
         gens = [Generation(**g) for g in gather_object([g.to_dict() for g in gens])]
-        failures = [Failure(**f) for f in gather_object([vars(f) for f in failures])]
+        # a (policy, task) split across processes fails on each of them: report it once
+        failures = list(dict.fromkeys(Failure(**f) for f in gather_object([vars(f) for f in failures])))
     if not is_main:
         return 0
     if not gens:

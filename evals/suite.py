@@ -133,7 +133,9 @@ def generate_all(cfg: SuiteConfig, shard: tuple[int, int] = (0, 1),
         tok = task_envs.unwrapped.setup.tokenizer
         if id(tok) not in references:
             references[id(tok)] = LMActorCritic.from_pretrained(cfg.model, tokenizer=tok, sampling=sampling)
+    loaded_rms: dict[str, Any] = {}
     out: list[Generation] = []
+    unit = 0  # batches are dealt to processes round-robin across all (policy, task) pairs
     for spec in specs:
         for task, task_envs in envs.items():
             setup = task_envs.unwrapped.setup
@@ -142,13 +144,19 @@ def generate_all(cfg: SuiteConfig, shard: tuple[int, int] = (0, 1),
             if spec.kind == "reference" and not setup.examples[0].references:
                 logger.info("task %s has no references: no 'reference' row", task)
                 continue
+            every = batches(_task_indices(task_envs, cfg), cfg.decoding.batch_size)
+            mine = [b for j, b in enumerate(every) if (unit + j) % world == rank]
+            unit += len(every)
+            if not mine:
+                continue
             try:
                 policy = None
                 if spec.kind in ("model", "best_of_n"):
                     path = (spec.path or cfg.model).format(task=task)
                     policy = reference if path == cfg.model else load_policy(path, tok, cfg.decoding)
-                rm = resolve("classifier", path=rms[task]) if task in rms else None
-                mine = batches(_task_indices(task_envs, cfg), cfg.decoding.batch_size)[rank::world]
+                if task in rms and task not in loaded_rms:  # loaded once per task, not once per policy
+                    loaded_rms[task] = resolve("classifier", path=rms[task])
+                rm = loaded_rms.get(task)
                 for idx in tqdm(mine, desc=f"{spec.name} / {task}", disable=not cfg.progress, leave=False):
                     gens = generate(spec, task, task_envs, idx, cfg.seed, policy=policy, reward_model=rm)
                     _model_scores(gens, policy, reference, rm, setup, cfg.metrics)

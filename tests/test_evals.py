@@ -1,5 +1,6 @@
 """The eval suite on the tiny model: the frame, determinism, sharding, bad input."""
 
+import re
 import subprocess
 import sys
 
@@ -107,7 +108,8 @@ def test_two_process_accelerate_run_equals_one_process(tmp_path):
                           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", *args,
                           "--out", str(tmp_path / "two")], capture_output=True, text=True, timeout=600)
     assert two.returncode == 0, two.stderr[-2000:]
-    assert "process 0/2 generated" in two.stderr and "process 1/2 generated" in two.stderr  # really sharded
+    counts = [int(m) for m in re.findall(r"process [01]/2 generated (\d+) completions", two.stderr)]
+    assert len(counts) == 2 and min(counts) > 0, two.stderr[-2000:]  # really sharded: both did work
     pd.testing.assert_frame_equal(read_leaderboard_csv(tmp_path / "one" / "quick.csv"),
                                   read_leaderboard_csv(tmp_path / "two" / "quick.csv"))
 
