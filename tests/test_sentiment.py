@@ -135,6 +135,27 @@ def test_classifier_beats_chance(trained: tuple[Path, dict]) -> None:
     assert (out / "head.safetensors").stat().st_size > 0
 
 
+def test_ngram_model_is_averaged_in_with_the_validation_weight(trained: tuple[Path, dict]) -> None:
+    import torch
+
+    from textenv.minilm import embed_texts
+    from textenv.rewards.sentiment import _load_head, _load_ngram, _vader_features
+
+    out, cfg = trained
+    assert (out / "ngram.safetensors").exists() and 0.0 <= cfg["ngram"]["weight"] <= 1.0
+    assert {"head_accuracy", "ngram_accuracy", "validation_accuracy"} <= set(cfg)
+    texts = [POSITIVE, NEGATIVE, "the bus is late again"]
+    head, config = _load_head(out)
+    ngram = _load_ngram(out, config)
+    x = np.concatenate([embed_texts(texts), _vader_features(texts)], 1)
+    with torch.no_grad():
+        head_p = torch.softmax(head(torch.from_numpy(x)), -1).numpy()
+    w = cfg["ngram"]["weight"]
+    expected = (1 - w) * head_p + w * ngram.predict_proba(texts)
+    np.testing.assert_allclose(SentimentClassifier(out).predict_proba(texts), expected, atol=1e-6)
+    assert not np.allclose(head_p, ngram.predict_proba(texts), atol=1e-3)  # two different models
+
+
 def test_classifier_orders_and_targets(trained: tuple[Path, dict]) -> None:
     out, _ = trained
     clf = SentimentClassifier(out)
