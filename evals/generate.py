@@ -211,9 +211,23 @@ def generate(spec: PolicySpec, task: str, envs, idx: list[int], seed: int, polic
     return best
 
 
+def _by_length(gens: Sequence[Generation], fn, size: int = 8) -> list:
+    """``fn`` over chunks of ``size`` generations of similar prompt length (one padded forward per
+    chunk wastes little on padding), results back in the order of ``gens``."""
+    order = sorted(range(len(gens)), key=lambda i: len(gens[i].prompt_ids))
+    out: list = [None] * len(gens)
+    for start in range(0, len(order), size):
+        rows = order[start:start + size]
+        for i, r in zip(rows, fn([gens[i] for i in rows]), strict=True):
+            out[i] = r
+    return out
+
+
 @torch.no_grad()
 def reference_nll(policy: LMActorCritic, gens: Sequence[Generation], eos_token_id: int) -> list[float]:
     """Mean per-token NLL of each example's first reference (+ EOS) under ``policy``."""
+    if len(gens) > 8:
+        return _by_length(gens, lambda chunk: reference_nll(policy, chunk, eos_token_id))
     out = []
     refs = [policy.tokenizer(g.references[0], add_special_tokens=False)["input_ids"] + [eos_token_id]
             for g in gens]
@@ -232,6 +246,8 @@ def reference_nll(policy: LMActorCritic, gens: Sequence[Generation], eos_token_i
 def sample_logprobs(model_policy: LMActorCritic, gens: Sequence[Generation], eos_token_id: int,
                     reference: torch.nn.Module) -> list[list[float]]:
     """Log-probs of each generation's own tokens under ``reference`` (same sampling transform)."""
+    if len(gens) > 8:
+        return _by_length(gens, lambda chunk: sample_logprobs(model_policy, chunk, eos_token_id, reference))
     seqs = [g.token_ids + ([eos_token_id] if len(g.token_ids) < len(g.logprobs or []) else []) for g in gens]
     batch = EpisodeBatch.from_episodes([g.prompt_ids for g in gens], [s or [eos_token_id] for s in seqs],
                                        model_policy.pad_token_id)

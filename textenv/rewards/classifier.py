@@ -98,11 +98,14 @@ class SequenceClassifier:
         import torch
 
         inputs = [c.text if self.text_only else c.prompt + c.text for c in completions]
-        out: list[float] = []
+        # batch texts of similar length together (less padding); scores go back in input order
+        order = sorted(range(len(inputs)), key=lambda i: len(inputs[i]))
+        out = [0.0] * len(inputs)
         with torch.no_grad():
             for start in range(0, len(inputs), self.batch_size):
+                rows = order[start : start + self.batch_size]
                 batch = self.tokenizer(
-                    inputs[start : start + self.batch_size],
+                    [inputs[i] for i in rows],
                     padding=True,
                     truncation=True,
                     max_length=self.max_length,
@@ -113,5 +116,6 @@ class SequenceClassifier:
                     scores = logits[:, 0]
                 else:
                     scores = logits.softmax(dim=-1)[:, self.label_index]
-                out.extend(scores.cpu().tolist())
+                for i, v in zip(rows, scores.cpu().tolist(), strict=True):
+                    out[i] = float(v)
         return out
