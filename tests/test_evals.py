@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import gymnasium as gym
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -120,14 +121,14 @@ def test_metrics_narrow_the_table():
     assert set(df[df.metric == "kl_to_ref"].policy) == {"base"}
 
 
-def _tiny_checkpoints(tmp_path):
+def _tiny_checkpoints(tmp_path, task="TextCount-v0"):
     """A copy of the base weights, a perturbed copy, and a random scalar-head reward model, all
-    with the TextCount test split's tokenizer."""
+    with ``task``'s test-split tokenizer."""
     from transformers import AutoModelForSequenceClassification
 
     from agents.policy import LMActorCritic
 
-    tok = gym.make("TextCount-v0", model="tiny", split="test").unwrapped.tokenizer
+    tok = gym.make(task, model="tiny", split="test").unwrapped.tokenizer
     same = LMActorCritic.from_pretrained("tiny", tokenizer=tok)
     same.save_pretrained(tmp_path / "same")
     with torch.no_grad():
@@ -171,3 +172,27 @@ def test_best_of_n_keeps_the_reward_models_pick(tmp_path):
     df = score_generations(gens, cfg)
     means = df[df.metric == "rm_score"].set_index("policy")["value"]
     assert means["bon"] > means["base"]
+
+
+def test_scores_of_a_big_batch_equal_scores_one_by_one(tmp_path):
+    """Batches over 8 generations are scored in length-sorted chunks; every score must come back
+    to its own generation."""
+    from agents.policy import LMActorCritic, Sampling
+    from evals.generate import reference_nll, sample_logprobs
+
+    same, moved, _ = _tiny_checkpoints(tmp_path, "TextSummarize-v0")
+    cfg = _cfg(tasks=("TextSummarize-v0",), policies=(f"moved={moved}",), limit=12,
+               decoding=Decoding(temperature=0.7, max_new_tokens=6, batch_size=12))
+    gens = generate_all(cfg)
+    assert len(gens) == 12 and len({len(g.prompt_ids) for g in gens}) > 1
+    tok = gym.make("TextSummarize-v0", model="tiny", split="test").unwrapped.tokenizer
+    sampling = Sampling(temperature=0.7)
+    policy = LMActorCritic.from_pretrained(str(moved), tokenizer=tok, sampling=sampling)
+    base = LMActorCritic.from_pretrained("tiny", tokenizer=tok, sampling=sampling)
+    eos = tok.eos_token_id
+    for g in gens:
+        alone = sample_logprobs(policy, [g], eos, base.model)[0]
+        assert g.scores["kl_to_ref"] == pytest.approx(float(np.mean(np.subtract(g.logprobs[:len(alone)], alone))),
+                                                      abs=1e-5)
+    batched = reference_nll(policy, gens, eos)
+    assert batched == pytest.approx([reference_nll(policy, [g], eos)[0] for g in gens], abs=1e-5)
