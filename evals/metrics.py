@@ -17,8 +17,12 @@ import numpy as np
 METRIC_MODULE_DIR = Path(__file__).resolve().parent / "metric_modules"
 """Where the local ``evaluate`` modules live; they are loaded by absolute path, so any cwd works."""
 
-LOCAL_METRIC_MODULES = ("rouge", "bleu", "chrf")
-"""Names accepted by :func:`load_metric` (file ``metric_modules/textenv_<name>.py``)."""
+LOCAL_METRIC_MODULES: dict[str, tuple[str, str | None]] = {
+    "rouge": ("textenv_rouge", None),
+    "bleu": ("textenv_sacrebleu", "bleu"),
+    "chrf": ("textenv_sacrebleu", "chrf"),
+}
+"""Names accepted by :func:`load_metric` -> (file in ``metric_modules/``, the module's ``config_name``)."""
 
 METRICS: dict[str, bool] = {
     "reward": True,  # mean episode reward from the env's reward function
@@ -76,16 +80,18 @@ def load_metric(name: str) -> Any:
     The returned instance is reused across calls: ``compute`` resets its state, but it is not thread-safe.
     """
     if name not in LOCAL_METRIC_MODULES:
-        raise ValueError(f"unknown local metric {name!r}; expected one of {LOCAL_METRIC_MODULES}")
+        raise ValueError(f"unknown local metric {name!r}; expected one of {tuple(LOCAL_METRIC_MODULES)}")
     # Heavy imports (evaluate pulls in datasets): only pay for them when a text metric is used.
     import evaluate
     from datasets import DownloadConfig
 
-    path = METRIC_MODULE_DIR / f"textenv_{name}.py"
+    module, config_name = LOCAL_METRIC_MODULES[name]
+    path = METRIC_MODULE_DIR / f"{module}.py"
     if not path.is_file():
         raise FileNotFoundError(f"metric module for {name!r} missing: {path}")
     return evaluate.load(
         os.fspath(path),
+        config_name=config_name,
         keep_in_memory=True,
         download_config=DownloadConfig(local_files_only=True),
     )
