@@ -186,6 +186,18 @@ def _vader_features(texts: Sequence[str]) -> np.ndarray:
     return np.asarray(cols, dtype=np.float32).T
 
 
+def _head_inputs(tweets: Sequence[Tweet], idx: np.ndarray, vader_features: bool,
+                 vader: np.ndarray | None = None) -> np.ndarray:
+    """The head's inputs for ``tweets[idx]``: cached MiniLM embeddings, then (``vader_features``)
+    VADER's 4 scores, computed unless given as ``vader``."""
+    x = corpus_embeddings(tweets, idx)
+    if not vader_features:
+        return x
+    if vader is None:
+        vader = _vader_features([tweets[i].text for i in idx])
+    return np.concatenate([x, vader], 1)
+
+
 def default_head_dir() -> Path:
     """Where the head lives unless told otherwise: ``cache_dir("sentiment") / "minilm-head"``."""
     return cache_dir("sentiment") / "minilm-head"
@@ -285,13 +297,9 @@ def train_sentiment_classifier(
     label_id = {label: i for i, label in enumerate(LABELS)}
     y_train = torch.tensor([label_id[tweets[i].label] for i in train_idx])
     y_test = np.array([label_id[tweets[i].label] for i in test_idx])
-    x_train = corpus_embeddings(tweets, train_idx)
-    x_test = corpus_embeddings(tweets, test_idx)
-    test_vader = _vader_features([tweets[i].text for i in test_idx])
-    if vader_features:
-        x_train = np.concatenate([x_train, _vader_features([tweets[i].text for i in train_idx])], 1)
-        x_test = np.concatenate([x_test, test_vader], 1)
-    x_train, x_test = torch.from_numpy(x_train), torch.from_numpy(x_test)
+    test_vader = _vader_features([tweets[i].text for i in test_idx])  # also VADER's own accuracy
+    x_train = torch.from_numpy(_head_inputs(tweets, train_idx, vader_features))
+    x_test = torch.from_numpy(_head_inputs(tweets, test_idx, vader_features, test_vader))
 
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # parameter init draws from the global generator
@@ -328,11 +336,8 @@ def train_sentiment_classifier(
         val_idx = split_indices(len(tweets), "validation", seed=0)[:max_test]
         ngram = train_ngram_classifier([tweets[i].text for i in train_idx], y_train.tolist(), len(LABELS),
                                        buckets=ngram_buckets, seed=seed)
-        x_val = corpus_embeddings(tweets, val_idx)
-        if vader_features:
-            x_val = np.concatenate([x_val, _vader_features([tweets[i].text for i in val_idx])], 1)
         with torch.no_grad():
-            head_val = torch.softmax(head(torch.from_numpy(x_val)), -1).numpy()
+            head_val = torch.softmax(head(torch.from_numpy(_head_inputs(tweets, val_idx, vader_features))), -1).numpy()
         ngram_val = ngram.predict_proba([tweets[i].text for i in val_idx])
         y_val = np.array([label_id[tweets[i].label] for i in val_idx])
         weights = np.round(np.linspace(0, 1, 21), 2)
