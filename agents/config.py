@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-import torch
+from textenv.devices import resolve_device
 
 __all__ = ["arg", "parse_config", "resolve_device", "run_dir", "save_config"]
 
@@ -80,13 +80,6 @@ def parse_config(cls: type[T], argv: Sequence[str] | None = None,
     preset = ns.pop("preset", None)
     base = presets[preset] if preset else cls()
     return dataclasses.replace(base, **ns)
-
-
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` -> CUDA when present, else CPU; anything else as torch understands it."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def run_dir(root: str | Path, env_id: str, name: str, seed: int) -> Path:

@@ -7,10 +7,13 @@ already exists, writing the checkpoints the eval suite reads.
 Layout under ``--out`` (default ``runs/pipeline/<task>__<model>``)::
 
     sft/            a causal-LM checkpoint (agents.sft; domain adaptation for tasks without references)
-    reward_model/   a sequence-classifier checkpoint (agents.reward_model), trunk = the SFT model
-    ppo/            the PPO policy (agents.ppo), started from the SFT model, rewarded by the reward
-                    model (``--ppo-reward rm``) or by the task's own reward (``--ppo-reward task``)
-    ppo_runs/       PPO's run directory: metrics.csv, TensorBoard events, reward.png, checkpoints
+    reward_model/   a sequence-classifier checkpoint (agents.reward_model), trunk = the SFT model,
+                    trained on the SFT model's samples ranked by the task's reward + the task's pairs
+    ppo_task/       the PPO policy (agents.ppo) started from the SFT model, rewarded by the task's
+                    own reward (VADER, ROUGE-L...): ``--ppo-reward task`` or ``both``
+    ppo_rm/         the same, rewarded by the reward model: ``--ppo-reward rm`` or ``both``
+    ppo_runs/       the PPO run directories: metrics.csv (with held-out eval/ rows), TensorBoard
+                    events, samples.jsonl, reward.png, checkpoints
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any, Literal
 from agents import ppo, reward_model, sft
 from agents.checkpoint import atomic_dir, is_complete
 from agents.config import arg, parse_config
+from textenv.devices import Precision
 
 __all__ = ["PipelineConfig", "main", "run_pipeline"]
 
@@ -39,17 +43,19 @@ class PipelineConfig:
     task: str = arg("TextSentiment-v0", "registered env id")
     model: str = arg("smollm2-135m", "base model: 'smollm2-135m', 'tiny' or a local directory")
     preset: Literal["quick", "default"] = arg("quick", "budget of every stage: 'quick' (CPU) or 'default' (GPU)")
-    ppo_reward: Literal["rm", "task"] = arg("rm", "PPO's reward: the trained reward model or the task's reward")
+    ppo_reward: Literal["rm", "task", "both"] = arg("both", "PPO's reward: the trained reward model, the task's "
+                                                    "reward, or one PPO run with each")
     ppo_iterations: int | None = arg(None, "override the PPO preset's iterations")
     seed: int = arg(0, "seed of every stage")
     device: str = arg("auto", "'auto' (CUDA when present), 'cpu', 'cuda', ...")
+    precision: Precision = arg("auto", "'auto' (bf16 autocast on CUDA, fp32 elsewhere), 'fp32' or 'bf16' (any device)")
     out: str | None = arg(None, "root of the checkpoints (default runs/pipeline/<task>__<model>)")
 
 
 def stage_dirs(cfg: PipelineConfig) -> dict[str, Path]:
     root = Path(cfg.out or Path("runs") / "pipeline" / f"{cfg.task}__{Path(cfg.model).name}")
-    return {"root": root, "sft": root / "sft", "reward_model": root / "reward_model", "ppo": root / "ppo",
-            "ppo_runs": root / "ppo_runs"}
+    return {"root": root, "sft": root / "sft", "reward_model": root / "reward_model", "ppo_task": root / "ppo_task",
+            "ppo_rm": root / "ppo_rm", "ppo_runs": root / "ppo_runs"}
 
 
 def _has_references(env_id: str) -> bool:
@@ -68,6 +74,33 @@ _ENV_KWARGS = {"split", "model", "tokenizer", "reward", "max_prompt_tokens", "ma
                "chat_template", "dense_reward", "render_mode"}
 
 
+def _ppo_presets(preset: str, env_id: str) -> ppo.PPOConfig:
+    """The PPO preset for a task: the task-specific one when there is one (``quick-<task>``)."""
+    name = env_id.removeprefix("Text").split("-")[0].lower()
+    return ppo.PRESETS.get(f"{preset}-{name}", ppo.PRESETS[preset])
+
+
+def _run_ppo(cfg: PipelineConfig, dirs: dict[str, Path], reward: str) -> dict[str, Any]:
+    pcfg = dataclasses.replace(
+        _ppo_presets(cfg.preset, cfg.task), env=cfg.task, model=str(dirs["sft"]), seed=cfg.seed, device=cfg.device,
+        precision=cfg.precision, runs=str(dirs["ppo_runs"]), exp_name=f"pipeline-{reward}",
+        reward_model=str(dirs["reward_model"]) if reward == "rm" else None,
+    )
+    if cfg.ppo_iterations is not None:
+        pcfg = dataclasses.replace(pcfg, iterations=cfg.ppo_iterations)
+    trainer = ppo.PPOTrainer(pcfg)
+    history = trainer.train()
+    ppo.plot_rewards(trainer.dir)
+    with atomic_dir(dirs[f"ppo_{reward}"]) as tmp:
+        shutil.copytree(trainer.dir / "final", tmp, dirs_exist_ok=True)
+        (tmp / "ppo_run.json").write_text(json.dumps({"run": str(trainer.dir)}))
+    rewards = [m["charts/reward_mean"] for m in history if "charts/reward_mean" in m]
+    held = [m["eval/reward_mean"] for m in history if "eval/reward_mean" in m]
+    return {"run": str(trainer.dir), "reward_first": rewards[0] if rewards else None,
+            "reward_last": rewards[-1] if rewards else None, "eval_reward_first": held[0] if held else None,
+            "eval_reward_last": held[-1] if held else None, "iterations": len(history)}
+
+
 def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     """Run the missing stages; return the checkpoint paths and each stage's metrics (or 'cached')."""
     dirs = stage_dirs(cfg)
@@ -79,37 +112,25 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
         # a task without references (sentiment) has no demonstrations: adapt to its domain text instead
         mode = "sft" if _has_references(cfg.task) else "domain"
         scfg = dataclasses.replace(sft.PRESETS[cfg.preset], env=cfg.task, model=cfg.model, seed=cfg.seed,
-                                   device=cfg.device, out=str(dirs["sft"]), mode=mode)
+                                   device=cfg.device, precision=cfg.precision, out=str(dirs["sft"]), mode=mode)
         report["sft_metrics"] = {k: v for k, v in sft.train_sft(scfg).items() if k != "history"}
-    if cfg.ppo_reward == "task":
+    rewards = ("task", "rm") if cfg.ppo_reward == "both" else (cfg.ppo_reward,)
+    if "rm" not in rewards:
         report["reward_model_metrics"] = "not needed (--ppo-reward task)"
     elif is_complete(dirs["reward_model"]):
         logger.info("reward-model checkpoint %s exists: skipped", dirs["reward_model"])
         report["reward_model_metrics"] = "cached"
     else:
         rcfg = dataclasses.replace(reward_model.PRESETS[cfg.preset], env=cfg.task, model=str(dirs["sft"]),
-                                   seed=cfg.seed, device=cfg.device, out=str(dirs["reward_model"]))
+                                   seed=cfg.seed, device=cfg.device, precision=cfg.precision,
+                                   out=str(dirs["reward_model"]))
         report["reward_model_metrics"] = reward_model.train_reward_model(rcfg)
-    if is_complete(dirs["ppo"]):
-        logger.info("PPO checkpoint %s exists: skipped", dirs["ppo"])
-        report["ppo_metrics"] = "cached"
-    else:
-        pcfg = dataclasses.replace(
-            ppo.PRESETS[cfg.preset], env=cfg.task, model=str(dirs["sft"]), seed=cfg.seed, device=cfg.device,
-            runs=str(dirs["ppo_runs"]), exp_name="pipeline",
-            reward_model=str(dirs["reward_model"]) if cfg.ppo_reward == "rm" else None,
-        )
-        if cfg.ppo_iterations is not None:
-            pcfg = dataclasses.replace(pcfg, iterations=cfg.ppo_iterations)
-        trainer = ppo.PPOTrainer(pcfg)
-        history = trainer.train()
-        ppo.plot_rewards(trainer.dir)
-        with atomic_dir(dirs["ppo"]) as tmp:
-            shutil.copytree(trainer.dir / "final", tmp, dirs_exist_ok=True)
-            (tmp / "ppo_run.json").write_text(json.dumps({"run": str(trainer.dir)}))
-        rewards = [m["charts/reward_mean"] for m in history if "charts/reward_mean" in m]
-        report["ppo_metrics"] = {"run": str(trainer.dir), "reward_first": rewards[0] if rewards else None,
-                                 "reward_last": rewards[-1] if rewards else None, "iterations": len(history)}
+    for reward in rewards:
+        if is_complete(dirs[f"ppo_{reward}"]):
+            logger.info("PPO checkpoint %s exists: skipped", dirs[f"ppo_{reward}"])
+            report[f"ppo_{reward}_metrics"] = "cached"
+        else:
+            report[f"ppo_{reward}_metrics"] = _run_ppo(cfg, dirs, reward)
     return report
 
 

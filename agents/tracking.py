@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import math
 from collections.abc import Mapping
@@ -48,6 +49,19 @@ class Tracker:
             for k, v in metrics.items():
                 if math.isfinite(float(v)):
                     self.writer.add_scalar(k, float(v), step)
+            self.writer.flush()
+
+    def log_samples(self, step: int, samples: list[Mapping[str, object]]) -> None:
+        """A few sample texts: one JSON line per sample in ``samples.jsonl`` and a TensorBoard
+        text panel (``eval/samples``), so a reader sees what the reward numbers stand for."""
+        with (self.dir / "samples.jsonl").open("a", encoding="utf-8") as f:
+            for sample in samples:
+                f.write(json.dumps({"iteration": step, **sample}, default=str) + "\n")
+        if self.writer is not None and samples:
+            rows = ["| reward | kl | text |", "|---:|---:|---|"]
+            rows += [f"| {float(x.get('reward', math.nan)):.3f} | {float(x.get('kl', math.nan)):.2f} | "
+                     f"{str(x.get('text', '')).replace('|', '/').replace(chr(10), ' ')} |" for x in samples]
+            self.writer.add_text("eval/samples", "\n".join(rows), step)
             self.writer.flush()
 
     def close(self) -> None:

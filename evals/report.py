@@ -125,6 +125,8 @@ class RunInfo:
     """python, torch, transformers, gymnasium, evaluate, textenv: the libraries a number depends on."""
     budgets: str = ""
     """Compute budgets per policy (e.g. ``"ppo: 20k episodes; rm best-of-n: n=8"``), free-form."""
+    notes: tuple[str, ...] = ()
+    """Further header lines (e.g. each reward model's held-out accuracy), one bullet each."""
 
 
 def _git(*args: str) -> str:
@@ -156,11 +158,11 @@ def _versions() -> dict[str, str]:
 
 
 def collect_run_info(suite: str, seeds: Sequence[int], model: str, decoding: Mapping[str, object],
-                     limit: int | None, budgets: str = "") -> RunInfo:
+                     limit: int | None, budgets: str = "", notes: Sequence[str] = ()) -> RunInfo:
     """Fill in the provenance a caller cannot be trusted to type by hand: commit, UTC date, versions."""
     return RunInfo(suite=suite, commit=_git_commit(), date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                    seeds=tuple(int(s) for s in seeds), model=model, decoding=dict(decoding), limit=limit,
-                   versions=_versions(), budgets=budgets)
+                   versions=_versions(), budgets=budgets, notes=tuple(notes))
 
 
 def _fmt(v: float) -> str:
@@ -210,6 +212,7 @@ def to_markdown(df: pd.DataFrame, info: RunInfo, unranked: frozenset[str] = froz
         f"- limit per task: {'all' if info.limit is None else info.limit}",
         f"- versions: {versions}",
         f"- budgets: {info.budgets or 'n/a'}",
+        *[f"- {_md(note)}" for note in info.notes],
         "",
         "↑ higher is better, ↓ lower is better. Cells read `value [ci_low, ci_high]` (confidence interval "
         "over the evaluated examples); **bold** is the best policy per metric (ties all bold; never for "
@@ -253,12 +256,50 @@ def read_leaderboard_csv(path: str | os.PathLike[str]) -> pd.DataFrame:
     return make_frame(raw.to_dict("records"))
 
 
-def plot_leaderboard(df: pd.DataFrame, path: str | os.PathLike[str], metrics: Sequence[str] | None = None) -> None:
-    """PNG of a few headline metrics: a grid of task × metric panels, one bar per policy with its CI.
+def _bars(ax, sub: pd.DataFrame, task: str, metric: str) -> None:
+    """One bar per policy with its CI; a missing value says n/a instead of reading as zero."""
+    sub = sub.dropna(subset=["value"])
+    policies = list(sub.index)
+    y = np.arange(len(policies))
+    value = sub["value"].to_numpy()
+    err = np.nan_to_num(np.vstack([value - sub["ci_low"].to_numpy(), sub["ci_high"].to_numpy() - value]))
+    ax.barh(y, value, xerr=np.clip(err, 0, None), capsize=3, color="tab:blue", alpha=0.8)
+    ax.set_yticks(y, policies, fontsize=8)
+    ax.invert_yaxis()
+    arrow = "↑" if bool(sub["higher_is_better"].iloc[0]) else "↓"
+    ax.set_title(f"{task}: {metric} {arrow}", fontsize=9)
+
+
+def _reward_vs_kl(ax, tdf: pd.DataFrame, task: str) -> None:
+    """The picture RLHF people read: task reward against KL to the base model, one point per policy
+    that has both (with both CIs); policies without a KL (best-of-n, baselines) as labelled lines."""
+    wide = tdf.pivot(index="policy", columns="metric", values=["value", "ci_low", "ci_high"])
+    reward = wide[("value", "reward")].dropna()
+    kl = wide[("value", "kl_to_ref")].dropna() if ("value", "kl_to_ref") in wide else pd.Series(dtype=float)
+    both = [p for p in reward.index if p in kl.index]
+    for k, p in enumerate(both):
+        x, y = kl[p], reward[p]
+        xerr = [[x - wide.loc[p, ("ci_low", "kl_to_ref")]], [wide.loc[p, ("ci_high", "kl_to_ref")] - x]]
+        yerr = [[y - wide.loc[p, ("ci_low", "reward")]], [wide.loc[p, ("ci_high", "reward")] - y]]
+        ax.errorbar([x], [y], xerr=np.clip(xerr, 0, None), yerr=np.clip(yerr, 0, None), fmt="o", capsize=3,
+                    color=f"C{k}", label=p)
+    for k, p in enumerate(p for p in reward.index if p not in both):
+        ax.axhline(reward[p], ls="--", lw=1, color=f"C{len(both) + k}", label=f"{p} (no KL)")
+    ax.set_xlabel("KL to base (per token) ↓", fontsize=8)
+    ax.set_ylabel("task reward ↑", fontsize=8)
+    ax.legend(fontsize=7, loc="best")
+    ax.set_title(f"{task}: reward vs KL", fontsize=9)
+
+
+def plot_leaderboard(df: pd.DataFrame, path: str | os.PathLike[str],
+                     metrics: Sequence[str] | None = None) -> dict[str, list[str]]:
+    """PNG: one row per task with its headline metrics (a bar per policy with its CI) and, where
+    policies have a KL to the base model, a reward-vs-KL panel. A task draws only the panels it has
+    data for (no empty panels).
 
     Uses a bare ``Figure`` on the Agg canvas, not pyplot, so it touches no global backend state
     and is safe in tests and worker threads. Default metrics: those of ``HEADLINE_METRICS``
-    present, else the first metric in the frame.
+    present, else the first metric in the frame. Returns the panels drawn per task.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -273,30 +314,31 @@ def plot_leaderboard(df: pd.DataFrame, path: str | os.PathLike[str], metrics: Se
     if unknown or not metrics:
         raise ValueError(f"metrics {unknown or list(metrics)} not in the leaderboard; available: {available}")
     tasks = sorted(df["task"].unique())
-    policies = sorted(df["policy"].unique())
-    fig = Figure(figsize=(4.5 * len(metrics), 0.4 * len(policies) * len(tasks) + 1.2 * len(tasks)),
-                 layout="constrained")
+    panels: dict[str, list[str]] = {}
+    for task in tasks:
+        tdf = df[df["task"] == task]
+        have = set(tdf.dropna(subset=["value"])["metric"])
+        panels[task] = [m for m in metrics if m in have]
+        if {"reward", "kl_to_ref"} <= have:
+            panels[task].append("reward vs KL")
+    width = max(max(len(v) for v in panels.values()), 1)
+    n_pol = df["policy"].nunique()
+    fig = Figure(figsize=(4.5 * width, (0.35 * n_pol + 1.6) * len(tasks)), layout="constrained")
     FigureCanvasAgg(fig)
-    axes = np.asarray(fig.subplots(len(tasks), len(metrics), squeeze=False))
-    for i, task in enumerate(tasks):
-        for j, metric in enumerate(metrics):
-            ax = axes[i, j]
-            sub = df[(df["task"] == task) & (df["metric"] == metric)].set_index("policy").reindex(policies)
-            if sub["value"].isna().all():
-                ax.set_axis_off()
-                ax.set_title(f"{task}: {metric} (n/a)", fontsize=9)
-                continue
-            y = np.arange(len(policies))
-            value = sub["value"].to_numpy()
-            err = np.nan_to_num(np.vstack([value - sub["ci_low"].to_numpy(), sub["ci_high"].to_numpy() - value]))
-            ax.barh(y, np.nan_to_num(value), xerr=np.clip(err, 0, None), capsize=3, color="tab:blue", alpha=0.8)
-            for k in np.flatnonzero(np.isnan(value)):  # a missing bar must not read as a zero
-                ax.text(0, k, " n/a", va="center", fontsize=8, color="gray")
-            ax.set_yticks(y, policies, fontsize=8)
-            ax.invert_yaxis()
-            arrow = "↑" if bool(sub["higher_is_better"].dropna().iloc[0]) else "↓"
-            ax.set_title(f"{task}: {metric} {arrow}", fontsize=9)
+    subfigs = np.atleast_1d(fig.subfigures(len(tasks), 1))
+    for sf, task in zip(subfigs, tasks, strict=True):
+        tdf = df[df["task"] == task]
+        if not panels[task]:
+            sf.suptitle(f"{task}: none of {list(metrics)} evaluated", fontsize=9)
+            continue
+        axes = np.atleast_1d(sf.subplots(1, len(panels[task]), squeeze=False)[0])
+        for ax, panel in zip(axes, panels[task], strict=True):
+            if panel == "reward vs KL":
+                _reward_vs_kl(ax, tdf, task)
+            else:
+                _bars(ax, tdf[tdf["metric"] == panel].set_index("policy").sort_index(), task, panel)
     fig.savefig(path, format="png", dpi=100)
+    return panels
 
 
 def write_leaderboard(df: pd.DataFrame, directory: str | os.PathLike[str], suite: str,

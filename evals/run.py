@@ -27,6 +27,7 @@ from pathlib import Path
 
 from evals.generate import Decoding, Generation
 from evals.suite import Failure, SuiteConfig, check_config, generate_all, score_generations
+from textenv.devices import PRECISIONS, resolve_device
 
 __all__ = ["SUITES", "main"]
 
@@ -46,7 +47,8 @@ _POLICIES = (
     "base=smollm2-135m",
     f"sft={PIPELINE}/sft",
     f"rm=bon:{PIPELINE}/sft",
-    f"ppo={PIPELINE}/ppo",
+    f"ppo-task={PIPELINE}/ppo_task",
+    f"ppo-rm={PIPELINE}/ppo_rm",
     "random",
     "reference",
 )
@@ -55,9 +57,9 @@ SUITES: dict[str, Suite] = {
     "quick": Suite(
         SuiteConfig(policies=_POLICIES, reward_models=tuple(f"{t}={PIPELINE.format(task=t)}/reward_model"
                                                             for t in ("TextSummarize-v0", "TextSentiment-v0")),
-                    limit=24, decoding=Decoding(temperature=0.7, max_new_tokens=32, batch_size=24)),
+                    limit=64, decoding=Decoding(temperature=0.7, max_new_tokens=32, batch_size=32)),
         preset="quick",
-        budgets="CPU quick presets (agents.sft/reward_model/ppo --preset quick), 24 test examples per task, "
+        budgets="CPU quick presets (agents.sft/reward_model/ppo --preset quick), 64 test examples per task, "
                 "32 new tokens, best-of-4",
     ),
     "full": Suite(
@@ -80,12 +82,39 @@ def _distributed():
     return PartialState(cpu=not torch.cuda.is_available())  # see agents/distributed.py
 
 
-def make_checkpoints(tasks: tuple[str, ...], preset: str, model: str) -> None:
-    """Run the missing pipeline stages (SFT -> reward model -> PPO) for every task."""
+def make_checkpoints(tasks: tuple[str, ...], preset: str, model: str, device: str = "auto",
+                     precision: str = "auto") -> None:
+    """Run the missing pipeline stages (SFT -> reward model -> PPO on the task reward and on the
+    reward model) for every task."""
     from agents.pipeline import PipelineConfig, run_pipeline
 
     for task in tasks:
-        run_pipeline(PipelineConfig(task=task, model=model, preset=preset, out=PIPELINE.format(task=task)))
+        run_pipeline(PipelineConfig(task=task, model=model, preset=preset, out=PIPELINE.format(task=task),
+                                    device=device, precision=precision))  # type: ignore[arg-type]
+
+
+def reward_model_notes(reward_models: tuple[str, ...]) -> list[str]:
+    """One header line per task's reward model: its held-out pairwise accuracy, all pairs and
+    length-matched, as its trainer measured them (``metrics.json``)."""
+    import json
+
+    notes = []
+    for item in reward_models:
+        task, _, path = item.partition("=")
+        metrics_file = Path(path) / "metrics.json"
+        if not metrics_file.exists():
+            continue
+        m = json.loads(metrics_file.read_text())
+        after = {k.removeprefix("eval/after/"): v for k, v in m.items() if k.startswith("eval/after/")}
+        kinds = ", ".join(f"{k[9:]} {v:.2f} (n={after.get('pairs/' + k[9:])})"
+                          for k, v in sorted(after.items()) if k.startswith("accuracy/"))
+        lm = after.get("accuracy_length_matched")
+        notes.append(f"reward model {task}: held-out ({m.get('eval_split')}) pairwise accuracy "
+                     f"{m['eval/accuracy_after']:.3f} on {m.get('eval_pairs')} pairs (before training "
+                     f"{m['eval/accuracy_before']:.3f}); length-matched "
+                     f"{'n/a' if lm is None else f'{lm:.3f}'} on {after.get('pairs_length_matched')} pairs; "
+                     f"by kind: {kinds}")
+    return notes
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, SuiteConfig, Suite]:
@@ -103,6 +132,11 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, SuiteConfig,
     parser.add_argument("--limit", type=int, default=None, help="test examples per task (default: the suite's)")
     parser.add_argument("--model", default=None, help="base model (default: smollm2-135m)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto",
+                        help="where policies, the reference and reward models run: 'auto' (CUDA when present), "
+                             "'cpu', 'cuda', 'cuda:N'")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
+                        help="'auto' (bf16 autocast on CUDA, fp32 elsewhere), 'fp32' or 'bf16' (any device)")
     parser.add_argument("--out", default="leaderboards", help="directory of the leaderboard files")
     parser.add_argument("--name", default=None, help="leaderboard file name (default: the suite name)")
     parser.add_argument("--no-make", action="store_true", help="do not create missing checkpoints")
@@ -128,6 +162,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, SuiteConfig,
         reward_models=cfg.reward_models + tuple(args.reward_model),
         metrics=tuple(args.metrics.split(",")) if args.metrics else None,
         limit=args.limit if args.limit is not None else cfg.limit,
+        device=args.device, precision=args.precision,
     )
     return args, cfg, suite
 
@@ -138,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     args, cfg, suite = parse_args(argv)
     try:
         check_config(cfg)
+        resolve_device(cfg.device)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -147,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     uses_pipeline = any(PIPELINE in p for p in cfg.policies)
     if uses_pipeline and not args.no_make and cfg.model == "smollm2-135m":
         if is_main:
-            make_checkpoints(cfg.tasks, suite.preset, cfg.model)
+            make_checkpoints(cfg.tasks, suite.preset, cfg.model, cfg.device, cfg.precision)
         if state is not None:
             state.wait_for_everyone()
     # reward models that do not exist are dropped with a message (rm rows then fail by name)
@@ -174,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     from evals.report import collect_run_info, write_leaderboard
 
     info = collect_run_info(suite=args.name or args.suite, seeds=[cfg.seed], model=cfg.model,
-                            decoding=vars(cfg.decoding), limit=cfg.limit, budgets=suite.budgets)
+                            decoding=vars(cfg.decoding), limit=cfg.limit, budgets=suite.budgets,
+                            notes=reward_model_notes(cfg.reward_models))
     paths = write_leaderboard(df, args.out, args.name or args.suite, info)
     secs = time.perf_counter() - start
     print(f"wrote {', '.join(str(p) for p in paths.values())} in {secs:.0f} s")

@@ -62,6 +62,8 @@ class SuiteConfig:
     decoding: Decoding = Decoding()
     n_boot: int = 1000
     progress: bool = True
+    device: str = "cpu"  # policies, the reference and reward models run here ("auto": CUDA when present)
+    precision: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 elsewhere), "fp32" or "bf16"
 
 
 @dataclass(frozen=True)
@@ -112,11 +114,13 @@ def generate_all(cfg: SuiteConfig, shard: tuple[int, int] = (0, 1),
                  failures: list[Failure] | None = None) -> list[Generation]:
     """Every policy's generations (with their model-based scores) for this shard's batches."""
     from agents.policy import LMActorCritic, Sampling
+    from textenv.devices import autocast, resolve_device
     from textenv.models import load_tokenizer
     from textenv.rewards import resolve
 
     failures = failures if failures is not None else []
     specs = check_config(cfg)
+    device = resolve_device(cfg.device)
     rank, world = shard
     tokenizer = None if cfg.model == "tiny" else load_tokenizer(cfg.model)
     rms = _reward_models(cfg)
@@ -132,7 +136,7 @@ def generate_all(cfg: SuiteConfig, shard: tuple[int, int] = (0, 1),
     for task_envs in envs.values():
         tok = task_envs.unwrapped.setup.tokenizer
         if id(tok) not in references:
-            references[id(tok)] = LMActorCritic.from_pretrained(cfg.model, tokenizer=tok, sampling=sampling)
+            references[id(tok)] = LMActorCritic.from_pretrained(cfg.model, tokenizer=tok, sampling=sampling).to(device)
     loaded_rms: dict[str, Any] = {}
     out: list[Generation] = []
     unit = 0  # batches are dealt to processes round-robin across all (policy, task) pairs
@@ -153,13 +157,14 @@ def generate_all(cfg: SuiteConfig, shard: tuple[int, int] = (0, 1),
                 policy = None
                 if spec.kind in ("model", "best_of_n"):
                     path = (spec.path or cfg.model).format(task=task)
-                    policy = reference if path == cfg.model else load_policy(path, tok, cfg.decoding)
+                    policy = reference if path == cfg.model else load_policy(path, tok, cfg.decoding).to(device)
                 if task in rms and task not in loaded_rms:  # loaded once per task, not once per policy
-                    loaded_rms[task] = resolve("classifier", path=rms[task])
+                    loaded_rms[task] = resolve("classifier", path=rms[task], device=str(device))
                 rm = loaded_rms.get(task)
                 for idx in tqdm(mine, desc=f"{spec.name} / {task}", disable=not cfg.progress, leave=False):
-                    gens = generate(spec, task, task_envs, idx, cfg.seed, policy=policy, reward_model=rm)
-                    _model_scores(gens, policy, reference, rm, setup, cfg.metrics)
+                    with autocast(device, cfg.precision):
+                        gens = generate(spec, task, task_envs, idx, cfg.seed, policy=policy, reward_model=rm)
+                        _model_scores(gens, policy, reference, rm, setup, cfg.metrics)
                     out.extend(gens)
             except Exception as exc:  # noqa: BLE001 - one failing (policy, task) must not sink the table
                 logger.error("policy %r on %s skipped: %s: %s", spec.name, task, type(exc).__name__, exc)

@@ -211,3 +211,13 @@ def test_write_leaderboard_rejects_bad_suite(rows, info, tmp_path):
     with pytest.raises(ValueError, match="other"):
         write_leaderboard(make_frame(rows), tmp_path, "other", info)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_plot_has_a_reward_vs_kl_panel_and_no_empty_panels(tmp_path):
+    rows = [row(p, "sum", "reward", v, v - 0.1, v + 0.1) for p, v in (("base", 0.2), ("ppo", 0.4), ("bon", 0.3))]
+    rows += [row(p, "sum", "rougeL", v) for p, v in (("base", 0.2), ("ppo", 0.25))]
+    rows += [row(p, "sum", "kl_to_ref", v, v, v + 0.1, hib=False) for p, v in (("base", 0.0), ("ppo", 0.5))]
+    rows += [row(p, "senti", "reward", v) for p, v in (("base", 0.1), ("ppo", 0.6))]  # no KL, no rougeL there
+    panels = plot_leaderboard(make_frame(rows), tmp_path / "x.png")
+    assert panels == {"senti": ["reward"], "sum": ["reward", "rougeL", "reward vs KL"]}
+    assert (tmp_path / "x.png").stat().st_size > 1000

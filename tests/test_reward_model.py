@@ -1,4 +1,4 @@
-"""Reward-model training on the tiny model: BT maths, pairs, learning, env plug-in, best-of-n, CLI."""
+"""Reward-model training on the tiny model: BT maths, pairs, learning, accuracy reports, env plug-in, CLI."""
 
 import math
 import subprocess
@@ -9,18 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from agents.reward_model import (
-    Pair,
-    RewardModelConfig,
-    best_of_n,
-    bradley_terry_loss,
-    make_pairs,
-    rank_candidates,
-    sample_best_of_n,
-    task_setup,
-)
-from textenv.models import tiny_model
-from textenv.rewards import Completion, resolve
+from agents.preferences import Pair, length_matched, make_pairs, rank_candidates, sample_pairs, task_setup
+from agents.reward_model import RewardModelConfig, accuracy_report, bradley_terry_loss
+from textenv.rewards import resolve
 
 
 @pytest.fixture(autouse=True)
@@ -35,11 +26,11 @@ def trained(tmp_path_factory):
     from agents.reward_model import train_reward_model
 
     out = tmp_path_factory.mktemp("rm") / "count"
-    # "truncate" negatives (the full reference vs its first half) are what a 2-layer random GPT-2
-    # learns in a few dozen steps; swapped/shuffled references need hundreds.
+    # brevity negatives (the full reference vs its first third or first word) are what a 2-layer
+    # random GPT-2 learns in a few dozen steps; swapped/shuffled references need hundreds.
     config = RewardModelConfig(env="TextCount-v0", model="tiny", max_steps=16, batch_size=8, lr=3e-3,
                                max_length=32, device="cpu", out=str(out), limit=160, eval_limit=40,
-                               negatives="truncate", seed=0)
+                               kinds="truncate,short", seed=0, samples_per_prompt=0)
     return out, train_reward_model(config)
 
 
@@ -51,31 +42,73 @@ def test_bradley_terry_loss_hand_computed():
     assert bradley_terry_loss(torch.tensor([0.0]), torch.tensor([0.0])).item() == pytest.approx(math.log(2))
 
 
-@pytest.mark.parametrize("negatives", ["mix", "swap", "shuffle", "truncate"])
-def test_pairs_well_formed_and_seeded(negatives):
-    pairs = make_pairs("TextCount-v0", "validation", "tiny", negatives=negatives, limit=20, seed=3)
+@pytest.mark.parametrize("kinds", [None, ("swap",), ("shuffle",), ("truncate", "short")])
+def test_pairs_well_formed_and_seeded(kinds):
+    pairs = make_pairs("TextCount-v0", "validation", "tiny", limit=20, seed=3, kinds=kinds)
     assert len(pairs) == 20 and all(isinstance(p, Pair) for p in pairs)
     assert all(p.chosen != p.rejected and p.chosen.strip() and p.rejected.strip() for p in pairs)
+    assert kinds is None or {p.kind for p in pairs} <= set(kinds)
     setup = task_setup("TextCount-v0", "validation", "tiny")
     prompts = {setup.prompt_text(ex) for ex in setup.examples}
-    assert all(p.prompt in prompts and p.chosen.startswith(" ") for p in pairs)
-    assert pairs == make_pairs("TextCount-v0", "validation", "tiny", negatives=negatives, limit=20, seed=3)
-    assert pairs != make_pairs("TextCount-v0", "validation", "tiny", negatives=negatives, limit=20, seed=4)
+    refs = {" " + r for ex in setup.examples for r in ex.references}
+    assert all(p.prompt in prompts and p.chosen.startswith(" ") and p.chosen in refs for p in pairs)
+    for p in pairs:
+        if p.kind in ("truncate", "short"):  # a brevity negative is a strict prefix of the chosen side
+            assert p.chosen.startswith(p.rejected) and len(p.rejected) < len(p.chosen)
+    assert pairs == make_pairs("TextCount-v0", "validation", "tiny", limit=20, seed=3, kinds=kinds)
+    assert pairs != make_pairs("TextCount-v0", "validation", "tiny", limit=20, seed=4, kinds=kinds)
 
 
-def test_sentiment_pairs_share_the_prompt():
-    pairs = make_pairs("TextSentiment-v0", "validation", "tiny", limit=10, seed=0)
-    assert len(pairs) == 10
+def test_every_mix_of_task_pairs_has_brevity_negatives():
+    kinds = {p.kind for p in make_pairs("TextSummarize-v0", "validation", "tiny", limit=80, seed=0)}
+    assert {"swap", "shuffle"} <= kinds and kinds & {"truncate", "short"}
+
+
+def test_sentiment_pairs_share_the_prompt_and_agree_with_vader():
+    from textenv.rewards.sentiment import Vader
+
+    pairs = make_pairs("TextSentiment-v0", "validation", "tiny", limit=30, seed=0)
+    assert len(pairs) == 30
     assert all(p.prompt.startswith("Continue this tweet in a positive way: ") for p in pairs)
     assert all(p.chosen != p.rejected for p in pairs)
-    assert pairs == make_pairs("TextSentiment-v0", "validation", "tiny", limit=10, seed=0)
+    vader = Vader().polarity
+    sentiment = [p for p in pairs if p.kind == "sentiment"]
+    assert sentiment and all(a - b >= 0.5 for a, b in (vader([p.chosen, p.rejected]) for p in sentiment))
+    assert pairs == make_pairs("TextSentiment-v0", "validation", "tiny", limit=30, seed=0)
+
+
+def test_sampled_pairs_are_ranked_by_the_task_reward():
+    setup = task_setup("TextCount-v0", "validation", "tiny")
+    pairs = sample_pairs("TextCount-v0", "validation", "tiny", setup.tokenizer, prompts=12, samples=4, margin=0.1,
+                         max_new_tokens=12, seed=0)
+    sampled = [p for p in pairs if p.kind == "sampled"]
+    assert sampled
+    reward = resolve("increasing")
+    from textenv.rewards import Completion
+
+    for p in sampled:  # the labeler (the task's reward) prefers the chosen side by the margin
+        good, bad = reward([Completion(prompt=p.prompt, text=t.lstrip(), metadata={"target_pairs": 6})
+                            for t in (p.chosen, p.rejected)])
+        assert good - bad >= 0.1 - 1e-9
+    assert pairs == sample_pairs("TextCount-v0", "validation", "tiny", setup.tokenizer, prompts=12, samples=4,
+                                 margin=0.1, max_new_tokens=12, seed=0)
+
+
+def test_accuracy_report_by_kind_and_length():
+    pairs = [Pair("p", " a b c d", " e f g h", "swap"), Pair("p", " a b c d", " a", "truncate"),
+             Pair("p", " x y z w", " w z y x", "shuffle")]
+    assert [length_matched(p) for p in pairs] == [True, False, True]
+    report = accuracy_report(pairs, np.array([1.0, 2.0, -1.0]))
+    assert report["accuracy"] == pytest.approx(2 / 3)
+    assert report["accuracy_length_matched"] == pytest.approx(0.5) and report["pairs_length_matched"] == 2
+    assert report["accuracy/truncate"] == 1.0 and report["accuracy/shuffle"] == 0.0 and report["pairs/swap"] == 1
 
 
 def test_rank_candidates_by_heuristic():
     pairs = rank_candidates(["Count: 1 2 3", "Count: 5 6 7"],
                             [[" 9 8 7 6 5 4 3", " 4 5 6 7 8 9 10", " 4 5 9 1"], [" 8 8 8", " 8 8 8"]],
                             "increasing")
-    assert pairs == [Pair("Count: 1 2 3", " 4 5 6 7 8 9 10", " 9 8 7 6 5 4 3")]  # the tie is skipped
+    assert pairs == [Pair("Count: 1 2 3", " 4 5 6 7 8 9 10", " 9 8 7 6 5 4 3", "sampled")]  # the tie is skipped
 
 
 def test_training_beats_chance(trained):
@@ -83,6 +116,8 @@ def test_training_beats_chance(trained):
     assert metrics["eval/accuracy_after"] > 0.6
     assert metrics["eval/accuracy_after"] > metrics["eval/accuracy_before"]
     assert metrics["eval/loss_after"] < metrics["eval/loss_before"]
+    assert metrics["eval/after/accuracy"] == metrics["eval/accuracy_after"]
+    assert set(metrics["train_pair_kinds"]) <= {"truncate", "short"}
     files = ("model.safetensors", "tokenizer.json", "metrics.json", "reward_model_config.json", "COMPLETE")
     for name in files:
         assert (out / name).exists(), name
@@ -106,22 +141,6 @@ def test_checkpoint_is_an_env_reward(trained):
         manual = model(**tok([info["prompt"] + info["text"]], return_tensors="pt")).logits[0, 0].item()
     assert reward == pytest.approx(manual, abs=1e-5)
     env.close()
-
-
-def test_best_of_n_picks_the_max_score(trained):
-    out, _ = trained
-    tokenizer = task_setup("TextCount-v0", "train", "tiny").tokenizer
-    policy = tiny_model(tokenizer, seed=1)
-    prompts = ["Count: 1 2 3", "Count: 20 21 22"]
-    result = sample_best_of_n(policy, tokenizer, prompts, n=4, reward_model=out, max_new_tokens=6, seed=0)
-    assert [len(c) for c in result.candidates] == [4, 4] and [len(s) for s in result.scores] == [4, 4]
-    for best, cands, scores in zip(result.best, result.candidates, result.scores, strict=True):
-        assert best == cands[int(np.argmax(scores))]
-    rm = resolve("classifier", path=out)
-    rescored = rm([Completion(prompt=p, text=c) for p, cs in zip(prompts, result.candidates, strict=True)
-                   for c in cs])
-    assert np.allclose(np.ravel(result.scores), rescored, atol=1e-5)
-    assert best_of_n(policy, tokenizer, prompts, 4, out, max_new_tokens=6, seed=0) == result.best
 
 
 def test_cli_help():

