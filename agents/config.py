@@ -77,7 +77,7 @@ def parse_config(cls: type[T], argv: Sequence[str] | None = None,
                             default=argparse.SUPPRESS, help=f"{f.metadata.get('help', '')} (default: {default!r})",
                             **extra)
     ns = vars(parser.parse_args(argv))
-    preset = ns.pop("preset", None)
+    preset = ns.pop("preset", None) if presets else None  # without presets, a "preset" field is a plain field
     base = presets[preset] if preset else cls()
     return dataclasses.replace(base, **ns)
 

@@ -22,6 +22,7 @@ import dataclasses
 import json
 import logging
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +30,7 @@ from typing import Any, Literal
 from agents import ppo, reward_model, sft
 from agents.checkpoint import atomic_dir, is_complete
 from agents.config import arg, parse_config
+from agents.tracking import stage_memory
 from textenv.devices import Precision
 
 __all__ = ["PipelineConfig", "main", "run_pipeline"]
@@ -105,6 +107,16 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     """Run the missing stages; return the checkpoint paths and each stage's metrics (or 'cached')."""
     dirs = stage_dirs(cfg)
     report: dict[str, Any] = {k: str(v) for k, v in dirs.items()}
+    stage_memory()  # each stage's peak memory from here on is its own
+    clock = time.perf_counter()
+
+    def done(stage: str) -> None:
+        nonlocal clock
+        mem = stage_memory()
+        secs, clock = time.perf_counter() - clock, time.perf_counter()
+        report[f"{stage}_resources"] = {"seconds": round(secs, 1), **{k: round(v, 2) for k, v in mem.items()}}
+        logger.info("%s %s: %.0f s, peak RSS %.2f GB", cfg.task, stage, secs, mem.get("peak_gb", float("nan")))
+
     if is_complete(dirs["sft"]):
         logger.info("SFT checkpoint %s exists: skipped", dirs["sft"])
         report["sft_metrics"] = "cached"
@@ -114,6 +126,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
         scfg = dataclasses.replace(sft.PRESETS[cfg.preset], env=cfg.task, model=cfg.model, seed=cfg.seed,
                                    device=cfg.device, precision=cfg.precision, out=str(dirs["sft"]), mode=mode)
         report["sft_metrics"] = {k: v for k, v in sft.train_sft(scfg).items() if k != "history"}
+        done("sft")
     rewards = ("task", "rm") if cfg.ppo_reward == "both" else (cfg.ppo_reward,)
     if "rm" not in rewards:
         report["reward_model_metrics"] = "not needed (--ppo-reward task)"
@@ -125,12 +138,14 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
                                    seed=cfg.seed, device=cfg.device, precision=cfg.precision,
                                    out=str(dirs["reward_model"]))
         report["reward_model_metrics"] = reward_model.train_reward_model(rcfg)
+        done("reward_model")
     for reward in rewards:
         if is_complete(dirs[f"ppo_{reward}"]):
             logger.info("PPO checkpoint %s exists: skipped", dirs[f"ppo_{reward}"])
             report[f"ppo_{reward}_metrics"] = "cached"
         else:
             report[f"ppo_{reward}_metrics"] = _run_ppo(cfg, dirs, reward)
+            done(f"ppo_{reward}")
     return report
 
 

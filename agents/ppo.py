@@ -128,6 +128,17 @@ PRESETS: dict[str, PPOConfig] = {
     "tiny": PPOConfig(env="TextCount-v0", model="tiny", iterations=80, prompts_per_iter=16, max_new_tokens=12,
                       epochs=4, minibatch_size=8, lr=3e-3, kl_coef=0.001, kl_target=None, checkpoint_every=10),
     # GPU-sized: bigger batches, more iterations, LoRA-free full fine-tuning in bf16 autocast.
+    # One GPU, what `evals.run --suite full` trains (sized for ~10 min of the whole suite on an H100;
+    # the sentiment run: 60 iterations took 231 s on an H200, held-out VADER 0.38 -> 0.85).
+    "default-sentiment": PPOConfig(iterations=60, prompts_per_iter=64, max_new_tokens=32, epochs=4, minibatch_size=16,
+                                   lr=1e-5, checkpoint_every=30, eval_every=10, eval_prompts=128),
+    "default-summarize": PPOConfig(iterations=40, prompts_per_iter=32, max_new_tokens=48, epochs=4, minibatch_size=16,
+                                   lr=1e-5, kl_coef=0.05, kl_target=None, checkpoint_every=20, eval_every=10,
+                                   eval_prompts=64),
+    # critic-free GRPO on a verifier reward: 8 samples per prompt, the group mean as the baseline
+    "default-reasoning": PPOConfig(iterations=40, prompts_per_iter=16, samples_per_prompt=8, advantage="grpo",
+                                   max_new_tokens=32, epochs=2, minibatch_size=32, lr=1e-5, kl_coef=0.02,
+                                   kl_target=None, checkpoint_every=20, eval_every=10, eval_prompts=128),
     "default": PPOConfig(iterations=200, prompts_per_iter=64, epochs=4, minibatch_size=16, lr=1e-5,
                          checkpoint_every=20),
 }

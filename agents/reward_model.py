@@ -175,8 +175,8 @@ PRESETS: dict[str, RewardModelConfig] = {
                                train_layers=4, sample_prompts=48, eval_sample_prompts=32,
                                sample_max_new_tokens=32),
     # one GPU: every layer, all pairs, two epochs.
-    "default": RewardModelConfig(epochs=2, batch_size=16, lr=1e-5, max_length=512, eval_limit=None,
-                                 sample_prompts=1000, eval_sample_prompts=200),
+    "default": RewardModelConfig(epochs=2, batch_size=16, lr=1e-5, max_length=512, eval_limit=256,
+                                 sample_prompts=512, eval_sample_prompts=128),
 }
 
 

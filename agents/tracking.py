@@ -10,7 +10,7 @@ import math
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["Tracker", "read_metrics"]
+__all__ = ["Tracker", "read_metrics", "stage_memory"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,3 +75,28 @@ def read_metrics(path: str | Path) -> list[dict[str, float]]:
         return []
     with path.open(newline="") as f:
         return [{k: float(v) for k, v in r.items() if v not in ("", None)} for r in csv.DictReader(f)]
+
+
+def stage_memory(reset: bool = True) -> dict[str, float]:
+    """Resident memory of this process in GB: ``rss`` now and ``peak`` since the last reset (the
+    kernel's high-water mark, ``VmHWM``), then (``reset``) hands freed heap back to the OS and
+    restarts the high-water mark, so each stage of a long run gets its own peak. Linux only;
+    elsewhere an empty dict."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return {}
+    wanted = ("VmRSS", "VmHWM")
+    fields = {line.split(":")[0]: line.split()[1] for line in status.splitlines() if line.startswith(wanted)}
+    out = {"rss_gb": int(fields.get("VmRSS", 0)) / 2**20, "peak_gb": int(fields.get("VmHWM", 0)) / 2**20}
+    if reset:
+        import ctypes
+        import gc
+
+        gc.collect()
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)  # glibc keeps freed arenas otherwise
+            Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+        except (OSError, AttributeError):
+            pass
+    return out

@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from agents.tracking import stage_memory
 from evals.generate import Decoding, Generation
 from evals.suite import Failure, SuiteConfig, check_config, generate_all, score_generations
 from textenv.devices import PRECISIONS, resolve_device
@@ -53,6 +54,8 @@ _POLICIES = (
     "reference",
 )
 
+_FULL_TASKS = ("TextSummarize-v0", "TextSentiment-v0", "TextReasoning-v0")
+
 SUITES: dict[str, Suite] = {
     "quick": Suite(
         SuiteConfig(policies=_POLICIES, reward_models=tuple(f"{t}={PIPELINE.format(task=t)}/reward_model"
@@ -63,11 +66,13 @@ SUITES: dict[str, Suite] = {
                 "32 new tokens, best-of-4",
     ),
     "full": Suite(
-        SuiteConfig(policies=_POLICIES, reward_models=tuple(f"{t}={PIPELINE.format(task=t)}/reward_model"
-                                                            for t in ("TextSummarize-v0", "TextSentiment-v0")),
-                    limit=None, decoding=Decoding(temperature=0.7, max_new_tokens=None, batch_size=32)),
+        SuiteConfig(tasks=_FULL_TASKS, policies=_POLICIES,
+                    reward_models=tuple(f"{t}={PIPELINE.format(task=t)}/reward_model" for t in _FULL_TASKS),
+                    limit=256, decoding=Decoding(temperature=0.7, max_new_tokens=None, batch_size=64)),
         preset="default",
-        budgets="GPU default presets, full test splits, the tasks' own token budgets, best-of-4",
+        budgets="GPU default presets (agents.ppo --preset default-<task>: PPO on sentiment and summaries, GRPO "
+                "with 8 samples per prompt on reasoning), 256 test examples per task, the tasks' own token "
+                "budgets, best-of-4",
     ),
 }
 
@@ -184,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     if uses_pipeline and not args.no_make and cfg.model == "smollm2-135m":
         if is_main:
             make_checkpoints(cfg.tasks, suite.preset, cfg.model, cfg.device, cfg.precision)
+            logger.info("checkpoints ready after %.0f s", time.perf_counter() - start)
         if state is not None:
             state.wait_for_everyone()
     # reward models that do not exist are dropped with a message (rm rows then fail by name)
@@ -193,7 +199,10 @@ def main(argv: list[str] | None = None) -> int:
     cfg = replace(cfg, reward_models=present)
     failures: list[Failure] = []
     shard = (0, 1) if state is None else (state.process_index, state.num_processes)
+    stage_memory()
     gens = generate_all(cfg, shard=shard, failures=failures)
+    mem = stage_memory()
+    logger.info("evaluation generated %d completions; peak RSS %.2f GB", len(gens), mem.get("peak_gb", float("nan")))
     if state is not None:
         from accelerate.utils import gather_object
 

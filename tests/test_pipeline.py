@@ -45,3 +45,33 @@ def test_tasks_without_references_get_domain_adaptation_instead_of_sft():
 
     assert _has_references("TextSummarize-v0") and _has_references("TextCount-v0")
     assert not _has_references("TextSentiment-v0")
+
+
+def test_cli_preset_is_the_pipelines_own_field():
+    from agents.config import parse_config
+
+    assert parse_config(PipelineConfig, ["--preset", "default"]).preset == "default"
+    assert parse_config(PipelineConfig, []).preset == "quick"
+
+
+def test_each_suite_task_gets_its_own_ppo_preset():
+    """`make run` and `evals.run --suite full` train with the task-specific presets: GRPO with a
+    group of samples on the verifier task, PPO with a value head elsewhere."""
+    from agents.pipeline import _ppo_presets
+    from evals.run import SUITES
+
+    for suite in SUITES.values():
+        for task in suite.config.tasks:
+            cfg = _ppo_presets(suite.preset, task)
+            name = task.removeprefix("Text").split("-")[0].lower()
+            assert cfg is ppo_presets()[f"{suite.preset}-{name}"], (suite.preset, task)
+            assert cfg.eval_every > 0  # held-out evaluation during training in every suite run
+    reasoning = _ppo_presets("default", "TextReasoning-v0")
+    assert reasoning.advantage == "grpo" and reasoning.samples_per_prompt >= 2
+    assert _ppo_presets("quick", "TextCount-v0") is ppo_presets()["quick"]  # no task preset: the generic one
+
+
+def ppo_presets():
+    from agents.ppo import PRESETS
+
+    return PRESETS
