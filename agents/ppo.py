@@ -488,6 +488,11 @@ class PPOTrainer:
         history = []
         bar = tqdm(total=cfg.iterations, initial=self.iteration, disable=not cfg.progress, desc=cfg.env)
         try:
+            if cfg.eval_every and self.iteration == 0:  # the starting point, for the curve to start from
+                held, samples = self.evaluate_heldout()
+                if self.tracker is not None:
+                    self.tracker.log(0, held)
+                    self.tracker.log_samples(0, samples)
             while self.iteration < cfg.iterations:
                 metrics = self.step()
                 if cfg.eval_every and (self.iteration % cfg.eval_every == 0 or self.iteration == cfg.iterations):
@@ -524,9 +529,15 @@ def plot_rewards(run: str | Path) -> Path:
 
     from agents.tracking import read_metrics
 
-    rows = [r for r in read_metrics(Path(run) / "metrics.csv") if "charts/reward_mean" in r]
+    every = read_metrics(Path(run) / "metrics.csv")
+    rows = [r for r in every if "charts/reward_mean" in r]
+    held = [r for r in every if "eval/reward_mean" in r]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot([r["iteration"] for r in rows], [r["charts/reward_mean"] for r in rows], marker="o", label="reward")
+    if held:
+        ax.plot([r["iteration"] for r in held], [r["eval/reward_mean"] for r in held], marker="s", color="tab:green",
+                label="held-out reward")
+        ax.legend(fontsize=7, loc="upper left")
     ax.set_xlabel("iteration")
     ax.set_ylabel("mean reward")
     ax2 = ax.twinx()

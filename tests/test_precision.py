@@ -85,11 +85,12 @@ def test_eval_during_training_logs_heldout_metrics_and_samples(tmp_path):
     trainer = PPOTrainer(cfg)
     trainer.train()
     rows = read_metrics(trainer.dir / "metrics.csv")
-    assert [int(r["iteration"]) for r in rows] == [1, 2]
+    assert [int(r["iteration"]) for r in rows] == [0, 1, 2]  # 0: before the first update
     for r in rows:
         assert math.isfinite(r["eval/reward_mean"]) and r["eval/episode_length"] > 0 and math.isfinite(r["eval/kl"])
+    assert abs(rows[0]["eval/kl"]) < 1e-4 and "charts/reward_mean" not in rows[0]
     samples = [json.loads(line) for line in (trainer.dir / "samples.jsonl").read_text().splitlines()]
-    assert {s["iteration"] for s in samples} == {1, 2} and all("text" in s and "prompt" in s for s in samples)
+    assert {s["iteration"] for s in samples} == {0, 1, 2} and all("text" in s and "prompt" in s for s in samples)
     # the held-out prompts are fixed: the same indices at every evaluation
     assert [s["index"] for s in samples if s["iteration"] == 1] == [s["index"] for s in samples if s["iteration"] == 2]
 
