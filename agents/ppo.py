@@ -96,8 +96,9 @@ class PPOConfig:
     train_layers: int = arg(-1, "train only the top N transformer blocks + final norm + value head (-1: all); "
                                 "the backward pass then stops early: the CPU presets' speed and memory lever")
     gradient_checkpointing: bool = arg(False, "recompute activations in the backward pass (less memory, slower)")
-    eval_every: int = arg(0, "every N iterations, sample the held-out prompts: eval/reward_mean, eval/kl, "
-                             "eval/episode_length and a few sample texts (0: off)")
+    eval_every: int = arg(0, "every N iterations, sample the held-out prompts: eval/reward_mean (the task's "
+                             "own reward, also with --reward-model), eval/kl, eval/episode_length and a few "
+                             "sample texts (0: off)")
     eval_prompts: int = arg(32, "held-out prompts (the first N of eval_split) for --eval-every")
     eval_split: str = arg("validation", "split of the held-out prompts for --eval-every")
     checkpoint_every: int = arg(5, "write a checkpoint every N iterations (and at the end)")
@@ -201,9 +202,12 @@ class PPOTrainer:
             env_kwargs["tokenizer"] = load_tokenizer(cfg.model)
         self.envs = gym.make_vec(cfg.env, num_envs=cfg.num_envs, autoreset_mode="same_step", **env_kwargs)
         self.eval_envs = None
-        if cfg.eval_every:  # the same task, reward and budgets on held-out prompts
+        if cfg.eval_every:
+            # The same task and budgets on held-out prompts, scored by the task's own reward even
+            # when training on a reward model: a hacked reward model shows there, not in its score.
+            held_kwargs = {k: v for k, v in env_kwargs.items() if not (k == "reward" and cfg.reward_model)}
             self.eval_envs = gym.make_vec(cfg.env, num_envs=min(cfg.eval_prompts, 32), split=cfg.eval_split,
-                                          autoreset_mode="same_step", **env_kwargs)
+                                          autoreset_mode="same_step", **held_kwargs)
         self.setup = self.envs.unwrapped.setup
         sampling = Sampling(cfg.temperature, cfg.top_k, cfg.top_p)
         lora = {"r": cfg.lora_r, "lora_alpha": 2 * cfg.lora_r, "target_modules": "all-linear"} if cfg.lora_r else None
@@ -302,9 +306,10 @@ class PPOTrainer:
     @torch.no_grad()
     def evaluate_heldout(self, n_samples: int = 4) -> tuple[dict[str, float], list[dict[str, Any]]]:
         """Sample the fixed held-out prompts (``eval_prompts`` of ``eval_split``) with the current
-        policy: mean task reward, per-episode KL to the reference (k1, summed over tokens) and
-        length, plus ``n_samples`` texts. Each row draws from its own seeded stream, so two
-        evaluations differ only because the policy did: reward hacking shows while it happens."""
+        policy: mean task reward (the task's own or ``--reward``, never the reward model),
+        per-episode KL to the reference (k1, summed over tokens) and length, plus ``n_samples`` texts.
+        Each row draws from its own seeded stream, so two evaluations differ only because the policy
+        did: reward hacking shows while it happens."""
         envs = self.eval_envs
         if envs is None:
             raise RuntimeError("evaluate_heldout needs eval_every > 0 (the held-out env is built then)")

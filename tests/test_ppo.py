@@ -134,3 +134,26 @@ def test_top_k_top_p_sampling_trains_with_finite_gradients(tmp_path):
     metrics = trainer.step()
     assert metrics["failures/skipped"] == 0.0 and math.isfinite(metrics["losses/policy_loss"])
     assert not torch.equal(trainer.policy.value_head.weight, before)
+
+
+def test_heldout_eval_scores_the_task_reward_when_training_on_a_reward_model(tmp_path):
+    """PPO on a reward model is judged on held-out prompts by the task's own reward: that is where
+    a hacked reward model shows."""
+    import gymnasium as gym
+    from transformers import AutoModelForSequenceClassification
+
+    from textenv.rewards.classifier import SequenceClassifier
+    from textenv.rewards.synthetic import IncreasingNumbers
+
+    tok = gym.make("TextCount-v0", model="tiny").unwrapped.tokenizer
+    from textenv.models import tiny_model
+
+    lm = tiny_model(tok)
+    config = lm.config.__class__.from_dict({**lm.config.to_dict(), "num_labels": 1})
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(tmp_path / "rm")
+    tok.save_pretrained(tmp_path / "rm")
+    trainer = PPOTrainer(_cfg(tmp_path, reward_model=str(tmp_path / "rm"), eval_every=1, eval_prompts=4))
+    assert isinstance(trainer.setup.reward, SequenceClassifier)
+    assert isinstance(trainer.eval_envs.unwrapped.setup.reward, IncreasingNumbers)
+    metrics, _ = trainer.evaluate_heldout()
+    assert 0.0 <= metrics["eval/reward_mean"] <= 1.0  # the counting task's reward, not an RM logit
