@@ -75,3 +75,21 @@ def ppo_presets():
     from agents.ppo import PRESETS
 
     return PRESETS
+
+
+def test_stage_memory_gives_each_stage_its_own_peak():
+    import sys
+
+    import numpy as np
+
+    from agents.tracking import stage_memory
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("reads /proc")
+    stage_memory()
+    big = np.ones(50_000_000)  # 400 MB, freed within the stage
+    del big
+    first = stage_memory()
+    second = stage_memory()  # nothing big in this stage: its peak is far below the last one's
+    assert first["peak_gb"] > first["rss_gb"] + 0.3  # the peak saw what the current RSS no longer holds
+    assert second["peak_gb"] < first["peak_gb"] - 0.3
