@@ -118,13 +118,17 @@ PRESETS: dict[str, PPOConfig] = {
     "quick": PPOConfig(iterations=12, prompts_per_iter=8, max_new_tokens=16, epochs=2, minibatch_size=8,
                        lr=2e-5, kl_coef=0.05, kl_target=None, checkpoint_every=4),
     # What `make run` trains (agents.pipeline picks "quick-<task>" when it exists), on 2 CPU cores:
-    # only the top blocks train (the backward pass stops there), held-out evaluation twice a run.
+    # only the top blocks train (the backward pass stops there); held-out evaluation at the start
+    # and the end. Measured from the base model, sentiment's held-out VADER went 0.41 -> 0.82 in
+    # these 16 iterations (5 min). Summaries: RLOO (4 samples per prompt, the others' mean as the
+    # baseline) because ROUGE-L differs more between prompts than between samples of one prompt;
+    # held-out ROUGE-L 0.113 -> 0.132 from the quick SFT model in these 10 iterations (8 min).
     "quick-sentiment": PPOConfig(iterations=16, prompts_per_iter=16, max_new_tokens=32, epochs=2, minibatch_size=8,
                                  lr=3e-4, train_layers=8, kl_coef=0.02, kl_target=None, checkpoint_every=16,
-                                 eval_every=8, eval_prompts=32),
-    "quick-summarize": PPOConfig(iterations=8, prompts_per_iter=8, max_new_tokens=32, epochs=2, minibatch_size=8,
-                                 lr=5e-5, train_layers=4, kl_coef=0.05, kl_target=None, checkpoint_every=8,
-                                 eval_every=4, eval_prompts=16),
+                                 eval_every=16, eval_prompts=32),
+    "quick-summarize": PPOConfig(iterations=10, prompts_per_iter=4, samples_per_prompt=4, advantage="rloo",
+                                 max_new_tokens=32, epochs=2, minibatch_size=8, lr=1e-4, train_layers=6,
+                                 kl_coef=0.05, kl_target=None, checkpoint_every=10, eval_every=10, eval_prompts=16),
     # The tiny model on the synthetic task: reward ~0.2 -> ~1.0 in 80 iterations, ~15 s on 2 CPU cores.
     "tiny": PPOConfig(env="TextCount-v0", model="tiny", iterations=80, prompts_per_iter=16, max_new_tokens=12,
                       epochs=4, minibatch_size=8, lr=3e-3, kl_coef=0.001, kl_target=None, checkpoint_every=10),

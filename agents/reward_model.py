@@ -172,7 +172,7 @@ class RewardModelConfig:
 PRESETS: dict[str, RewardModelConfig] = {
     # a few minutes on 2 CPU cores with smollm2-135m: the top blocks + head, short sequences.
     "quick": RewardModelConfig(epochs=2, batch_size=8, lr=1e-4, max_length=128, limit=128, eval_limit=64,
-                               train_layers=4, sample_prompts=48, eval_sample_prompts=32,
+                               train_layers=4, sample_prompts=48, eval_sample_prompts=24,
                                sample_max_new_tokens=32),
     # one GPU: every layer, all pairs, two epochs.
     "default": RewardModelConfig(epochs=2, batch_size=16, lr=1e-5, max_length=512, eval_limit=256,

@@ -65,6 +65,9 @@ class BenchConfig:
     warmup: int = field(default=200, metadata={"help": "untimed env token-steps before each env timing"})
     threads: int = field(default=0, metadata={
         "help": "torch.set_num_threads for the model steps; 0 leaves torch's default (the realistic case)"})
+    device: str = field(default="cpu", metadata={"help": "where the model steps run: 'cpu', 'cuda', 'auto'"})
+    precision: str = field(default="auto", metadata={
+        "help": "'auto' (bf16 autocast on CUDA, fp32 elsewhere), 'fp32' or 'bf16' for the model steps"})
 
     def model_names(self) -> list[str]:
         names = [m.strip() for m in self.models.split(",") if m.strip()] if isinstance(self.models, str) \
@@ -153,7 +156,7 @@ def time_vector_env(
 
 
 def time_decode_step(model: Any, prompt_ids: np.ndarray, prompt_mask: np.ndarray, steps: int,
-                     rng: np.random.Generator, vocab: int) -> float:
+                     rng: np.random.Generator, vocab: int, precision: str = "auto") -> float:
     """Median seconds of one KV-cached one-token decode step at batch ``len(prompt_ids)``.
 
     The prompts (left-padded, as the env lays them out) are prefilled once, untimed; then ``steps``
@@ -162,24 +165,31 @@ def time_decode_step(model: Any, prompt_ids: np.ndarray, prompt_mask: np.ndarray
     """
     import torch
 
-    ids = torch.as_tensor(prompt_ids, dtype=torch.long)
-    mask = torch.as_tensor(prompt_mask, dtype=torch.long)
+    from textenv.devices import autocast
+
+    device = next(model.parameters()).device
+    ids = torch.as_tensor(prompt_ids, dtype=torch.long, device=device)
+    mask = torch.as_tensor(prompt_mask, dtype=torch.long, device=device)
     b = ids.shape[0]
-    tokens = torch.as_tensor(rng.integers(0, vocab, size=(steps + 4, b, 1)), dtype=torch.long)
-    with torch.no_grad():
+    tokens = torch.as_tensor(rng.integers(0, vocab, size=(steps + 4, b, 1)), dtype=torch.long, device=device)
+    one = torch.ones(b, 1, dtype=torch.long, device=device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    with torch.no_grad(), autocast(device, precision):
         # Warm-up on the last few prompt tokens (they are real tokens in every left-padded row).
         _, cache = forward_with_cache(model, ids[:, -8:], None, attention_mask=mask[:, -8:])
         warm_mask = mask[:, -8:]
         for t in range(2):
-            warm_mask = torch.cat([warm_mask, torch.ones(b, 1, dtype=torch.long)], dim=1)
+            warm_mask = torch.cat([warm_mask, one], dim=1)
             _, cache = forward_with_cache(model, tokens[t], cache, attention_mask=warm_mask)
         # The real prefill, then two untimed steps so the timed ones see a settled cache.
         _, cache = forward_with_cache(model, ids, None, attention_mask=mask)
         times = []
         for t in range(steps + 2):
-            mask = torch.cat([mask, torch.ones(b, 1, dtype=torch.long)], dim=1)
+            mask = torch.cat([mask, one], dim=1)
+            sync()
             start = time.perf_counter()
             _, cache = forward_with_cache(model, tokens[t + 2], cache, attention_mask=mask)
+            sync()
             if t >= 2:
                 times.append(time.perf_counter() - start)
     return statistics.median(times)
@@ -199,17 +209,21 @@ def _env_prompts(env_id: str, model: str, b: int, seed: int) -> tuple[np.ndarray
         venv.close()
 
 
-def time_model(name: str, env_id: str, b: int, steps: int, seed: int) -> dict[str, float]:
+def time_model(name: str, env_id: str, b: int, steps: int, seed: int, device: str = "cpu",
+               precision: str = "auto") -> dict[str, float]:
     """Model token-steps/s of one decode step at batch 1 and batch ``b``, on the env's prompts."""
+    from textenv.devices import resolve_device
+
     ids, mask, tokenizer, max_new = _env_prompts(env_id, name, b, seed)
     _, model = load_model(name, tokenizer=tokenizer, seed=seed)
+    model.to(resolve_device(device))
     steps = steps or max_new
     rng = np.random.default_rng(seed)
     vocab = int(model.get_output_embeddings().weight.shape[0])
     # Batch 1: the first env's prompt, without its padding.
     n0 = int(mask[0].sum())
-    t1 = time_decode_step(model, ids[:1, -n0:], mask[:1, -n0:], steps, rng, vocab)
-    tb = time_decode_step(model, ids, mask, steps, rng, vocab)
+    t1 = time_decode_step(model, ids[:1, -n0:], mask[:1, -n0:], steps, rng, vocab, precision)
+    tb = time_decode_step(model, ids, mask, steps, rng, vocab, precision)
     return {
         "rate_1": 1.0 / t1, "rate_b": b / tb, "step_s_1": t1, "step_s_b": tb,
         "prompt_tokens_1": n0, "prompt_tokens_b": int(ids.shape[1]), "steps": steps,
@@ -271,7 +285,8 @@ def _run(cfg: BenchConfig, names: list[str]) -> dict[str, Any]:
         finally:
             venv.close()
 
-    model_rates = {name: time_model(name, cfg.env, b, cfg.model_steps, cfg.seed) for name in names}
+    model_rates = {name: time_model(name, cfg.env, b, cfg.model_steps, cfg.seed, cfg.device, cfg.precision)
+                   for name in names}
     ratios = {
         name: {
             "single": env_rates["single"]["rate"] / m["rate_1"],

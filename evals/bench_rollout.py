@@ -20,9 +20,10 @@ import torch
 import textenv  # noqa: F401
 from agents.policy import LMActorCritic, Sampling
 from agents.rollout import collect
+from textenv.devices import PRECISIONS, autocast, resolve_device
 
 
-def _prompts(envs, indices):
+def _prompts(envs, indices, device=None):
     setup = envs.unwrapped.setup
     encoded = [setup.encode(i).ids for i in indices]
     n = max(len(e) for e in encoded)
@@ -31,12 +32,12 @@ def _prompts(envs, indices):
     for j, e in enumerate(encoded):
         ids[j, n - len(e):] = torch.as_tensor(e)
         mask[j, n - len(e):] = 1
-    return ids, mask
+    return ids.to(device), mask.to(device)
 
 
 @torch.no_grad()
 def run_generate(policy, envs, indices, max_new, greedy, seed):
-    ids, mask = _prompts(envs, indices)
+    ids, mask = _prompts(envs, indices, policy.device)
     eos = envs.unwrapped.setup.eos_token_id
     torch.manual_seed(seed)
     start = time.perf_counter()
@@ -52,14 +53,15 @@ def run_generate(policy, envs, indices, max_new, greedy, seed):
 @torch.no_grad()
 def run_env(policy, envs, indices, greedy, seed):
     start = time.perf_counter()
-    episodes = collect(envs, policy, indices, seed=seed, generator=torch.Generator().manual_seed(seed), greedy=greedy)
+    episodes = collect(envs, policy, indices, seed=seed, generator=torch.Generator(policy.device).manual_seed(seed),
+                       greedy=greedy)
     return [e.actions for e in episodes], time.perf_counter() - start
 
 
 @torch.no_grad()
 def run_naive(policy, envs, indices, greedy, seed):
     """The O(n^2) way: a full forward over the whole observation at every env step."""
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(policy.device).manual_seed(seed)
     obs, _ = envs.reset(seed=seed, options={"index": list(indices)})
     b = len(indices)
     active = np.ones(b, dtype=bool)
@@ -68,14 +70,14 @@ def run_naive(policy, envs, indices, greedy, seed):
     from agents.policy import logprobs_from_logits
 
     while active.any():
-        ids = torch.as_tensor(obs["input_ids"])
-        mask = torch.as_tensor(obs["attention_mask"]).long()
+        ids = torch.as_tensor(obs["input_ids"], device=policy.device)
+        mask = torch.as_tensor(obs["attention_mask"], device=policy.device).long()
         last = mask.shape[1] - (mask.flip(1).cumsum(1) == 0).sum(1) - 1  # index of each row's last real token
         logits = policy.model(input_ids=ids, attention_mask=mask,
                               position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits
-        logp = logprobs_from_logits(logits[torch.arange(b), last], policy.sampling)
+        logp = logprobs_from_logits(logits[torch.arange(b, device=policy.device), last], policy.sampling)
         actions = logp.argmax(-1) if greedy else torch.multinomial(logp.exp(), 1, generator=gen).squeeze(-1)
-        actions = np.where(active, actions.numpy(), policy.pad_token_id)
+        actions = np.where(active, actions.cpu().numpy(), policy.pad_token_id)
         obs, _, term, trunc, _ = envs.step(actions)
         for i in np.flatnonzero(active):
             seqs[i].append(int(actions[i]))
@@ -91,7 +93,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2, help="timed repeats per path (best is kept)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="'cpu', 'cuda', 'auto'")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
+                        help="'auto' (bf16 autocast on CUDA, fp32 elsewhere), 'fp32' or 'bf16'")
     args = parser.parse_args(argv)
+    device = resolve_device(args.device)
 
     kwargs = {"model": "tiny"} if args.model == "tiny" else {}
     if args.model not in ("tiny",):
@@ -101,10 +107,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     envs = gym.make_vec(args.env, num_envs=args.num_envs, autoreset_mode="same_step",
                         max_new_tokens=args.max_new_tokens, split="test", **kwargs)
     policy = LMActorCritic.from_pretrained(args.model, tokenizer=envs.unwrapped.setup.tokenizer,
-                                           sampling=Sampling())
+                                           sampling=Sampling()).to(device)
     indices = list(range(args.num_envs))
     print(f"model={args.model} env={args.env} batch={args.num_envs} max_new_tokens={args.max_new_tokens} "
-          f"torch_threads={torch.get_num_threads()} repeats={args.repeats} (best of)")
+          f"device={device} precision={args.precision} torch_threads={torch.get_num_threads()} "
+          f"repeats={args.repeats} (best of)")
     results = {}
     for greedy in (True, False):
         label = "greedy" if greedy else "sampled"
@@ -112,10 +119,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         paths = (("generate", run_generate, (args.max_new_tokens,)), ("env+cache", run_env, ()),
                  ("env naive", run_naive, ()))
         for name, fn, extra in paths:
-            fn(policy, envs, indices, *extra, greedy, args.seed)  # warm-up
+            with autocast(device, args.precision):
+                fn(policy, envs, indices, *extra, greedy, args.seed)  # warm-up
             best, seqs = 0.0, None
             for _ in range(args.repeats):
-                seqs, secs = fn(policy, envs, indices, *extra, greedy, args.seed)
+                with autocast(device, args.precision):
+                    seqs, secs = fn(policy, envs, indices, *extra, greedy, args.seed)
                 best = max(best, sum(len(s) for s in seqs) / secs)
             rates[name] = (best, seqs)
         if greedy:

@@ -19,6 +19,7 @@ import gymnasium as gym
 import numpy as np
 
 import textenv  # noqa: F401
+from textenv.devices import PRECISIONS, resolve_device
 
 ENV = "TextCount-v0"
 
@@ -31,7 +32,7 @@ def _episode_rewards(model) -> list[float]:
     return [float(e["r"]) for e in model.ep_info_history]
 
 
-def run_sb3(steps: int, seed: int, policy: str) -> dict[str, float]:
+def run_sb3(steps: int, seed: int, policy: str, device: str = "cpu") -> dict[str, float]:
     """``policy``: "lm" (PPO + LMPolicy), "maskable-lm" (MaskablePPO + MaskableLMPolicy) or
     "maskable-mlp" (MaskablePPO + sb3-contrib's MultiInputPolicy), masked envs with top-16."""
     from stable_baselines3 import PPO
@@ -60,27 +61,29 @@ def run_sb3(steps: int, seed: int, policy: str) -> dict[str, float]:
                             wrapper_class=TopKMaskWrapper, wrapper_kwargs={"k": 16})
         if policy == "maskable-lm":
             model = MaskablePPO(MaskableLMPolicy, venv, n_steps=64, batch_size=128, n_epochs=4, learning_rate=3e-3,
-                                seed=seed, device="cpu", verbose=0, policy_kwargs=lm_kwargs)
+                                seed=seed, device=device, verbose=0, policy_kwargs=lm_kwargs)
         else:
             model = MaskablePPO("MultiInputPolicy", venv, n_steps=64, batch_size=128, n_epochs=4,
-                                learning_rate=1e-3, seed=seed, device="cpu", verbose=0)
+                                learning_rate=1e-3, seed=seed, device=device, verbose=0)
     else:
         venv = make_vec_env(ENV, n_envs=8, seed=seed, env_kwargs=kwargs)
         model = PPO(LMPolicy, venv, n_steps=64, batch_size=128, n_epochs=4, learning_rate=3e-3, seed=seed,
-                    device="cpu", verbose=0, policy_kwargs=lm_kwargs)
+                    device=device, verbose=0, policy_kwargs=lm_kwargs)
     model.learn(total_timesteps=steps, callback=Keep())
     first, last = _ends(history)
     return {"first": first, "last": last, "episodes": len(history), "secs": time.perf_counter() - start}
 
 
-def run_ours(steps: int, seed: int, mask_top_k: int = 0, mask_update_every: int = 0) -> dict[str, float]:
+def run_ours(steps: int, seed: int, mask_top_k: int = 0, mask_update_every: int = 0, device: str = "cpu",
+             precision: str = "auto") -> dict[str, float]:
     from agents.ppo import PRESETS, PPOTrainer
 
     cfg = PRESETS["tiny"]
     iterations = max(1, steps // (cfg.prompts_per_iter * cfg.max_new_tokens))
     with tempfile.TemporaryDirectory() as runs:
         cfg = dataclasses.replace(cfg, iterations=iterations, seed=seed, runs=runs, tensorboard=False, progress=False,
-                                  mask_top_k=mask_top_k, mask_update_every=mask_update_every)
+                                  mask_top_k=mask_top_k, mask_update_every=mask_update_every, device=device,
+                                  precision=precision)
         start = time.perf_counter()
         trainer = PPOTrainer(cfg)
         history = trainer.train()
@@ -94,14 +97,19 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=15_360, help="env steps (tokens) per agent")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="'cpu', 'cuda', 'auto' (SB3's and ours)")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
+                        help="agents.ppo's autocast: 'auto' (bf16 on CUDA), 'fp32', 'bf16'; SB3 runs in fp32")
     args = parser.parse_args(argv)
+    device = str(resolve_device(args.device))
+    ours = {"device": device, "precision": args.precision}
     results = {
-        "sb3 PPO + LMPolicy": run_sb3(args.steps, args.seed, "lm"),
-        "MaskablePPO + MaskableLMPolicy (top-16)": run_sb3(args.steps, args.seed, "maskable-lm"),
-        "MaskablePPO + MLP policy (top-16)": run_sb3(args.steps, args.seed, "maskable-mlp"),
-        "agents.ppo (KV cache)": run_ours(args.steps, args.seed),
-        "agents.ppo --mask-top-k 16": run_ours(args.steps, args.seed, mask_top_k=16),
-        "agents.ppo --mask-top-k 16 --mask-update-every 5": run_ours(args.steps, args.seed, 16, 5),
+        "sb3 PPO + LMPolicy": run_sb3(args.steps, args.seed, "lm", device),
+        "MaskablePPO + MaskableLMPolicy (top-16)": run_sb3(args.steps, args.seed, "maskable-lm", device),
+        "MaskablePPO + MLP policy (top-16)": run_sb3(args.steps, args.seed, "maskable-mlp", device),
+        "agents.ppo (KV cache)": run_ours(args.steps, args.seed, **ours),
+        "agents.ppo --mask-top-k 16": run_ours(args.steps, args.seed, mask_top_k=16, **ours),
+        "agents.ppo --mask-top-k 16 --mask-update-every 5": run_ours(args.steps, args.seed, 16, 5, **ours),
     }
     print(f"{ENV}, tiny model, {args.steps} env steps each, seed {args.seed}")
     for name, r in results.items():
