@@ -11,7 +11,7 @@ Two paths, one distribution:
 
 Both turn logits into log-probs with :func:`logprobs_from_logits` under the same
 :class:`Sampling` (temperature, top-k, top-p), so PPO ratios are not biased by a mismatch between
-how tokens were sampled and how they are scored (a known TRL pitfall, see shared/DESIGN.md).
+how tokens were sampled and how they are scored (a known TRL pitfall).
 """
 
 from __future__ import annotations

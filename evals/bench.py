@@ -10,7 +10,7 @@
 2. model token-steps/s: one KV-cached single-token decode step (``forward_with_cache``) at batch 1
    and at batch ``B``, after prefilling real prompts from the env, under ``torch.no_grad``.
 3. ratios env ÷ model at matching batch (single env vs batch 1, vector envs vs batch B). The design
-   target (DESIGN.md, "Speed") is ratio >> 1: the env is then a small share of a rollout's time.
+   target is ratio >> 1: the env is then a small share of a rollout's time.
 
 It is a benchmark, never a test: nothing here asserts a speed. ``run(...)`` returns the numbers.
 """
