@@ -6,7 +6,7 @@ needs with the agents' quick presets when they are missing (``agents.pipeline``,
 ``TextSummarize-v0`` and ``TextSentiment-v0``, and writes ``leaderboards/quick.{csv,md,png}``.
 
     python -m evals.run                                   # the quick suite, everything
-    python -m evals.run --tasks TextSentiment-v0 --policies base,ppo --limit 16
+    python -m evals.run --tasks TextSentiment-v0 --policies base,ppo-task --limit 16
     python -m evals.run --policy mine=path/to/checkpoint  # add any checkpoint (repeatable)
     python -m evals.run --suite full                      # GPU-sized budgets
     accelerate launch --multi_gpu --num_processes 2 -m evals.run ...  # shards batches, same table

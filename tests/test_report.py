@@ -221,3 +221,24 @@ def test_plot_has_a_reward_vs_kl_panel_and_no_empty_panels(tmp_path):
     panels = plot_leaderboard(make_frame(rows), tmp_path / "x.png")
     assert panels == {"senti": ["reward"], "sum": ["reward", "rougeL", "reward vs KL"]}
     assert (tmp_path / "x.png").stat().st_size > 1000
+
+
+def test_reward_model_accuracies_reach_the_leaderboard_header(tmp_path):
+    import json
+
+    from evals.report import RunInfo, to_markdown
+    from evals.run import reward_model_notes
+
+    rm = tmp_path / "rm"
+    rm.mkdir()
+    (rm / "metrics.json").write_text(json.dumps({
+        "eval_split": "validation", "eval_pairs": 95, "eval/accuracy_before": 0.41, "eval/accuracy_after": 0.789,
+        "eval/after/accuracy": 0.789, "eval/after/accuracy_length_matched": 0.762,
+        "eval/after/pairs_length_matched": 42, "eval/after/accuracy/swap": 0.69, "eval/after/pairs/swap": 26}))
+    notes = reward_model_notes((f"TextSummarize-v0={rm}", f"TextSentiment-v0={tmp_path / 'missing'}"))
+    assert len(notes) == 1  # a task whose reward model is missing has no line
+    assert "0.789 on 95 pairs" in notes[0] and "length-matched 0.762 on 42 pairs" in notes[0]
+    assert "swap 0.69 (n=26)" in notes[0]
+    info = RunInfo(suite="q", commit="x", date="d", seeds=(0,), model="m", decoding={}, limit=1, notes=tuple(notes))
+    md = to_markdown(make_frame([row("a", "t", "reward", 1.0)]), info)
+    assert "- reward model TextSummarize-v0: held-out (validation) pairwise accuracy 0.789" in md
