@@ -83,10 +83,22 @@ def parse_config(cls: type[T], argv: Sequence[str] | None = None,
 
 
 def run_dir(root: str | Path, env_id: str, name: str, seed: int) -> Path:
-    """``<root>/<env>__<name>__<seed>__<unix time>``, as cleanrl names runs."""
-    path = Path(root) / f"{env_id}__{name}__{seed}__{int(time.time())}"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    """``<root>/<env>__<name>__<seed>__<unix time>``, as cleanrl names runs, created exclusively: a
+    second run started in the same second (a sweep launched with ``&``) gets ``...-1``, ``-2``...
+    instead of sharing the folder. ``name`` must be a plain name: the run stays under ``root``."""
+    for part, what in ((env_id, "env id"), (name, "exp_name")):
+        if not part or "/" in part or "\\" in part or part in (".", "..") or part.startswith("."):
+            raise ValueError(f"{what} {part!r} must be a plain name (no path separators, not hidden)")
+    Path(root).mkdir(parents=True, exist_ok=True)
+    stem = Path(root) / f"{env_id}__{name}__{seed}__{int(time.time())}"
+    for k in range(1000):
+        path = stem if k == 0 else stem.with_name(f"{stem.name}-{k}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"no free run directory name for {stem} after 1000 tries")
 
 
 def save_config(config: Any, path: str | Path) -> None:

@@ -23,6 +23,7 @@ import copy
 import dataclasses
 import json
 import logging
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -560,13 +561,28 @@ def plot_rewards(run: str | Path) -> Path:
     return out
 
 
+def resume_config(cfg: PPOConfig, argv: list[str]) -> PPOConfig:
+    """The run's own saved config, except ``resume`` and the fields given on the command line that
+    may change without changing what the run computes (``--iterations`` to extend it, ``--progress``,
+    ``--tensorboard``, ``--checkpoint-every``, ``--eval-every``); each change is logged. A flag left
+    out keeps the run's value (an 8-iteration run resumed without ``--iterations`` stays at 8)."""
+    saved = json.loads((Path(cfg.resume) / "config.json").read_text())
+    given = {a.split("=", 1)[0][2:].replace("-", "_") for a in argv if a.startswith("--")}
+    allowed = {"iterations", "progress", "tensorboard", "checkpoint_every", "eval_every"}
+    changes = {k: getattr(cfg, k) for k in sorted(given & allowed) if saved.get(k) != getattr(cfg, k)}
+    for key, value in changes.items():
+        logger.info("resume: %s %r -> %r (given on the command line)", key, saved.get(key), value)
+    ignored = sorted(given - allowed - {"resume", "preset"})
+    if ignored:
+        logger.warning("resume: keeping the run's own %s (only %s may change on resume)", ignored, sorted(allowed))
+    return PPOConfig(**{**saved, **changes, "resume": cfg.resume})
+
+
 def main(argv: list[str] | None = None) -> PPOTrainer:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     cfg = parse_config(PPOConfig, argv, PRESETS)
-    if cfg.resume:  # continue with the run's own config, except the iteration budget and resume path
-        saved = json.loads((Path(cfg.resume) / "config.json").read_text())
-        saved.update(resume=cfg.resume, iterations=cfg.iterations, progress=cfg.progress)
-        cfg = PPOConfig(**saved)
+    if cfg.resume:
+        cfg = resume_config(cfg, sys.argv[1:] if argv is None else argv)
     trainer = PPOTrainer(cfg)
     start = time.perf_counter()
     history = trainer.train()

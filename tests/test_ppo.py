@@ -157,3 +157,34 @@ def test_heldout_eval_scores_the_task_reward_when_training_on_a_reward_model(tmp
     assert isinstance(trainer.eval_envs.unwrapped.setup.reward, IncreasingNumbers)
     metrics, _ = trainer.evaluate_heldout()
     assert 0.0 <= metrics["eval/reward_mean"] <= 1.0  # the counting task's reward, not an RM logit
+
+
+def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path):
+    from agents.config import run_dir
+
+    dirs = {run_dir(tmp_path, "TextCount-v0", "sweep", 0) for _ in range(5)}
+    assert len(dirs) == 5 and all(d.parent == tmp_path and d.is_dir() for d in dirs)
+    for bad in ("../x", "/../../x", "a/b", "..", ".hidden", ""):
+        with pytest.raises(ValueError, match="plain name"):
+            run_dir(tmp_path, "TextCount-v0", bad, 0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(d.name for d in dirs)  # nothing outside
+
+
+def test_resume_keeps_the_runs_own_budget_unless_given(tmp_path, caplog):
+    import json
+    import logging
+
+    from agents.ppo import resume_config
+
+    run = tmp_path / "run"
+    run.mkdir()
+    saved = dataclasses.asdict(_cfg(tmp_path, iterations=8, lr=3e-3))
+    (run / "config.json").write_text(json.dumps(saved))
+    cli = PPOConfig(resume=str(run))  # every other field at its default (iterations=20, lr=1e-5)
+    kept = resume_config(cli, ["--resume", str(run)])
+    assert kept.iterations == 8 and kept.lr == 3e-3 and kept.resume == str(run)
+    with caplog.at_level(logging.INFO, logger="agents.ppo"):
+        extended = resume_config(dataclasses.replace(cli, iterations=40, lr=1.0),
+                                 ["--resume", str(run), "--iterations=40", "--lr", "1.0"])
+    assert extended.iterations == 40 and extended.lr == 3e-3  # the budget may change; the algorithm may not
+    assert "iterations 8 -> 40" in caplog.text and "keeping the run's own ['lr']" in caplog.text
