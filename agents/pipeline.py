@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from agents import ppo, reward_model, sft
 from agents.checkpoint import atomic_dir, is_complete
-from agents.config import arg, parse_config
+from agents.config import arg, cli, parse_config
 from agents.tracking import stage_memory
 from textenv.devices import Precision
 
@@ -157,4 +157,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

@@ -36,7 +36,7 @@ import torch
 import textenv  # noqa: F401 - registers the env ids
 from agents.advantages import AdaptiveKLController, FixedKLController, gae, group_advantages, whiten
 from agents.checkpoint import atomic_dir, is_complete
-from agents.config import arg, parse_config, resolve_device, run_dir, save_config
+from agents.config import arg, cli, parse_config, resolve_device, run_dir, save_config
 from agents.distributed import Dist, parameter_checksum
 from agents.masking import TopKMasker
 from agents.policy import LMActorCritic, Sampling
@@ -178,6 +178,12 @@ class PPOTrainer:
 
     def __init__(self, config: PPOConfig) -> None:
         cfg = self.cfg = config
+        for name in ("iterations", "prompts_per_iter", "samples_per_prompt", "epochs", "minibatch_size", "grad_accum",
+                     "checkpoint_every", "max_failures"):
+            if getattr(cfg, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+        if not cfg.lr > 0 or (cfg.max_new_tokens is not None and cfg.max_new_tokens < 1):
+            raise ValueError(f"need lr > 0 and max_new_tokens >= 1 (or None), got {cfg.lr}, {cfg.max_new_tokens}")
         if cfg.lora_r and cfg.train_layers >= 0:
             raise ValueError("give either lora_r or train_layers, not both")
         if cfg.eval_every < 0 or cfg.eval_prompts < 1:
@@ -597,4 +603,4 @@ def main(argv: list[str] | None = None) -> PPOTrainer:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 import textenv  # noqa: F401  (registers the envs)
 from agents.checkpoint import atomic_dir
-from agents.config import arg, parse_config, resolve_device, save_config
+from agents.config import arg, cli, parse_config, resolve_device, save_config
 from agents.distributed import Dist
 from agents.preferences import Pair, length_matched, make_pairs, sample_pairs, task_setup
 from textenv.devices import Precision, autocast
@@ -318,4 +318,4 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 import textenv  # noqa: F401  (registers the env ids)
 from agents.checkpoint import atomic_dir
-from agents.config import arg, parse_config, resolve_device, save_config
+from agents.config import arg, cli, parse_config, resolve_device, save_config
 from agents.distributed import Dist, parameter_checksum
 from textenv.core import TaskSetup
 from textenv.devices import Precision, autocast
@@ -357,4 +357,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)
