@@ -43,7 +43,7 @@ from agents.policy import LMActorCritic, Sampling
 from agents.rollout import Episode, collect, episodes_to_batch
 from agents.tracking import Tracker
 from textenv.devices import Precision, autocast
-from textenv.models import freeze_below
+from textenv.models import checkpointed, freeze_below
 from textenv.rewards import RewardError
 
 __all__ = ["PPOConfig", "PPOTrainer", "PRESETS", "main"]
@@ -227,8 +227,6 @@ class PPOTrainer:
                                                     sampling=sampling, lora=lora, seed=cfg.seed).to(self.device)
         if cfg.train_layers >= 0:
             freeze_below(self.policy.model, cfg.train_layers)
-        if cfg.gradient_checkpointing:
-            self.policy.model.gradient_checkpointing_enable()
         self.reference = None
         if not self.policy.is_lora:
             self.reference = copy.deepcopy(self.policy.model).eval().requires_grad_(False)
@@ -440,7 +438,7 @@ class PPOTrainer:
                     idx = idx_mb[m0:m0 + micro]
                     sub = dataclasses.replace(batch, input_ids=batch.input_ids[idx],
                                               attention_mask=batch.attention_mask[idx])
-                    with self._autocast():
+                    with self._autocast(), checkpointed(self.policy.model, cfg.gradient_checkpointing):
                         scores = self.policy.evaluate(sub, with_values=cfg.advantage == "gae",
                                                       allowed=None if allowed is None else allowed[idx])
                     m = mask[idx]

@@ -38,7 +38,7 @@ from agents.config import arg, cli, parse_config, resolve_device, save_config
 from agents.distributed import Dist, parameter_checksum
 from textenv.core import TaskSetup
 from textenv.devices import Precision, autocast
-from textenv.models import DEFAULT_MODEL, load_model
+from textenv.models import DEFAULT_MODEL, enable_checkpointing, load_model
 
 __all__ = ["PRESETS", "SFTConfig", "SFTResult", "build_example", "collate", "fit", "main",
            "save_checkpoint", "train_sft"]
@@ -219,7 +219,7 @@ def fit(config: SFTConfig, tokenizer: Any = None) -> SFTResult:
         raise ValueError(f"model {config.model!r} has fewer embeddings than its tokenizer has tokens")
     model.to(device).train()
     if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        enable_checkpointing(model)
         model.config.use_cache = False
     pad_id = train_setup.pad_token_id
 
@@ -315,7 +315,7 @@ def fit(config: SFTConfig, tokenizer: Any = None) -> SFTResult:
     if dist.world > 1:
         logger.info("process %d/%d parameter checksum %s", dist.rank, dist.world, parameter_checksum(model))
     if config.gradient_checkpointing:
-        model.gradient_checkpointing_disable()
+        (getattr(model, "activation_checkpointing_disable", None) or model.gradient_checkpointing_disable)()
         model.config.use_cache = True
     return SFTResult(model.eval(), tokenizer, metrics)
 

@@ -149,3 +149,45 @@ def test_grad_norm_guard_leaves_weights_finite(tmp_path, monkeypatch):
     assert metrics["failures/skipped"] == 1.0
     assert all(torch.equal(a, p) for a, p in zip(before, trainer.policy.parameters(), strict=True))
     assert all(not s for s in trainer.optimizer.state.values())  # Adam's moments untouched too
+
+
+def test_gradient_checkpointing_and_frozen_layers_give_the_same_update(tmp_path):
+    """Recomputing activations changes memory, not maths: one PPO iteration with gradient
+    checkpointing lands on the same weights; with train_layers=1 only the top block (and the
+    value head) move."""
+    plain = PPOTrainer(PPOConfig(**{**TINY, "runs": str(tmp_path / "a")}))
+    ckpt = PPOTrainer(PPOConfig(**{**TINY, "runs": str(tmp_path / "b"), "gradient_checkpointing": True}))
+    calls = {"plain": 0, "ckpt": 0}
+
+    def counting(trainer, key):
+        block = trainer.policy.model.transformer.h[0].mlp  # inside a checkpointed layer
+        forward = block.forward
+
+        def wrapped(*a, **k):
+            calls[key] += 1
+            return forward(*a, **k)
+        block.forward = wrapped
+
+    counting(plain, "plain")
+    counting(ckpt, "ckpt")
+    plain.step()
+    ckpt.step()
+    assert calls["ckpt"] > calls["plain"]  # the update's forwards ran again in the backward pass
+    for (name, a), b in zip(plain.policy.named_parameters(), ckpt.policy.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-5), name
+    frozen = PPOTrainer(PPOConfig(**{**TINY, "runs": str(tmp_path / "c"), "train_layers": 1}))
+    before = {k: v.clone() for k, v in frozen.policy.state_dict().items()}
+    frozen.step()
+    moved = {k for k, v in frozen.policy.state_dict().items() if not torch.equal(v, before[k])}
+    assert moved and all(k.startswith(("model.transformer.h.1.", "model.transformer.ln_f.", "value_head."))
+                         for k in moved), sorted(moved)
+
+
+def test_sft_gradient_checkpointing_trains_the_same_model():
+    from agents.sft import SFTConfig, fit
+
+    base = dict(env="TextCount-v0", model="tiny", epochs=1, max_steps=3, batch_size=4, lr=1e-3, limit=12,
+                eval_limit=4, device="cpu")
+    plain = fit(SFTConfig(**base)).metrics["final_val_loss"]
+    ckpt = fit(SFTConfig(**base, gradient_checkpointing=True)).metrics["final_val_loss"]
+    assert ckpt == pytest.approx(plain, rel=1e-4)

@@ -17,12 +17,13 @@ model whose vocabulary matches the env's action space.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_MODEL",
     "TINY_CORPUS",
+    "checkpointed",
+    "enable_checkpointing",
     "freeze_below",
     "load_model",
     "load_tokenizer",
@@ -253,6 +256,45 @@ def freeze_below(model, train_layers: int) -> None:
     for child in base.children():  # the final norm; embeddings stay frozen
         if child is not blocks and not isinstance(child, torch.nn.Embedding):
             child.requires_grad_(True)
+
+
+def enable_checkpointing(model) -> None:
+    """Turn on transformers' gradient (activation) checkpointing, non-reentrant, under either name
+    the installed transformers gives it."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model._textenv_checkpointing = True
+
+
+@contextlib.contextmanager
+def checkpointed(model, enabled: bool = True) -> Iterator[None]:
+    """Gradient checkpointing for the forward/backward passes inside the block (activations are
+    recomputed in the backward pass: memory for time), with the model otherwise in eval mode.
+
+    transformers only checkpoints a layer whose ``training`` flag is set, and a training layer also
+    drops the KV cache; the agents run their policies in eval mode (no dropout: PPO's ratios and
+    ``--resume`` stay exact). So only the decoder layers are flagged, and only inside this block:
+    dropout and attention stay in eval mode, and rollouts outside keep their cache. Non-reentrant
+    checkpointing, so frozen lower layers (inputs that need no grad) still pass gradients."""
+    if not enabled:
+        yield
+        return
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    if not getattr(model, "_textenv_checkpointing", False):
+        enable_checkpointing(model)
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no checkpointable layers")
+    for m in layers:
+        m.training = True
+    try:
+        yield
+    finally:
+        for m in layers:
+            m.training = False
 
 
 def forward_with_cache(model, input_ids, cache=None, **kwargs):
