@@ -136,9 +136,11 @@ def test_checkpoint_is_an_env_reward(trained):
             break
     assert math.isfinite(reward)
     tok = AutoTokenizer.from_pretrained(out)
+    tok.truncation_side = "left"  # the last 32 tokens, as the reward model was trained (max_length=32)
     model = AutoModelForSequenceClassification.from_pretrained(out).eval()
     with torch.no_grad():
-        manual = model(**tok([info["prompt"] + info["text"]], return_tensors="pt")).logits[0, 0].item()
+        manual = model(**tok([info["prompt"] + info["text"]], truncation=True, max_length=32,
+                             return_tensors="pt")).logits[0, 0].item()
     assert reward == pytest.approx(manual, abs=1e-5)
     env.close()
 
@@ -148,3 +150,13 @@ def test_cli_help():
                           text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "--train-layers" in proc.stdout and "--preset" in proc.stdout
+
+
+def test_classifier_reward_reads_what_the_reward_model_was_trained_on(trained):
+    """A reward model trained on the last N tokens is scored on the last N tokens: with a longer
+    window the same checkpoint would see inputs unlike any it learned from."""
+    from textenv.rewards.classifier import SequenceClassifier
+
+    out, _ = trained
+    assert SequenceClassifier(out).max_length == 32  # the fixture's RewardModelConfig(max_length=32)
+    assert SequenceClassifier(out, max_length=64).max_length == 64

@@ -15,6 +15,17 @@ from textenv.rewards.base import Completion
 __all__ = ["SequenceClassifier"]
 
 
+def _trained_max_length(path: Path, default: int = 512) -> int:
+    import json
+
+    config = path / "reward_model_config.json"
+    if config.exists():
+        value = json.loads(config.read_text()).get("max_length")
+        if isinstance(value, int) and value > 0:
+            return value
+    return default
+
+
 class SequenceClassifier:
     """Score ``prompt + text`` (or ``text``) with a local ``AutoModelForSequenceClassification``.
 
@@ -30,7 +41,9 @@ class SequenceClassifier:
             ``config.label2id`` or an index. Default: the last label (e.g. "POSITIVE").
         device: torch device to run on.
         batch_size: completions per forward pass.
-        max_length: tokens per input after truncation.
+        max_length: tokens per input after truncation; default: the length a textenv reward model
+            was trained with (its ``reward_model_config.json``: a model trained on the last 128
+            tokens must be scored on the last 128 tokens), else 512.
         text_only: score ``text`` alone instead of ``prompt + text``.
     """
 
@@ -42,12 +55,14 @@ class SequenceClassifier:
         label: str | int | None = None,
         device: str = "cpu",
         batch_size: int = 16,
-        max_length: int = 512,
+        max_length: int | None = None,
         text_only: bool = False,
     ) -> None:
         path = Path(path)
         if not path.is_dir():
             raise FileNotFoundError(f"no sequence-classifier model directory at {str(path)!r}")
+        if max_length is None:
+            max_length = _trained_max_length(path)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
