@@ -234,7 +234,8 @@ def load_model(
 def freeze_below(model, train_layers: int) -> None:
     """Train only the top ``train_layers`` transformer blocks and the final norm of ``model`` (any
     transformers model: the blocks are its base model's ModuleList, whatever their name); the
-    embeddings (and a head tied to them) stay frozen. ``-1`` leaves everything trainable.
+    embeddings (and a head tied to them) stay frozen. ``-1`` leaves everything trainable; more
+    blocks than the model has means all of them.
 
     On a CPU this is what makes the quick presets affordable: autograd builds no graph below the
     lowest trainable block, so the backward pass stops there and keeps no activations beneath it.
@@ -247,8 +248,7 @@ def freeze_below(model, train_layers: int) -> None:
     blocks = next((m for m in base.children() if isinstance(m, torch.nn.ModuleList)), None) if base else None
     if blocks is None:
         raise ValueError(f"cannot find the transformer blocks of {type(model).__name__} to freeze")
-    if train_layers > len(blocks):
-        raise ValueError(f"train_layers={train_layers} but the model has only {len(blocks)} blocks")
+    train_layers = min(train_layers, len(blocks))  # a preset sized for a deep model still fits a shallow one
     for p in base.parameters():
         p.requires_grad_(False)
     for block in list(blocks)[len(blocks) - train_layers:] if train_layers else []:
