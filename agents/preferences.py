@@ -33,7 +33,7 @@ from textenv.core import TaskSetup
 from textenv.devices import autocast
 from textenv.models import DEFAULT_MODEL
 from textenv.rewards import Completion, resolve
-from textenv.tasks import Example
+from textenv.tasks import Example, first_third
 
 __all__ = ["Pair", "length_matched", "make_pairs", "rank_candidates", "sample_pairs", "task_setup"]
 
@@ -130,9 +130,7 @@ def _ranked(prompt: str, texts: list[str], scores: list[float], margin: float,
         if seen[hi] - seen[lo] >= margin:
             out.append(Pair(prompt, _spaced(prompt, hi), _spaced(prompt, lo), "sampled"))
     if order and _words(order[0]) >= 6 and rng.random() < brevity:
-        words = order[0].split()
-        out.append(Pair(prompt, _spaced(prompt, order[0]), _spaced(prompt, " ".join(words[:len(words) // 3])),
-                        "truncate"))
+        out.append(Pair(prompt, _spaced(prompt, order[0]), _spaced(prompt, first_third(order[0])), "truncate"))
     return out
 
 
@@ -148,13 +146,12 @@ def sample_pairs(env_id: str, split: str, policy_model: str, tokenizer: Any, pro
     the env's reward of each finished episode is the label. See :func:`_ranked` for the pairs.
     """
     from agents.policy import LMActorCritic, Sampling
-    from agents.rollout import collect
+    from agents.rollout import collect, row_seed
 
     if samples < 2 or prompts < 1:
         raise ValueError(f"need samples >= 2 and prompts >= 1, got {samples}, {prompts}")
     device = torch.device(device)
-    kwargs: dict[str, Any] = {"model": "tiny", "tokenizer": tokenizer} if policy_model == "tiny" else {
-        "tokenizer": tokenizer}
+    kwargs: dict[str, Any] = {"tokenizer": tokenizer, **({"model": "tiny"} if policy_model == "tiny" else {})}
     if max_new_tokens:
         kwargs["max_new_tokens"] = max_new_tokens
     b = max(samples, batch_size // samples * samples)
@@ -171,7 +168,7 @@ def sample_pairs(env_id: str, split: str, policy_model: str, tokenizer: Any, pro
         for start in range(0, len(flat), b):
             chunk = flat[start:start + b]
             episodes = collect(envs, policy, [i for i, _ in chunk], seed=seed,
-                               row_seeds=[(seed * 1_000_003 + i * 64 + j) % 2**62 for i, j in chunk])
+                               row_seeds=[row_seed(seed, i, j) for i, j in chunk])
             for e in episodes:
                 texts.setdefault(e.index, []).append(str(e.info.get("text", "")))
                 scores.setdefault(e.index, []).append(e.score)

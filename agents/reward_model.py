@@ -91,6 +91,12 @@ def score_texts(model, tokenizer, texts: Sequence[str], max_length: int, device:
     return model(**batch).logits[:, 0].float()
 
 
+def margin_loss(margins: np.ndarray) -> float:
+    """The Bradley–Terry loss of pairs given their margins ``r_chosen - r_rejected``."""
+    m = torch.as_tensor(margins, dtype=torch.float32)
+    return float(bradley_terry_loss(m, torch.zeros_like(m)))
+
+
 @torch.no_grad()
 def pair_margins(model, tokenizer, pairs: Sequence[Pair], max_length: int, batch_size: int = 16,
                  device: torch.device | str = "cpu", precision: str = "auto") -> np.ndarray:
@@ -114,7 +120,7 @@ def pairwise_accuracy(model, tokenizer, pairs: Sequence[Pair], max_length: int, 
     m = pair_margins(model, tokenizer, pairs, max_length, batch_size, device, precision)
     if not len(m):
         return 0.0, float("nan")
-    return float((m > 0).mean()), float(-F.logsigmoid(torch.as_tensor(m)).mean())
+    return float((m > 0).mean()), margin_loss(m)
 
 
 def accuracy_report(pairs: Sequence[Pair], margins: np.ndarray) -> dict[str, Any]:
@@ -235,7 +241,7 @@ def train_reward_model(config: RewardModelConfig, tokenizer: Any = None) -> dict
 
     def evaluate() -> tuple[dict[str, Any], float]:
         m = pair_margins(model, tokenizer, held, config.max_length, 2 * config.batch_size, device, config.precision)
-        return accuracy_report(held, m), float(-F.logsigmoid(torch.as_tensor(m)).mean())
+        return accuracy_report(held, m), margin_loss(m)
 
     before, loss0 = evaluate()
     logger.info("before training: %s accuracy %.3f, loss %.4f", config.eval_split, before["accuracy"], loss0)

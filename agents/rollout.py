@@ -21,7 +21,7 @@ from agents.policy import EpisodeBatch, LMActorCritic
 if TYPE_CHECKING:
     from agents.masking import TopKMasker
 
-__all__ = ["Episode", "collect", "episodes_to_batch", "row_info"]
+__all__ = ["Episode", "collect", "episodes_to_batch", "row_info", "row_seed"]
 
 
 @dataclass
@@ -58,6 +58,12 @@ def row_info(infos: dict[str, Any], i: int) -> dict[str, Any]:
             continue
         out[key] = row_info(value, i) if isinstance(value, dict) else value[i]
     return out
+
+
+def row_seed(seed: int, index: int, sample: int = 0) -> int:
+    """The seed of one row's sampling stream (``collect(row_seeds=...)``): example ``index``'s
+    ``sample``-th completion under run ``seed``, whichever batch or process draws it."""
+    return (seed * 1_000_003 + index * 64 + sample) % (2**62)
 
 
 def collect(envs, policy: LMActorCritic, indices: Sequence[int], seed: int,

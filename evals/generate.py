@@ -21,7 +21,7 @@ import torch
 
 import textenv  # noqa: F401
 from agents.policy import EpisodeBatch, LMActorCritic, Sampling
-from agents.rollout import collect, row_info
+from agents.rollout import collect, row_info, row_seed
 from textenv.rewards import Completion
 
 __all__ = ["Decoding", "Generation", "PolicySpec", "batches", "generate", "make_envs", "parse_policy"]
@@ -91,10 +91,6 @@ def make_envs(task: str, model: str, tokenizer: Any, decoding: Decoding, num_env
     if decoding.max_new_tokens:
         kwargs["max_new_tokens"] = decoding.max_new_tokens
     return gym.make_vec(task, num_envs=num_envs, split="test", autoreset_mode="same_step", **kwargs)
-
-
-def row_seed(seed: int, index: int, sample: int = 0) -> int:
-    return (seed * 1_000_003 + index * 64 + sample) % (2**62)
 
 
 def load_policy(path: str, tokenizer: Any, decoding: Decoding) -> LMActorCritic:

@@ -23,8 +23,8 @@ import numpy as np
 
 from textenv.cache import package_dir
 
-__all__ = ["SPLITS", "Example", "Preference", "Task", "count", "reasoning", "reference_pairs", "resolve_task",
-           "sentiment", "summarize"]
+__all__ = ["SPLITS", "Example", "Preference", "Task", "count", "first_third", "reasoning", "reference_pairs",
+           "resolve_task", "sentiment", "summarize"]
 
 SPLITS = ("train", "validation", "test")
 
@@ -98,13 +98,19 @@ def _check_split(split: str) -> None:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
 
 
+def first_third(text: str) -> str:
+    """The first third of ``text``'s words (at least one): the truncated side of a brevity pair."""
+    words = text.split()
+    return " ".join(words[: max(1, len(words) // 3)])
+
+
 def _truncations(text: str, rng: np.random.Generator) -> tuple[str, str]:
     """A brevity negative of ``text``: ``("truncate", its first third of words)`` or, for short
     texts, ``("short", its first word)``. Paired against the full text, these teach a reward model
     that stopping early is worse, the hack that won the project's first reward models."""
     words = text.split()
     if len(words) >= 6 and rng.random() < 0.5:
-        return "truncate", " ".join(words[: max(1, len(words) // 3)])
+        return "truncate", first_third(text)
     return "short", words[0] if words else ""
 
 
