@@ -18,7 +18,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from textenv.cli import cli
 from textenv.devices import resolve_device
+from textenv.io import atomic_write
 
 __all__ = ["arg", "cli", "parse_config", "resolve_device", "run_dir", "save_config"]
 
@@ -102,24 +104,6 @@ def run_dir(root: str | Path, env_id: str, name: str, seed: int) -> Path:
 
 
 def save_config(config: Any, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(dataclasses.asdict(config), indent=2, default=str))
+    """Write ``config`` as JSON, atomically (a kill mid-write keeps the previous file)."""
+    atomic_write(path, json.dumps(dataclasses.asdict(config), indent=2, default=str))
 
-
-def cli(main: Any, argv: Sequence[str] | None = None) -> None:
-    """Run an entry point's ``main`` as a command: a user error (a bad value, a missing file) is one
-    line on stderr and exit code 2, not a traceback; ``--debug`` (or ``TEXTENV_DEBUG=1``) re-raises
-    to show it."""
-    import os
-    import sys
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv or os.environ.get("TEXTENV_DEBUG") == "1"
-    argv = [a for a in argv if a != "--debug"]
-    try:
-        main(argv)
-    except Exception as exc:  # noqa: BLE001 - sorted below: user errors get one line, bugs a traceback
-        user_error = isinstance(exc, (ValueError, TypeError, OSError)) or type(exc).__module__ == "gymnasium.error"
-        if debug or not user_error:
-            raise
-        print(f"error: {type(exc).__name__}: {exc} (--debug shows the traceback)", file=sys.stderr)
-        raise SystemExit(2) from None

@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from agents import ppo, reward_model, sft
-from agents.checkpoint import atomic_dir, is_complete
 from agents.config import arg, cli, parse_config
 from agents.tracking import stage_memory
 from textenv.devices import Precision
+from textenv.io import atomic_dir, ensure_replaceable, is_complete
 
 __all__ = ["PipelineConfig", "main", "run_pipeline"]
 
@@ -103,9 +103,26 @@ def _run_ppo(cfg: PipelineConfig, dirs: dict[str, Path], reward: str) -> dict[st
             "eval_reward_last": held[-1] if held else None, "iterations": len(history)}
 
 
+def _check_root(dirs: dict[str, Path]) -> None:
+    """``--out`` must be new, empty, or a pipeline's own folder (its stage folders and their hidden
+    temporary copies): the stages are never written into a folder of the user's."""
+    root = dirs["root"]
+    if root.exists() and not root.is_dir():
+        raise FileExistsError(f"--out {root} is a file, not a folder")
+    ours = {p.name for k, p in dirs.items() if k != "root"}
+    foreign = sorted(p.name for p in root.iterdir() if p.name not in ours
+                     and not any(p.name.startswith(f".{name}.") for name in ours)) if root.is_dir() else []
+    if foreign:
+        raise FileExistsError(f"--out {root} is not a pipeline folder (it holds {foreign[:3]}); give a new or "
+                              "empty folder")
+
+
 def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     """Run the missing stages; return the checkpoint paths and each stage's metrics (or 'cached')."""
     dirs = stage_dirs(cfg)
+    _check_root(dirs)
+    for stage in ("sft", "reward_model", "ppo_task", "ppo_rm"):  # a user's folder is refused before any work
+        ensure_replaceable(dirs[stage])
     report: dict[str, Any] = {k: str(v) for k, v in dirs.items()}
     stage_memory()  # each stage's peak memory from here on is its own
     clock = time.perf_counter()

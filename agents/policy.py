@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from textenv.io import MARKER, check_output_dir
 from textenv.models import forward_with_cache, load_model
 
 if TYPE_CHECKING:
@@ -164,6 +165,8 @@ class LMActorCritic(nn.Module):
         checkpoint (a plain LM directory: fresh value head) or a saved policy directory.
         ``lora`` (peft ``LoraConfig`` keyword arguments) wraps the LM in a LoRA adapter."""
         path = Path(name)
+        if (path / "policy.json").exists():
+            check_output_dir(path, "policy")  # a saved policy is loaded only when its save finished
         meta = json.loads((path / "policy.json").read_text()) if (path / "policy.json").exists() else {}
         if meta.get("lora_base"):
             from peft import PeftModel
@@ -180,14 +183,21 @@ class LMActorCritic(nn.Module):
         sampling = sampling or Sampling(**meta.get("sampling", {}))
         policy = cls(model, tok, sampling)
         head = path / "value_head.safetensors"
+        if meta and not head.is_file():  # a saved policy always has one: a zero head would resume silently
+            raise FileNotFoundError(f"policy {path} has policy.json but no value_head.safetensors")
         if head.exists():
             from safetensors.torch import load_file
 
-            policy.value_head.load_state_dict(load_file(head))
+            try:
+                policy.value_head.load_state_dict(load_file(head))
+            except RuntimeError as exc:  # missing, unexpected or wrongly shaped tensors
+                raise ValueError(f"{head} does not fit this model's value head: {str(exc).splitlines()[0]}") from exc
         return policy.train(False)
 
     def save_pretrained(self, directory: str | Path) -> None:
-        """safetensors only: the LM (or its LoRA adapter), the tokenizer, the value head."""
+        """safetensors only: the LM (or its LoRA adapter), the tokenizer, the value head, then the
+        ``COMPLETE`` marker that :meth:`from_pretrained` requires (for a crash-safe replace of an
+        existing folder, write into :func:`textenv.io.atomic_dir`, as the trainers do)."""
         from safetensors.torch import save_file
 
         directory = Path(directory)
@@ -202,6 +212,7 @@ class LMActorCritic(nn.Module):
         save_file({k: v.detach().contiguous().cpu() for k, v in self.value_head.state_dict().items()},
                   directory / "value_head.safetensors")
         (directory / "policy.json").write_text(json.dumps(meta, indent=2))
+        (directory / MARKER).write_text("ok\n")  # last: a save cut short is never loaded as whole
 
     @property
     def is_lora(self) -> bool:

@@ -35,7 +35,6 @@ import torch
 
 import textenv  # noqa: F401 - registers the env ids
 from agents.advantages import AdaptiveKLController, FixedKLController, gae, group_advantages, whiten
-from agents.checkpoint import atomic_dir, is_complete
 from agents.config import arg, cli, parse_config, resolve_device, run_dir, save_config
 from agents.distributed import Dist, parameter_checksum
 from agents.masking import TopKMasker
@@ -43,6 +42,7 @@ from agents.policy import LMActorCritic, Sampling
 from agents.rollout import Episode, collect, episodes_to_batch
 from agents.tracking import Tracker
 from textenv.devices import Precision, autocast
+from textenv.io import atomic_dir, remove_stale, require_complete
 from textenv.models import checkpointed, freeze_below
 from textenv.rewards import RewardError
 
@@ -93,6 +93,9 @@ class PPOConfig:
     kl_horizon: int = arg(10000, "adaptive KL horizon in episodes")
     reward_scale: float = arg(1.0, "multiply task rewards by this")
     reward_clip: float | None = arg(None, "clip scaled task rewards to [-c, c]")
+    missing_eos_penalty: float | None = arg(None, "subtract this from the reward of an episode that hit the token "
+                                                  "budget instead of ending with EOS (TRL's name): a reward that "
+                                                  "grows with length is then not won by never stopping")
     lora_r: int = arg(0, "LoRA rank (0: train all weights; >0: the reference is the base, adapter off)")
     train_layers: int = arg(-1, "train only the top N transformer blocks + final norm + value head (-1: all); "
                                 "the backward pass then stops early: the CPU presets' speed and memory lever")
@@ -105,6 +108,9 @@ class PPOConfig:
     checkpoint_every: int = arg(5, "write a checkpoint every N iterations (and at the end)")
     runs: str = arg("runs", "root directory of runs")
     resume: str | None = arg(None, "run directory to continue from its last checkpoint")
+    trust_config_code: bool = arg(False, "on --resume, allow the run's config.json to name code to import "
+                                         "(a 'pkg.mod:fn' reward or a 'pkg.mod:Env' env): only for run "
+                                         "folders you trust, as importing runs their code")
     max_failures: int = arg(3, "stop after this many consecutive skipped (non-finite) iterations")
     tensorboard: bool = arg(True, "write TensorBoard events beside metrics.csv")
     progress: bool = arg(True, "show a progress bar")
@@ -154,6 +160,9 @@ def _task_scores(episodes: list[Episode], cfg: PPOConfig) -> torch.Tensor:
     scores = torch.tensor([e.score for e in episodes], dtype=torch.float32) * cfg.reward_scale
     if cfg.reward_clip is not None:
         scores = scores.clamp(-cfg.reward_clip, cfg.reward_clip)
+    if cfg.missing_eos_penalty:
+        unfinished = torch.tensor([not e.info.get("ended_with_eos", False) for e in episodes])
+        scores = scores - cfg.missing_eos_penalty * unfinished.float()
     return scores
 
 
@@ -186,6 +195,8 @@ class PPOTrainer:
             raise ValueError(f"need lr > 0 and max_new_tokens >= 1 (or None), got {cfg.lr}, {cfg.max_new_tokens}")
         if cfg.lora_r and cfg.train_layers >= 0:
             raise ValueError("give either lora_r or train_layers, not both")
+        if cfg.missing_eos_penalty is not None and not cfg.missing_eos_penalty >= 0:
+            raise ValueError(f"missing_eos_penalty must be >= 0 (or None), got {cfg.missing_eos_penalty}")
         if cfg.eval_every < 0 or cfg.eval_prompts < 1:
             raise ValueError(f"need eval_every >= 0 and eval_prompts >= 1, got {cfg.eval_every}, {cfg.eval_prompts}")
         if cfg.advantage != "gae" and cfg.samples_per_prompt < 2:
@@ -246,6 +257,8 @@ class PPOTrainer:
         self.dist = Dist()  # under `accelerate launch`: one prompt shard per process, averaged gradients
         if cfg.resume:
             self.dir = Path(cfg.resume)
+            for name in ("checkpoint", "final"):  # what killed writes left: complete copies are restored
+                remove_stale(self.dir / name)
             self._load_checkpoint(self.dir / "checkpoint")
         elif self.dist.is_main:
             self.dir = run_dir(cfg.runs, cfg.env, cfg.exp_name, cfg.seed)
@@ -253,8 +266,9 @@ class PPOTrainer:
             self.dir = Path(cfg.runs)  # other processes write nothing
         self.tracker = None
         if self.dist.is_main:
-            save_config(cfg, self.dir / "config.json")
-            self.tracker = Tracker(self.dir, tensorboard=cfg.tensorboard)
+            save_config(cfg, self.dir / "config.json")  # atomic: a kill leaves the old one
+            self.tracker = Tracker(self.dir, tensorboard=cfg.tensorboard,
+                                   resume_step=self.iteration if cfg.resume else None)
 
     # -- checkpoints -----------------------------------------------------------------------
 
@@ -280,8 +294,7 @@ class PPOTrainer:
     def _load_checkpoint(self, path: Path) -> None:
         from safetensors.torch import load_file
 
-        if not is_complete(path):
-            raise FileNotFoundError(f"no complete checkpoint at {path} (was the run interrupted before one?)")
+        require_complete(path, "checkpoint")
         loaded = LMActorCritic.from_pretrained(str(path), tokenizer=self.setup.tokenizer)
         self.policy.load_state_dict(loaded.state_dict())
         state = json.loads((path / "trainer_state.json").read_text())
@@ -570,16 +583,23 @@ def resume_config(cfg: PPOConfig, argv: list[str]) -> PPOConfig:
     may change without changing what the run computes (``--iterations`` to extend it, ``--progress``,
     ``--tensorboard``, ``--checkpoint-every``, ``--eval-every``); each change is logged. A flag left
     out keeps the run's value (an 8-iteration run resumed without ``--iterations`` stays at 8)."""
-    saved = json.loads((Path(cfg.resume) / "config.json").read_text())
+    path = Path(cfg.resume) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume {cfg.resume}: no config.json there (not a textenv PPO run folder)")
+    saved = json.loads(path.read_text())
+    code = {k: saved[k] for k in ("env", "reward") if isinstance(saved.get(k), str) and ":" in saved[k]}
+    if code and not cfg.trust_config_code:
+        raise PermissionError(f"--resume {cfg.resume}: its config.json names code to import ({code}); importing "
+                              "runs that code, so pass --trust-config-code only if you trust this run folder")
     given = {a.split("=", 1)[0][2:].replace("-", "_") for a in argv if a.startswith("--")}
-    allowed = {"iterations", "progress", "tensorboard", "checkpoint_every", "eval_every"}
+    allowed = {"iterations", "progress", "tensorboard", "checkpoint_every", "eval_every", "trust_config_code"}
     changes = {k: getattr(cfg, k) for k in sorted(given & allowed) if saved.get(k) != getattr(cfg, k)}
     for key, value in changes.items():
         logger.info("resume: %s %r -> %r (given on the command line)", key, saved.get(key), value)
     ignored = sorted(given - allowed - {"resume", "preset"})
     if ignored:
         logger.warning("resume: keeping the run's own %s (only %s may change on resume)", ignored, sorted(allowed))
-    return PPOConfig(**{**saved, **changes, "resume": cfg.resume})
+    return PPOConfig(**{**saved, **changes, "resume": cfg.resume, "trust_config_code": cfg.trust_config_code})
 
 
 def main(argv: list[str] | None = None) -> PPOTrainer:

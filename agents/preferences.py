@@ -116,18 +116,29 @@ def rank_candidates(prompts: Sequence[str], candidates: Sequence[Sequence[str]],
 
 
 def _ranked(prompt: str, texts: list[str], scores: list[float], margin: float,
-            rng: np.random.Generator, brevity: float) -> list[Pair]:
-    """Per prompt: best vs worst, second best vs second worst (when the labeler's scores differ by
-    at least ``margin``), and with probability ``brevity`` the best sample over its first third."""
+            rng: np.random.Generator, brevity: float, length_ratio: float = 2 / 3) -> list[Pair]:
+    """Per prompt: the best sample over the worst one of a similar length (the shorter side has at
+    least ``length_ratio`` of the longer one's words) whose labeler score is at least ``margin``
+    lower, then the next best over the next such, and with probability ``brevity`` the best sample
+    over its first third.
+
+    Length-matching is what keeps the pairs from teaching brevity: VADER and ROUGE both score a
+    short neutral text above a long mixed one, so unmatched best-vs-worst pairs made the shorter
+    side the winner in most pairs and PPO on that reward model learned to stop after a word. Length
+    is taught on purpose, by the truncation pairs (longer wins)."""
     seen: dict[str, float] = {}
     for t, s in zip(texts, scores, strict=True):
         if t.strip():
             seen.setdefault(t, s)  # duplicate samples are one candidate
     order = sorted(seen, key=lambda t: -seen[t])
     out = []
-    for j in range(len(order) // 2):
-        hi, lo = order[j], order[-1 - j]
-        if seen[hi] - seen[lo] >= margin:
+    left = list(order)
+    while left:
+        hi = left.pop(0)
+        lo = next((t for t in reversed(left) if seen[hi] - seen[t] >= margin
+                   and length_matched(Pair(prompt, hi, t, "sampled"), length_ratio)), None)
+        if lo is not None:
+            left.remove(lo)
             out.append(Pair(prompt, _spaced(prompt, hi), _spaced(prompt, lo), "sampled"))
     if order and _words(order[0]) >= 6 and rng.random() < brevity:
         out.append(Pair(prompt, _spaced(prompt, order[0]), _spaced(prompt, first_third(order[0])), "truncate"))

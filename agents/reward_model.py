@@ -34,11 +34,11 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 import textenv  # noqa: F401  (registers the envs)
-from agents.checkpoint import atomic_dir
 from agents.config import arg, cli, parse_config, resolve_device, save_config
 from agents.distributed import Dist
 from agents.preferences import Pair, length_matched, make_pairs, sample_pairs, task_setup
 from textenv.devices import Precision, autocast
+from textenv.io import atomic_dir, ensure_replaceable
 from textenv.models import DEFAULT_MODEL, freeze_below, load_tokenizer, smollm2_dir, tiny_model
 
 __all__ = ["PRESETS", "RewardModelConfig", "accuracy_report", "bradley_terry_loss", "load_reward_model", "main",
@@ -222,7 +222,7 @@ def train_reward_model(config: RewardModelConfig, tokenizer: Any = None) -> dict
     _check(config)
     start = time.perf_counter()
     device = resolve_device(config.device)
-    out = Path(config.out or f"runs/reward_model/{config.env}")
+    out = ensure_replaceable(config.out or f"runs/reward_model/{config.env}")
     torch.manual_seed(config.seed)
     if tokenizer is None:
         tokenizer = task_setup(config.env, "train", config.model).tokenizer

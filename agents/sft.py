@@ -33,11 +33,11 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 import textenv  # noqa: F401  (registers the env ids)
-from agents.checkpoint import atomic_dir
 from agents.config import arg, cli, parse_config, resolve_device, save_config
 from agents.distributed import Dist, parameter_checksum
 from textenv.core import TaskSetup
 from textenv.devices import Precision, autocast
+from textenv.io import atomic_dir, ensure_replaceable
 from textenv.models import DEFAULT_MODEL, enable_checkpointing, load_model
 
 __all__ = ["PRESETS", "SFTConfig", "SFTResult", "build_example", "collate", "fit", "main",
@@ -338,7 +338,7 @@ def save_checkpoint(result: SFTResult, config: SFTConfig, out: str | Path) -> Pa
 
 def train_sft(config: SFTConfig, tokenizer: Any = None) -> dict[str, Any]:
     """Train (:func:`fit`), write the checkpoint to ``config.out`` and return the metrics."""
-    out = Path(config.out or Path("runs") / "sft" / config.env)
+    out = ensure_replaceable(config.out or Path("runs") / "sft" / config.env)  # before hours of training
     result = fit(config, tokenizer)
     dist = Dist()
     if dist.is_main:  # identical weights everywhere: one process writes

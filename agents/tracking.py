@@ -10,6 +10,8 @@ import math
 from collections.abc import Mapping
 from pathlib import Path
 
+from textenv.io import atomic_open, remove_stale
+
 __all__ = ["Tracker", "read_metrics", "stage_memory"]
 
 logger = logging.getLogger(__name__)
@@ -18,21 +20,27 @@ logger = logging.getLogger(__name__)
 class Tracker:
     """Appends one row per iteration to ``metrics.csv`` and writes the same scalars to TensorBoard.
 
-    The CSV header grows when a new key appears (rewritten in place), so a resumed run keeps one
-    file. TensorBoard is optional: without the package only the CSV is written.
+    The CSV header grows when a new key appears, so a resumed run keeps one file; every rewrite is
+    atomic (a kill mid-write keeps the previous file). ``resume_step``: the iteration a resumed run
+    continues after; TensorBoard drops what a killed run logged past it (``purge_step``), so the
+    resumed iterations appear once. TensorBoard is optional: without it only the CSV is written.
     """
 
-    def __init__(self, directory: str | Path, tensorboard: bool = True) -> None:
+    def __init__(self, directory: str | Path, tensorboard: bool = True, resume_step: int | None = None) -> None:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.csv_path = self.dir / "metrics.csv"
+        remove_stale(self.csv_path)  # the temp file of a rewrite a kill interrupted
         self.rows = read_metrics(self.csv_path)
+        if resume_step is not None:
+            self.rows = [r for r in self.rows if int(r["iteration"]) <= resume_step]
         self.writer = None
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.writer = SummaryWriter(str(self.dir))
+                purge = None if resume_step is None else resume_step + 1
+                self.writer = SummaryWriter(str(self.dir), purge_step=purge)
             except ImportError:  # pragma: no cover - tensorboard is a dependency, but stay usable
                 logger.warning("tensorboard is not installed; writing metrics.csv only")
 
@@ -41,7 +49,7 @@ class Tracker:
         row = {"iteration": step, **{k: float(v) for k, v in metrics.items()}}
         self.rows.append(row)
         keys = list(dict.fromkeys(k for r in self.rows for k in r))
-        with self.csv_path.open("w", newline="") as f:
+        with atomic_open(self.csv_path) as f:
             w = csv.DictWriter(f, fieldnames=keys)
             w.writeheader()
             w.writerows(self.rows)

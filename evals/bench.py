@@ -35,6 +35,7 @@ import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 
 import textenv  # noqa: E402,F401  (registers the envs)
+from textenv.cli import cli
 from textenv.core import PromptTruncationWarning  # noqa: E402
 from textenv.models import DEFAULT_MODEL, forward_with_cache, load_model  # noqa: E402
 
@@ -364,4 +365,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

@@ -20,6 +20,7 @@ import torch
 import textenv  # noqa: F401
 from agents.policy import LMActorCritic, Sampling
 from agents.rollout import collect
+from textenv.cli import cli
 from textenv.devices import PRECISIONS, autocast, resolve_device
 
 
@@ -137,4 +138,4 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

@@ -19,6 +19,7 @@ import gymnasium as gym
 import numpy as np
 
 import textenv  # noqa: F401
+from textenv.cli import cli
 from textenv.devices import PRECISIONS, resolve_device
 
 ENV = "TextCount-v0"
@@ -119,4 +120,4 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

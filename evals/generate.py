@@ -22,6 +22,7 @@ import torch
 import textenv  # noqa: F401
 from agents.policy import EpisodeBatch, LMActorCritic, Sampling
 from agents.rollout import collect, row_info, row_seed
+from textenv.io import check_output_dir
 from textenv.rewards import Completion
 
 __all__ = ["Decoding", "Generation", "PolicySpec", "batches", "generate", "make_envs", "parse_policy"]
@@ -94,18 +95,18 @@ def make_envs(task: str, model: str, tokenizer: Any, decoding: Decoding, num_env
 
 
 def load_policy(path: str, tokenizer: Any, decoding: Decoding) -> LMActorCritic:
-    """A model policy; a missing or unfinished checkpoint is a clear error naming it."""
+    """A model policy; a missing, unfinished (no ``COMPLETE`` marker, a leftover temporary folder)
+    or mismatched checkpoint is a one-line error naming it, never a believable row."""
     p = Path(path)
     if p.is_absolute() or path.startswith(".") or "/" in path:
-        if not p.is_dir():
-            raise FileNotFoundError(f"checkpoint {path!r} does not exist")
+        check_output_dir(p, "checkpoint")
         if not (p / "config.json").exists() and not (p / "policy.json").exists():
             raise FileNotFoundError(f"{path!r} is not a model checkpoint (no config.json or policy.json)")
     sampling = Sampling(temperature=decoding.temperature, top_p=decoding.top_p)
     try:
         return LMActorCritic.from_pretrained(path, tokenizer=tokenizer, sampling=sampling)
-    except Exception as exc:  # noqa: BLE001 - any load failure is reported with the path
-        raise RuntimeError(f"cannot load checkpoint {path!r}: {type(exc).__name__}: {exc}") from exc
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot load checkpoint {path!r}: {type(exc).__name__}: {exc}") from exc
 
 
 def _record(name: str, task: str, ep, setup) -> Generation:

@@ -28,6 +28,7 @@ from pathlib import Path
 from agents.tracking import stage_memory
 from evals.generate import Decoding, Generation
 from evals.suite import Failure, SuiteConfig, check_config, generate_all, score_generations
+from textenv.cli import cli
 from textenv.devices import PRECISIONS, resolve_device
 
 __all__ = ["SUITES", "main"]
@@ -220,14 +221,15 @@ def main(argv: list[str] | None = None) -> int:
 
     info = collect_run_info(suite=args.name or args.suite, seeds=[cfg.seed], model=cfg.model,
                             decoding=vars(cfg.decoding), limit=cfg.limit, budgets=suite.budgets,
-                            notes=reward_model_notes(cfg.reward_models))
+                            notes=reward_model_notes(cfg.reward_models)
+                            + [f"not evaluated: policy {f.policy} on {f.task} ({f.message})" for f in failures])
     paths = write_leaderboard(df, args.out, args.name or args.suite, info)
     secs = time.perf_counter() - start
     print(f"wrote {', '.join(str(p) for p in paths.values())} in {secs:.0f} s")
     for f in failures:
         print(f"failed: policy {f.policy!r} on {f.task}: {f.message}", file=sys.stderr)
-    return 0
+    return 1 if failures else 0  # the table (its header names what is missing) is written either way
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli(main)

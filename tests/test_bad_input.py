@@ -119,3 +119,81 @@ def test_bad_constructor_arguments():
         gym.make("TextCount-v0", model="tiny", prompt_template="no placeholder")
     with pytest.raises(ValueError, match="max_new_tokens"):
         gym.make("TextCount-v0", model="tiny", max_new_tokens=-3)
+
+
+@pytest.mark.parametrize("template,match", [
+    ("{{text}}", "escaped braces"),
+    ("{text} {other}", "KeyError"),
+    ("{0} {text}", "IndexError"),
+    ("{text", "ValueError"),
+    (None, None),  # None is the task's own template
+])
+def test_prompt_templates_are_checked_by_formatting_a_sample(template, match):
+    if match is None:
+        gym.make("TextCount-v0", model="tiny", prompt_template=template)
+        return
+    with pytest.raises(ValueError, match=match):
+        gym.make("TextCount-v0", model="tiny", prompt_template=template)
+
+
+@pytest.mark.parametrize("kwargs", [{"max_new_tokens": 0}, {"max_prompt_tokens": 0}, {"max_new_tokens": 2.5},
+                                    {"max_new_tokens": True}, {"max_prompt_tokens": "8"}])
+def test_token_budgets_must_be_integers_of_at_least_one(kwargs):
+    with pytest.raises(ValueError, match="must be an integer >= 1"):
+        gym.make("TextCount-v0", model="tiny", **kwargs)
+    with pytest.raises(ValueError, match="must be an integer >= 1"):
+        gym.make_vec("TextCount-v0", num_envs=2, model="tiny", **kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [{"target_pairs": 0}, {"shown": -1}, {"start_max": 1.5},
+                                    {"sizes": {"test": -1}}, {"sizes": {"tset": 5}}])
+def test_task_keywords_are_checked_at_construction(kwargs):
+    with pytest.raises(ValueError, match="must be an integer >= [01]|unknown splits"):
+        gym.make("TextCount-v0", model="tiny", **kwargs)
+
+
+@pytest.mark.parametrize("returned", ["7", ["0.5"], {0: 0.9}, [True], [None], [[0.5]], "0.5"])
+def test_a_reward_must_return_real_numbers_not_coercible_things(returned):
+    def sloppy(completions):
+        return returned if not isinstance(returned, list) else returned * len(completions)
+
+    env = gym.make("TextCount-v0", model="tiny", reward=sloppy, max_new_tokens=1)
+    env.reset(seed=0)
+    with pytest.raises(RewardError, match="sloppy"):
+        env.step(5)
+
+
+def test_numpy_and_torch_scores_are_real_numbers():
+    import torch
+
+    for returned in (np.array([0.5]), torch.tensor([0.5]), [np.float32(0.5)], (1,)):
+        env = gym.make("TextCount-v0", model="tiny", reward=lambda c, r=returned: r, max_new_tokens=1)
+        env.reset(seed=0)
+        _, reward, *_ = env.step(5)
+        assert reward == float(returned[0])
+
+
+def test_a_dense_reward_difference_that_overflows_is_refused_and_changes_nothing():
+    scores = iter([1e308, -1e308, 0.5])
+
+    def huge(completions):
+        return [next(scores) for _ in completions]
+
+    for vector in (False, True):
+        scores = iter([1e308, -1e308, 0.5])
+        if vector:
+            env = gym.make_vec("TextCount-v0", num_envs=1, model="tiny", reward=huge, dense_reward=True)
+            env.reset(seed=0)
+            env.step(np.array([5]))
+            with pytest.raises(RewardError, match="not finite"):
+                env.step(np.array([6]))
+            _, reward, *_ = env.step(np.array([6]))  # the failed step was not applied
+            assert reward[0] == 0.5 - 1e308
+        else:
+            env = gym.make("TextCount-v0", model="tiny", reward=huge, dense_reward=True)
+            env.reset(seed=0)
+            env.step(5)
+            with pytest.raises(RewardError, match="not finite"):
+                env.step(6)
+            _, reward, *_ = env.step(6)
+            assert reward == 0.5 - 1e308

@@ -32,3 +32,47 @@ def test_bad_ppo_flags_are_one_line_errors_and_write_nothing(tmp_path, args, fla
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and flag in lines[0] and "Traceback" not in proc.stderr
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def _one_line_error(proc, flag):
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and flag in lines[0] and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("module, args, flag", [
+    ("agents.sft", ["--model", "tiny", "--env", "TextCount-v0", "--epochs", "0"], "epochs"),
+    ("agents.sft", ["--model", "/nonexistent", "--env", "TextCount-v0"], "/nonexistent"),
+    ("agents.reward_model", ["--model", "tiny", "--env", "TextCount-v0", "--epochs", "0"], "epochs"),
+    ("agents.ppo", ["--preset", "tiny", "--device", "cuda"], "cuda"),
+    ("agents.ppo", ["--preset", "tiny", "--model", "/nonexistent"], "/nonexistent"),
+    ("agents.ppo", ["--preset", "tiny", "--max-new-tokens", "0"], "max_new_tokens"),
+    ("agents.ppo", ["--preset", "tiny", "--exp-name", "/../../x"], "plain name"),
+    ("evals.run", ["--model", "tiny", "--only", "--policy", "random", "--reward-model", "bad"], "TASK=PATH"),
+    ("textenv", ["--env", "TextCount-v0", "--model", "tiny", "--max-new-tokens", "0"], "max_new_tokens"),
+])
+def test_bad_input_to_every_cli_is_one_line_and_writes_nothing(tmp_path, module, args, flag):
+    out = ["--out", str(tmp_path / "out")] if module != "agents.ppo" and module != "textenv" else []
+    runs = ["--runs", str(tmp_path / "runs")] if module == "agents.ppo" else []
+    proc = subprocess.run([sys.executable, "-m", module, *args, *out, *runs], capture_output=True, text=True,
+                          timeout=180, cwd=tmp_path)
+    _one_line_error(proc, flag)
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # nothing written anywhere
+
+
+@pytest.mark.parametrize("module, args", [
+    ("agents.sft", ["--model", "tiny", "--env", "TextCount-v0"]),
+    ("agents.reward_model", ["--model", "tiny", "--env", "TextCount-v0"]),
+    ("agents.pipeline", ["--model", "tiny", "--task", "TextCount-v0"]),
+])
+def test_out_never_replaces_or_fills_a_folder_of_the_users(tmp_path, module, args):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    if module != "agents.pipeline":
+        (mine / "data").mkdir()  # the folder itself is the checkpoint target
+    proc = subprocess.run([sys.executable, "-m", module, *args, "--out", str(mine)], capture_output=True, text=True,
+                          timeout=180)
+    _one_line_error(proc, "not a")
+    assert sorted(p.name for p in mine.rglob("*")) == (["notes.txt"] if module == "agents.pipeline"
+                                                         else ["data", "notes.txt"])

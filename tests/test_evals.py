@@ -61,6 +61,43 @@ def test_missing_and_corrupt_checkpoints_are_named_and_the_rest_is_computed(tmp_
     assert "corrupt" in messages["bad"]
 
 
+def test_checkpoints_are_checked_for_what_they_hold_not_only_their_format(tmp_path):
+    import json
+
+    from safetensors.torch import save_file
+
+    from agents.policy import LMActorCritic
+    from textenv.io import atomic_dir
+
+    env = gym.make("TextCount-v0", model="tiny")
+    good = LMActorCritic.from_pretrained("tiny", tokenizer=env.unwrapped.tokenizer)
+    dirs = {}
+    for name in ("wrong_tensors", "fewer_layers", "no_value_head", "good"):
+        with atomic_dir(tmp_path / name) as tmp:
+            good.save_pretrained(tmp)
+        dirs[name] = tmp_path / name
+    save_file({"nothing.weight": torch.zeros(2)}, dirs["wrong_tensors"] / "model.safetensors")
+    config = json.loads((dirs["fewer_layers"] / "config.json").read_text())
+    (dirs["fewer_layers"] / "config.json").write_text(json.dumps({**config, "n_layer": config["n_layer"] - 1}))
+    (dirs["no_value_head"] / "value_head.safetensors").unlink()
+    leftover = tmp_path / ".checkpoint.tmp-abc123"
+    leftover.mkdir()
+    good.save_pretrained(leftover)  # complete files, but the write never finished: no COMPLETE marker
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    good.save_pretrained(unfinished)
+    failures = []
+    policies = tuple(f"{k}={v}" for k, v in {**dirs, "leftover": leftover, "unfinished": unfinished}.items())
+    df = evaluate_suite(_cfg(policies=policies), failures=failures)
+    assert set(df.policy) == {"good"}
+    messages = {f.policy: f.message for f in failures}
+    assert "do not match its config.json" in messages["wrong_tensors"] and "missing" in messages["wrong_tensors"]
+    assert "unexpected" in messages["fewer_layers"]
+    assert "no value_head.safetensors" in messages["no_value_head"]
+    assert "temporary folder of an interrupted write" in messages["leftover"]
+    assert "no COMPLETE marker" in messages["unfinished"]
+
+
 def test_empty_split_is_reported_and_other_tasks_still_run():
     gym.register(id="TextCountEmptyTest-v0", entry_point="textenv.env:TextEnv",
                  vector_entry_point="textenv.vector:TextVectorEnv",

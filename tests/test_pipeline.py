@@ -5,9 +5,9 @@ import sys
 
 import pytest
 
-from agents.checkpoint import is_complete
 from agents.pipeline import PipelineConfig, run_pipeline
 from agents.policy import LMActorCritic
+from textenv.io import is_complete
 
 
 @pytest.mark.slow

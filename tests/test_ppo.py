@@ -188,3 +188,50 @@ def test_resume_keeps_the_runs_own_budget_unless_given(tmp_path, caplog):
                                  ["--resume", str(run), "--iterations=40", "--lr", "1.0"])
     assert extended.iterations == 40 and extended.lr == 3e-3  # the budget may change; the algorithm may not
     assert "iterations 8 -> 40" in caplog.text and "keeping the run's own ['lr']" in caplog.text
+
+
+def test_missing_eos_penalty_lowers_only_the_episodes_cut_by_the_budget():
+    from agents.ppo import _task_scores
+    from agents.rollout import Episode
+
+    eps = [Episode(index=0, prompt_ids=np.zeros(1), rewards=[0.0, 0.5], info={"ended_with_eos": True}),
+           Episode(index=1, prompt_ids=np.zeros(1), rewards=[0.0, 0.5], info={"ended_with_eos": False})]
+    assert _task_scores(eps, _cfg("unused")).tolist() == [0.5, 0.5]
+    assert _task_scores(eps, _cfg("unused", missing_eos_penalty=0.25)).tolist() == [0.5, 0.25]
+    with pytest.raises(ValueError, match="missing_eos_penalty"):
+        PPOTrainer(_cfg("unused", missing_eos_penalty=-1.0))
+
+
+def test_resume_does_not_import_code_named_by_a_run_folder_unless_trusted(tmp_path, monkeypatch):
+    import json
+
+    from agents.ppo import resume_config
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "evil.py").write_text("raise SystemExit('imported!')\n")
+    monkeypatch.syspath_prepend(str(run))  # `python -m` from inside the folder puts it on sys.path
+    (run / "config.json").write_text(json.dumps(dataclasses.asdict(_cfg(tmp_path, reward="evil:fn"))))
+    cli = PPOConfig(resume=str(run))
+    with pytest.raises(PermissionError, match="--trust-config-code"):
+        resume_config(cli, ["--resume", str(run)])
+    trusted = resume_config(dataclasses.replace(cli, trust_config_code=True),
+                            ["--resume", str(run), "--trust-config-code"])
+    assert trusted.reward == "evil:fn" and trusted.trust_config_code
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        resume_config(PPOConfig(resume=str(tmp_path)), ["--resume", str(tmp_path)])
+
+
+def test_resume_restores_a_checkpoint_a_kill_left_between_renames_and_removes_temp_folders(tmp_path):
+    import os
+
+    trainer = PPOTrainer(_cfg(tmp_path, iterations=1))
+    trainer.train()
+    ckpt = trainer.dir / "checkpoint"
+    stale = trainer.dir / ".checkpoint.tmp-killed"
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"half")
+    os.replace(ckpt, trainer.dir / f".checkpoint.old-{os.getpid()}")  # the kill point: old out, new not in
+    resumed = PPOTrainer(_cfg(tmp_path, iterations=2, resume=str(trainer.dir)))
+    assert resumed.iteration == 1 and ckpt.is_dir()
+    assert sorted(p.name for p in trainer.dir.iterdir() if p.name.startswith(".")) == []

@@ -74,6 +74,8 @@ def test_sentiment_pairs_share_the_prompt_and_agree_with_vader():
     vader = Vader().polarity
     sentiment = [p for p in pairs if p.kind == "sentiment"]
     assert sentiment and all(a - b >= 0.5 for a, b in (vader([p.chosen, p.rejected]) for p in sentiment))
+    # length-matched: a reward model must not learn that the shorter rest is the positive one
+    assert all(abs(len(p.chosen.split()) - len(p.rejected.split())) <= 1 for p in sentiment)
     assert pairs == make_pairs("TextSentiment-v0", "validation", "tiny", limit=30, seed=0)
 
 
@@ -92,6 +94,19 @@ def test_sampled_pairs_are_ranked_by_the_task_reward():
         assert good - bad >= 0.1 - 1e-9
     assert pairs == sample_pairs("TextCount-v0", "validation", "tiny", setup.tokenizer, prompts=12, samples=4,
                                  margin=0.1, max_new_tokens=12, seed=0)
+
+
+def test_sampled_pairs_are_length_matched_so_brevity_does_not_win():
+    import numpy as np
+
+    from agents.preferences import _ranked
+
+    texts = ["ok", "a fine long sentence with many good words here", "a bad long sentence with many poor words here",
+             "a long sentence with many plain words in it"]
+    scores = [0.5, 0.9, -0.8, 0.0]  # the short neutral text beats the long plain one, as VADER would say
+    pairs = _ranked("p", texts, scores, margin=0.1, rng=np.random.default_rng(0), brevity=0.0)
+    # best vs worst of a similar length; "ok" over the long plain text would teach brevity: not a pair
+    assert [(p.chosen.strip(), p.rejected.strip()) for p in pairs] == [(texts[1], texts[2])]
 
 
 def test_accuracy_report_by_kind_and_length():

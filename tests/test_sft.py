@@ -11,9 +11,9 @@ import sys
 import pytest
 import torch
 
-from agents.checkpoint import is_complete
 from agents.sft import IGNORE, SFTConfig, build_example, collate, fit, save_checkpoint, train_sft
 from textenv.core import TaskSetup
+from textenv.io import is_complete
 from textenv.models import load_model
 
 CONFIG = SFTConfig(env="TextCount-v0", model="tiny", epochs=1, max_steps=20, batch_size=16, lr=5e-3,

@@ -11,6 +11,7 @@ import gymnasium as gym
 import numpy as np
 
 import textenv
+from textenv.cli import cli
 from textenv.models import DEFAULT_MODEL, forward_with_cache
 
 
@@ -72,4 +73,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

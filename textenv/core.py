@@ -18,7 +18,7 @@ import numpy as np
 from gymnasium import spaces
 
 from textenv.models import DEFAULT_MODEL, load_tokenizer
-from textenv.rewards import Completion, resolve, score
+from textenv.rewards import Completion, RewardError, resolve, score
 from textenv.tasks import Example, Task, resolve_task
 
 __all__ = ["PromptTruncationWarning", "TaskSetup", "EncodedPrompt"]
@@ -66,16 +66,9 @@ class TaskSetup:
         self.examples: list[Example] = self.task.load(split)
         if not self.examples:
             raise ValueError(f"task {self.task.name!r} has no examples in split {split!r}")
-        self.template = prompt_template if prompt_template is not None else self.task.template
-        if "{text}" not in self.template:
-            raise ValueError(f"prompt_template must contain '{{text}}', got {self.template!r}")
-        self.max_prompt_tokens = int(max_prompt_tokens or self.task.max_prompt_tokens)
-        self.max_new_tokens = int(max_new_tokens or self.task.max_new_tokens)
-        if self.max_prompt_tokens < 1 or self.max_new_tokens < 1:
-            raise ValueError(
-                f"max_prompt_tokens and max_new_tokens must be >= 1, got "
-                f"{self.max_prompt_tokens} and {self.max_new_tokens}"
-            )
+        self.template = check_template(prompt_template if prompt_template is not None else self.task.template)
+        self.max_prompt_tokens = _budget("max_prompt_tokens", max_prompt_tokens, self.task.max_prompt_tokens)
+        self.max_new_tokens = _budget("max_new_tokens", max_new_tokens, self.task.max_new_tokens)
         if tokenizer is None:
             if model == "tiny":
                 tokenizer = _tiny_tokenizer(self._tiny_corpus())
@@ -214,3 +207,38 @@ def check_action(action: Any, vocab_size: int) -> int:
     if not 0 <= action < vocab_size:
         raise ValueError(f"action {action} is out of range: token ids are in [0, {vocab_size})")
     return int(action)
+
+
+def _budget(name: str, value: Any, default: int) -> int:
+    """A token budget: ``None`` means the task's default; anything else must be an integer >= 1 (``0``
+    does not quietly mean "the default", and ``2.5`` is not rounded)."""
+    value = default if value is None else value
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1 (or None for the task's default), got {value!r}")
+    return int(value)
+
+
+def check_template(template: Any) -> str:
+    """``template`` if formatting a sample prompt with it works and shows the prompt text: ``"{{text}}"``
+    (a literal ``{text}``) and unknown fields (``"{text} {other}"``) are refused, naming the problem."""
+    if not isinstance(template, str):
+        raise ValueError(f"prompt_template must be a string containing '{{text}}', got {template!r}")
+    sample = "\x00sample prompt\x00"
+    try:
+        formatted = template.format(text=sample)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValueError(f"prompt_template {template!r} cannot be formatted with only 'text': "
+                         f"{type(exc).__name__}: {exc}") from None
+    if sample not in formatted:
+        raise ValueError(f"prompt_template must contain the field '{{text}}' (escaped braces do not count), "
+                         f"got {template!r}")
+    return template
+
+
+def check_dense(rewards: Any) -> None:
+    """A dense reward is the difference of two finite totals, which can still overflow (``1e308 -
+    -1e308``): refuse it like any non-finite score, before the env commits the step."""
+    values = np.asarray(rewards, dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise RewardError(f"the reward's step difference is not finite ({values[~np.isfinite(values)][0]}); "
+                          "scores this large cannot be differenced: rescale the reward")

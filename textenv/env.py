@@ -8,7 +8,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from textenv.core import TaskSetup, check_action
+from textenv.core import TaskSetup, check_action, check_dense
 from textenv.models import DEFAULT_MODEL
 from textenv.tasks import Task
 
@@ -150,6 +150,7 @@ class TextEnv(gym.Env[dict[str, np.ndarray], int]):
             c = self.setup.completion(self._index, generated, ended_with_eos=terminated)
             totals, parts = self.setup.score([c])
             reward = totals[0] - self._potential if self.dense_reward else totals[0]
+            check_dense([reward])
             if done:
                 info = self.setup.final_info(self._index, c, totals[0], {k: v[0] for k, v in parts.items()})
             self._potential = totals[0]

@@ -19,15 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from textenv.cache import cache_dir, package_dir
+from textenv.io import atomic_dir, check_output_dir
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -38,6 +36,7 @@ __all__ = [
     "checkpointed",
     "enable_checkpointing",
     "freeze_below",
+    "load_checked",
     "load_model",
     "load_tokenizer",
     "smollm2_dir",
@@ -151,16 +150,9 @@ def smollm2_dir() -> Path:
     model = type(loaded)(config)
     model.load_state_dict(loaded.state_dict())
     model.generation_config = loaded.generation_config
-    tmp = Path(tempfile.mkdtemp(prefix=".smollm2-", dir=target.parent))
-    try:
+    with atomic_dir(target, own=True) as tmp:  # the old cache stays until the new one is whole
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     logger.info("converted in %.1f s", time.perf_counter() - start)
     return target
 
@@ -222,13 +214,37 @@ def load_model(
     from transformers import AutoModelForCausalLM
 
     path = _resolve_dir(name)
+    if Path(path).exists():
+        check_output_dir(path, "model")
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=False)
+        model = load_checked(AutoModelForCausalLM, path)
     except (OSError, ValueError) as exc:
         if Path(path).exists():
             raise
         raise _hub_error(name, exc) from exc
     return tokenizer, model.eval()
+
+
+def load_checked(auto_class, path: str | Path, **kwargs):
+    """``auto_class.from_pretrained(path)`` that refuses weights not matching the folder's config:
+    a missing, unexpected or wrongly shaped tensor is a one-line error naming the folder, never a
+    model with randomly initialised layers that evaluates (or resumes training) as if it were real."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # our one line below replaces transformers' table of keys
+    try:
+        model, info = auto_class.from_pretrained(path, trust_remote_code=False, output_loading_info=True, **kwargs)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    problems = []
+    for key in ("missing_keys", "unexpected_keys", "mismatched_keys"):
+        names = sorted(str(k if isinstance(k, str) else k[0]) for k in (info.get(key) or ()))
+        if names:
+            problems.append(f"{len(names)} {key.replace('_keys', '')} (e.g. {names[0]})")
+    if problems:
+        raise ValueError(f"weights in {path} do not match its config.json: {', '.join(problems)}")
+    return model
 
 
 def freeze_below(model, train_layers: int) -> None:

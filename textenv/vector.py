@@ -21,7 +21,7 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from textenv.core import TaskSetup
+from textenv.core import TaskSetup, check_dense
 from textenv.models import DEFAULT_MODEL
 from textenv.tasks import Task
 
@@ -175,7 +175,9 @@ class TextVectorEnv(VectorEnv):
                 completions.append(setup.completion(int(self._index[i]), gen, ended_with_eos=bool(eos[i])))
             totals, parts = setup.score(completions)
             totals_arr = np.asarray(totals)
-            rewards[scored] = totals_arr - self._potential[scored] if self.dense_reward else totals_arr
+            with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused just below
+                rewards[scored] = totals_arr - self._potential[scored] if self.dense_reward else totals_arr
+            check_dense(rewards[scored])
             self._potential[scored] = totals_arr
         cols = setup.max_prompt_tokens + self._n_gen
         w = np.flatnonzero(writes)

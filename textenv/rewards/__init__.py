@@ -15,7 +15,7 @@ import numbers
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from textenv.rewards.base import Completion, Reward, RewardError, reward_name, score
+from textenv.rewards.base import Completion, Reward, RewardError, reward_name, score, to_scores
 
 __all__ = [
     "REWARDS",
@@ -131,7 +131,7 @@ class Combined:
         out: dict[str, list[float]] = {}
         for part, reward, _ in self.rewards:
             try:
-                values = [float(v) for v in reward(completions)]
+                values = to_scores(reward(completions))
             except RewardError:
                 raise
             except Exception as exc:  # noqa: BLE001 - re-raised naming the part that failed

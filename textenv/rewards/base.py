@@ -6,19 +6,23 @@ call. A reward that has named parts (``combine`` builds one) also exposes ``part
 dict[str, list[float]]``; the env reports those parts in ``info`` and agents log them as
 ``rewards/<name>/mean``.
 
-``score`` is the one place that calls a reward: it checks the result (length, finite floats) and
-turns any failure into a :class:`RewardError` naming the reward, so a bad reward never leaves an
-env half-stepped.
+``score`` is the one place that calls a reward: it checks the result (length, finite real
+numbers) and turns any failure into a :class:`RewardError` naming the reward, so a bad reward never
+leaves an env half-stepped. A score is a real number: a Python ``int`` or ``float``, a NumPy number
+or a 0-d array/tensor holding one. Strings (``"7"``), booleans, ``None`` and containers are refused,
+not coerced, and so is a result that is not a sequence (a dict, a string, a set): ``float("7")``
+would make a bug look like a reward.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["Completion", "Reward", "RewardError", "reward_name", "score"]
+__all__ = ["Completion", "Reward", "RewardError", "reward_name", "score", "to_scores"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,24 @@ def reward_name(reward: Callable[..., Any]) -> str:
     return getattr(reward, "__name__", None) or type(reward).__name__
 
 
+def _real(x: Any) -> float:
+    if getattr(x, "ndim", None) == 0 and hasattr(x, "item"):  # a 0-d NumPy array or torch tensor
+        x = x.item()
+    if isinstance(x, bool) or type(x).__name__ == "bool_" or not isinstance(x, numbers.Real):
+        raise TypeError(f"a score must be a real number, got {type(x).__name__} {x!r}")
+    return float(x)
+
+
+def to_scores(values: Any, name: str = "reward") -> list[float]:
+    """``values`` (what a reward returned) as a list of floats, or a :class:`TypeError` saying why
+    not: it must be a list, tuple, 1-d array or tensor of real numbers (see the module docstring)."""
+    if isinstance(values, (str, bytes, Mapping, set, frozenset)) or not hasattr(values, "__iter__"):
+        raise TypeError(f"{name} must return a sequence of numbers, got {type(values).__name__}")
+    if getattr(values, "ndim", 1) != 1:
+        raise TypeError(f"{name} must return a 1-d sequence of numbers, got shape {tuple(values.shape)}")
+    return [_real(x) for x in values]
+
+
 def score(
     reward: Callable[[Sequence[Completion]], Sequence[float]],
     completions: Sequence[Completion],
@@ -77,12 +99,15 @@ def score(
         return [], {}
     try:
         if hasattr(reward, "parts"):
-            parts = {k: [float(x) for x in v] for k, v in reward.parts(completions).items()}
-            totals = [float(x) for x in reward.total(parts)] if hasattr(reward, "total") else None
+            raw = reward.parts(completions)
+            if not isinstance(raw, Mapping):
+                raise TypeError(f"parts() must return a dict of score lists, got {type(raw).__name__}")
+            parts = {k: to_scores(v, f"part {k!r}") for k, v in raw.items()}
+            totals = to_scores(reward.total(parts)) if hasattr(reward, "total") else None
             if totals is None:
-                totals = [float(x) for x in reward(completions)]
+                totals = to_scores(reward(completions))
         else:
-            totals = [float(x) for x in reward(completions)]
+            totals = to_scores(reward(completions))
             parts = {name: totals}
     except RewardError:
         raise

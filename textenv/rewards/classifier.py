@@ -58,9 +58,10 @@ class SequenceClassifier:
         max_length: int | None = None,
         text_only: bool = False,
     ) -> None:
-        path = Path(path)
-        if not path.is_dir():
-            raise FileNotFoundError(f"no sequence-classifier model directory at {str(path)!r}")
+        from textenv.io import check_output_dir
+        from textenv.models import load_checked
+
+        path = check_output_dir(path, "sequence-classifier model directory")
         if max_length is None:
             max_length = _trained_max_length(path)
         if batch_size < 1:
@@ -78,9 +79,7 @@ class SequenceClassifier:
         # depend on which other texts share the batch (left padding shifts absolute position
         # embeddings such as GPT-2's; the head still reads the last non-pad token either way).
         self.tokenizer.padding_side = "right"
-        self.model = AutoModelForSequenceClassification.from_pretrained(
-            path, trust_remote_code=False
-        )
+        self.model = load_checked(AutoModelForSequenceClassification, path)
         self.model.to(device).eval()
         if self.tokenizer.pad_token is None:
             if self.tokenizer.eos_token is None:

