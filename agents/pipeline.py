@@ -31,7 +31,7 @@ from agents import ppo, reward_model, sft
 from agents.config import arg, cli, parse_config
 from agents.tracking import stage_memory
 from textenv.devices import Precision
-from textenv.io import atomic_dir, ensure_replaceable, is_complete
+from textenv.io import atomic_dir, ensure_replaceable, is_complete, remove_stale
 
 __all__ = ["PipelineConfig", "main", "run_pipeline"]
 
@@ -76,16 +76,18 @@ _ENV_KWARGS = {"split", "model", "tokenizer", "reward", "max_prompt_tokens", "ma
                "chat_template", "dense_reward", "render_mode"}
 
 
-def _ppo_presets(preset: str, env_id: str) -> ppo.PPOConfig:
-    """The PPO preset for a task: the task-specific one when there is one (``quick-<task>``)."""
+def _ppo_presets(preset: str, env_id: str, reward: str = "task") -> ppo.PPOConfig:
+    """The PPO preset for a task: ``<preset>-<task>-rm`` for PPO on the reward model when there is
+    one, else the task-specific ``<preset>-<task>``, else ``<preset>``."""
     name = env_id.removeprefix("Text").split("-")[0].lower()
-    return ppo.PRESETS.get(f"{preset}-{name}", ppo.PRESETS[preset])
+    names = ([f"{preset}-{name}-rm"] if reward == "rm" else []) + [f"{preset}-{name}", preset]
+    return ppo.PRESETS[next(n for n in names if n in ppo.PRESETS)]
 
 
 def _run_ppo(cfg: PipelineConfig, dirs: dict[str, Path], reward: str) -> dict[str, Any]:
     pcfg = dataclasses.replace(
-        _ppo_presets(cfg.preset, cfg.task), env=cfg.task, model=str(dirs["sft"]), seed=cfg.seed, device=cfg.device,
-        precision=cfg.precision, runs=str(dirs["ppo_runs"]), exp_name=f"pipeline-{reward}",
+        _ppo_presets(cfg.preset, cfg.task, reward), env=cfg.task, model=str(dirs["sft"]), seed=cfg.seed,
+        device=cfg.device, precision=cfg.precision, runs=str(dirs["ppo_runs"]), exp_name=f"pipeline-{reward}",
         reward_model=str(dirs["reward_model"]) if reward == "rm" else None,
     )
     if cfg.ppo_iterations is not None:
@@ -123,6 +125,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     _check_root(dirs)
     for stage in ("sft", "reward_model", "ppo_task", "ppo_rm"):  # a user's folder is refused before any work
         ensure_replaceable(dirs[stage])
+        remove_stale(dirs[stage], older_than=3600)  # temp folders of killed stages (~0.5 GB each)
     report: dict[str, Any] = {k: str(v) for k, v in dirs.items()}
     stage_memory()  # each stage's peak memory from here on is its own
     clock = time.perf_counter()

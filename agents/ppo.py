@@ -61,7 +61,8 @@ class PPOConfig:
     seed: int = arg(0, "seed of prompts, sampling and initialisation")
     device: str = arg("auto", "'auto' (CUDA when present), 'cpu', 'cuda', ...")
     precision: Precision = arg("auto", "'auto' (bf16 autocast on CUDA, fp32 elsewhere), 'fp32' or 'bf16' (any device)")
-    reward: str | None = arg(None, "reward name or 'pkg.mod:fn' instead of the task's default")
+    reward: str | None = arg(None, "reward name or 'pkg.mod:fn' (imports and runs that module) instead of the "
+                                   "task's default")
     reward_model: str | None = arg(None, "reward-model checkpoint directory: its score is the reward")
     iterations: int = arg(20, "number of rollout+update iterations")
     prompts_per_iter: int = arg(8, "distinct prompts per iteration")
@@ -126,16 +127,18 @@ PRESETS: dict[str, PPOConfig] = {
                        lr=2e-5, kl_coef=0.05, kl_target=None, checkpoint_every=4),
     # What `make run` trains (agents.pipeline picks "quick-<task>" when it exists), on 2 CPU cores:
     # only the top blocks train (the backward pass stops there); held-out evaluation at the start
-    # and the end. Measured from the base model, sentiment's held-out VADER went 0.41 -> 0.82 in
-    # these 16 iterations (5 min). Summaries: RLOO (4 samples per prompt, the others' mean as the
-    # baseline) because ROUGE-L differs more between prompts than between samples of one prompt;
-    # validation ROUGE-L (32 prompts) 0.113 -> 0.132 from the quick SFT model in 10 such iterations.
+    # and the end. Sentiment: VADER grows with every positive word, so without a cost for hitting
+    # the budget PPO fills all 32 tokens (28 words against the base's 17); a missing-EOS penalty
+    # of 0.15 keeps it ending on its own (held-out, from the quick SFT model, 32 prompts: VADER
+    # 0.24 -> 0.66, 23 -> 20 tokens; 0.5 overshoots: 9 tokens). Summaries: RLOO (4 samples per
+    # prompt, the others' mean as the baseline) because ROUGE-L differs more between prompts than
+    # between samples of one prompt.
     "quick-sentiment": PPOConfig(iterations=16, prompts_per_iter=16, max_new_tokens=32, epochs=2, minibatch_size=8,
                                  lr=3e-4, train_layers=8, kl_coef=0.02, kl_target=None, checkpoint_every=16,
-                                 eval_every=16, eval_prompts=32),
-    "quick-summarize": PPOConfig(iterations=10, prompts_per_iter=4, samples_per_prompt=4, advantage="rloo",
-                                 max_new_tokens=32, epochs=2, minibatch_size=8, lr=1e-4, train_layers=6,
-                                 kl_coef=0.05, kl_target=None, checkpoint_every=10, eval_every=10, eval_prompts=16),
+                                 eval_every=16, eval_prompts=32, missing_eos_penalty=0.15),
+    "quick-summarize": PPOConfig(iterations=14, prompts_per_iter=4, samples_per_prompt=4, advantage="rloo",
+                                 max_new_tokens=32, epochs=2, minibatch_size=8, lr=1.5e-4, train_layers=6,
+                                 kl_coef=0.05, kl_target=None, checkpoint_every=14, eval_every=14, eval_prompts=16),
     # The tiny model on the synthetic task: reward ~0.2 -> ~1.0 in 80 iterations, ~15 s on 2 CPU cores.
     "tiny": PPOConfig(env="TextCount-v0", model="tiny", iterations=80, prompts_per_iter=16, max_new_tokens=12,
                       epochs=4, minibatch_size=8, lr=3e-3, kl_coef=0.001, kl_target=None, checkpoint_every=10),
@@ -154,6 +157,13 @@ PRESETS: dict[str, PPOConfig] = {
     "default": PPOConfig(iterations=200, prompts_per_iter=64, epochs=4, minibatch_size=16, lr=1e-5,
                          checkpoint_every=20),
 }
+# On a learned reward model ("<preset>-<task>-rm", what agents.pipeline trains with --ppo-reward rm):
+# a 10x stronger KL penalty. A reward model scores a wider range than VADER or ROUGE and is
+# hackable: with the task presets' 0.02, sentiment PPO on the quick reward model reached a held-out
+# KL of 29 nats per episode in 16 iterations (text turned to hashtags) while its VADER stayed at base.
+PRESETS["quick-sentiment-rm"] = dataclasses.replace(PRESETS["quick-sentiment"], kl_coef=0.2)
+PRESETS["quick-summarize-rm"] = dataclasses.replace(PRESETS["quick-summarize"], kl_coef=0.2, iterations=10,
+                                                    checkpoint_every=10, eval_every=10)
 
 
 def _task_scores(episodes: list[Episode], cfg: PPOConfig) -> torch.Tensor:

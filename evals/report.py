@@ -10,12 +10,11 @@ that a crashed or failed run never leaves a half-updated leaderboard (:func:`wri
 
 from __future__ import annotations
 
-import contextlib
+import io
 import math
 import os
 import platform
 import subprocess
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -24,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from textenv.io import atomic_write
 
 COLUMNS = ["policy", "task", "metric", "value", "ci_low", "ci_high", "n", "higher_is_better"]
 _STR_COLUMNS = ("policy", "task", "metric")
@@ -345,12 +346,11 @@ def write_leaderboard(df: pd.DataFrame, directory: str | os.PathLike[str], suite
                       info: RunInfo) -> dict[str, Path]:
     """Write ``<suite>.csv``, ``.md`` and ``.png`` into ``directory``, all or nothing.
 
-    All three are rendered into temp files in the same directory (same filesystem, so
-    ``os.replace`` is atomic) and moved into place only once every render succeeded; on any
-    failure the previous leaderboard is untouched and the temp files are removed. Leaderboards
-    are committed and read by other tools, so a CSV that disagrees with its Markdown is worse
-    than a stale pair. Each replace is atomic; only a failure between replaces (not renders)
-    could mix old and new files.
+    All three are rendered in memory first and written only once every render succeeded, each by
+    :func:`textenv.io.atomic_write` (temp file, fsync, rename): on a failed render the previous
+    leaderboard is untouched. Leaderboards are committed and read by other tools, so a CSV that
+    disagrees with its Markdown is worse than a stale pair; only a kill between two of the three
+    replaces could mix old and new files.
     """
     if not suite or os.sep in suite or suite.startswith(".") or (os.altsep and os.altsep in suite):
         raise ValueError(f"suite must be a plain file stem, got {suite!r}")
@@ -360,26 +360,9 @@ def write_leaderboard(df: pd.DataFrame, directory: str | os.PathLike[str], suite
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     final = {ext: out / f"{suite}.{ext}" for ext in ("csv", "md", "png")}
-    temps: dict[str, Path] = {}
-    try:
-        for ext in final:
-            fd, name = tempfile.mkstemp(dir=out, prefix=f".{suite}.", suffix=f".{ext}.tmp")
-            os.close(fd)
-            temps[ext] = Path(name)
-        df.to_csv(temps["csv"], index=False)
-        temps["md"].write_text(to_markdown(df, info), encoding="utf-8")
-        plot_leaderboard(df, temps["png"])
-        for tmp in temps.values():
-            os.chmod(tmp, 0o644)  # mkstemp makes 0600; a leaderboard is meant to be read
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)  # data on disk before the rename makes it visible
-            finally:
-                os.close(fd)
-        for ext, tmp in temps.items():
-            os.replace(tmp, final[ext])
-    finally:
-        for tmp in temps.values():
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+    png = io.BytesIO()  # everything is rendered before the first file is replaced
+    plot_leaderboard(df, png)
+    rendered = {"csv": df.to_csv(index=False), "md": to_markdown(df, info), "png": png.getvalue()}
+    for ext, data in rendered.items():
+        atomic_write(final[ext], data)
     return final

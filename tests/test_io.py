@@ -169,3 +169,18 @@ def test_a_resumed_run_has_one_tensorboard_history(tmp_path):
     events = acc.Scalars("charts/reward_mean")
     assert [(e.step, e.value) for e in events] == [(1, 1.0), (2, 2.0), (3, 30.0)]
     assert os.path.exists(tmp_path / "metrics.csv")
+
+
+def test_data_reaches_the_disk_before_the_rename_makes_it_visible(tmp_path, monkeypatch):
+    import textenv.io as tio
+
+    log = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(tio.os, "fsync", lambda fd: (log.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(tio.os, "replace", lambda a, b: (log.append("replace"), real_replace(a, b))[1])
+    atomic_write(tmp_path / "a.json", "{}")
+    assert log.index("fsync") < log.index("replace")
+    log.clear()
+    with atomic_dir(tmp_path / "ckpt") as tmp:
+        (tmp / "w").write_text("x")
+    assert log.count("fsync") >= 2 and log.index("fsync") < log.index("replace")  # files, then folders

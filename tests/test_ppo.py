@@ -96,6 +96,7 @@ def test_cli_help():
     out = subprocess.run([sys.executable, "-m", "agents.ppo", "--help"], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0 and "--kl-target" in out.stdout and "--preset" in out.stdout
+    assert "--trust-config-code" in out.stdout and "imports and runs" in " ".join(out.stdout.split())
 
 
 @pytest.mark.slow
@@ -235,3 +236,9 @@ def test_resume_restores_a_checkpoint_a_kill_left_between_renames_and_removes_te
     resumed = PPOTrainer(_cfg(tmp_path, iterations=2, resume=str(trainer.dir)))
     assert resumed.iteration == 1 and ckpt.is_dir()
     assert sorted(p.name for p in trainer.dir.iterdir() if p.name.startswith(".")) == []
+    # a checkpoint whose weights are not the model's is refused, not resumed as a random model
+    from safetensors.torch import save_file
+
+    save_file({"nothing.weight": torch.zeros(2)}, ckpt / "model.safetensors")
+    with pytest.raises(ValueError, match="do not match its config.json"):
+        PPOTrainer(_cfg(tmp_path, iterations=2, resume=str(trainer.dir)))

@@ -193,9 +193,8 @@ def test_write_leaderboard_failure_leaves_old_files(rows, info, tmp_path, monkey
     write_leaderboard(make_frame(rows), tmp_path, "smoke", info)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
 
-    def broken_plot(df, path, metrics=None):
-        with open(path, "wb") as f:
-            f.write(b"half a png")
+    def broken_plot(df, out, metrics=None):
+        out.write(b"half a png")
         raise RuntimeError("plot failed")
 
     monkeypatch.setattr(report, "plot_leaderboard", broken_plot)
