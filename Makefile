@@ -44,7 +44,7 @@ test: install-test
 	$(PY) -m pytest -q
 
 bench: install
-	$(PY) -m evals.bench
+	$(PY) -m evals.benchmarks.env
 
 lint: install-test
 	$(BIN)/ruff check textenv agents evals tests

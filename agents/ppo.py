@@ -43,7 +43,7 @@ from agents.rollout import Episode, collect, episodes_to_batch
 from agents.tracking import Tracker
 from textenv.devices import Precision, autocast
 from textenv.io import atomic_dir, remove_stale, require_complete
-from textenv.models import checkpointed, freeze_below
+from textenv.models import checkpointed, env_model_kwargs, freeze_below
 from textenv.rewards import RewardError
 
 __all__ = ["PPOConfig", "PPOTrainer", "PRESETS", "main"]
@@ -217,7 +217,7 @@ class PPOTrainer:
         if cfg.num_envs % cfg.minibatch_size and cfg.minibatch_size < cfg.num_envs:
             raise ValueError(f"minibatch_size {cfg.minibatch_size} must divide num_envs {cfg.num_envs}")
         self.device = resolve_device(cfg.device)
-        env_kwargs: dict[str, Any] = {"model": "tiny"} if cfg.model == "tiny" else {}
+        env_kwargs: dict[str, Any] = env_model_kwargs(cfg.model)
         if cfg.reward and cfg.reward_model:
             raise ValueError("give either reward or reward_model, not both")
         if cfg.reward:
@@ -228,10 +228,6 @@ class PPOTrainer:
             env_kwargs["reward"] = resolve("classifier", path=cfg.reward_model)
         if cfg.max_new_tokens:
             env_kwargs["max_new_tokens"] = cfg.max_new_tokens
-        if cfg.model != "tiny":
-            from textenv.models import load_tokenizer
-
-            env_kwargs["tokenizer"] = load_tokenizer(cfg.model)
         self.envs = gym.make_vec(cfg.env, num_envs=cfg.num_envs, autoreset_mode="same_step", **env_kwargs)
         self.eval_envs = None
         if cfg.eval_every:

@@ -31,7 +31,7 @@ import torch
 import textenv  # noqa: F401  (registers the envs)
 from textenv.core import TaskSetup
 from textenv.devices import autocast
-from textenv.models import DEFAULT_MODEL
+from textenv.models import DEFAULT_MODEL, env_model_kwargs
 from textenv.rewards import Completion, resolve
 from textenv.tasks import Example, first_third
 
@@ -162,7 +162,7 @@ def sample_pairs(env_id: str, split: str, policy_model: str, tokenizer: Any, pro
     if samples < 2 or prompts < 1:
         raise ValueError(f"need samples >= 2 and prompts >= 1, got {samples}, {prompts}")
     device = torch.device(device)
-    kwargs: dict[str, Any] = {"tokenizer": tokenizer, **({"model": "tiny"} if policy_model == "tiny" else {})}
+    kwargs: dict[str, Any] = env_model_kwargs(policy_model, tokenizer)
     if max_new_tokens:
         kwargs["max_new_tokens"] = max_new_tokens
     b = max(samples, batch_size // samples * samples)

@@ -18,7 +18,7 @@ Limits (measured, not guessed):
 - No KV cache. SB3 hands the policy one observation per step and keeps no state between steps, so
   :class:`LMPolicy` re-runs the full LM over the whole context at every env step: O(L) tokens per
   step, O(L^2) per episode, against O(1) per step for :meth:`agents.policy.LMActorCritic.act`,
-  which caches keys and values per sub-env. ``python -m evals.bench_rollout`` measures the naive
+  which caches keys and values per sub-env. ``python -m evals.benchmarks.rollout`` measures the naive
   (uncached) rollout at ~0.06x the throughput of the cached one for the 135M model, i.e. about 16x
   slower rollouts; the gap grows with ``max_new_tokens``. Trailing padding columns are cut before
   the forward (causal attention makes that exact), which saves part of it early in an episode.

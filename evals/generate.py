@@ -23,6 +23,7 @@ import textenv  # noqa: F401
 from agents.policy import EpisodeBatch, LMActorCritic, Sampling
 from agents.rollout import collect, row_info, row_seed
 from textenv.io import check_output_dir
+from textenv.models import env_model_kwargs
 from textenv.rewards import Completion
 
 __all__ = ["Decoding", "Generation", "PolicySpec", "batches", "generate", "make_envs", "parse_policy"]
@@ -88,7 +89,7 @@ def batches(indices: Sequence[int], size: int) -> list[list[int]]:
 
 
 def make_envs(task: str, model: str, tokenizer: Any, decoding: Decoding, num_envs: int):
-    kwargs: dict[str, Any] = {"model": "tiny"} if model == "tiny" else {"tokenizer": tokenizer}
+    kwargs: dict[str, Any] = env_model_kwargs(model, tokenizer)
     if decoding.max_new_tokens:
         kwargs["max_new_tokens"] = decoding.max_new_tokens
     return gym.make_vec(task, num_envs=num_envs, split="test", autoreset_mode="same_step", **kwargs)

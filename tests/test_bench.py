@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from evals.bench import BenchConfig, format_table, run
+from evals.benchmarks.env import BenchConfig, format_table, run
 
 
 def test_run_tiny_settings_gives_consistent_rates():
@@ -36,7 +36,7 @@ def test_bad_settings_raise_early():
 
 
 def test_cli_help():
-    proc = subprocess.run([sys.executable, "-m", "evals.bench", "--help"], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "evals.benchmarks.env", "--help"], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "--num-envs" in proc.stdout and "--models" in proc.stdout

@@ -9,7 +9,8 @@ import pytest
 @pytest.mark.parametrize("module,flag", [
     ("textenv", "--policy"),
     ("evals.run", "--policy"),
-    ("evals.bench_rollout", "--num-envs"),
+    ("evals.benchmarks.rollout", "--num-envs"),
+    ("evals.benchmarks.vs_trl", "--samples"),
     ("textenv.rewards.sentiment", "train"),
 ])
 def test_help(module, flag):

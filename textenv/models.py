@@ -35,6 +35,7 @@ __all__ = [
     "TINY_CORPUS",
     "checkpointed",
     "enable_checkpointing",
+    "env_model_kwargs",
     "freeze_below",
     "load_checked",
     "load_model",
@@ -174,6 +175,16 @@ def _hub_error(name: str, exc: Exception) -> OSError:
         f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
         "The Hub is unreachable on offline machines: pass a local directory instead."
     )
+
+
+def env_model_kwargs(name: str, tokenizer=None) -> dict:
+    """The keyword arguments that make an env (``gym.make`` / ``gym.make_vec``) speak model
+    ``name``'s vocabulary: ``"tiny"`` builds its tokenizer from the task's own text (or uses
+    ``tokenizer``, the one built before); any other model passes its tokenizer, loaded once here
+    unless given, so an env and its policy share one instance."""
+    if name == "tiny":
+        return {"model": name, **({"tokenizer": tokenizer} if tokenizer is not None else {})}
+    return {"tokenizer": tokenizer if tokenizer is not None else load_tokenizer(name)}
 
 
 def load_tokenizer(name: str = DEFAULT_MODEL, corpus: Sequence[str] | None = None):

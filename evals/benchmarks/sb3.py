@@ -3,7 +3,7 @@ not a test): stable-baselines3 PPO with the LM policy, sb3-contrib MaskablePPO o
 masked env (with the LM policy, and with sb3-contrib's own MLP policy), and ``agents.ppo`` with
 and without the same NLPO mask — each on ``TextCount-v0`` with the tiny model.
 
-    python -m evals.bench_sb3                  # 15,360 env steps each (the tiny PPO preset's budget)
+    python -m evals.benchmarks.sb3                  # 15,360 env steps each (the tiny PPO preset's budget)
 
 Prints, per agent, the mean episode reward of its first and last 64 episodes and the wall time.
 """

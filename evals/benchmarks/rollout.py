@@ -1,8 +1,8 @@
 """Rollout speed: the KV-cached policy stepping the real vector env vs ``model.generate`` vs naive
 no-cache stepping, on the same model, prompts, batch and decoding. A benchmark, not a test.
 
-    python -m evals.bench_rollout                       # default model, TextSentiment-v0, batch 8
-    python -m evals.bench_rollout --model tiny --env TextCount-v0
+    python -m evals.benchmarks.rollout                  # default model, TextSentiment-v0, batch 8, 64, 256
+    python -m evals.benchmarks.rollout --model tiny --env TextCount-v0 --num-envs 8 64
 
 Greedy decoding is the headline: all three paths then produce the same tokens, so tokens/s compare
 the same work. A sampled run (temperature 1) is reported too, as generated tokens per second.
@@ -86,54 +86,67 @@ def run_naive(policy, envs, indices, greedy, seed):
     return seqs, time.perf_counter() - start
 
 
+def run(model: str, env_id: str, batch: int, max_new_tokens: int, repeats: int, seed: int, device: torch.device,
+        precision: str, naive: bool) -> dict[str, float]:
+    """Tokens/s of each path at one batch size (best of ``repeats`` after a warm-up), greedy and sampled."""
+    from textenv.models import env_model_kwargs
+
+    envs = gym.make_vec(env_id, num_envs=batch, autoreset_mode="same_step", max_new_tokens=max_new_tokens,
+                        split="test", **env_model_kwargs(model))
+    policy = LMActorCritic.from_pretrained(model, tokenizer=envs.unwrapped.setup.tokenizer,
+                                           sampling=Sampling()).to(device)
+    indices = [i % len(envs.unwrapped.setup.examples) for i in range(batch)]
+    results = {}
+    for greedy in (True, False):
+        label = "greedy" if greedy else "sampled"
+        rates = {}
+        paths = [("generate", run_generate, (max_new_tokens,)), ("env+cache", run_env, ())]
+        if naive:
+            paths.append(("env naive", run_naive, ()))
+        for name, fn, extra in paths:
+            with autocast(device, precision):
+                fn(policy, envs, indices, *extra, greedy, seed)  # warm-up
+            best, seqs = 0.0, None
+            for _ in range(repeats):
+                with autocast(device, precision):
+                    seqs, secs = fn(policy, envs, indices, *extra, greedy, seed)
+                best = max(best, sum(len(s) for s in seqs) / secs)
+            rates[name] = (best, seqs)
+        if greedy:
+            same = all(r[1] == rates["generate"][1] for r in rates.values())
+            print(f"[batch {batch} {label}] all paths produced identical tokens: {same}")
+        for name, (rate, _) in rates.items():
+            print(f"[batch {batch} {label}] {name:10s} {rate:8.1f} tok/s   ratio to generate "
+                  f"{rate / rates['generate'][0]:.3f}")
+        results.update({f"{batch}/{label}/{k}": v[0] for k, v in rates.items()})
+    envs.close()
+    return results
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="TextSentiment-v0")
     parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--num-envs", type=int, default=8)
+    parser.add_argument("--num-envs", type=int, nargs="+", default=[8, 64, 256], help="batch sizes to measure")
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2, help="timed repeats per path (best is kept)")
+    parser.add_argument("--naive-max-batch", type=int, default=8,
+                        help="run the O(n^2) no-cache path only up to this batch size")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="'cpu', 'cuda', 'auto'")
     parser.add_argument("--precision", default="auto", choices=PRECISIONS,
                         help="'auto' (bf16 autocast on CUDA, fp32 elsewhere), 'fp32' or 'bf16'")
     args = parser.parse_args(argv)
+    if min(args.num_envs) < 1 or args.max_new_tokens < 1 or args.repeats < 1:
+        raise ValueError("--num-envs, --max-new-tokens and --repeats must be >= 1")
     device = resolve_device(args.device)
-
-    kwargs = {"model": "tiny"} if args.model == "tiny" else {}
-    if args.model not in ("tiny",):
-        from textenv.models import load_tokenizer
-
-        kwargs["tokenizer"] = load_tokenizer(args.model)
-    envs = gym.make_vec(args.env, num_envs=args.num_envs, autoreset_mode="same_step",
-                        max_new_tokens=args.max_new_tokens, split="test", **kwargs)
-    policy = LMActorCritic.from_pretrained(args.model, tokenizer=envs.unwrapped.setup.tokenizer,
-                                           sampling=Sampling()).to(device)
-    indices = list(range(args.num_envs))
-    print(f"model={args.model} env={args.env} batch={args.num_envs} max_new_tokens={args.max_new_tokens} "
+    print(f"model={args.model} env={args.env} batches={args.num_envs} max_new_tokens={args.max_new_tokens} "
           f"device={device} precision={args.precision} torch_threads={torch.get_num_threads()} "
           f"repeats={args.repeats} (best of)")
-    results = {}
-    for greedy in (True, False):
-        label = "greedy" if greedy else "sampled"
-        rates = {}
-        paths = (("generate", run_generate, (args.max_new_tokens,)), ("env+cache", run_env, ()),
-                 ("env naive", run_naive, ()))
-        for name, fn, extra in paths:
-            with autocast(device, args.precision):
-                fn(policy, envs, indices, *extra, greedy, args.seed)  # warm-up
-            best, seqs = 0.0, None
-            for _ in range(args.repeats):
-                with autocast(device, args.precision):
-                    seqs, secs = fn(policy, envs, indices, *extra, greedy, args.seed)
-                best = max(best, sum(len(s) for s in seqs) / secs)
-            rates[name] = (best, seqs)
-        if greedy:
-            same = rates["generate"][1] == rates["env+cache"][1] == rates["env naive"][1]
-            print(f"[{label}] all three paths produced identical tokens: {same}")
-        for name, (rate, _) in rates.items():
-            print(f"[{label}] {name:10s} {rate:8.1f} tok/s   ratio to generate {rate / rates['generate'][0]:.3f}")
-        results.update({f"{label}/{k}": v[0] for k, v in rates.items()})
+    results: dict[str, float] = {}
+    for batch in args.num_envs:
+        results.update(run(args.model, args.env, batch, args.max_new_tokens, args.repeats, args.seed, device,
+                           args.precision, naive=batch <= args.naive_max_batch))
     return results
 
 

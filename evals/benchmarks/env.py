@@ -1,6 +1,6 @@
 """Is the env negligible next to the model? Env and model token-steps/s, side by side in one run.
 
-``python -m evals.bench`` prints one table:
+``python -m evals.benchmarks.env`` prints one table:
 
 1. env-only token-steps/s: one :class:`textenv.env.TextEnv` (``gym.make``), the native vector env
    (``gym.make_vec(id, num_envs=B)``) and Gymnasium's ``vectorization_mode="sync"`` for comparison.
@@ -347,7 +347,7 @@ def format_table(result: dict[str, Any]) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m evals.bench",
+        prog="python -m evals.benchmarks.env",
         description="Env-only vs model token-steps/s, measured side by side; prints the ratios.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

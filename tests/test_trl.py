@@ -1,0 +1,62 @@
+"""textenv tasks and rewards inside TRL (agents.trl_adapter): the dataset, the reward adapter, and a
+few real GRPOTrainer steps on the tiny model."""
+
+import json
+
+import gymnasium as gym
+import pytest
+
+from agents.trl_adapter import task_dataset, trl_reward
+from textenv.rewards import RewardError
+
+
+@pytest.fixture(scope="module")
+def count_setup():
+    env = gym.make("TextCount-v0", model="tiny")
+    return env.unwrapped.setup
+
+
+def test_dataset_rows_are_the_envs_prompts_with_references_and_metadata(count_setup):
+    ds = task_dataset("TextCount-v0", "validation", model="tiny", tokenizer=count_setup.tokenizer, limit=5)
+    setup = gym.make("TextCount-v0", model="tiny", split="validation", tokenizer=count_setup.tokenizer).unwrapped.setup
+    assert len(ds) == 5 and set(ds.column_names) == {"prompt", "references", "metadata", "index"}
+    for row in ds:
+        ex = setup.examples[row["index"]]
+        assert row["prompt"] == setup.prompt_text(ex)
+        assert row["references"] == list(ex.references) and json.loads(row["metadata"]) == dict(ex.metadata)
+    with pytest.raises(ValueError, match="limit"):
+        task_dataset("TextCount-v0", limit=0, model="tiny", tokenizer=count_setup.tokenizer)
+
+
+def test_the_adapted_reward_scores_what_the_env_scores(count_setup):
+    ds = task_dataset("TextCount-v0", "train", model="tiny", tokenizer=count_setup.tokenizer, limit=3)
+    texts = [" 5 6 7 8 9 10 11", " 3 2 1", " 45 46 47 48"]
+    reward = trl_reward("TextCount-v0")
+    assert reward.__name__ == "increasing"
+    got = reward(prompts=ds["prompt"], completions=texts, references=ds["references"], metadata=ds["metadata"],
+                 trainer_state=None)
+    expected = [count_setup.score([count_setup.completion(i, count_setup.tokenizer.encode(t), True)])[0][0]
+                for i, t in enumerate(texts)]
+    assert got == pytest.approx(expected) and got[0] > got[1]
+    conversational = reward(prompts=[[{"role": "user", "content": p}] for p in ds["prompt"]],
+                            completions=[[{"role": "assistant", "content": t}] for t in texts],
+                            references=ds["references"], metadata=ds["metadata"])
+    assert conversational == got
+    with pytest.raises(RewardError, match="non-finite"):
+        trl_reward(lambda cs: [float("nan")] * len(cs))(prompts=["p"], completions=["c"])
+
+
+def test_a_few_grpo_trainer_steps_on_the_tiny_model(tmp_path, count_setup):
+    trl = pytest.importorskip("trl")
+    from textenv.models import load_model
+
+    _, model = load_model("tiny", tokenizer=count_setup.tokenizer)
+    ds = task_dataset("TextCount-v0", "train", model="tiny", tokenizer=count_setup.tokenizer, limit=16)
+    args = trl.GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=2,
+                          max_completion_length=8, max_steps=2, report_to=[], use_cpu=True, logging_steps=1,
+                          save_strategy="no", bf16=False, learning_rate=1e-3)
+    trainer = trl.GRPOTrainer(model=model, reward_funcs=[trl_reward("TextCount-v0")], train_dataset=ds, args=args,
+                              processing_class=count_setup.tokenizer)
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "rewards/increasing/mean" in h]
+    assert len(logs) == 2 and all(0.0 <= h["rewards/increasing/mean"] <= 1.0 for h in logs)
