@@ -128,7 +128,10 @@ class RolloutState:
         self.cache_mask: torch.Tensor | None = None  # (B, T): which cached slots are real tokens
         self.next_pos = torch.zeros(num_envs, dtype=torch.long)
         self.fed = np.full(num_envs, -1, dtype=np.int64)  # generated tokens already in the cache
-        self.prompt_keys: list[bytes | None] = [None] * num_envs
+        # the prompt part of the observation each cached row was built from (which episode it holds)
+        self.prompt_ids = np.zeros((num_envs, max_prompt_tokens), dtype=np.int64)
+        self.prompt_mask = np.zeros((num_envs, max_prompt_tokens), dtype=np.int64)
+        self.known = np.zeros(num_envs, dtype=bool)  # rows whose cache holds an episode at all
         self.logits: torch.Tensor | None = None  # (B, V) next-token logits per row
         self.values: torch.Tensor | None = None  # (B,)
         self.mask_state: RolloutState | None = None  # the masking model's own cache (NLPO), if any
@@ -136,7 +139,7 @@ class RolloutState:
     def invalidate(self) -> None:
         """Forget every cached row (e.g. after the weights changed)."""
         self.fed[:] = -1
-        self.prompt_keys = [None] * self.num_envs
+        self.known[:] = False
         if self.mask_state is not None:
             self.mask_state.invalidate()
 
@@ -391,23 +394,24 @@ class LMActorCritic(nn.Module):
             raise ValueError(f"observation batch {ids.shape[0]} != rollout state's {state.num_envs} envs")
         p = state.prompt_len
         n_gen = mask[:, p:].sum(-1)
-        keys = [ids[i, :p].tobytes() + mask[i, :p].tobytes() for i in range(state.num_envs)]
-        step_rows, prefill_rows = [], []
-        for i in range(state.num_envs):
-            if active is not None and not active[i]:
-                continue
-            if keys[i] == state.prompt_keys[i] and n_gen[i] == state.fed[i] + 1:
-                step_rows.append(i)
-            elif not (keys[i] == state.prompt_keys[i] and n_gen[i] == state.fed[i]):
-                prefill_rows.append(i)
-        if step_rows:
-            rows = np.asarray(step_rows)
+        # Whole-batch array ops, no loop over rows: a row steps when it holds this episode's prompt
+        # and exactly one new token arrived; it is prefilled when its episode is new (or anything
+        # else changed); it is left alone when nothing changed.
+        live = np.ones(state.num_envs, dtype=bool) if active is None else np.asarray(active, dtype=bool)
+        same = state.known & (ids[:, :p] == state.prompt_ids).all(1) & (mask[:, :p] == state.prompt_mask).all(1)
+        step = live & same & (n_gen == state.fed + 1)
+        prefill = live & ~step & ~(same & (n_gen == state.fed))
+        if step.any():
+            rows = np.flatnonzero(step)
             self._decode(state, rows, ids[rows, p + n_gen[rows] - 1])
-        if prefill_rows:
-            self._prefill_in_chunks(state, prefill_rows, {i: ids[i][mask[i] == 1] for i in prefill_rows})
-        for i in step_rows + prefill_rows:
-            state.fed[i] = n_gen[i]
-            state.prompt_keys[i] = keys[i]
+        if prefill.any():
+            rows = np.flatnonzero(prefill)
+            self._prefill_in_chunks(state, rows.tolist(), {i: ids[i][mask[i] == 1] for i in rows})
+        touched = step | prefill
+        state.fed[touched] = n_gen[touched]
+        state.prompt_ids[touched] = ids[touched, :p]
+        state.prompt_mask[touched] = mask[touched, :p]
+        state.known |= touched
         return n_gen
 
     @torch.no_grad()

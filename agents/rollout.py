@@ -89,21 +89,25 @@ def collect(envs, policy: LMActorCritic, indices: Sequence[int], seed: int,
                 for i in range(b)]
     state = policy.rollout_state(b, p)
     active = np.arange(b) < n
+    steps: list[tuple[np.ndarray, ...]] = []  # per env step, whole-batch arrays: no per-row Python per token
     while active.any():
         res = policy.act(obs, state, generator=generator, greedy=greedy, active=active, row_seeds=seeds,
                          masker=masker)
         obs, rewards, terminated, truncated, infos = envs.step(res.actions)
         done = (terminated | truncated) & active
+        steps.append((active.copy(), res.actions, res.logprobs, res.values, np.asarray(rewards, dtype=np.float64)))
         final = infos.get("final_info", {}) if same_step else infos
-        for i in np.flatnonzero(active):
-            ep = episodes[i]
-            ep.actions.append(int(res.actions[i]))
-            ep.logprobs.append(float(res.logprobs[i]))
-            ep.values.append(float(res.values[i]))
-            ep.rewards.append(float(rewards[i]))
-            if done[i]:
-                ep.info = row_info(final, int(i))
+        for i in np.flatnonzero(done):  # once per finished episode
+            episodes[i].info = row_info(final, int(i))
         active &= ~done
+    if steps:
+        live, actions, logprobs, values, rewards = (np.stack(x, 1) for x in zip(*steps, strict=True))
+        for i, ep in enumerate(episodes[:n]):
+            took = live[i]
+            ep.actions = actions[i, took].tolist()
+            ep.logprobs = logprobs[i, took].tolist()
+            ep.values = values[i, took].tolist()
+            ep.rewards = rewards[i, took].tolist()
     return episodes[:n]
 
 
