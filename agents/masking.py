@@ -28,7 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from agents.policy import EpisodeBatch, LMActorCritic, RolloutState
+from agents.kvcache import CachedLM, RolloutState, score_forward
+from agents.policy import EpisodeBatch
 
 __all__ = ["TopKMasker", "allowed_tokens"]
 
@@ -63,10 +64,8 @@ class TopKMasker:
         allowed_tokens(torch.zeros(1, 2), top_k, top_p)  # validate k and p once, up front
         self.top_k, self.top_p = top_k, top_p
         model = model if share else copy.deepcopy(model)
-        self.lm = LMActorCritic(model.eval().requires_grad_(False), tokenizer)
-        self.lm.value_head.requires_grad_(False)
-        device = next(model.parameters()).device
-        self.lm.value_head.to(device)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.lm = CachedLM(model.eval().requires_grad_(False), int(pad))
 
     @torch.no_grad()
     def refresh(self, model: nn.Module) -> None:
@@ -97,5 +96,5 @@ class TopKMasker:
         """``(N, G, V)`` allowed tokens at every generated position of stored episodes, in one forward."""
         ids = batch.input_ids.to(self.lm.device)
         mask = batch.attention_mask.to(self.lm.device)
-        logits, _ = self.lm._trunk(ids, mask, batch.gen_len + 1)
+        logits, _ = score_forward(self.lm.model, ids, mask, batch.gen_len + 1)
         return allowed_tokens(logits[:, :-1], self.top_k, self.top_p)

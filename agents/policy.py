@@ -2,10 +2,9 @@
 
 Two paths, one distribution:
 
-- :meth:`LMActorCritic.act` steps a textenv env or vector env token by token and keeps a KV cache
-  per sub-env across env steps (in :class:`RolloutState`), so a rollout through the Gymnasium API
-  costs what ``model.generate`` costs. A sub-env whose observation no longer extends what the
-  cache holds (a new episode, an autoreset) is re-prefilled; nothing else is recomputed.
+- :meth:`LMActorCritic.act` steps a textenv env or vector env token by token through the
+  per-sub-env KV cache of :mod:`agents.kvcache` (:class:`~agents.kvcache.CachedLM` with the value
+  head as its head), so a rollout through the Gymnasium API costs what ``model.generate`` costs.
 - :meth:`LMActorCritic.evaluate` scores stored episodes in one forward (log-probs, entropy, values)
   for the PPO update.
 
@@ -20,17 +19,15 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
+from agents.kvcache import CachedLM, RolloutState, score_forward
 from textenv.io import MARKER, check_output_dir
-from textenv.models import forward_with_cache, load_model
-
-if TYPE_CHECKING:
-    from agents.masking import TopKMasker
+from textenv.models import load_model
 
 __all__ = ["ActResult", "EpisodeBatch", "LMActorCritic", "RolloutState", "Sampling", "Scores",
            "logprobs_from_logits"]
@@ -112,36 +109,6 @@ class EpisodeBatch:
             ids[i, pm:pm + len(g)] = torch.as_tensor(list(g), dtype=torch.long)
             mask[i, pm:pm + len(g)] = 1
         return cls(ids, mask, gm)
-
-
-def _positions(mask: torch.Tensor) -> torch.Tensor:
-    return (mask.long().cumsum(-1) - 1).clamp(min=0)
-
-
-class RolloutState:
-    """The per-sub-env KV cache of one rollout, and what each row of it holds."""
-
-    def __init__(self, num_envs: int, max_prompt_tokens: int) -> None:
-        self.num_envs = num_envs
-        self.prompt_len = max_prompt_tokens
-        self.cache: Any = None
-        self.cache_mask: torch.Tensor | None = None  # (B, T): which cached slots are real tokens
-        self.next_pos = torch.zeros(num_envs, dtype=torch.long)
-        self.fed = np.full(num_envs, -1, dtype=np.int64)  # generated tokens already in the cache
-        # the prompt part of the observation each cached row was built from (which episode it holds)
-        self.prompt_ids = np.zeros((num_envs, max_prompt_tokens), dtype=np.int64)
-        self.prompt_mask = np.zeros((num_envs, max_prompt_tokens), dtype=np.int64)
-        self.known = np.zeros(num_envs, dtype=bool)  # rows whose cache holds an episode at all
-        self.logits: torch.Tensor | None = None  # (B, V) next-token logits per row
-        self.values: torch.Tensor | None = None  # (B,)
-        self.mask_state: RolloutState | None = None  # the masking model's own cache (NLPO), if any
-
-    def invalidate(self) -> None:
-        """Forget every cached row (e.g. after the weights changed)."""
-        self.fed[:] = -1
-        self.known[:] = False
-        if self.mask_state is not None:
-            self.mask_state.invalidate()
 
 
 class LMActorCritic(nn.Module):
@@ -232,13 +199,6 @@ class LMActorCritic(nn.Module):
 
     # -- scoring stored episodes -----------------------------------------------------------
 
-    def _trunk(self, input_ids, attention_mask, logits_to_keep: int, model: nn.Module | None = None):
-        out = (model or self.model)(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=_positions(attention_mask),
-            output_hidden_states=True, logits_to_keep=logits_to_keep, use_cache=False,
-        )
-        return out.logits, out.hidden_states[-1]
-
     def evaluate(self, batch: EpisodeBatch, with_values: bool = True,
                  allowed: torch.Tensor | None = None) -> Scores:
         """Log-probs, entropy and values of every generated token of ``batch``, in one forward.
@@ -249,7 +209,7 @@ class LMActorCritic(nn.Module):
         ids = batch.input_ids.to(self.device)
         mask = batch.attention_mask.to(self.device)
         g = batch.gen_len
-        logits, hidden = self._trunk(ids, mask, logits_to_keep=g + 1)
+        logits, hidden = score_forward(self.model, ids, mask, logits_to_keep=g + 1)
         logits = logits[:, :-1]  # positions predicting generated tokens
         if allowed is not None:
             logits = logits.float().masked_fill(~allowed.to(logits.device), float("-inf"))
@@ -272,9 +232,9 @@ class LMActorCritic(nn.Module):
             if not self.is_lora:
                 raise ValueError("a full-weight policy needs an explicit reference model")
             with self.model.disable_adapter():
-                logits, _ = self._trunk(ids, mask, g + 1)
+                logits, _ = score_forward(self.model, ids, mask, g + 1)
         else:
-            logits, _ = self._trunk(ids, mask, g + 1, model=reference)
+            logits, _ = score_forward(reference, ids, mask, g + 1)
         logp = logprobs_from_logits(logits[:, :-1], self.sampling).gather(-1, ids[:, -g:].unsqueeze(-1)).squeeze(-1)
         return torch.where(mask[:, -g:] > 0, logp, torch.zeros_like(logp))
 
@@ -284,141 +244,22 @@ class LMActorCritic(nn.Module):
         return RolloutState(num_envs, max_prompt_tokens)
 
     prefill_chunk = 8
-    """Distinct prompts per prefill forward. Prompts are sorted by length first, so a chunk pads
-    its rows to about their own length instead of the batch's longest prompt."""
+    """Distinct prompts per prefill forward (see :class:`agents.kvcache.CachedLM`)."""
 
-    def _prefill_in_chunks(self, state: RolloutState, rows: list[int], contexts: dict[int, np.ndarray]) -> None:
-        groups: dict[bytes, list[int]] = {}  # identical contexts stay in one chunk (prefilled once)
-        for i in rows:
-            groups.setdefault(contexts[i].tobytes(), []).append(i)
-        ordered = sorted(groups.values(), key=lambda g: -len(contexts[g[0]]))  # longest first: no regrowth
-        for start in range(0, len(ordered), self.prefill_chunk):
-            chunk = [i for g in ordered[start:start + self.prefill_chunk] for i in g]
-            self._prefill(state, np.asarray(chunk), [contexts[i] for i in chunk])
+    def cached(self) -> CachedLM:
+        """The LM with its per-sub-env KV cache, the value head as its head."""
+        return CachedLM(self.model, self.pad_token_id, head=self._value, prefill_chunk=self.prefill_chunk)
 
-    def _prefill(self, state: RolloutState, rows: np.ndarray, contexts: list[np.ndarray]) -> None:
-        # Rows with the same context (several samples of one prompt: best-of-n, GRPO/RLOO groups)
-        # are prefilled once and their cache rows copied: the prompt is the costly part of a rollout.
-        slot: dict[bytes, int] = {}
-        which = [slot.setdefault(c.tobytes(), len(slot)) for c in contexts]
-        unique = [contexts[which.index(u)] for u in range(len(slot))]
-        n = max(len(c) for c in unique)
-        ids = torch.full((len(unique), n), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for j, c in enumerate(unique):
-            ids[j, n - len(c):] = torch.as_tensor(c)
-            mask[j, n - len(c):] = 1
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        out, cache = forward_with_cache(self.model, ids, None, attention_mask=mask,
-                                        position_ids=_positions(mask), output_hidden_states=True, logits_to_keep=1)
-        logits, values = out.logits[:, -1].float(), self._value(out.hidden_states[-1][:, -1])
-        if len(unique) < len(contexts):
-            copy_of = torch.as_tensor(which, device=self.device)
-            for layer in cache.layers:
-                layer.keys, layer.values = layer.keys[copy_of], layer.values[copy_of]
-            logits, values, mask = logits[copy_of], values[copy_of], mask[copy_of]
-        rows_t = torch.as_tensor(rows, device=self.device)
-        if np.array_equal(rows, np.arange(state.num_envs)):  # every row, in order: the cache as is
-            state.cache, state.cache_mask = cache, mask.clone()
-        elif state.cache is None:  # first prefill of only some rows: start from empty rows
-            self._splice_into_empty(state, rows_t, cache, mask)
-        else:
-            self._splice(state, rows_t, cache, mask)
-        if state.logits is None:
-            state.logits = torch.zeros(state.num_envs, logits.shape[-1], device=self.device)
-            state.values = torch.zeros(state.num_envs, device=self.device)
-        state.logits[rows_t] = logits
-        state.values[rows_t] = values
-        state.next_pos[rows] = mask.sum(-1).cpu()
-
-    def _splice_into_empty(self, state, rows_t, cache, mask) -> None:
-        b, n = state.num_envs, mask.shape[1]
-        layers = []
-        for layer in cache.layers:
-            k = layer.keys.new_zeros((b, *layer.keys.shape[1:]))
-            v = layer.values.new_zeros((b, *layer.values.shape[1:]))
-            k[rows_t], v[rows_t] = layer.keys, layer.values
-            layers.append((k, v))
-        from transformers import DynamicCache
-
-        state.cache = DynamicCache(layers)
-        state.cache_mask = torch.zeros(b, n, dtype=mask.dtype, device=mask.device)
-        state.cache_mask[rows_t] = mask
-
-    def _splice(self, state, rows_t, cache, mask) -> None:
-        """Write freshly prefilled rows into the batch cache, right-aligned, padding the batch cache
-        on the left when the new rows are longer than what it holds."""
-        t, n = state.cache_mask.shape[1], mask.shape[1]
-        if n > t:
-            grow = n - t
-            for layer in state.cache.layers:
-                layer.keys = torch.nn.functional.pad(layer.keys, (0, 0, grow, 0))
-                layer.values = torch.nn.functional.pad(layer.values, (0, 0, grow, 0))
-            state.cache_mask = torch.nn.functional.pad(state.cache_mask, (grow, 0))
-            t = n
-        for dst, src in zip(state.cache.layers, cache.layers, strict=True):
-            dst.keys[rows_t] = 0
-            dst.values[rows_t] = 0
-            dst.keys[rows_t, :, t - n:] = src.keys
-            dst.values[rows_t, :, t - n:] = src.values
-        state.cache_mask[rows_t] = 0
-        state.cache_mask[rows_t, t - n:] = mask
-
-    def _decode(self, state: RolloutState, rows: np.ndarray, tokens: np.ndarray) -> None:
-        """Feed one token to ``rows``; other rows get a masked pad slot, which they never attend to."""
-        b = state.num_envs
-        ids = torch.full((b, 1), self.pad_token_id, dtype=torch.long)
-        ids[rows, 0] = torch.as_tensor(tokens)
-        new = torch.zeros(b, 1, dtype=state.cache_mask.dtype)
-        new[rows] = 1
-        ids, new = ids.to(self.device), new.to(self.device)
-        state.cache_mask = torch.cat([state.cache_mask, new], dim=1)
-        pos = state.next_pos.clone().view(b, 1).to(self.device)
-        out, state.cache = forward_with_cache(self.model, ids, state.cache, attention_mask=state.cache_mask,
-                                              position_ids=pos, output_hidden_states=True)
-        rows_t = torch.as_tensor(rows, device=self.device)
-        state.logits[rows_t] = out.logits[rows_t, -1].float()
-        state.values[rows_t] = self._value(out.hidden_states[-1][rows_t, -1])
-        state.next_pos[rows] += 1
-
-    @torch.no_grad()
     def advance(self, obs: dict[str, np.ndarray], state: RolloutState,
                 active: np.ndarray | None = None) -> np.ndarray:
-        """Bring ``state``'s cache up to ``obs`` (one decode step, or a prefill for rows whose
-        episode is new) and leave the next-token logits and values in ``state.logits`` /
-        ``state.values``. Rows where ``active`` is False are skipped. Returns each row's number of
-        generated tokens."""
-        ids = np.atleast_2d(obs["input_ids"])
-        mask = np.atleast_2d(obs["attention_mask"])
-        if ids.shape[0] != state.num_envs:
-            raise ValueError(f"observation batch {ids.shape[0]} != rollout state's {state.num_envs} envs")
-        p = state.prompt_len
-        n_gen = mask[:, p:].sum(-1)
-        # Whole-batch array ops, no loop over rows: a row steps when it holds this episode's prompt
-        # and exactly one new token arrived; it is prefilled when its episode is new (or anything
-        # else changed); it is left alone when nothing changed.
-        live = np.ones(state.num_envs, dtype=bool) if active is None else np.asarray(active, dtype=bool)
-        same = state.known & (ids[:, :p] == state.prompt_ids).all(1) & (mask[:, :p] == state.prompt_mask).all(1)
-        step = live & same & (n_gen == state.fed + 1)
-        prefill = live & ~step & ~(same & (n_gen == state.fed))
-        if step.any():
-            rows = np.flatnonzero(step)
-            self._decode(state, rows, ids[rows, p + n_gen[rows] - 1])
-        if prefill.any():
-            rows = np.flatnonzero(prefill)
-            self._prefill_in_chunks(state, rows.tolist(), {i: ids[i][mask[i] == 1] for i in rows})
-        touched = step | prefill
-        state.fed[touched] = n_gen[touched]
-        state.prompt_ids[touched] = ids[touched, :p]
-        state.prompt_mask[touched] = mask[touched, :p]
-        state.known |= touched
-        return n_gen
+        """See :meth:`agents.kvcache.CachedLM.advance`."""
+        return self.cached().advance(obs, state, active)
 
     @torch.no_grad()
     def act(self, obs: dict[str, np.ndarray], state: RolloutState,
             generator: torch.Generator | None = None, greedy: bool = False,
             active: np.ndarray | None = None, row_seeds: Sequence[int] | None = None,
-            masker: TopKMasker | None = None) -> ActResult:
+            allowed: torch.Tensor | None = None) -> ActResult:
         """Choose the next token for every sub-env of ``obs`` (a single env's obs works too).
 
         Rows where ``active`` is False are skipped (no forward; their action is the pad token),
@@ -426,15 +267,13 @@ class LMActorCritic(nn.Module):
         ``row_seeds`` gives every row its own random stream, seeded by (row seed, token position):
         a sample then depends only on its own seed, not on which other rows share the batch (the
         eval suite relies on this to shard examples across processes and get the same table).
-        ``masker`` (NLPO) restricts every row to its masking model's allowed next tokens.
+        ``allowed`` (``(B, V)`` bool, e.g. NLPO's :meth:`agents.masking.TopKMasker.next_allowed`)
+        restricts every row to those next tokens.
         """
         n_gen = self.advance(obs, state, active)
         logits = state.logits
-        if masker is not None:
-            if state.mask_state is None:
-                state.mask_state = RolloutState(state.num_envs, state.prompt_len)
-            allowed = masker.next_allowed(obs, state.mask_state, active).to(logits.device)
-            logits = logits.masked_fill(~allowed, float("-inf"))
+        if allowed is not None:
+            logits = logits.masked_fill(~allowed.to(logits.device), float("-inf"))
         logp = logprobs_from_logits(logits, self.sampling)
         if greedy:
             actions = logp.argmax(-1)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
 
+from agents.kvcache import RolloutState
 from agents.policy import EpisodeBatch, LMActorCritic
 
 if TYPE_CHECKING:
@@ -88,11 +89,13 @@ def collect(envs, policy: LMActorCritic, indices: Sequence[int], seed: int,
     episodes = [Episode(index=int(padded[i]), prompt_ids=obs["input_ids"][i, :p][obs["attention_mask"][i, :p] == 1])
                 for i in range(b)]
     state = policy.rollout_state(b, p)
+    mask_state = None if masker is None else RolloutState(b, p)  # the masking model's own KV cache
     active = np.arange(b) < n
     steps: list[tuple[np.ndarray, ...]] = []  # per env step, whole-batch arrays: no per-row Python per token
     while active.any():
+        allowed = None if masker is None else masker.next_allowed(obs, mask_state, active)
         res = policy.act(obs, state, generator=generator, greedy=greedy, active=active, row_seeds=seeds,
-                         masker=masker)
+                         allowed=allowed)
         obs, rewards, terminated, truncated, infos = envs.step(res.actions)
         done = (terminated | truncated) & active
         steps.append((active.copy(), res.actions, res.logprobs, res.values, np.asarray(rewards, dtype=np.float64)))

@@ -54,7 +54,7 @@ def test_masked_rollout_samples_inside_the_mask_and_rescoring_matches(sampling):
     assert (masked.logprobs[m] > unmasked.logprobs[m] + 1e-3).any()
     assert (masked.entropy[m] <= math.log(5) + 1e-5).all()
     # the masking model was copied and frozen, never a parameter of the policy
-    assert all(not p.requires_grad for p in masker.lm.parameters())
+    assert all(not p.requires_grad for p in masker.lm.model.parameters())
     assert masker.lm.model is not other
 
 

@@ -1,0 +1,215 @@
+"""The per-sub-env KV cache of a rollout: a causal LM stepped token by token through an env.
+
+A textenv vector env hands the policy a whole observation (prompt + generated tokens) at every
+step. :class:`CachedLM` keeps one KV-cache row per sub-env across those steps (in a
+:class:`RolloutState`) and feeds the model only what is new: one decode step for a row whose
+observation grew by one token, a prefill for a row whose episode is new (an autoreset, a reset), and
+nothing for a finished row. Rows that share a prompt (best-of-n, GRPO/RLOO groups) are prefilled
+once and their cache rows copied. All knowledge of transformers' cache classes
+(``DynamicCache``, ``cache.layers[i].keys``) lives in this file.
+
+Used by :class:`agents.policy.LMActorCritic` (with its value head as ``head``) and by NLPO's
+masking model (:class:`agents.masking.TopKMasker`, no head).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from textenv.models import forward_with_cache
+
+__all__ = ["CachedLM", "RolloutState", "positions", "score_forward"]
+
+
+def positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids of left-padded rows: each row's first real token is position 0."""
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def score_forward(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                  logits_to_keep: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One full forward over stored episodes (no cache): the last ``logits_to_keep`` positions'
+    logits and every position's last hidden state, with the same position ids as the cached path."""
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions(attention_mask),
+                output_hidden_states=True, logits_to_keep=logits_to_keep, use_cache=False)
+    return out.logits, out.hidden_states[-1]
+
+
+class RolloutState:
+    """The per-sub-env KV cache of one rollout, and what each row of it holds."""
+
+    def __init__(self, num_envs: int, max_prompt_tokens: int) -> None:
+        self.num_envs = num_envs
+        self.prompt_len = max_prompt_tokens
+        self.cache: Any = None
+        self.cache_mask: torch.Tensor | None = None  # (B, T): which cached slots are real tokens
+        self.next_pos = torch.zeros(num_envs, dtype=torch.long)
+        self.fed = np.full(num_envs, -1, dtype=np.int64)  # generated tokens already in the cache
+        # the prompt part of the observation each cached row was built from (which episode it holds)
+        self.prompt_ids = np.zeros((num_envs, max_prompt_tokens), dtype=np.int64)
+        self.prompt_mask = np.zeros((num_envs, max_prompt_tokens), dtype=np.int64)
+        self.known = np.zeros(num_envs, dtype=bool)  # rows whose cache holds an episode at all
+        self.logits: torch.Tensor | None = None  # (B, V) next-token logits per row
+        self.values: torch.Tensor | None = None  # (B,)
+
+    def invalidate(self) -> None:
+        """Forget every cached row (e.g. after the weights changed)."""
+        self.fed[:] = -1
+        self.known[:] = False
+
+
+class CachedLM:
+    """A causal LM that steps a rollout with a per-sub-env KV cache (see the module docstring).
+
+    ``head`` maps the last hidden state to a per-row scalar (a value head, in fp32); without one,
+    ``state.values`` stays zero. ``prefill_chunk``: distinct prompts per prefill forward (prompts
+    are sorted by length first, so a chunk pads its rows to about their own length).
+    """
+
+    def __init__(self, model: nn.Module, pad_token_id: int,
+                 head: Callable[[torch.Tensor], torch.Tensor] | None = None, prefill_chunk: int = 8) -> None:
+        self.model = model
+        self.pad_token_id = pad_token_id
+        self.prefill_chunk = prefill_chunk
+        self._head_fn = head
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _head(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self._head_fn is None:
+            return torch.zeros(hidden.shape[0], device=hidden.device)
+        return self._head_fn(hidden)
+
+    def _prefill_in_chunks(self, state: RolloutState, rows: list[int], contexts: dict[int, np.ndarray]) -> None:
+        groups: dict[bytes, list[int]] = {}  # identical contexts stay in one chunk (prefilled once)
+        for i in rows:
+            groups.setdefault(contexts[i].tobytes(), []).append(i)
+        ordered = sorted(groups.values(), key=lambda g: -len(contexts[g[0]]))  # longest first: no regrowth
+        for start in range(0, len(ordered), self.prefill_chunk):
+            chunk = [i for g in ordered[start:start + self.prefill_chunk] for i in g]
+            self._prefill(state, np.asarray(chunk), [contexts[i] for i in chunk])
+
+    def _prefill(self, state: RolloutState, rows: np.ndarray, contexts: list[np.ndarray]) -> None:
+        # Rows with the same context (several samples of one prompt: best-of-n, GRPO/RLOO groups)
+        # are prefilled once and their cache rows copied: the prompt is the costly part of a rollout.
+        slot: dict[bytes, int] = {}
+        which = [slot.setdefault(c.tobytes(), len(slot)) for c in contexts]
+        unique = [contexts[which.index(u)] for u in range(len(slot))]
+        n = max(len(c) for c in unique)
+        ids = torch.full((len(unique), n), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for j, c in enumerate(unique):
+            ids[j, n - len(c):] = torch.as_tensor(c)
+            mask[j, n - len(c):] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        out, cache = forward_with_cache(self.model, ids, None, attention_mask=mask,
+                                        position_ids=positions(mask), output_hidden_states=True, logits_to_keep=1)
+        logits, values = out.logits[:, -1].float(), self._head(out.hidden_states[-1][:, -1])
+        if len(unique) < len(contexts):
+            copy_of = torch.as_tensor(which, device=self.device)
+            for layer in cache.layers:
+                layer.keys, layer.values = layer.keys[copy_of], layer.values[copy_of]
+            logits, values, mask = logits[copy_of], values[copy_of], mask[copy_of]
+        rows_t = torch.as_tensor(rows, device=self.device)
+        if np.array_equal(rows, np.arange(state.num_envs)):  # every row, in order: the cache as is
+            state.cache, state.cache_mask = cache, mask.clone()
+        elif state.cache is None:  # first prefill of only some rows: start from empty rows
+            self._splice_into_empty(state, rows_t, cache, mask)
+        else:
+            self._splice(state, rows_t, cache, mask)
+        if state.logits is None:
+            state.logits = torch.zeros(state.num_envs, logits.shape[-1], device=self.device)
+            state.values = torch.zeros(state.num_envs, device=self.device)
+        state.logits[rows_t] = logits
+        state.values[rows_t] = values
+        state.next_pos[rows] = mask.sum(-1).cpu()
+
+    def _splice_into_empty(self, state, rows_t, cache, mask) -> None:
+        b, n = state.num_envs, mask.shape[1]
+        layers = []
+        for layer in cache.layers:
+            k = layer.keys.new_zeros((b, *layer.keys.shape[1:]))
+            v = layer.values.new_zeros((b, *layer.values.shape[1:]))
+            k[rows_t], v[rows_t] = layer.keys, layer.values
+            layers.append((k, v))
+        from transformers import DynamicCache
+
+        state.cache = DynamicCache(layers)
+        state.cache_mask = torch.zeros(b, n, dtype=mask.dtype, device=mask.device)
+        state.cache_mask[rows_t] = mask
+
+    def _splice(self, state, rows_t, cache, mask) -> None:
+        """Write freshly prefilled rows into the batch cache, right-aligned, padding the batch cache
+        on the left when the new rows are longer than what it holds."""
+        t, n = state.cache_mask.shape[1], mask.shape[1]
+        if n > t:
+            grow = n - t
+            for layer in state.cache.layers:
+                layer.keys = torch.nn.functional.pad(layer.keys, (0, 0, grow, 0))
+                layer.values = torch.nn.functional.pad(layer.values, (0, 0, grow, 0))
+            state.cache_mask = torch.nn.functional.pad(state.cache_mask, (grow, 0))
+            t = n
+        for dst, src in zip(state.cache.layers, cache.layers, strict=True):
+            dst.keys[rows_t] = 0
+            dst.values[rows_t] = 0
+            dst.keys[rows_t, :, t - n:] = src.keys
+            dst.values[rows_t, :, t - n:] = src.values
+        state.cache_mask[rows_t] = 0
+        state.cache_mask[rows_t, t - n:] = mask
+
+    def _decode(self, state: RolloutState, rows: np.ndarray, tokens: np.ndarray) -> None:
+        """Feed one token to ``rows``; other rows get a masked pad slot, which they never attend to."""
+        b = state.num_envs
+        ids = torch.full((b, 1), self.pad_token_id, dtype=torch.long)
+        ids[rows, 0] = torch.as_tensor(tokens)
+        new = torch.zeros(b, 1, dtype=state.cache_mask.dtype)
+        new[rows] = 1
+        ids, new = ids.to(self.device), new.to(self.device)
+        state.cache_mask = torch.cat([state.cache_mask, new], dim=1)
+        pos = state.next_pos.clone().view(b, 1).to(self.device)
+        out, state.cache = forward_with_cache(self.model, ids, state.cache, attention_mask=state.cache_mask,
+                                              position_ids=pos, output_hidden_states=True)
+        rows_t = torch.as_tensor(rows, device=self.device)
+        state.logits[rows_t] = out.logits[rows_t, -1].float()
+        state.values[rows_t] = self._head(out.hidden_states[-1][rows_t, -1])
+        state.next_pos[rows] += 1
+
+    @torch.no_grad()
+    def advance(self, obs: dict[str, np.ndarray], state: RolloutState,
+                active: np.ndarray | None = None) -> np.ndarray:
+        """Bring ``state``'s cache up to ``obs`` (one decode step, or a prefill for rows whose
+        episode is new) and leave the next-token logits and values in ``state.logits`` /
+        ``state.values``. Rows where ``active`` is False are skipped. Returns each row's number of
+        generated tokens."""
+        ids = np.atleast_2d(obs["input_ids"])
+        mask = np.atleast_2d(obs["attention_mask"])
+        if ids.shape[0] != state.num_envs:
+            raise ValueError(f"observation batch {ids.shape[0]} != rollout state's {state.num_envs} envs")
+        p = state.prompt_len
+        n_gen = mask[:, p:].sum(-1)
+        # Whole-batch array ops, no loop over rows: a row steps when it holds this episode's prompt
+        # and exactly one new token arrived; it is prefilled when its episode is new (or anything
+        # else changed); it is left alone when nothing changed.
+        live = np.ones(state.num_envs, dtype=bool) if active is None else np.asarray(active, dtype=bool)
+        same = state.known & (ids[:, :p] == state.prompt_ids).all(1) & (mask[:, :p] == state.prompt_mask).all(1)
+        step = live & same & (n_gen == state.fed + 1)
+        prefill = live & ~step & ~(same & (n_gen == state.fed))
+        if step.any():
+            rows = np.flatnonzero(step)
+            self._decode(state, rows, ids[rows, p + n_gen[rows] - 1])
+        if prefill.any():
+            rows = np.flatnonzero(prefill)
+            self._prefill_in_chunks(state, rows.tolist(), {i: ids[i][mask[i] == 1] for i in rows})
+        touched = step | prefill
+        state.fed[touched] = n_gen[touched]
+        state.prompt_ids[touched] = ids[touched, :p]
+        state.prompt_mask[touched] = mask[touched, :p]
+        state.known |= touched
+        return n_gen

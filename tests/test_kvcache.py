@@ -1,0 +1,109 @@
+"""agents.kvcache, one test per cache operation: after each, every row's next-token logits equal a
+full forward over that row's whole observation (the cache changes the cost, never the result)."""
+
+import numpy as np
+import pytest
+import torch
+
+from agents.kvcache import CachedLM, RolloutState, score_forward
+from textenv.models import load_model, tiny_tokenizer
+
+P, G = 8, 6  # prompt slots, generated slots of the observation
+
+
+@pytest.fixture(scope="module")
+def lm():
+    tok = tiny_tokenizer()
+    _, model = load_model("tiny", tokenizer=tok)
+    return CachedLM(model.eval(), pad_token_id=int(tok.pad_token_id or tok.eos_token_id))
+
+
+def _obs(rows):
+    """The env's layout: each prompt left-padded into the first P slots, generated tokens after it."""
+    ids = np.zeros((len(rows), P + G), dtype=np.int64)
+    mask = np.zeros_like(ids)
+    for i, (prompt, gen) in enumerate(rows):
+        ids[i, P - len(prompt):P], mask[i, P - len(prompt):P] = prompt, 1
+        ids[i, P:P + len(gen)], mask[i, P:P + len(gen)] = gen, 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def _full(lm, rows):
+    """Next-token logits of each row from one uncached forward over its real tokens only."""
+    out = []
+    for prompt, gen in rows:
+        ids = torch.tensor([list(prompt) + list(gen)])
+        logits, _ = score_forward(lm.model, ids, torch.ones_like(ids), 1)
+        out.append(logits[0, -1])
+    return torch.stack(out)
+
+
+def _check(lm, state, rows, which=None):
+    which = range(len(rows)) if which is None else which
+    want = _full(lm, [rows[i] for i in which])
+    torch.testing.assert_close(state.logits[list(which)], want, atol=1e-5, rtol=0)
+
+
+@torch.no_grad()
+def test_prefill_of_prompts_of_different_lengths(lm):
+    rows = [([5, 6, 7], []), ([9] * 8, []), ([11, 12], []), ([5, 6, 7], [])]
+    state = RolloutState(4, P)
+    n_gen = lm.advance(_obs(rows), state)
+    assert n_gen.tolist() == [0, 0, 0, 0] and state.known.all() and state.fed.tolist() == [0, 0, 0, 0]
+    _check(lm, state, rows)
+
+
+@torch.no_grad()
+def test_decode_feeds_one_token_per_row(lm):
+    rows = [([5, 6, 7], []), ([11, 12], [])]
+    state = RolloutState(2, P)
+    lm.advance(_obs(rows), state)
+    width = state.cache_mask.shape[1]
+    for t in range(3):
+        rows = [(p, g + [20 + t + i]) for i, (p, g) in enumerate(rows)]
+        lm.advance(_obs(rows), state)
+        _check(lm, state, rows)
+    assert state.cache_mask.shape[1] == width + 3  # three decode steps, no re-prefill
+
+
+@torch.no_grad()
+def test_splice_a_restarted_longer_episode_into_a_running_batch(lm):
+    rows = [([5, 6], [7]), ([11, 12], [13])]
+    state = RolloutState(2, P)
+    lm.advance(_obs([(p, []) for p, _ in rows]), state)
+    lm.advance(_obs(rows), state)
+    rows = [([30, 31, 32, 33, 34, 35, 36], []), (rows[1][0], rows[1][1] + [14])]  # row 0 autoreset, longer
+    lm.advance(_obs(rows), state)
+    _check(lm, state, rows)
+    rows = [(rows[0][0], [40]), (rows[1][0], rows[1][1] + [15])]  # both keep decoding after the splice
+    lm.advance(_obs(rows), state)
+    _check(lm, state, rows)
+
+
+@torch.no_grad()
+def test_finished_rows_are_skipped_and_invalidate_forces_a_prefill(lm):
+    rows = [([5, 6, 7], []), ([11, 12], [])]
+    state = RolloutState(2, P)
+    lm.advance(_obs(rows), state)
+    before = state.logits[1].clone()
+    rows = [(rows[0][0], [8]), (rows[1][0], [13])]
+    lm.advance(_obs(rows), state, active=np.array([True, False]))  # row 1 finished: not fed
+    assert state.fed.tolist() == [1, 0] and torch.equal(state.logits[1], before)
+    _check(lm, state, rows, which=[0])
+    state.invalidate()
+    assert not state.known.any()
+    lm.advance(_obs(rows), state)  # both rows prefilled from scratch, row 1 with its new token
+    _check(lm, state, rows)
+
+
+@torch.no_grad()
+def test_a_head_scores_the_last_hidden_state(lm):
+    head = torch.nn.Linear(lm.model.config.n_embd, 1)
+    cached = CachedLM(lm.model, lm.pad_token_id, head=lambda h: head(h.float()).squeeze(-1))
+    rows = [([5, 6, 7], []), ([11, 12], [])]
+    state = RolloutState(2, P)
+    cached.advance(_obs(rows), state)
+    for i, (prompt, gen) in enumerate(rows):
+        ids = torch.tensor([prompt + gen])
+        _, hidden = score_forward(lm.model, ids, torch.ones_like(ids), 1)
+        torch.testing.assert_close(state.values[i], head(hidden[0, -1]).squeeze(-1), atol=1e-5, rtol=0)
