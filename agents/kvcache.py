@@ -23,12 +23,24 @@ from torch import nn
 
 from textenv.models import forward_with_cache
 
-__all__ = ["CachedLM", "RolloutState", "positions", "score_forward"]
+__all__ = ["CachedLM", "RolloutState", "left_pad", "positions", "score_forward"]
 
 
 def positions(mask: torch.Tensor) -> torch.Tensor:
     """Position ids of left-padded rows: each row's first real token is position 0."""
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def left_pad(seqs: list, pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token sequences as one left-padded ``(ids, attention_mask)`` batch (the layout every forward
+    here uses: the last real token of each row is in the last column)."""
+    n = max(len(x) for x in seqs)
+    ids = torch.full((len(seqs), n), pad_token_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for j, x in enumerate(seqs):
+        ids[j, n - len(x):] = torch.as_tensor(x)
+        mask[j, n - len(x):] = 1
+    return ids, mask
 
 
 def score_forward(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -102,12 +114,7 @@ class CachedLM:
         slot: dict[bytes, int] = {}
         which = [slot.setdefault(c.tobytes(), len(slot)) for c in contexts]
         unique = [contexts[which.index(u)] for u in range(len(slot))]
-        n = max(len(c) for c in unique)
-        ids = torch.full((len(unique), n), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for j, c in enumerate(unique):
-            ids[j, n - len(c):] = torch.as_tensor(c)
-            mask[j, n - len(c):] = 1
+        ids, mask = left_pad(unique, self.pad_token_id)
         ids, mask = ids.to(self.device), mask.to(self.device)
         out, cache = forward_with_cache(self.model, ids, None, attention_mask=mask,
                                         position_ids=positions(mask), output_hidden_states=True, logits_to_keep=1)

@@ -61,19 +61,9 @@ def stage_dirs(cfg: PipelineConfig) -> dict[str, Path]:
 
 
 def _has_references(env_id: str) -> bool:
-    import gymnasium as gym
+    from textenv.tasks import task_of
 
-    import textenv  # noqa: F401
-    from textenv.tasks import resolve_task
-
-    spec = gym.spec(env_id)
-    kwargs = dict(spec.kwargs)
-    task = resolve_task(kwargs.pop("task"), **{k: v for k, v in kwargs.items() if k not in _ENV_KWARGS})
-    return bool(task.load("train")[0].references)
-
-
-_ENV_KWARGS = {"split", "model", "tokenizer", "reward", "max_prompt_tokens", "max_new_tokens", "prompt_template",
-               "chat_template", "dense_reward", "render_mode"}
+    return bool(task_of(env_id).load("train")[0].references)
 
 
 def _ppo_presets(preset: str, env_id: str, reward: str = "task") -> ppo.PPOConfig:

@@ -33,7 +33,7 @@ from textenv.core import TaskSetup
 from textenv.devices import autocast
 from textenv.models import DEFAULT_MODEL, env_model_kwargs
 from textenv.rewards import Completion, resolve
-from textenv.tasks import Example, first_third
+from textenv.tasks import Example, first_third, task_of
 
 __all__ = ["Pair", "length_matched", "make_pairs", "rank_candidates", "sample_pairs", "task_setup"]
 
@@ -56,11 +56,7 @@ def _no_reward(completions: Sequence[Completion]) -> list[float]:
 
 def task_setup(env_id: str, split: str, model: str = DEFAULT_MODEL, tokenizer: Any = None) -> TaskSetup:
     """The env's own :class:`TaskSetup` for ``env_id`` (same prompts, same tokenizer)."""
-    try:
-        task = gym.spec(env_id).kwargs["task"]
-    except (gym.error.Error, KeyError) as exc:
-        raise ValueError(f"{env_id!r} is not a registered textenv id; expected one of {textenv.ENV_IDS}") from exc
-    return TaskSetup(task, split, model=model, tokenizer=tokenizer, reward=_no_reward)
+    return TaskSetup(task_of(env_id), split, model=model, tokenizer=tokenizer, reward=_no_reward)
 
 
 def _spaced(prompt: str, completion: str) -> str:

@@ -27,7 +27,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
-import gymnasium as gym
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
@@ -39,6 +38,7 @@ from textenv.core import TaskSetup
 from textenv.devices import Precision, autocast
 from textenv.io import atomic_dir, ensure_replaceable
 from textenv.models import DEFAULT_MODEL, enable_checkpointing, load_model
+from textenv.tasks import task_of
 
 __all__ = ["PRESETS", "SFTConfig", "SFTResult", "build_example", "collate", "fit", "main",
            "save_checkpoint", "train_sft"]
@@ -191,14 +191,6 @@ def _evaluate(model, batches: list, pad_id: int, device: torch.device, precision
 # training
 
 
-def _env_task(env_id: str) -> str:
-    try:
-        return gym.spec(env_id).kwargs["task"]
-    except (gym.error.Error, KeyError) as exc:
-        raise ValueError(f"{env_id!r} is not a registered textenv id; "
-                         f"expected one of {textenv.ENV_IDS}") from exc
-
-
 def fit(config: SFTConfig, tokenizer: Any = None) -> SFTResult:
     """Train a model as ``config`` says and return it with its metrics; writes nothing.
 
@@ -210,7 +202,7 @@ def fit(config: SFTConfig, tokenizer: Any = None) -> SFTResult:
             raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
-    task = _env_task(config.env)
+    task = task_of(config.env)
     train_setup = TaskSetup(task, "train", model=config.model, tokenizer=tokenizer)
     tokenizer = train_setup.tokenizer
     val_setup = TaskSetup(task, "validation", model=config.model, tokenizer=tokenizer)

@@ -90,7 +90,7 @@ def trl_reward(env_id_or_reward: str | Callable[..., Any]) -> TRLReward:
     other value is resolved as textenv rewards are (a name such as ``"rougeL"``, ``"pkg.mod:fn"``, a
     callable)."""
     if isinstance(env_id_or_reward, str) and env_id_or_reward in gym.registry:
-        from textenv.tasks import resolve_task
+        from textenv.tasks import task_of
 
-        return TRLReward(resolve_task(gym.spec(env_id_or_reward).kwargs["task"]).reward)
+        return TRLReward(task_of(env_id_or_reward).reward)
     return TRLReward(env_id_or_reward)

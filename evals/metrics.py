@@ -6,7 +6,6 @@ does, so the report can mark the best run per column without guessing. Per-examp
 """
 
 import functools
-import math
 import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -62,12 +61,6 @@ def higher_is_better(name: str) -> bool:
     if name.startswith(REWARD_PART_PREFIX) and len(name) > len(REWARD_PART_PREFIX):
         return True
     raise KeyError(f"unknown metric {name!r}; expected one of {sorted(METRICS)} or 'reward/<part>'")
-
-
-def is_ranked(name: str) -> bool:
-    """Whether the report should mark a best value for ``name`` (False for :data:`UNRANKED`)."""
-    higher_is_better(name)  # validates the name
-    return name not in UNRANKED
 
 
 @functools.cache
@@ -185,17 +178,3 @@ def kl_per_token(
     if p.size == 0:
         return 0.0
     return float(np.mean(p - r))
-
-
-def perplexity_from_nll(nll_sum: float, n_tokens: int) -> float:
-    """Perplexity ``exp(nll_sum / n_tokens)`` from a summed negative log-likelihood in nats (lower is better).
-
-    Takes the sum and the count, not a mean of per-sample perplexities, so long and short samples are
-    weighted by their tokens. Overflow gives ``inf`` rather than an exception.
-    """
-    if n_tokens <= 0:
-        raise ValueError(f"n_tokens must be positive; got {n_tokens}")
-    try:
-        return math.exp(nll_sum / n_tokens)
-    except OverflowError:
-        return math.inf

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from evals.metrics import UNRANKED
 from textenv.io import atomic_write
 
 COLUMNS = ["policy", "task", "metric", "value", "ci_low", "ci_high", "n", "higher_is_better"]
@@ -192,7 +193,7 @@ def _n_label(ns: Iterable[int]) -> str:
     return str(values[0]) if len(values) == 1 else f"{values[0]}–{values[-1]}"
 
 
-def to_markdown(df: pd.DataFrame, info: RunInfo, unranked: frozenset[str] = frozenset({"length"})) -> str:
+def to_markdown(df: pd.DataFrame, info: RunInfo, unranked: frozenset[str] = UNRANKED) -> str:
     """Render the leaderboard: a provenance header, then one policies × metrics table per task.
 
     The best policy per metric is bold (max if higher is better, else min; exact ties all bold);

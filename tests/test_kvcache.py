@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from agents.kvcache import CachedLM, RolloutState, score_forward
+from agents.kvcache import CachedLM, RolloutState, left_pad, score_forward
 from textenv.models import load_model, tiny_tokenizer
 
 P, G = 8, 6  # prompt slots, generated slots of the observation
@@ -107,3 +107,10 @@ def test_a_head_scores_the_last_hidden_state(lm):
         ids = torch.tensor([prompt + gen])
         _, hidden = score_forward(lm.model, ids, torch.ones_like(ids), 1)
         torch.testing.assert_close(state.values[i], head(hidden[0, -1]).squeeze(-1), atol=1e-5, rtol=0)
+
+
+def test_left_pad_puts_each_rows_last_token_in_the_last_column():
+    ids, mask = left_pad([[5, 6, 7], [8], np.array([9, 10])], pad_token_id=0)
+    assert ids.tolist() == [[5, 6, 7], [0, 0, 8], [0, 9, 10]]
+    assert mask.tolist() == [[1, 1, 1], [0, 0, 1], [0, 1, 1]]
+    assert ids.dtype == torch.long

@@ -45,3 +45,25 @@ def test_count_references_continue_the_prompt():
 def test_unknown_task_keyword_values_are_named(factory, kwargs):
     with pytest.raises(ValueError, match=str(list(kwargs.values())[0]).strip("[]'")):
         factory(**kwargs)
+
+
+def test_task_of_builds_the_registered_task_with_its_task_keywords_only():
+    import gymnasium as gym
+
+    from textenv.tasks import task_of
+
+    assert task_of("TextCount-v0").name == "count"
+    # an env registered with both a task keyword (start_max) and an env keyword (max_episode_tokens):
+    # the task gets its own, the env's is left to the env
+    gym.register(id="TestTaskOfCount-v0", entry_point="textenv.env:TextEnv",
+                 kwargs={"task": "textenv.tasks:count", "start_max": 3, "tokenizer": "tiny"})
+    try:
+        task = task_of("TestTaskOfCount-v0")
+        assert task.name == "count"
+        assert all(int(ex.text.split()[1]) <= 3 for ex in task.load("test")[:20])
+    finally:
+        del gym.registry["TestTaskOfCount-v0"]
+    with pytest.raises(ValueError, match="not a registered textenv id"):
+        task_of("CartPole-v1")
+    with pytest.raises(ValueError, match="not a registered textenv id"):
+        task_of("NoSuchEnv-v0")

@@ -24,6 +24,7 @@ import numpy as np
 from textenv.cache import package_dir
 
 __all__ = ["SPLITS", "Example", "Preference", "Task", "count", "first_third", "reasoning", "reference_pairs",
+           "task_of",
            "resolve_task", "sentiment", "summarize"]
 
 SPLITS = ("train", "validation", "test")
@@ -91,6 +92,25 @@ def resolve_task(task: Task | str | Callable[..., Task], **kwargs: Any) -> Task:
     if not isinstance(built, Task):
         raise TypeError(f"task factory returned {type(built).__name__}, expected Task")
     return built
+
+
+def task_of(env_id: str) -> Task:
+    """The :class:`Task` a registered env id builds (``"TextSentiment-v0"`` -> the sentiment task),
+    with the task keywords of its registration; the one way agents and evals get a task from an id."""
+    import inspect
+
+    import gymnasium as gym
+
+    import textenv
+    from textenv.env import TextEnv
+
+    try:
+        kwargs = dict(gym.spec(env_id).kwargs)
+        task = kwargs.pop("task")
+    except (gym.error.Error, KeyError) as exc:
+        raise ValueError(f"{env_id!r} is not a registered textenv id; expected one of {textenv.ENV_IDS}") from exc
+    env_keywords = set(inspect.signature(TextEnv.__init__).parameters)
+    return resolve_task(task, **{k: v for k, v in kwargs.items() if k not in env_keywords})
 
 
 def _check_split(split: str) -> None:

@@ -204,9 +204,9 @@ class TextVectorEnv(VectorEnv):
                 final_info: dict[str, Any] = {}
                 for i, info in final.items():
                     final_info = self._add_info(final_info, info, i)
-                infos["final_obs"] = np.array([
-                    {k: v[i] for k, v in final_obs.items()} if done[i] else None for i in self._rows
-                ], dtype=object)
+                infos["final_obs"] = np.full(self.num_envs, None, dtype=object)  # only finished rows get one
+                for i in final:
+                    infos["final_obs"][i] = {k: v[i] for k, v in final_obs.items()}
                 infos["_final_obs"] = done.copy()
                 infos["final_info"] = final_info
                 infos["_final_info"] = done.copy()

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 import textenv  # noqa: F401
+from agents.kvcache import left_pad
 from agents.policy import LMActorCritic, Sampling
 from agents.rollout import collect
 from textenv.cli import cli
@@ -26,13 +27,7 @@ from textenv.devices import PRECISIONS, autocast, resolve_device
 
 def _prompts(envs, indices, device=None):
     setup = envs.unwrapped.setup
-    encoded = [setup.encode(i).ids for i in indices]
-    n = max(len(e) for e in encoded)
-    ids = torch.full((len(encoded), n), setup.pad_token_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for j, e in enumerate(encoded):
-        ids[j, n - len(e):] = torch.as_tensor(e)
-        mask[j, n - len(e):] = 1
+    ids, mask = left_pad([setup.encode(i).ids for i in indices], setup.pad_token_id)
     return ids.to(device), mask.to(device)
 
 
