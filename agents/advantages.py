@@ -1,15 +1,20 @@
-"""The maths of the update: GAE, critic-free group baselines, whitening, the KL controllers.
+"""The maths of the update: GAE, critic-free group baselines, whitening, the rollout batch they
+build, the clipped PPO loss and the KL controllers.
 
-Plain tensor functions, tested against hand-computed numbers (tests/test_advantages.py).
+Plain tensor functions, tested against hand-computed numbers (tests/test_advantages.py). As in
+cleanrl and stable-baselines3, the trainer only collects, calls :func:`rollout_batch` once per
+iteration and loops :func:`ppo_loss` over minibatches: no loss arithmetic lives in the loop.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple, Protocol
 
 import torch
 
-__all__ = ["AdaptiveKLController", "FixedKLController", "gae", "group_advantages", "whiten"]
+__all__ = ["AdaptiveKLController", "FixedKLController", "LossConfig", "RolloutBatch", "gae",
+           "group_advantages", "ppo_loss", "rollout_batch", "whiten"]
 
 
 def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float,
@@ -59,6 +64,90 @@ def group_advantages(scores: torch.Tensor, group_size: int, method: str) -> torc
         others = (g.sum(1, keepdim=True) - g) / (group_size - 1)
         return (g - others).reshape(-1)
     raise ValueError(f"unknown group advantage method {method!r}; expected 'grpo' or 'rloo'")
+
+
+class RolloutBatch(NamedTuple):
+    """One iteration's episodes as ``(N, T)`` tensors over generated tokens (right-padded; ``mask``
+    is 1 where a token exists): what the rollout recorded and what :func:`rollout_batch` derived."""
+
+    mask: torch.Tensor
+    old_logp: torch.Tensor  # log-prob of each token under the policy that sampled it
+    old_values: torch.Tensor  # value-head estimate at sampling time (zeros without a critic)
+    advantages: torch.Tensor
+    returns: torch.Tensor  # value targets (zeros without a critic)
+
+    def rows(self, idx: torch.Tensor) -> RolloutBatch:
+        """The episodes ``idx`` (a minibatch)."""
+        return RolloutBatch(*(t[idx] for t in self))
+
+
+def rollout_batch(scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, old_logp: torch.Tensor,
+                  old_values: torch.Tensor, kl_coef: float, advantage: str = "gae", group_size: int = 1,
+                  gamma: float = 1.0, lam: float = 0.95, whiten_advantages: bool = True) -> RolloutBatch:
+    """Advantages and returns from the task scores ``(N,)`` and the per-token KL ``(N, T)``.
+
+    ``"gae"``: per-token rewards ``-kl_coef * kl`` with the score added at each episode's last
+    token, then :func:`gae` over the value head's estimates (whitened over real tokens when
+    ``whiten_advantages``). ``"grpo"``/``"rloo"``: one sequence reward ``score - kl_coef * sum(kl)``
+    per episode, :func:`group_advantages` over groups of ``group_size``, the same advantage on every
+    token of the episode, no returns.
+    """
+    if advantage == "gae":
+        rewards = -kl_coef * kl
+        lengths = mask.sum(1).long()
+        rewards[torch.arange(len(scores)), lengths - 1] += scores
+        advantages, returns = gae(rewards, old_values, mask, gamma, lam)
+        if whiten_advantages:
+            advantages = whiten(advantages, mask)
+    else:
+        seq = scores - kl_coef * kl.sum(1)
+        adv = group_advantages(seq, group_size, advantage)
+        advantages, returns = adv[:, None] * mask, torch.zeros_like(mask)
+    return RolloutBatch(mask, old_logp, old_values, advantages, returns)
+
+
+class LossConfig(Protocol):
+    """The fields of a config :func:`ppo_loss` reads (:class:`agents.ppo.PPOConfig` has them)."""
+
+    clip_range: float
+    clip_range_value: float
+    vf_coef: float
+    ent_coef: float
+    advantage: str
+
+
+def ppo_loss(logprobs: torch.Tensor, entropy: torch.Tensor, values: torch.Tensor | None, batch: RolloutBatch,
+             cfg: LossConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The clipped PPO objective (Schulman et al. 2017) over the real tokens of ``batch``.
+
+    ``logprobs``, ``entropy``, ``values``: ``(N, T)`` under the policy being updated. Loss =
+    clipped policy-gradient loss ``- ent_coef * entropy`` (+ ``vf_coef *`` clipped value loss when
+    ``cfg.advantage == "gae"``), each a mean over real tokens. Returns ``(loss, stats)``; the stats
+    (``pg``, ``vf``, ``ent``, ``approx_kl`` = mean of ``(r - 1) - log r``, ``clipfrac``) carry no gradient
+    except through ``pg``/``vf``/``ent``, which the caller detaches when it logs them.
+    """
+    m = batch.mask
+    denom = m.sum().clamp(min=1)
+    log_ratio = (logprobs.float() - batch.old_logp) * m
+    ratio = log_ratio.exp()
+    adv = batch.advantages
+    pg = torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.clip_range, 1 + cfg.clip_range))
+    pg_loss = (pg * m).sum() / denom
+    ent = (entropy.float() * m).sum() / denom
+    loss = pg_loss - cfg.ent_coef * ent
+    vf_loss = torch.zeros(())
+    if cfg.advantage == "gae":
+        if values is None:
+            raise ValueError("the gae advantage needs the value head's values")
+        v = values.float()
+        v_clip = batch.old_values + (v - batch.old_values).clamp(-cfg.clip_range_value, cfg.clip_range_value)
+        vf = torch.max((v - batch.returns) ** 2, (v_clip - batch.returns) ** 2)
+        vf_loss = 0.5 * (vf * m).sum() / denom
+        loss = loss + cfg.vf_coef * vf_loss
+    with torch.no_grad():
+        approx_kl = (((ratio - 1) - log_ratio) * m).sum() / denom
+        clipfrac = (((ratio - 1).abs() > cfg.clip_range).float() * m).sum() / denom
+    return loss, {"pg": pg_loss, "vf": vf_loss, "ent": ent, "approx_kl": approx_kl, "clipfrac": clipfrac}
 
 
 class FixedKLController:

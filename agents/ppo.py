@@ -34,11 +34,11 @@ import numpy as np
 import torch
 
 import textenv  # noqa: F401 - registers the env ids
-from agents.advantages import AdaptiveKLController, FixedKLController, gae, group_advantages, whiten
+from agents.advantages import AdaptiveKLController, FixedKLController, RolloutBatch, ppo_loss, rollout_batch
 from agents.config import arg, cli, parse_config, resolve_device, run_dir, save_config
 from agents.distributed import Dist, parameter_checksum
 from agents.masking import TopKMasker
-from agents.policy import LMActorCritic, Sampling
+from agents.policy import EpisodeBatch, LMActorCritic, Sampling
 from agents.rollout import Episode, collect, episodes_to_batch
 from agents.tracking import Tracker
 from textenv.devices import Precision, autocast
@@ -393,17 +393,9 @@ class PPOTrainer:
         if not torch.isfinite(scores).all():
             return self._skip(it, "non-finite task reward")
         lengths = mask.sum(1).long()
-        if cfg.advantage == "gae":
-            rewards = -self.kl.value * kl
-            rewards[torch.arange(len(episodes)), lengths - 1] += scores
-            advantages, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
-            if cfg.whiten_advantages:
-                advantages = whiten(advantages, mask)
-        else:
-            seq = scores - self.kl.value * kl.sum(1)
-            adv = group_advantages(seq, cfg.samples_per_prompt, cfg.advantage)
-            advantages, returns = adv[:, None] * mask, torch.zeros_like(mask)
-        stats = self._update(batch, mask, old_logp, old_values, advantages, returns, it, allowed)
+        rollout = rollout_batch(scores, kl, mask, old_logp, old_values, self.kl.value, cfg.advantage,
+                                cfg.samples_per_prompt, cfg.gamma, cfg.lam, cfg.whiten_advantages)
+        stats = self._update(batch, rollout, it, allowed)
         if stats is None:
             return self._skip(it, "non-finite loss")
         if self.masker is not None and cfg.mask_update_every and it % cfg.mask_update_every == 0:
@@ -439,8 +431,10 @@ class PPOTrainer:
         self.iteration = it
         return {"failures/skipped": 1.0}
 
-    def _update(self, batch, mask, old_logp, old_values, advantages, returns, it,
+    def _update(self, batch: EpisodeBatch, rollout: RolloutBatch, it: int,
                 allowed: torch.Tensor | None = None) -> dict[str, float] | None:
+        """Epochs of minibatch steps on :func:`agents.advantages.ppo_loss`; ``None`` when a loss or a
+        gradient is not finite (that minibatch is not applied)."""
         cfg = self.cfg
         n = batch.input_ids.shape[0]
         gen = torch.Generator().manual_seed(cfg.seed * 7919 + it)
@@ -460,34 +454,14 @@ class PPOTrainer:
                     with self._autocast(), checkpointed(self.policy.model, cfg.gradient_checkpointing):
                         scores = self.policy.evaluate(sub, with_values=cfg.advantage == "gae",
                                                       allowed=None if allowed is None else allowed[idx])
-                    m = mask[idx]
-                    denom = m.sum().clamp(min=1)
-                    log_ratio = (scores.logprobs.float() - old_logp[idx]) * m
-                    ratio = log_ratio.exp()
-                    adv = advantages[idx]
-                    pg = torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.clip_range, 1 + cfg.clip_range))
-                    pg_loss = (pg * m).sum() / denom
-                    ent = (scores.entropy.float() * m).sum() / denom
-                    loss = pg_loss - cfg.ent_coef * ent
-                    vf_loss = torch.zeros(())
-                    if cfg.advantage == "gae":
-                        v = scores.values.float()
-                        v_clip = old_values[idx] + (v - old_values[idx]).clamp(-cfg.clip_range_value,
-                                                                               cfg.clip_range_value)
-                        vf = torch.max((v - returns[idx]) ** 2, (v_clip - returns[idx]) ** 2)
-                        vf_loss = 0.5 * (vf * m).sum() / denom
-                        loss = loss + cfg.vf_coef * vf_loss
+                    loss, stats = ppo_loss(scores.logprobs, scores.entropy, scores.values, rollout.rows(idx), cfg)
                     if self.dist.any(not torch.isfinite(loss)):  # nothing of this minibatch is applied
                         self.optimizer.zero_grad(set_to_none=True)
                         return None
                     (loss * len(idx) / len(idx_mb)).backward()
-                    with torch.no_grad():
-                        approx_kl = (((ratio - 1) - log_ratio) * m).sum() / denom
-                        clipfrac = (((ratio - 1).abs() > cfg.clip_range).float() * m).sum() / denom
-                    for k, val in (("pg", pg_loss), ("vf", vf_loss), ("ent", ent), ("approx_kl", approx_kl),
-                                   ("clipfrac", clipfrac)):
+                    for k, val in stats.items():
                         log[k].append(float(val.detach()))
-                    epoch_kl.append(float(approx_kl))
+                    epoch_kl.append(float(stats["approx_kl"]))
                 trainable = [p for p in self.policy.parameters() if p.requires_grad]
                 self.dist.average_gradients(trainable)
                 norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
@@ -500,7 +474,8 @@ class PPOTrainer:
                 self.optimizer.step()
             if cfg.target_approx_kl is not None and self.dist.mean(float(np.mean(epoch_kl))) > cfg.target_approx_kl:
                 break
-        y, v = returns[mask > 0], old_values[mask > 0]
+        real = rollout.mask > 0
+        y, v = rollout.returns[real], rollout.old_values[real]
         var_y = float(y.var()) if y.numel() > 1 else float("nan")
         explained = float("nan") if cfg.advantage != "gae" or not var_y > 0 else 1 - float((y - v).var()) / var_y
         return {

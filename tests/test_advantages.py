@@ -1,9 +1,20 @@
 """The update's maths against hand-computed numbers."""
 
+import math
+
 import pytest
 import torch
 
-from agents.advantages import AdaptiveKLController, FixedKLController, gae, group_advantages, whiten
+from agents.advantages import (
+    AdaptiveKLController,
+    FixedKLController,
+    RolloutBatch,
+    gae,
+    group_advantages,
+    ppo_loss,
+    rollout_batch,
+    whiten,
+)
 
 
 def test_gae_matches_hand_computation():
@@ -61,3 +72,80 @@ def test_adaptive_kl_controller_moves_the_coefficient_the_right_way():
     fixed = FixedKLController(0.3)
     fixed.update(100.0, 10)
     assert fixed.value == 0.3
+
+
+def _loss_cfg(advantage: str = "grpo"):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(clip_range=0.2, clip_range_value=0.5, vf_coef=0.1, ent_coef=0.1, advantage=advantage)
+
+
+def _two_tokens_and_a_padded_row() -> tuple[torch.Tensor, torch.Tensor, RolloutBatch]:
+    # row 0: ratios 1.5 and 0.5 with advantages +1 and -1 (both clipped); row 1 is padding with
+    # extreme numbers that must not count
+    mask = torch.tensor([[1.0, 1.0], [0.0, 0.0]])
+    logprobs = torch.tensor([[math.log(1.5), math.log(0.5)], [5.0, 5.0]])
+    entropy = torch.tensor([[1.0, 3.0], [100.0, 100.0]])
+    batch = RolloutBatch(mask=mask, old_logp=torch.zeros(2, 2), old_values=torch.zeros(2, 2),
+                         advantages=torch.tensor([[1.0, -1.0], [100.0, 100.0]]),
+                         returns=torch.tensor([[2.0, 0.1], [50.0, 50.0]]))
+    return logprobs, entropy, batch
+
+
+def test_ppo_loss_matches_hand_computation():
+    logprobs, entropy, batch = _two_tokens_and_a_padded_row()
+    loss, stats = ppo_loss(logprobs, entropy, None, batch, _loss_cfg())
+    # pg: max(-1*1.5, -1*1.2) = -1.2 and max(0.5, 0.8) = 0.8 -> mean -0.2; entropy mean 2
+    assert float(stats["pg"]) == pytest.approx(-0.2)
+    assert float(stats["ent"]) == pytest.approx(2.0)
+    assert float(loss) == pytest.approx(-0.2 - 0.1 * 2.0)
+    assert float(stats["vf"]) == 0.0
+    kl = ((0.5 - math.log(1.5)) + (-0.5 - math.log(0.5))) / 2  # (r - 1) - log r
+    assert float(stats["approx_kl"]) == pytest.approx(kl)
+    assert float(stats["clipfrac"]) == pytest.approx(1.0)
+
+
+def test_ppo_loss_adds_the_clipped_value_loss_with_a_critic():
+    logprobs, entropy, batch = _two_tokens_and_a_padded_row()
+    values = torch.tensor([[1.0, 1.0], [9.0, 9.0]])
+    loss, stats = ppo_loss(logprobs, entropy, values, batch, _loss_cfg("gae"))
+    # v_clip = 0 + clamp(1, -0.5, 0.5) = 0.5: max(1, 2.25) and max(0.81, 0.16) -> 0.5 * mean = 0.765
+    assert float(stats["vf"]) == pytest.approx(0.765)
+    assert float(loss) == pytest.approx(-0.4 + 0.1 * 0.765)
+    with pytest.raises(ValueError, match="value head"):
+        ppo_loss(logprobs, entropy, None, batch, _loss_cfg("gae"))
+
+
+def test_ppo_loss_gradient_flows_only_through_real_tokens():
+    logprobs, entropy, batch = _two_tokens_and_a_padded_row()
+    logprobs.requires_grad_(True)
+    loss, _ = ppo_loss(logprobs, entropy, None, batch, _loss_cfg())
+    loss.backward()
+    # both real tokens are clipped (no gradient); padding gets none either
+    assert logprobs.grad.abs().sum() == 0
+    batch = batch._replace(advantages=torch.tensor([[1.0, 1.0], [100.0, 100.0]]))  # token 2: ratio 0.5 < 0.8
+    logprobs.grad = None
+    ppo_loss(logprobs, entropy, None, batch, _loss_cfg())[0].backward()
+    assert logprobs.grad[0, 1] == pytest.approx(-0.5 / 2) and logprobs.grad[0, 0] == 0
+    assert logprobs.grad[1].abs().sum() == 0
+
+
+def test_rollout_batch_gae_puts_the_score_on_the_last_token_and_the_kl_on_every_token():
+    kl = torch.tensor([[0.5, 1.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    rb = rollout_batch(torch.tensor([2.0]), kl, mask, torch.zeros(1, 3), torch.zeros(1, 3), kl_coef=0.1,
+                       advantage="gae", gamma=1.0, lam=1.0, whiten_advantages=False)
+    # rewards -0.05, -0.1 + 2: returns-to-go 1.85, 1.9, then padding
+    assert rb.advantages[0].tolist() == pytest.approx([1.85, 1.9, 0.0])
+    assert rb.returns[0].tolist() == pytest.approx([1.85, 1.9, 0.0])
+    assert rb.rows(torch.tensor([0])).mask.tolist() == mask.tolist()
+
+
+def test_rollout_batch_group_advantage_subtracts_the_summed_kl_per_episode():
+    kl = torch.tensor([[0.5, 0.0], [1.0, 0.0]])
+    mask = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    rb = rollout_batch(torch.tensor([1.0, 3.0]), kl, mask, torch.zeros(2, 2), torch.zeros(2, 2), kl_coef=0.1,
+                       advantage="rloo", group_size=2)
+    # sequence rewards 0.95 and 2.9; RLOO with 2 samples: +-1.95 on every real token
+    assert rb.advantages.flatten().tolist() == pytest.approx([-1.95, 0.0, 1.95, 1.95])
+    assert rb.returns.abs().sum() == 0
