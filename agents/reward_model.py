@@ -25,7 +25,6 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,7 +38,7 @@ from agents.distributed import Dist
 from agents.preferences import Pair, length_matched, make_pairs, sample_pairs, task_setup
 from textenv.devices import Precision, autocast
 from textenv.io import atomic_dir, ensure_replaceable
-from textenv.models import DEFAULT_MODEL, freeze_below, load_tokenizer, smollm2_dir, tiny_model
+from textenv.models import DEFAULT_MODEL, freeze_below, is_tiny, load_tokenizer, model_path, tiny_model
 
 __all__ = ["PRESETS", "RewardModelConfig", "accuracy_report", "bradley_terry_loss", "load_reward_model", "main",
            "pairwise_accuracy", "score_texts", "train_reward_model"]
@@ -64,7 +63,7 @@ def load_reward_model(model: str = DEFAULT_MODEL, tokenizer: Any = None, seed: i
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        if model == "tiny":
+        if is_tiny(model):
             if tokenizer is None:
                 raise ValueError("model='tiny' needs the env's tokenizer (it is built from the task text)")
             lm = tiny_model(tokenizer, seed=seed)
@@ -74,7 +73,7 @@ def load_reward_model(model: str = DEFAULT_MODEL, tokenizer: Any = None, seed: i
             getattr(rm, rm.base_model_prefix).load_state_dict(getattr(lm, lm.base_model_prefix).state_dict())
         else:
             tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model)
-            path = smollm2_dir() if model in (DEFAULT_MODEL, "default") else Path(model)
+            path = model_path(model)
             rm = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
     rm.config.pad_token_id = tokenizer.pad_token_id
     tokenizer.truncation_side = "left"  # as SequenceClassifier: keep the completion

@@ -100,7 +100,7 @@ def _fit_vocab(logits: torch.Tensor, n: int) -> torch.Tensor:
     return logits[..., :n]
 
 
-class _LMActorCritic:
+class _SB3LMBase:
     """What :class:`LMPolicy` and :class:`MaskableLMPolicy` share: the LM as actor, a value head on
     its last hidden state as critic, one forward for both. Mixed in before the SB3 base class."""
 
@@ -155,7 +155,7 @@ class _LMActorCritic:
         return self.value_net(h)
 
 
-class LMPolicy(_LMActorCritic, ActorCriticPolicy):
+class LMPolicy(_SB3LMBase, ActorCriticPolicy):
     """A causal LM as an SB3 actor-critic (plain ``PPO``/``A2C`` on a textenv ``Discrete(vocab)`` env).
 
     Keyword arguments (``policy_kwargs``):
@@ -194,7 +194,7 @@ class LMPolicy(_LMActorCritic, ActorCriticPolicy):
         return self.get_distribution(observation).get_actions(deterministic=deterministic)
 
 
-class MaskableLMPolicy(_LMActorCritic, MaskableActorCriticPolicy):
+class MaskableLMPolicy(_SB3LMBase, MaskableActorCriticPolicy):
     """:class:`LMPolicy` for sb3-contrib's ``MaskablePPO``: the LM's next-token distribution cut to
     the env's ``action_masks()`` (e.g. :class:`TopKMaskWrapper`'s frozen top-k set: NLPO).
 

@@ -115,14 +115,14 @@ def generate_all(cfg: SuiteConfig, shard: tuple[int, int] = (0, 1),
     """Every policy's generations (with their model-based scores) for this shard's batches."""
     from agents.policy import LMActorCritic, Sampling
     from textenv.devices import autocast, resolve_device
-    from textenv.models import load_tokenizer
+    from textenv.models import is_tiny, load_tokenizer
     from textenv.rewards import resolve
 
     failures = failures if failures is not None else []
     specs = check_config(cfg)
     device = resolve_device(cfg.device)
     rank, world = shard
-    tokenizer = None if cfg.model == "tiny" else load_tokenizer(cfg.model)
+    tokenizer = None if is_tiny(cfg.model) else load_tokenizer(cfg.model)
     rms = _reward_models(cfg)
     envs = {}
     for task in cfg.tasks:

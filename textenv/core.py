@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from textenv.models import DEFAULT_MODEL, load_tokenizer
+from textenv.models import DEFAULT_MODEL, is_tiny, load_tokenizer
 from textenv.rewards import Completion, RewardError, resolve, score
 from textenv.tasks import Example, Task, resolve_task
 
@@ -70,7 +70,7 @@ class TaskSetup:
         self.max_prompt_tokens = _budget("max_prompt_tokens", max_prompt_tokens, self.task.max_prompt_tokens)
         self.max_new_tokens = _budget("max_new_tokens", max_new_tokens, self.task.max_new_tokens)
         if tokenizer is None:
-            if model == "tiny":
+            if is_tiny(model):
                 tokenizer = _tiny_tokenizer(self._tiny_corpus())
             else:
                 tokenizer = load_tokenizer(model)

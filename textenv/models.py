@@ -37,9 +37,11 @@ __all__ = [
     "enable_checkpointing",
     "env_model_kwargs",
     "freeze_below",
+    "is_tiny",
     "load_checked",
     "load_model",
     "load_tokenizer",
+    "model_path",
     "smollm2_dir",
     "tiny_model",
     "tiny_tokenizer",
@@ -162,7 +164,15 @@ def smollm2_dir() -> Path:
 # resolution
 
 
-def _resolve_dir(name: str) -> str:
+def is_tiny(name: str) -> bool:
+    """Whether ``name`` is the seeded random test model, whose tokenizer is built from the task's
+    own text (so an env, not a file, decides its vocabulary)."""
+    return name == "tiny"
+
+
+def model_path(name: str) -> str:
+    """Where model ``name`` loads from: the converted default model's cache directory for
+    ``"smollm2-135m"``/``"default"``, else ``name`` itself (a local directory or a Hub id)."""
     if name in (DEFAULT_MODEL, "default"):
         return str(smollm2_dir())
     return name
@@ -182,7 +192,7 @@ def env_model_kwargs(name: str, tokenizer=None) -> dict:
     ``name``'s vocabulary: ``"tiny"`` builds its tokenizer from the task's own text (or uses
     ``tokenizer``, the one built before); any other model passes its tokenizer, loaded once here
     unless given, so an env and its policy share one instance."""
-    if name == "tiny":
+    if is_tiny(name):
         return {"model": name, **({"tokenizer": tokenizer} if tokenizer is not None else {})}
     return {"tokenizer": tokenizer if tokenizer is not None else load_tokenizer(name)}
 
@@ -190,11 +200,11 @@ def env_model_kwargs(name: str, tokenizer=None) -> dict:
 def load_tokenizer(name: str = DEFAULT_MODEL, corpus: Sequence[str] | None = None):
     """The tokenizer for ``name`` (``corpus`` is only used by ``"tiny"``), left-padding, with a
     pad token (EOS when the model has none)."""
-    if name == "tiny":
+    if is_tiny(name):
         return tiny_tokenizer(corpus)
     from transformers import AutoTokenizer
 
-    path = _resolve_dir(name)
+    path = model_path(name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     except (OSError, ValueError) as exc:
@@ -220,11 +230,11 @@ def load_model(
     """
     if tokenizer is None:
         tokenizer = load_tokenizer(name, corpus)
-    if name == "tiny":
+    if is_tiny(name):
         return tokenizer, tiny_model(tokenizer, seed=seed)
     from transformers import AutoModelForCausalLM
 
-    path = _resolve_dir(name)
+    path = model_path(name)
     if Path(path).exists():
         check_output_dir(path, "model")
     try:
