@@ -1,4 +1,5 @@
-"""Data parallelism for the learners under ``accelerate launch`` (any number of processes/nodes).
+"""Data parallelism under ``accelerate launch`` (any number of processes/nodes), for the learners
+and the eval suite.
 
 Each process rolls out its own shard of prompts; gradients are averaged across processes before
 every optimizer step, so the weights stay identical everywhere; decisions that must agree (skip an
@@ -63,6 +64,14 @@ class Dist:
     def barrier(self) -> None:
         if self.world > 1:
             torch.distributed.barrier()
+
+    def gather(self, objects: list) -> list:
+        """Every process's ``objects`` (picklable), concatenated in rank order, on every process."""
+        if self.world == 1:
+            return list(objects)
+        parts: list = [None] * self.world
+        torch.distributed.all_gather_object(parts, list(objects))
+        return [x for part in parts for x in part]
 
 
 def parameter_checksum(module: torch.nn.Module) -> str:

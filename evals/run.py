@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from agents.distributed import Dist
 from agents.tracking import stage_memory
 from evals.generate import Decoding, Generation
 from evals.suite import Failure, SuiteConfig, check_config, generate_all, score_generations
@@ -76,16 +76,6 @@ SUITES: dict[str, Suite] = {
                 "budgets, best-of-4",
     ),
 }
-
-
-def _distributed():
-    """accelerate's process state when launched with several processes, else None."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return None
-    import torch
-    from accelerate import PartialState
-
-    return PartialState(cpu=not torch.cuda.is_available())  # see agents/distributed.py
 
 
 def make_checkpoints(tasks: tuple[str, ...], preset: str, model: str, device: str = "auto",
@@ -183,34 +173,31 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    state = _distributed()
-    is_main = state is None or state.is_main_process
+    dist = Dist()  # one process unless launched with accelerate
+    is_main = dist.is_main
     start = time.perf_counter()
     uses_pipeline = any(PIPELINE in p for p in cfg.policies)
     if uses_pipeline and not args.no_make and cfg.model == "smollm2-135m":
         if is_main:
             make_checkpoints(cfg.tasks, suite.preset, cfg.model, cfg.device, cfg.precision)
             logger.info("checkpoints ready after %.0f s", time.perf_counter() - start)
-        if state is not None:
-            state.wait_for_everyone()
+        dist.barrier()
     # reward models that do not exist are dropped with a message (rm rows then fail by name)
     present = tuple(r for r in cfg.reward_models if Path(r.partition("=")[2]).exists())
     for r in set(cfg.reward_models) - set(present):
         logger.warning("reward model %s not found: rm_score and best-of-n are skipped for that task", r)
     cfg = replace(cfg, reward_models=present)
     failures: list[Failure] = []
-    shard = (0, 1) if state is None else (state.process_index, state.num_processes)
+    shard = (dist.rank, dist.world)
     stage_memory()
     gens = generate_all(cfg, shard=shard, failures=failures)
     mem = stage_memory()
     logger.info("evaluation generated %d completions; peak RSS %.2f GB", len(gens), mem.get("peak_gb", float("nan")))
-    if state is not None:
-        from accelerate.utils import gather_object
-
-        logger.info("process %d/%d generated %d completions", state.process_index, state.num_processes, len(gens))
-        gens = [Generation(**g) for g in gather_object([g.to_dict() for g in gens])]
+    if dist.world > 1:
+        logger.info("process %d/%d generated %d completions", dist.rank, dist.world, len(gens))
+        gens = [Generation(**g) for g in dist.gather([g.to_dict() for g in gens])]
         # a (policy, task) split across processes fails on each of them: report it once
-        failures = list(dict.fromkeys(Failure(**f) for f in gather_object([vars(f) for f in failures])))
+        failures = list(dict.fromkeys(Failure(**f) for f in dist.gather([vars(f) for f in failures])))
     if not is_main:
         return 0
     if not gens:
