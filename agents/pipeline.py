@@ -66,18 +66,19 @@ def _has_references(env_id: str) -> bool:
     return bool(task_of(env_id).load("train")[0].references)
 
 
-def _ppo_presets(preset: str, env_id: str, reward: str = "task") -> ppo.PPOConfig:
-    """The PPO preset for a task: ``<preset>-<task>-rm`` for PPO on the reward model when there is
-    one, else the task-specific ``<preset>-<task>``, else ``<preset>``."""
+def _preset(presets: dict[str, Any], preset: str, env_id: str, rm: bool = False) -> Any:
+    """A stage's preset for a task: ``<preset>-<task>-rm`` (PPO on the reward model) when asked
+    and present, else the task-specific ``<preset>-<task>``, else ``<preset>``."""
     name = env_id.removeprefix("Text").split("-")[0].lower()
-    names = ([f"{preset}-{name}-rm"] if reward == "rm" else []) + [f"{preset}-{name}", preset]
-    return ppo.PRESETS[next(n for n in names if n in ppo.PRESETS)]
+    names = ([f"{preset}-{name}-rm"] if rm else []) + [f"{preset}-{name}", preset]
+    return presets[next(n for n in names if n in presets)]
 
 
 def _run_ppo(cfg: PipelineConfig, dirs: dict[str, Path], reward: str) -> dict[str, Any]:
     pcfg = dataclasses.replace(
-        _ppo_presets(cfg.preset, cfg.task, reward), env=cfg.task, model=str(dirs["sft"]), seed=cfg.seed,
-        device=cfg.device, precision=cfg.precision, runs=str(dirs["ppo_runs"]), exp_name=f"pipeline-{reward}",
+        _preset(ppo.PRESETS, cfg.preset, cfg.task, rm=reward == "rm"), env=cfg.task, model=str(dirs["sft"]),
+        seed=cfg.seed, device=cfg.device, precision=cfg.precision, runs=str(dirs["ppo_runs"]),
+        exp_name=f"pipeline-{reward}",
         reward_model=str(dirs["reward_model"]) if reward == "rm" else None,
     )
     if cfg.ppo_iterations is not None:
@@ -144,8 +145,8 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
         logger.info("reward-model checkpoint %s exists: skipped", dirs["reward_model"])
         report["reward_model_metrics"] = "cached"
     else:
-        rcfg = dataclasses.replace(reward_model.PRESETS[cfg.preset], env=cfg.task, model=str(dirs["sft"]),
-                                   seed=cfg.seed, device=cfg.device, precision=cfg.precision,
+        rcfg = dataclasses.replace(_preset(reward_model.PRESETS, cfg.preset, cfg.task), env=cfg.task,
+                                   model=str(dirs["sft"]), seed=cfg.seed, device=cfg.device, precision=cfg.precision,
                                    out=str(dirs["reward_model"]))
         report["reward_model_metrics"] = reward_model.train_reward_model(rcfg)
         done("reward_model")

@@ -23,6 +23,7 @@ import copy
 import dataclasses
 import json
 import logging
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -94,6 +95,8 @@ class PPOConfig:
     kl_horizon: int = arg(10000, "adaptive KL horizon in episodes")
     reward_scale: float = arg(1.0, "multiply task rewards by this")
     reward_clip: float | None = arg(None, "clip scaled task rewards to [-c, c]")
+    whiten_scores: bool = arg(False, "whiten each iteration's task rewards (zero mean, unit std over all processes) "
+                              "before the KL penalty: a reward model's offset otherwise favours short episodes")
     missing_eos_penalty: float | None = arg(None, "subtract this from the reward of an episode that hit the token "
                                                   "budget instead of ending with EOS (TRL's name): a reward that "
                                                   "grows with length is then not won by never stopping")
@@ -158,18 +161,30 @@ PRESETS: dict[str, PPOConfig] = {
                          checkpoint_every=20),
 }
 # On a learned reward model ("<preset>-<task>-rm", what agents.pipeline trains with --ppo-reward rm):
-# a 10x stronger KL penalty. A reward model scores a wider range than VADER or ROUGE and is
-# hackable: with the task presets' 0.02, sentiment PPO on the quick reward model reached a held-out
-# KL of 29 nats per episode in 16 iterations (text turned to hashtags) while its VADER stayed at base.
-PRESETS["quick-sentiment-rm"] = dataclasses.replace(PRESETS["quick-sentiment"], kl_coef=0.2)
+# a stronger KL penalty. A reward model scores a wider range than VADER or ROUGE and is hackable:
+# with the task presets' 0.02, sentiment PPO on the quick reward model reached a held-out KL of 29
+# nats per episode in 16 iterations (text turned to hashtags) while its VADER stayed at base. Its
+# scores are whitened: unwhitened (mean ~1.9), GAE favoured short episodes and replies shrank from
+# 23 to 7-11 tokens at KL 0.05 and 0.2 alike; whitened, with the quick-sentiment reward model and
+# KL 0.1, held-out VADER went 0.235 -> 0.668 at 15.6 tokens (T=1, 32 validation prompts).
+PRESETS["quick-sentiment-rm"] = dataclasses.replace(PRESETS["quick-sentiment"], kl_coef=0.1, whiten_scores=True)
 PRESETS["quick-summarize-rm"] = dataclasses.replace(PRESETS["quick-summarize"], kl_coef=0.2, iterations=10,
                                                     checkpoint_every=10, eval_every=10)
 
 
-def _task_scores(episodes: list[Episode], cfg: PPOConfig) -> torch.Tensor:
+def _task_scores(episodes: list[Episode], cfg: PPOConfig, dist: Dist | None = None) -> torch.Tensor:
+    """The task rewards PPO optimises: scaled, clipped, whitened (``whiten_scores``: with GAE at
+    lam < 1 and a value head still near 0, an episode's early tokens get ``lam**k`` of its reward,
+    so a positive offset such as a reward model's makes short episodes look better), then the
+    missing-EOS penalty."""
     scores = torch.tensor([e.score for e in episodes], dtype=torch.float32) * cfg.reward_scale
     if cfg.reward_clip is not None:
         scores = scores.clamp(-cfg.reward_clip, cfg.reward_clip)
+    if cfg.whiten_scores:
+        dist = dist or Dist()
+        mean = dist.mean(float(scores.mean()))
+        var = dist.mean(float(((scores - mean) ** 2).mean()))
+        scores = (scores - mean) / math.sqrt(var + 1e-8)
     if cfg.missing_eos_penalty:
         unfinished = torch.tensor([not e.info.get("ended_with_eos", False) for e in episodes])
         scores = scores - cfg.missing_eos_penalty * unfinished.float()
@@ -389,7 +404,7 @@ class PPOTrainer:
                 allowed = self.masker.allowed_for(batch)
         kl = (old_logp - ref_logp) * mask  # k1 per token: the penalty
         kl_k3 = ((ref_logp - old_logp).exp() - 1 - (ref_logp - old_logp)) * mask  # k3: >= 0, for logging
-        scores = _task_scores(episodes, cfg).to(self.device)
+        scores = _task_scores(episodes, cfg, self.dist).to(self.device)
         if not torch.isfinite(scores).all():
             return self._skip(it, "non-finite task reward")
         lengths = mask.sum(1).long()

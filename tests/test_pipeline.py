@@ -57,8 +57,12 @@ def test_cli_preset_is_the_pipelines_own_field():
 def test_each_suite_task_gets_its_own_ppo_preset():
     """`make run` and `evals.run --suite full` train with the task-specific presets: GRPO with a
     group of samples on the verifier task, PPO with a value head elsewhere."""
-    from agents.pipeline import _ppo_presets
+    from agents import ppo, reward_model
+    from agents.pipeline import _preset
     from evals.run import SUITES
+
+    def _ppo_presets(preset, task, reward="task"):
+        return _preset(ppo.PRESETS, preset, task, rm=reward == "rm")
 
     for suite in SUITES.values():
         for task in suite.config.tasks:
@@ -73,6 +77,11 @@ def test_each_suite_task_gets_its_own_ppo_preset():
     rm = _ppo_presets("quick", "TextSentiment-v0", "rm")
     assert rm is ppo_presets()["quick-sentiment-rm"] and rm.kl_coef > _ppo_presets("quick", "TextSentiment-v0").kl_coef
     assert _ppo_presets("default", "TextSentiment-v0", "rm") is ppo_presets()["default-sentiment"]
+    # the reward model too: more of the (cheap) tweet pairs for sentiment, the generic preset elsewhere
+    rm_sentiment = _preset(reward_model.PRESETS, "quick", "TextSentiment-v0")
+    assert rm_sentiment is reward_model.PRESETS["quick-sentiment"]
+    assert rm_sentiment.limit > reward_model.PRESETS["quick"].limit
+    assert _preset(reward_model.PRESETS, "quick", "TextSummarize-v0") is reward_model.PRESETS["quick"]
 
 
 def ppo_presets():

@@ -203,6 +203,33 @@ def test_missing_eos_penalty_lowers_only_the_episodes_cut_by_the_budget():
         PPOTrainer(_cfg("unused", missing_eos_penalty=-1.0))
 
 
+def test_a_reward_offset_favours_short_episodes_under_gae_unless_scores_are_whitened():
+    """Why ``whiten_scores`` exists: every episode scores the same 2.0 (a reward model's offset), the
+    value head is still 0, lam < 1: GAE gives a 2-token episode's tokens more advantage than a
+    10-token episode's, so PPO learns to stop early. Whitened, equal scores carry no signal."""
+    from agents.advantages import rollout_batch
+    from agents.ppo import _task_scores
+    from agents.rollout import Episode
+
+    eps = [Episode(index=i, prompt_ids=np.zeros(1), rewards=[0.0] * (n - 1) + [2.0], info={"ended_with_eos": True})
+           for i, n in enumerate((2, 10))]
+    mask = torch.tensor([[1.0] * 2 + [0.0] * 8, [1.0] * 10])
+    zeros = torch.zeros(2, 10)
+
+    def mean_advantage(**kw):
+        scores = _task_scores(eps, _cfg("unused", **kw))
+        adv = rollout_batch(scores, zeros, mask, zeros, zeros, kl_coef=0.0, gamma=1.0, lam=0.95).advantages
+        return [float(adv[i, : int(mask[i].sum())].mean()) for i in range(2)]
+
+    short, long = mean_advantage()
+    assert short > long + 0.5  # the short episode is "better" for no reason but its length
+    assert mean_advantage(whiten_scores=True) == [0.0, 0.0]
+    scores = _task_scores([*eps, Episode(index=2, prompt_ids=np.zeros(1), rewards=[5.0], info={})],
+                          _cfg("unused", whiten_scores=True, missing_eos_penalty=0.25))
+    # whitened over the batch (population std), then the penalty on the episode without EOS
+    assert scores.tolist() == pytest.approx([-1 / math.sqrt(2), -1 / math.sqrt(2), math.sqrt(2) - 0.25], abs=1e-4)
+
+
 def test_resume_does_not_import_code_named_by_a_run_folder_unless_trusted(tmp_path, monkeypatch):
     import json
 
