@@ -59,9 +59,9 @@ class TaskSetup:
         max_new_tokens: int | None = None,
         prompt_template: str | None = None,
         chat_template: bool | None = None,
-        task_kwargs: Mapping[str, Any] | None = None,
+        **task_kwargs: Any,
     ) -> None:
-        self.task = resolve_task(task, **dict(task_kwargs or {}))
+        self.task = resolve_task(task, **task_kwargs)
         self.split = split
         self.examples: list[Example] = self.task.load(split)
         if not self.examples:

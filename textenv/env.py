@@ -9,7 +9,6 @@ import gymnasium as gym
 import numpy as np
 
 from textenv.core import TaskSetup, check_action, check_dense
-from textenv.models import DEFAULT_MODEL
 from textenv.tasks import Task
 
 __all__ = ["TextEnv"]
@@ -75,23 +74,13 @@ class TextEnv(gym.Env[dict[str, np.ndarray], int]):
     def __init__(
         self,
         task: Task | str | Callable[..., Task],
-        split: str = "train",
-        model: str = DEFAULT_MODEL,
-        tokenizer: Any = None,
-        reward: Any = None,
-        max_prompt_tokens: int | None = None,
-        max_new_tokens: int | None = None,
-        prompt_template: str | None = None,
-        chat_template: bool | None = None,
         dense_reward: bool = False,
         render_mode: str | None = None,
-        **task_kwargs: Any,
+        **setup_kwargs: Any,
     ) -> None:
-        self.setup = TaskSetup(
-            task, split=split, model=model, tokenizer=tokenizer, reward=reward,
-            max_prompt_tokens=max_prompt_tokens, max_new_tokens=max_new_tokens,
-            prompt_template=prompt_template, chat_template=chat_template, task_kwargs=task_kwargs,
-        )
+        # split, model, tokenizer, reward, budgets, templates and the task's own keywords: the
+        # signature of :class:`textenv.core.TaskSetup`, written once there for both envs
+        self.setup = TaskSetup(task, **setup_kwargs)
         self.render_mode = render_mode
         self.dense_reward = dense_reward
         self.observation_space = self.setup.observation_space()

@@ -102,6 +102,7 @@ def task_of(env_id: str) -> Task:
     import gymnasium as gym
 
     import textenv
+    from textenv.core import TaskSetup
     from textenv.env import TextEnv
 
     try:
@@ -109,7 +110,7 @@ def task_of(env_id: str) -> Task:
         task = kwargs.pop("task")
     except (gym.error.Error, KeyError) as exc:
         raise ValueError(f"{env_id!r} is not a registered textenv id; expected one of {textenv.ENV_IDS}") from exc
-    env_keywords = set(inspect.signature(TextEnv.__init__).parameters)
+    env_keywords = set(inspect.signature(TaskSetup.__init__).parameters) | set(inspect.signature(TextEnv).parameters)
     return resolve_task(task, **{k: v for k, v in kwargs.items() if k not in env_keywords})
 
 

@@ -22,7 +22,6 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from textenv.core import TaskSetup, check_dense
-from textenv.models import DEFAULT_MODEL
 from textenv.tasks import Task
 
 __all__ = ["TextVectorEnv"]
@@ -45,29 +44,17 @@ class TextVectorEnv(VectorEnv):
         self,
         num_envs: int,
         task: Task | str | Callable[..., Task],
-        split: str = "train",
-        model: str = DEFAULT_MODEL,
-        tokenizer: Any = None,
-        reward: Any = None,
-        max_prompt_tokens: int | None = None,
-        max_new_tokens: int | None = None,
-        prompt_template: str | None = None,
-        chat_template: bool | None = None,
         dense_reward: bool = False,
         render_mode: str | None = None,
         autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
-        **task_kwargs: Any,
+        **setup_kwargs: Any,
     ) -> None:
         if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
         mode = _AUTORESET.get(autoreset_mode, autoreset_mode)
         if mode not in (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP):
             raise ValueError(f"autoreset_mode must be 'next_step' or 'same_step', got {autoreset_mode!r}")
-        self.setup = TaskSetup(
-            task, split=split, model=model, tokenizer=tokenizer, reward=reward,
-            max_prompt_tokens=max_prompt_tokens, max_new_tokens=max_new_tokens,
-            prompt_template=prompt_template, chat_template=chat_template, task_kwargs=task_kwargs,
-        )
+        self.setup = TaskSetup(task, **setup_kwargs)  # the keywords of textenv.core.TaskSetup
         self.num_envs = int(num_envs)
         self.render_mode = render_mode
         self.dense_reward = dense_reward
