@@ -77,3 +77,12 @@ def test_out_never_replaces_or_fills_a_folder_of_the_users(tmp_path, module, arg
     _one_line_error(proc, "not a")
     assert sorted(p.name for p in mine.rglob("*")) == (["notes.txt"] if module == "agents.pipeline"
                                                          else ["data", "notes.txt"])
+
+
+def test_the_demo_cli_offers_exactly_the_registered_envs():
+    import typing
+
+    import textenv
+    from textenv.__main__ import DemoConfig
+
+    assert typing.get_args(typing.get_type_hints(DemoConfig)["env"]) == textenv.ENV_IDS

@@ -4,15 +4,30 @@ reward work together; learning lives in ``agents``."""
 
 from __future__ import annotations
 
-import argparse
 import time
+from dataclasses import dataclass
+from typing import Literal
 
 import gymnasium as gym
 import numpy as np
 
-import textenv
-from textenv.cli import cli
+import textenv  # noqa: F401 - registers the env ids
+from textenv.cli import arg, cli, parse_config
 from textenv.models import DEFAULT_MODEL, forward_with_cache
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Roll out a model or random tokens on a textenv task and print each completion with its reward."""
+
+    env: Literal["TextSummarize-v0", "TextSentiment-v0", "TextReasoning-v0", "TextCount-v0"] = arg(
+        "TextSummarize-v0", "registered env id")
+    model: str = arg(DEFAULT_MODEL, "'smollm2-135m', 'tiny' or a local directory")
+    policy: Literal["greedy", "sample", "random"] = arg("greedy", "how tokens are chosen")
+    episodes: int = arg(2, "episodes to roll out")
+    split: Literal["train", "validation", "test"] = arg("test", "the split prompts come from")
+    max_new_tokens: int | None = arg(None, "token budget (None: the task's)")
+    seed: int = arg(0, "seed of episode 0 (episode i uses seed + i)")
 
 
 def rollout(env: gym.Env, model, policy: str, seed: int, temperature: float = 1.0) -> tuple[float, dict, int]:
@@ -42,15 +57,9 @@ def rollout(env: gym.Env, model, policy: str, seed: int, temperature: float = 1.
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m textenv", description=__doc__)
-    parser.add_argument("--env", default="TextSummarize-v0", choices=textenv.ENV_IDS, help="registered env id")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="'smollm2-135m', 'tiny' or a local directory")
-    parser.add_argument("--policy", default="greedy", choices=["greedy", "sample", "random"])
-    parser.add_argument("--episodes", type=int, default=2)
-    parser.add_argument("--split", default="test", choices=["train", "validation", "test"])
-    parser.add_argument("--max-new-tokens", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    args = parse_config(DemoConfig, argv)
+    if args.episodes < 1:
+        raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
 
     from textenv.models import load_model
 
