@@ -49,6 +49,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
+from agents.kvcache import positions
 from agents.masking import allowed_tokens
 from agents.policy import Sampling, entropy_from_logprobs, logprobs_from_logits
 from textenv.models import load_model
@@ -84,7 +85,7 @@ def last_token_forward(model: nn.Module, input_ids: torch.Tensor, attention_mask
     ids, mask = input_ids[:, lo:hi], attention_mask[:, lo:hi]
     n = mask.shape[1]
     last = n - 1 - mask.flip(-1).argmax(-1)  # index of the last 1 in each row
-    out = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask),
                 output_hidden_states=hidden, use_cache=False)
     rows = torch.arange(ids.shape[0], device=ids.device)
     logits = out.logits[rows, last].float()

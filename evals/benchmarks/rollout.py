@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 import textenv  # noqa: F401
-from agents.kvcache import left_pad
+from agents.kvcache import left_pad, positions
 from agents.policy import LMActorCritic, Sampling
 from agents.rollout import collect
 from textenv.cli import cli
@@ -70,7 +70,7 @@ def run_naive(policy, envs, indices, greedy, seed):
         mask = torch.as_tensor(obs["attention_mask"], device=policy.device).long()
         last = mask.shape[1] - (mask.flip(1).cumsum(1) == 0).sum(1) - 1  # index of each row's last real token
         logits = policy.model(input_ids=ids, attention_mask=mask,
-                              position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits
+                              position_ids=positions(mask)).logits
         logp = logprobs_from_logits(logits[torch.arange(b, device=policy.device), last], policy.sampling)
         actions = logp.argmax(-1) if greedy else torch.multinomial(logp.exp(), 1, generator=gen).squeeze(-1)
         actions = np.where(active, actions.cpu().numpy(), policy.pad_token_id)
