@@ -1,10 +1,10 @@
 """The RLHF recipe end to end: SFT -> reward model -> PPO, each step skipped when its checkpoint
 already exists, writing the checkpoints the eval suite reads.
 
-    python -m agents.pipeline --task TextSentiment-v0 --preset quick
-    python -m agents.pipeline --task TextCount-v0 --model tiny --preset quick
+    python -m agents.pipeline --env TextSentiment-v0 --preset quick
+    python -m agents.pipeline --env TextCount-v0 --model tiny --preset quick
 
-Layout under ``--out`` (default ``runs/pipeline/<task>__<model>``)::
+Layout under ``--out`` (default ``runs/pipeline/<env>__<model>``)::
 
     sft/            a causal-LM checkpoint (agents.sft; domain adaptation for tasks without references)
     reward_model/   a sequence-classifier checkpoint (agents.reward_model), trunk = the SFT model,
@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 class PipelineConfig:
     """SFT, then a reward model, then PPO, on one task."""
 
-    task: str = arg("TextSentiment-v0", "registered env id")
+    env: str = arg("TextSentiment-v0", "registered env id (as agents.ppo --env)")
     model: str = arg("smollm2-135m", "base model: 'smollm2-135m', 'tiny' or a local directory")
     preset: Literal["quick", "default"] = arg("quick", "budget of every stage: 'quick' (CPU) or 'default' (GPU)")
     ppo_reward: Literal["rm", "task", "both"] = arg("both", "PPO's reward: the trained reward model, the task's "
@@ -51,11 +51,11 @@ class PipelineConfig:
     seed: int = arg(0, "seed of every stage")
     device: str = arg("auto", "'auto' (CUDA when present), 'cpu', 'cuda', ...")
     precision: Precision = arg("auto", "'auto' (bf16 autocast on CUDA, fp32 elsewhere), 'fp32' or 'bf16' (any device)")
-    out: str | None = arg(None, "root of the checkpoints (default runs/pipeline/<task>__<model>)")
+    out: str | None = arg(None, "root of the checkpoints (default runs/pipeline/<env>__<model>)")
 
 
 def stage_dirs(cfg: PipelineConfig) -> dict[str, Path]:
-    root = Path(cfg.out or Path("runs") / "pipeline" / f"{cfg.task}__{Path(cfg.model).name}")
+    root = Path(cfg.out or Path("runs") / "pipeline" / f"{cfg.env}__{Path(cfg.model).name}")
     return {"root": root, "sft": root / "sft", "reward_model": root / "reward_model", "ppo_task": root / "ppo_task",
             "ppo_rm": root / "ppo_rm", "ppo_runs": root / "ppo_runs"}
 
@@ -76,7 +76,7 @@ def _preset(presets: dict[str, Any], preset: str, env_id: str, rm: bool = False)
 
 def _run_ppo(cfg: PipelineConfig, dirs: dict[str, Path], reward: str) -> dict[str, Any]:
     pcfg = dataclasses.replace(
-        _preset(ppo.PRESETS, cfg.preset, cfg.task, rm=reward == "rm"), env=cfg.task, model=str(dirs["sft"]),
+        _preset(ppo.PRESETS, cfg.preset, cfg.env, rm=reward == "rm"), env=cfg.env, model=str(dirs["sft"]),
         seed=cfg.seed, device=cfg.device, precision=cfg.precision, runs=str(dirs["ppo_runs"]),
         exp_name=f"pipeline-{reward}",
         reward_model=str(dirs["reward_model"]) if reward == "rm" else None,
@@ -126,15 +126,15 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
         mem = stage_memory()
         secs, clock = time.perf_counter() - clock, time.perf_counter()
         report[f"{stage}_resources"] = {"seconds": round(secs, 1), **{k: round(v, 2) for k, v in mem.items()}}
-        logger.info("%s %s: %.0f s, peak RSS %.2f GB", cfg.task, stage, secs, mem.get("peak_gb", float("nan")))
+        logger.info("%s %s: %.0f s, peak RSS %.2f GB", cfg.env, stage, secs, mem.get("peak_gb", float("nan")))
 
     if is_complete(dirs["sft"]):
         logger.info("SFT checkpoint %s exists: skipped", dirs["sft"])
         report["sft_metrics"] = "cached"
     else:
         # a task without references (sentiment) has no demonstrations: adapt to its domain text instead
-        mode = "sft" if _has_references(cfg.task) else "domain"
-        scfg = dataclasses.replace(sft.PRESETS[cfg.preset], env=cfg.task, model=cfg.model, seed=cfg.seed,
+        mode = "sft" if _has_references(cfg.env) else "domain"
+        scfg = dataclasses.replace(sft.PRESETS[cfg.preset], env=cfg.env, model=cfg.model, seed=cfg.seed,
                                    device=cfg.device, precision=cfg.precision, out=str(dirs["sft"]), mode=mode)
         report["sft_metrics"] = {k: v for k, v in sft.train_sft(scfg).items() if k != "history"}
         done("sft")
@@ -145,7 +145,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
         logger.info("reward-model checkpoint %s exists: skipped", dirs["reward_model"])
         report["reward_model_metrics"] = "cached"
     else:
-        rcfg = dataclasses.replace(_preset(reward_model.PRESETS, cfg.preset, cfg.task), env=cfg.task,
+        rcfg = dataclasses.replace(_preset(reward_model.PRESETS, cfg.preset, cfg.env), env=cfg.env,
                                    model=str(dirs["sft"]), seed=cfg.seed, device=cfg.device, precision=cfg.precision,
                                    out=str(dirs["reward_model"]))
         report["reward_model_metrics"] = reward_model.train_reward_model(rcfg)

@@ -17,21 +17,21 @@ Policy paths may contain ``{task}``, replaced per task (checkpoints are task-spe
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 from agents.distributed import Dist
 from agents.tracking import stage_memory
 from evals.generate import Decoding, Generation
 from evals.suite import Failure, SuiteConfig, check_config, generate_all, score_generations
-from textenv.cli import cli
-from textenv.devices import PRECISIONS, resolve_device
+from textenv.cli import arg, cli, parse_config
+from textenv.devices import Precision, resolve_device
 
-__all__ = ["SUITES", "main"]
+__all__ = ["SUITES", "RunConfig", "main", "suite_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def make_checkpoints(tasks: tuple[str, ...], preset: str, model: str, device: st
     from agents.pipeline import PipelineConfig, run_pipeline
 
     for task in tasks:
-        run_pipeline(PipelineConfig(task=task, model=model, preset=preset, out=PIPELINE.format(task=task),
+        run_pipeline(PipelineConfig(env=task, model=model, preset=preset, out=PIPELINE.format(task=task),
                                     device=device, precision=precision))  # type: ignore[arg-type]
 
 
@@ -113,66 +113,68 @@ def reward_model_notes(reward_models: tuple[str, ...]) -> list[str]:
     return notes
 
 
-def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, SuiteConfig, Suite]:
-    parser = argparse.ArgumentParser(prog="python -m evals.run", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--suite", default="quick", choices=sorted(SUITES), help="budgets and default policies")
-    parser.add_argument("--tasks", default=None, help="comma-separated env ids (default: the suite's)")
-    parser.add_argument("--policies", default=None, help="comma-separated policy names to keep (default: all)")
-    parser.add_argument("--policy", action="append", default=[], metavar="NAME=PATH",
-                        help="add a policy: NAME=PATH, NAME=bon:PATH (best-of-n), 'random' or 'reference'")
-    parser.add_argument("--only", action="store_true", help="evaluate only the --policy entries")
-    parser.add_argument("--reward-model", action="append", default=[], metavar="TASK=PATH",
-                        help="reward model of a task (rm_score metric, best-of-n reranking)")
-    parser.add_argument("--metrics", default=None, help="comma-separated metrics to keep (default: all)")
-    parser.add_argument("--limit", type=int, default=None, help="test examples per task (default: the suite's)")
-    parser.add_argument("--model", default=None, help="base model (default: smollm2-135m)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto",
-                        help="where policies, the reference and reward models run: 'auto' (CUDA when present), "
-                             "'cpu', 'cuda', 'cuda:N'")
-    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
-                        help="'auto' (bf16 autocast on CUDA, fp32 elsewhere), 'fp32' or 'bf16' (any device)")
-    parser.add_argument("--out", default="leaderboards", help="directory of the leaderboard files")
-    parser.add_argument("--name", default=None, help="leaderboard file name (default: the suite name)")
-    parser.add_argument("--no-make", action="store_true", help="do not create missing checkpoints")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    suite = SUITES[args.suite]
-    cfg = suite.config
-    policies = () if args.only else cfg.policies
-    policies = tuple(policies) + tuple(args.policy)
-    if args.policies:
-        keep = args.policies.split(",")
+@dataclass(frozen=True)
+class RunConfig:
+    """Which leaderboard to build: a suite's budgets and policies, narrowed or extended by flags."""
+
+    suite: Literal["quick", "full"] = arg("quick", "budgets and default policies")
+    tasks: tuple[str, ...] | None = arg(None, "env ids to evaluate, space- or comma-separated (None: the suite's)")
+    policies: tuple[str, ...] | None = arg(None, "names of the suite's policies to keep (None: all)")
+    policy: tuple[str, ...] = arg((), "add policies: NAME=PATH, NAME=bon:PATH (best-of-n), 'random' or "
+                                      "'reference' (repeatable)")
+    only: bool = arg(False, "evaluate only the --policy entries")
+    reward_model: tuple[str, ...] = arg((), "TASK=PATH: a task's reward model (rm_score metric, best-of-n "
+                                            "reranking; repeatable)")
+    metrics: tuple[str, ...] | None = arg(None, "metrics to keep (None: all)")
+    limit: int | None = arg(None, "test examples per task (None: the suite's)")
+    model: str | None = arg(None, "base model (None: smollm2-135m)")
+    seed: int = arg(0, "sampling seed")
+    device: str = arg("auto", "where policies, the reference and reward models run: 'auto' (CUDA when present), "
+                              "'cpu', 'cuda', 'cuda:N'")
+    precision: Precision = arg("auto", "'auto' (bf16 autocast on CUDA, fp32 elsewhere), 'fp32' or 'bf16' "
+                                       "(any device)")
+    out: str = arg("leaderboards", "directory of the leaderboard files")
+    name: str | None = arg(None, "leaderboard file name (None: the suite name)")
+    no_make: bool = arg(False, "do not create missing checkpoints")
+    no_progress: bool = arg(False, "no progress bars")
+
+
+def _items(values: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    """``("a,b", "c")`` -> ``("a", "b", "c")``: list flags take spaces or commas."""
+    return None if values is None else tuple(v for item in values for v in item.split(",") if v)
+
+
+def suite_config(run: RunConfig) -> SuiteConfig:
+    """The suite's :class:`SuiteConfig` with the flags of ``run`` applied."""
+    cfg = SUITES[run.suite].config
+    policies = (() if run.only else cfg.policies) + run.policy
+    keep = _items(run.policies)
+    if keep:
         names = [p.partition("=")[0] for p in policies]
         unknown = [k for k in keep if k not in names]
         if unknown:
-            parser.error(f"unknown policy names {unknown}; available: {names}")
+            raise ValueError(f"--policies: unknown policy names {unknown}; available: {names}")
         policies = tuple(p for p, n in zip(policies, names, strict=True) if n in keep)
-    model = args.model or cfg.model
-    if args.model and args.model != cfg.model:  # the default base entry follows --model
+    model = run.model or cfg.model
+    if run.model and run.model != cfg.model:  # the default base entry follows --model
         policies = tuple(f"base={model}" if p == f"base={cfg.model}" else p for p in policies)
-    cfg = replace(
-        cfg, policies=policies, model=model, seed=args.seed, progress=not args.no_progress,
-        tasks=tuple(args.tasks.split(",")) if args.tasks else cfg.tasks,
-        reward_models=cfg.reward_models + tuple(args.reward_model),
-        metrics=tuple(args.metrics.split(",")) if args.metrics else None,
-        limit=args.limit if args.limit is not None else cfg.limit,
-        device=args.device, precision=args.precision,
+    return replace(
+        cfg, policies=policies, model=model, seed=run.seed, progress=not run.no_progress,
+        tasks=_items(run.tasks) or cfg.tasks, reward_models=cfg.reward_models + run.reward_model,
+        metrics=_items(run.metrics), limit=run.limit if run.limit is not None else cfg.limit,
+        device=run.device, precision=run.precision,
     )
-    return args, cfg, suite
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("absl").setLevel(logging.WARNING)  # rouge-score logs every tokenizer it builds
-    args, cfg, suite = parse_args(argv)
-    try:
-        check_config(cfg)
-        resolve_device(cfg.device)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    args = parse_config(RunConfig, argv, description="Leaderboards comparing base, SFT, reward-model best-of-n "
+                                                                   "and PPO policies.")
+    suite = SUITES[args.suite]
+    cfg = suite_config(args)
+    check_config(cfg)
+    resolve_device(cfg.device)
     dist = Dist()  # one process unless launched with accelerate
     is_main = dist.is_main
     start = time.perf_counter()

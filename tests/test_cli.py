@@ -64,7 +64,7 @@ def test_bad_input_to_every_cli_is_one_line_and_writes_nothing(tmp_path, module,
 @pytest.mark.parametrize("module, args", [
     ("agents.sft", ["--model", "tiny", "--env", "TextCount-v0"]),
     ("agents.reward_model", ["--model", "tiny", "--env", "TextCount-v0"]),
-    ("agents.pipeline", ["--model", "tiny", "--task", "TextCount-v0"]),
+    ("agents.pipeline", ["--model", "tiny", "--env", "TextCount-v0"]),
 ])
 def test_out_never_replaces_or_fills_a_folder_of_the_users(tmp_path, module, args):
     mine = tmp_path / "mine"
@@ -86,3 +86,43 @@ def test_the_demo_cli_offers_exactly_the_registered_envs():
     from textenv.__main__ import DemoConfig
 
     assert typing.get_args(typing.get_type_hints(DemoConfig)["env"]) == textenv.ENV_IDS
+
+
+def test_parse_config_sequences_extend_and_bools_stand_alone():
+    from dataclasses import dataclass
+
+    from textenv.cli import arg, parse_config
+
+    @dataclass(frozen=True)
+    class Config:
+        xs: tuple[str, ...] = arg(("a",), "strings")
+        ns: tuple[int, ...] | None = arg(None, "ints or None")
+        flag: bool = arg(False, "a switch")
+        on: bool = arg(True, "on by default")
+
+    assert parse_config(Config, []) == Config()
+    got = parse_config(Config, ["--xs", "b", "c", "--xs", "d", "--ns", "1", "2", "--flag", "--on", "false"])
+    assert got == Config(xs=("b", "c", "d"), ns=(1, 2), flag=True, on=False)
+    assert isinstance(got.xs, tuple) and isinstance(got.ns, tuple)  # the field's own type, hashable
+    with pytest.raises(SystemExit):
+        parse_config(Config, ["--ns", "x"])
+
+
+def test_evals_run_flags_map_onto_the_suite_config():
+    import dataclasses
+
+    from evals.run import SUITES, RunConfig, suite_config
+
+    quick = SUITES["quick"].config
+    assert suite_config(RunConfig()) == dataclasses.replace(quick, device="auto")  # the CLI's default device
+    cfg = suite_config(RunConfig(tasks=("TextSentiment-v0",), policies=("base,ppo-task",), limit=16,
+                                 metrics=("reward", "length")))
+    assert cfg.tasks == ("TextSentiment-v0",) and cfg.limit == 16 and cfg.metrics == ("reward", "length")
+    assert [p.partition("=")[0] for p in cfg.policies] == ["base", "ppo-task"]
+    only = suite_config(RunConfig(only=True, policy=("mine=some/path", "random"), model="tiny",
+                                  reward_model=("TextCount-v0=rm",)))
+    assert only.policies == ("mine=some/path", "random") and only.model == "tiny"
+    assert only.reward_models == (*quick.reward_models, "TextCount-v0=rm")
+    assert suite_config(RunConfig(model="tiny")).policies[0] == "base=tiny"  # the base entry follows --model
+    with pytest.raises(ValueError, match="unknown policy names"):
+        suite_config(RunConfig(policies=("nope",)))

@@ -13,7 +13,7 @@ from textenv.io import is_complete
 @pytest.mark.slow
 def test_pipeline_writes_four_checkpoints_then_skips_them(tmp_path, monkeypatch):
     monkeypatch.setenv("TEXTENV_CACHE", str(tmp_path / "cache"))
-    cfg = PipelineConfig(task="TextCount-v0", model="tiny", ppo_iterations=1, device="cpu", out=str(tmp_path / "p"))
+    cfg = PipelineConfig(env="TextCount-v0", model="tiny", ppo_iterations=1, device="cpu", out=str(tmp_path / "p"))
     report = run_pipeline(cfg)
     for stage in ("sft", "reward_model", "ppo_task", "ppo_rm"):
         assert is_complete(report[stage]), stage

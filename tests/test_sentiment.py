@@ -261,3 +261,9 @@ def test_cli(cache: Path, trained: tuple[Path, dict]) -> None:
     )
     assert "classifier accuracy:" in out.stdout and "VADER accuracy:" in out.stdout
     assert (cache / "head-cli" / "head.safetensors").exists()
+    out = subprocess.run([*cmd, "score", "--path", str(cache / "head-cli"), "--texts", "what a lovely day", "so sad"],
+                         capture_output=True, text=True, env=env, check=True)
+    lines = out.stdout.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("sentiment=") and lines[1].endswith("so sad")
+    bad = subprocess.run([*cmd, "retrain"], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "unknown command 'retrain'" in bad.stderr

@@ -72,17 +72,32 @@ def _converter(tp: Any) -> tuple[Any, dict[str, Any]]:
     if origin in (list, tuple, Sequence):
         (inner,) = typing.get_args(tp)[:1] or (str,)
         conv, _ = _converter(inner)
-        return conv, {"nargs": "*"}
-    if tp is bool:
-        return _parse_bool, {"metavar": "BOOL"}
+        return conv, {"nargs": "+", "action": "extend"}  # --x a b and --x a --x b both give [a, b]
+    if tp is bool:  # --flag alone means true; --flag false turns a preset's true off
+        return _parse_bool, {"metavar": "BOOL", "nargs": "?", "const": True}
     return tp, {}
 
 
+def _prog() -> str | None:
+    """``python -m agents.ppo`` in usage lines, not argparse's ``ppo.py``."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    name = getattr(spec, "name", None)
+    return f"python -m {name.removesuffix('.__main__')}" if name else None
+
+
+def _is_tuple(tp: Any) -> bool:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return any(_is_tuple(a) for a in typing.get_args(tp))
+    return typing.get_origin(tp) is tuple
+
+
 def parse_config(cls: type[T], argv: Sequence[str] | None = None,
-                 presets: Mapping[str, T] | None = None, description: str | None = None) -> T:
+                 presets: Mapping[str, T] | None = None, description: str | None = None,
+                 prog: str | None = None) -> T:
     """Parse ``argv`` into an instance of the dataclass ``cls`` (``--preset`` picks the base)."""
     hints = typing.get_type_hints(cls)
     parser = argparse.ArgumentParser(
+        prog=prog or _prog(),
         description=description or (cls.__doc__ or "").strip().splitlines()[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -97,5 +112,8 @@ def parse_config(cls: type[T], argv: Sequence[str] | None = None,
                             **extra)
     ns = vars(parser.parse_args(argv))
     preset = ns.pop("preset", None) if presets else None  # without presets, a "preset" field is a plain field
+    for name, value in ns.items():  # a sequence flag replaces the preset's value, in the field's own type
+        if isinstance(value, list) and _is_tuple(hints[name]):
+            ns[name] = tuple(value)
     base = presets[preset] if preset else cls()
     return dataclasses.replace(base, **ns)

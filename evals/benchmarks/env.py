@@ -17,7 +17,6 @@ It is a benchmark, never a test: nothing here asserts a speed. ``run(...)`` retu
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import statistics
@@ -35,7 +34,7 @@ import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 
 import textenv  # noqa: E402,F401  (registers the envs)
-from textenv.cli import cli
+from textenv.cli import cli, parse_config  # noqa: E402
 from textenv.core import PromptTruncationWarning  # noqa: E402
 from textenv.models import DEFAULT_MODEL, forward_with_cache, load_model  # noqa: E402
 
@@ -345,21 +344,9 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m evals.benchmarks.env",
-        description="Env-only vs model token-steps/s, measured side by side; prints the ratios.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    for f in dataclasses.fields(BenchConfig):
-        parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default,
-                            help=f.metadata["help"])
-    return parser
-
-
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    args = _parser().parse_args(argv)
-    result = run(BenchConfig(**vars(args)))
+    result = run(parse_config(BenchConfig, argv, description="Env-only vs model token-steps/s, measured side by "
+                                                             "side; prints the ratios."))
     print(format_table(result))
     return result
 

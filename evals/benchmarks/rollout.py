@@ -10,8 +10,8 @@ the same work. A sampled run (temperature 1) is reported too, as generated token
 
 from __future__ import annotations
 
-import argparse
 import time
+from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
@@ -21,8 +21,8 @@ import textenv  # noqa: F401
 from agents.kvcache import left_pad, positions
 from agents.policy import LMActorCritic, Sampling
 from agents.rollout import collect
-from textenv.cli import cli
-from textenv.devices import PRECISIONS, autocast, resolve_device
+from textenv.cli import arg, cli, parse_config
+from textenv.devices import Precision, autocast, resolve_device
 
 
 def _prompts(envs, indices, device=None):
@@ -118,24 +118,27 @@ def run(model: str, env_id: str, batch: int, max_new_tokens: int, repeats: int, 
     return results
 
 
+@dataclass(frozen=True)
+class RolloutBenchConfig:
+    """Env + KV cache vs model.generate tokens/s at several batch sizes (each field is a ``--flag``)."""
+
+    env: str = arg("TextSentiment-v0", "registered env id whose test prompts are used")
+    model: str = arg("smollm2-135m", "policy model ('tiny' for the seeded test model)")
+    num_envs: tuple[int, ...] = arg((8, 64, 256), "batch sizes to measure")
+    max_new_tokens: int = arg(32, "tokens generated per prompt")
+    repeats: int = arg(2, "timed repeats per path (best is kept)")
+    naive_max_batch: int = arg(8, "run the O(n^2) no-cache path only up to this batch size")
+    seed: int = arg(0, "sampling and prompt order")
+    device: str = arg("cpu", "'cpu', 'cuda', 'auto'")
+    precision: Precision = arg("auto", "'auto' (bf16 autocast on CUDA, fp32 elsewhere), 'fp32' or 'bf16'")
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--env", default="TextSentiment-v0")
-    parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--num-envs", type=int, nargs="+", default=[8, 64, 256], help="batch sizes to measure")
-    parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=2, help="timed repeats per path (best is kept)")
-    parser.add_argument("--naive-max-batch", type=int, default=8,
-                        help="run the O(n^2) no-cache path only up to this batch size")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu", help="'cpu', 'cuda', 'auto'")
-    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
-                        help="'auto' (bf16 autocast on CUDA, fp32 elsewhere), 'fp32' or 'bf16'")
-    args = parser.parse_args(argv)
-    if min(args.num_envs) < 1 or args.max_new_tokens < 1 or args.repeats < 1:
+    args = parse_config(RolloutBenchConfig, argv)
+    if not args.num_envs or min(args.num_envs) < 1 or args.max_new_tokens < 1 or args.repeats < 1:
         raise ValueError("--num-envs, --max-new-tokens and --repeats must be >= 1")
     device = resolve_device(args.device)
-    print(f"model={args.model} env={args.env} batches={args.num_envs} max_new_tokens={args.max_new_tokens} "
+    print(f"model={args.model} env={args.env} batches={list(args.num_envs)} max_new_tokens={args.max_new_tokens} "
           f"device={device} precision={args.precision} torch_threads={torch.get_num_threads()} "
           f"repeats={args.repeats} (best of)")
     results: dict[str, float] = {}

