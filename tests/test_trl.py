@@ -60,3 +60,14 @@ def test_a_few_grpo_trainer_steps_on_the_tiny_model(tmp_path, count_setup):
     trainer.train()
     logs = [h for h in trainer.state.log_history if "rewards/increasing/mean" in h]
     assert len(logs) == 2 and all(0.0 <= h["rewards/increasing/mean"] <= 1.0 for h in logs)
+
+
+def test_the_vs_trl_benchmark_runs_each_side_in_its_own_process():
+    pytest.importorskip("trl")
+    from evals.benchmarks.vs_trl import main
+
+    result = main(["--model", "tiny", "--env", "TextCount-v0", "--prompts", "1", "--samples", "2",
+                   "--max-new-tokens", "4", "--iterations", "2"])
+    assert result["textenv"] > 0 and result["trl"] > 0
+    assert result["ratio"] == pytest.approx(result["textenv"] / result["trl"])
+    assert 0.1 < result["textenv_peak_rss_gb"] < 20 and 0.1 < result["trl_peak_rss_gb"] < 20  # each child's own

@@ -8,16 +8,20 @@ learning rate (one epoch per batch, fp32 unless ``--precision``). A benchmark, n
 TRL gets the task through :mod:`agents.trl_adapter` (the env's own prompt text and reward). Each
 side runs ``--iterations`` iterations of ``--prompts`` prompts x ``--samples`` completions; the
 first is a warm-up, the median of the rest is reported, with the ratio textenv / TRL (< 1: textenv
-is faster) and each side's peak RSS growth. Installs nothing: ``pip install trl`` first.
+is faster). Each side runs in its own child process (``--side``), so each peak RSS is that side's
+alone, not the larger of the two. Installs nothing: ``pip install trl`` first.
 """
 
 from __future__ import annotations
 
+import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -78,6 +82,9 @@ def _trl(args: VsTRLConfig) -> list[float]:
     return times
 
 
+_RESULT = "VS_TRL_RESULT "  # the line a child process reports its numbers on
+
+
 def _rss_gb() -> float:
     import resource
 
@@ -99,6 +106,8 @@ class VsTRLConfig:
     seed: int = arg(0, "seed of both sides")
     device: str = arg("cpu", "'cpu', 'cuda', 'auto'")
     precision: Precision = arg("fp32", "'fp32', 'bf16' or 'auto' (bf16 autocast on CUDA)")
+    side: Literal["both", "textenv", "trl"] = arg("both", "'both' runs each side in a child process and "
+                                                        "compares; a side's name runs only that side here")
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -109,18 +118,29 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         import trl
     except ImportError as exc:
         raise ImportError("this benchmark compares against TRL: pip install trl (or textenv[trl])") from exc
+    if args.side != "both":
+        times = {"textenv": _textenv, "trl": _trl}[args.side](args)
+        print(_RESULT + json.dumps({"times": times, "peak_rss_gb": _rss_gb()}))
+        return {"median": statistics.median(times[1:]), "peak_rss_gb": _rss_gb()}
     print(f"model={args.model} env={args.env} prompts={args.prompts} samples={args.samples} "
           f"max_new_tokens={args.max_new_tokens} iterations={args.iterations} device={args.device} "
           f"precision={args.precision} torch_threads={torch.get_num_threads()} trl={trl.__version__}")
-    results = {}
-    for name, fn in (("textenv", _textenv), ("trl", _trl)):
-        before = _rss_gb()
-        times = fn(args)
-        results[name] = statistics.median(times[1:])
-        print(f"{name:8s} {results[name]:7.2f} s per iteration (median of {len(times) - 1}; peak RSS "
-              f"{_rss_gb():.2f} GB, +{_rss_gb() - before:.2f})")
+    results: dict[str, float] = {}
+    for name in ("textenv", "trl"):
+        proc = subprocess.run([sys.executable, "-m", "evals.benchmarks.vs_trl", *(argv or sys.argv[1:]),
+                               "--side", name], capture_output=True, text=True)
+        lines = [line for line in proc.stdout.splitlines() if line.startswith(_RESULT)]
+        if proc.returncode or not lines:
+            raise RuntimeError(f"the {name} side failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+        child = json.loads(lines[-1][len(_RESULT):])
+        results[name] = statistics.median(child["times"][1:])
+        results[f"{name}_peak_rss_gb"] = child["peak_rss_gb"]
+        print(f"{name:8s} {results[name]:7.2f} s per iteration (median of {len(child['times']) - 1}); "
+              f"peak RSS {child['peak_rss_gb']:.2f} GB")
     results["ratio"] = results["textenv"] / results["trl"]
-    print(f"textenv / TRL: {results['ratio']:.2f} (< 1: textenv faster)")
+    results["rss_ratio"] = results["textenv_peak_rss_gb"] / results["trl_peak_rss_gb"]
+    print(f"textenv / TRL: time {results['ratio']:.2f}, peak RSS {results['rss_ratio']:.2f} (< 1: textenv "
+          f"faster, smaller)")
     return results
 
 
