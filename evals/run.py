@@ -169,8 +169,8 @@ def suite_config(run: RunConfig) -> SuiteConfig:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("absl").setLevel(logging.WARNING)  # rouge-score logs every tokenizer it builds
-    args = parse_config(RunConfig, argv, description="Leaderboards comparing base, SFT, reward-model best-of-n "
-                                                                   "and PPO policies.")
+    args = parse_config(RunConfig, argv,
+                        description="Leaderboards comparing base, SFT, reward-model best-of-n and PPO policies.")
     suite = SUITES[args.suite]
     cfg = suite_config(args)
     check_config(cfg)

@@ -126,9 +126,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
           f"max_new_tokens={args.max_new_tokens} iterations={args.iterations} device={args.device} "
           f"precision={args.precision} torch_threads={torch.get_num_threads()} trl={trl.__version__}")
     results: dict[str, float] = {}
+    given = sys.argv[1:] if argv is None else list(argv)
     for name in ("textenv", "trl"):
-        proc = subprocess.run([sys.executable, "-m", "evals.benchmarks.vs_trl", *(argv or sys.argv[1:]),
-                               "--side", name], capture_output=True, text=True)
+        proc = subprocess.run([sys.executable, "-m", "evals.benchmarks.vs_trl", *given, "--side", name],
+                              capture_output=True, text=True)
         lines = [line for line in proc.stdout.splitlines() if line.startswith(_RESULT)]
         if proc.returncode or not lines:
             raise RuntimeError(f"the {name} side failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")

@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -344,7 +345,7 @@ Train the MiniLM sentiment head or score texts with it.
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(argv or [])
+    argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(_USAGE, end="")
         return 0 if argv else 2
