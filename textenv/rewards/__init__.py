@@ -1,7 +1,10 @@
 """Rewards for text envs: one flat table of built-ins, a ``"pkg.mod:attr"`` fallback, weighted sums.
 
->>> reward = resolve({"rouge1": 0.5, "length": 0.5})   # doctest: +SKIP
->>> totals, parts = score(reward, completions)          # doctest: +SKIP
+>>> reward = resolve({"rouge1": 0.5, "length": 0.5})   # a weighted sum of two built-ins
+>>> done = [Completion(prompt="Summarize: ...", text="the cat sat on the mat", references=("the cat sat on a mat",))]
+>>> totals, parts = score(reward, done)                 # the total and each part, per completion
+>>> [round(t, 4) for t in totals], {k: [round(x, 4) for x in v] for k, v in sorted(parts.items())}
+([0.4167], {'length': [0.0], 'rouge1': [0.8333]})
 
 ``REWARDS`` maps a short name to a ``"module:attr"`` string, imported only when resolved (as
 Gymnasium's string entry points), so importing this package loads neither torch nor nltk.
