@@ -120,8 +120,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         raise ImportError("this benchmark compares against TRL: pip install trl (or textenv[trl])") from exc
     if args.side != "both":
         times = {"textenv": _textenv, "trl": _trl}[args.side](args)
-        print(_RESULT + json.dumps({"times": times, "peak_rss_gb": _rss_gb()}))
-        return {"median": statistics.median(times[1:]), "peak_rss_gb": _rss_gb()}
+        peak = _rss_gb()
+        print(_RESULT + json.dumps({"times": times, "peak_rss_gb": peak}))
+        return {"median": statistics.median(times[1:]), "peak_rss_gb": peak}
     print(f"model={args.model} env={args.env} prompts={args.prompts} samples={args.samples} "
           f"max_new_tokens={args.max_new_tokens} iterations={args.iterations} device={args.device} "
           f"precision={args.precision} torch_threads={torch.get_num_threads()} trl={trl.__version__}")
