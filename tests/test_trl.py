@@ -71,3 +71,38 @@ def test_the_vs_trl_benchmark_runs_each_side_in_its_own_process():
     assert result["textenv"] > 0 and result["trl"] > 0
     assert result["ratio"] == pytest.approx(result["textenv"] / result["trl"])
     assert 0.1 < result["textenv_peak_rss_gb"] < 20 and 0.1 < result["trl_peak_rss_gb"] < 20  # each child's own
+
+
+_TINY_PPO = ["--algo", "ppo", "--model", "tiny", "--env", "TextCount-v0", "--prompts", "2", "--samples", "1",
+             "--max-new-tokens", "4", "--iterations", "2"]
+
+
+def test_the_vs_trl_ppo_textenv_side_trains_on_a_built_reward_model():
+    pytest.importorskip("trl")
+    from evals.benchmarks.vs_trl import main
+
+    result = main([*_TINY_PPO, "--side", "textenv"])
+    assert result["median"] > 0 and 0.1 < result["peak_rss_gb"] < 20
+
+
+def test_the_vs_trl_ppo_trl_side_runs_where_trl_has_ppo_and_says_what_to_install_where_not():
+    pytest.importorskip("trl")
+    from evals.benchmarks.vs_trl import main
+
+    try:
+        import trl.experimental.ppo  # noqa: F401  (TRL <= 1.12)
+    except ImportError:
+        with pytest.raises(ImportError, match=r"trl.experimental.ppo \(1.12 or earlier; this is "):
+            main([*_TINY_PPO, "--side", "trl"])
+    else:
+        assert main([*_TINY_PPO, "--side", "trl"])["median"] > 0
+
+
+def test_the_vs_trl_benchmark_refuses_a_reward_model_for_grpo_and_a_group_of_one():
+    pytest.importorskip("trl")
+    from evals.benchmarks.vs_trl import main
+
+    with pytest.raises(ValueError, match="--reward-model is for --algo ppo"):
+        main(["--model", "tiny", "--reward-model", "/nonexistent"])
+    with pytest.raises(ValueError, match=r"--samples >= 2 \(--algo grpo\)"):
+        main(["--model", "tiny", "--samples", "1"])
