@@ -44,12 +44,54 @@ def left_pad(seqs: list, pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]
 
 
 def score_forward(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                  logits_to_keep: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """One full forward over stored episodes (no cache): the last ``logits_to_keep`` positions'
-    logits and every position's last hidden state, with the same position ids as the cached path."""
+                  logits_to_keep: int, prompt_len: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward over stored episodes: the last ``logits_to_keep`` positions' logits and the last
+    hidden states (of every position, or at least of those ``logits_to_keep``), with the same
+    position ids as the cached path.
+
+    ``prompt_len``: the rows are ``[left-padded prompt | generated tokens]`` with the prompt in the
+    first ``prompt_len`` columns. When prompts repeat (GRPO/RLOO groups, best-of-n), each distinct
+    prompt is run once and its KV cache shared by its rows, gradients included: the prompt's
+    activations are stored once per prompt instead of once per sample, which is most of a group's
+    memory and compute in the update (the values are the plain forward's up to float rounding).
+    """
+    if prompt_len is not None and 0 < prompt_len < input_ids.shape[1] and logits_to_keep <= \
+            input_ids.shape[1] - prompt_len + 1 and not _checkpointing(model):
+        shared = _shared_prompt_forward(model, input_ids, attention_mask, logits_to_keep, prompt_len)
+        if shared is not None:
+            return shared
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions(attention_mask),
                 output_hidden_states=True, logits_to_keep=logits_to_keep, use_cache=False)
     return out.logits, out.hidden_states[-1]
+
+
+def _checkpointing(model: nn.Module) -> bool:
+    """Whether activation checkpointing is on (it turns the cache off in training mode)."""
+    flag = getattr(model, "is_activation_checkpointing", None)  # transformers >= 5.x
+    return bool(getattr(model, "is_gradient_checkpointing", False) if flag is None else flag)
+
+
+def _shared_prompt_forward(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                           logits_to_keep: int, p: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """:func:`score_forward` over distinct prompts once, then the generated tokens of every row on
+    a copy of its prompt's cache; ``None`` when no prompt repeats (or the model keeps no cache)."""
+    rows = torch.cat([input_ids[:, :p], attention_mask[:, :p].to(input_ids.dtype)], 1)
+    unique, inverse = torch.unique(rows, dim=0, return_inverse=True)
+    if unique.shape[0] == rows.shape[0]:
+        return None
+    umask = unique[:, p:].to(attention_mask.dtype)
+    out, cache = forward_with_cache(model, unique[:, :p], None, attention_mask=umask, position_ids=positions(umask),
+                                    output_hidden_states=True, logits_to_keep=1)
+    if cache is None:
+        return None
+    for layer in cache.layers:  # each row reads its own prompt's keys and values (gradients add up)
+        layer.keys, layer.values = layer.keys[inverse], layer.values[inverse]
+    gen, _ = forward_with_cache(model, input_ids[:, p:], cache, attention_mask=attention_mask,
+                                position_ids=positions(attention_mask)[:, p:], output_hidden_states=True)
+    # the prompt's last position predicts the first generated token
+    logits = torch.cat([out.logits[:, -1:][inverse], gen.logits], 1)[:, -logits_to_keep:]
+    hidden = torch.cat([out.hidden_states[-1][:, -1:][inverse], gen.hidden_states[-1]], 1)
+    return logits, hidden
 
 
 class RolloutState:

@@ -209,7 +209,7 @@ class LMActorCritic(nn.Module):
         ids = batch.input_ids.to(self.device)
         mask = batch.attention_mask.to(self.device)
         g = batch.gen_len
-        logits, hidden = score_forward(self.model, ids, mask, logits_to_keep=g + 1)
+        logits, hidden = score_forward(self.model, ids, mask, logits_to_keep=g + 1, prompt_len=ids.shape[1] - g)
         logits = logits[:, :-1]  # positions predicting generated tokens
         if allowed is not None:
             logits = logits.float().masked_fill(~allowed.to(logits.device), float("-inf"))
@@ -232,9 +232,9 @@ class LMActorCritic(nn.Module):
             if not self.is_lora:
                 raise ValueError("a full-weight policy needs an explicit reference model")
             with self.model.disable_adapter():
-                logits, _ = score_forward(self.model, ids, mask, g + 1)
+                logits, _ = score_forward(self.model, ids, mask, g + 1, ids.shape[1] - g)
         else:
-            logits, _ = score_forward(reference, ids, mask, g + 1)
+            logits, _ = score_forward(reference, ids, mask, g + 1, ids.shape[1] - g)
         logp = logprobs_from_logits(logits[:, :-1], self.sampling).gather(-1, ids[:, -g:].unsqueeze(-1)).squeeze(-1)
         return torch.where(mask[:, -g:] > 0, logp, torch.zeros_like(logp))
 

@@ -1,6 +1,8 @@
 """agents.kvcache, one test per cache operation: after each, every row's next-token logits equal a
 full forward over that row's whole observation (the cache changes the cost, never the result)."""
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -114,3 +116,70 @@ def test_left_pad_puts_each_rows_last_token_in_the_last_column():
     assert ids.tolist() == [[5, 6, 7], [0, 0, 8], [0, 9, 10]]
     assert mask.tolist() == [[1, 1, 1], [0, 0, 1], [0, 1, 1]]
     assert ids.dtype == torch.long
+
+
+@contextlib.contextmanager
+def _counted_cached_forwards():
+    import agents.kvcache as kvcache
+
+    calls, real = [], kvcache.forward_with_cache
+
+    def counted(model, ids, *a, **k):
+        calls.append(ids.shape)
+        return real(model, ids, *a, **k)
+
+    kvcache.forward_with_cache = counted
+    try:
+        yield calls
+    finally:
+        kvcache.forward_with_cache = real
+
+
+def _grads(model, loss):
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("keep", [G + 1, 3])
+def test_scoring_shares_a_repeated_prompt_and_gives_the_plain_forwards_values_and_gradients(lm, keep):
+    """Rows that repeat a prompt (a GRPO group) are scored on one prompt forward: same logits, same
+    last hidden states, same parameter gradients as the forward over every row, padding included."""
+    rows = [([5, 6, 7], [8, 9, 10, 11]), ([5, 6, 7], [12]), ([3, 4, 5, 6, 7, 8], [9, 10]), ([5, 6, 7], [8, 9, 13])]
+    obs = _obs(rows)
+    ids, mask = torch.as_tensor(obs["input_ids"]), torch.as_tensor(obs["attention_mask"])
+    model = lm.model
+    plain_logits, plain_hidden = score_forward(model, ids, mask, keep)
+    with _counted_cached_forwards() as calls:
+        shared_logits, shared_hidden = score_forward(model, ids, mask, keep, prompt_len=P)
+    assert len(calls) == 2  # the distinct prompts once, then every row's generated tokens
+    assert shared_hidden.shape[1] == G + 1  # the prompt's last position and the generated ones
+    real = mask[:, -keep:].bool()  # where a row has a token (padded slots differ and are never read)
+    torch.testing.assert_close(shared_logits[real], plain_logits[real], atol=1e-5, rtol=0)
+    torch.testing.assert_close(shared_hidden[:, -G - 1:][mask[:, P - 1:].bool()],
+                               plain_hidden[:, -G - 1:][mask[:, P - 1:].bool()], atol=1e-5, rtol=0)
+
+    def loss(logits):  # a loss over the real positions only, as PPO's is
+        return (logits.log_softmax(-1).amax(-1) * real).sum()
+
+    want = _grads(model, loss(score_forward(model, ids, mask, keep)[0]))
+    got = _grads(model, loss(score_forward(model, ids, mask, keep, prompt_len=P)[0]))
+    assert want.keys() == got.keys()
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], atol=1e-4, rtol=1e-4, msg=name)
+    model.zero_grad(set_to_none=True)
+
+
+def test_scoring_takes_the_plain_forward_for_distinct_prompts_and_under_activation_checkpointing():
+    tok = tiny_tokenizer()
+    _, model = load_model("tiny", tokenizer=tok)
+    distinct = _obs([([5, 6, 7], [8, 9]), ([3, 4], [10])])
+    repeated = _obs([([5, 6, 7], [8, 9]), ([5, 6, 7], [10])])
+    for obs, checkpointing in ((distinct, False), (repeated, True)):
+        if checkpointing:
+            model.gradient_checkpointing_enable()
+            model.train()
+        ids, mask = torch.as_tensor(obs["input_ids"]), torch.as_tensor(obs["attention_mask"])
+        with _counted_cached_forwards() as calls:
+            logits, _ = score_forward(model, ids, mask, G + 1, prompt_len=P)
+        assert not calls and logits.shape[1] == G + 1  # nothing to share / the cache is off: plain forward
