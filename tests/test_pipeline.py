@@ -73,9 +73,10 @@ def test_each_suite_task_gets_its_own_ppo_preset():
     reasoning = _ppo_presets("default", "TextReasoning-v0")
     assert reasoning.advantage == "grpo" and reasoning.samples_per_prompt >= 2
     assert _ppo_presets("quick", "TextCount-v0") is ppo_presets()["quick"]  # no task preset: the generic one
-    # PPO on a learned reward model gets its own preset where there is one (a stronger KL penalty)
+    # PPO on a learned reward model gets its own preset where there is one (whitened scores, its own KL)
     rm = _ppo_presets("quick", "TextSentiment-v0", "rm")
-    assert rm is ppo_presets()["quick-sentiment-rm"] and rm.kl_coef > _ppo_presets("quick", "TextSentiment-v0").kl_coef
+    assert rm is ppo_presets()["quick-sentiment-rm"] and rm.whiten_scores
+    assert not _ppo_presets("quick", "TextSentiment-v0").whiten_scores
     assert _ppo_presets("default", "TextSentiment-v0", "rm") is ppo_presets()["default-sentiment"]
     # the reward model too: more of the (cheap) tweet pairs for sentiment, the generic preset elsewhere
     rm_sentiment = _preset(reward_model.PRESETS, "quick", "TextSentiment-v0")
