@@ -146,7 +146,7 @@ def _trl_ppo(args: VsTRLConfig) -> list[float]:
     return clock.times
 
 
-def build_reward_model(policy: str, out: str, seed: int = 0) -> str:
+def build_reward_model(policy: str, env: str, out: str, seed: int = 0) -> str:
     """A sequence-classifier reward model on ``policy``'s trunk with a seeded random score head, saved
     with its tokenizer under ``out``: what ``--algo ppo`` scores with when no ``--reward-model`` is
     given (both sides run the same forward; what it prefers does not change the timing)."""
@@ -155,8 +155,7 @@ def build_reward_model(policy: str, out: str, seed: int = 0) -> str:
 
     from textenv.models import env_model_kwargs, load_model
 
-    setup = gym.make("TextSentiment-v0" if policy != "tiny" else "TextCount-v0",
-                     **env_model_kwargs(policy)).unwrapped.setup
+    setup = gym.make(env, **env_model_kwargs(policy)).unwrapped.setup  # the env's tokenizer (tiny: its vocab)
     tok, model = load_model(policy, tokenizer=setup.tokenizer)
     model.save_pretrained(f"{out}/policy")
     torch.manual_seed(seed)
@@ -220,7 +219,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                               f"{trl.__version__}): see this module's docstring") from exc
     with tempfile.TemporaryDirectory() as tmp:
         if args.algo == "ppo" and not args.reward_model:  # built once, scored by both sides
-            args = dataclasses.replace(args, reward_model=build_reward_model(args.model, tmp, args.seed))
+            args = dataclasses.replace(args, reward_model=build_reward_model(args.model, args.env, tmp, args.seed))
         if args.side != "both":
             times = {"textenv": _textenv, "trl": _trl if args.algo == "grpo" else _trl_ppo}[args.side](args)
             peak = _rss_gb()
@@ -252,6 +251,7 @@ def _compare(args: VsTRLConfig, trl_version: str) -> dict[str, float]:
     print(f"textenv / TRL: time {results['ratio']:.2f}, peak RSS {results['rss_ratio']:.2f} (< 1: textenv "
           f"faster, smaller)")
     return results
+
 
 if __name__ == "__main__":
     cli(main)
