@@ -96,5 +96,5 @@ class TopKMasker:
         """``(N, G, V)`` allowed tokens at every generated position of stored episodes, in one forward."""
         ids = batch.input_ids.to(self.lm.device)
         mask = batch.attention_mask.to(self.lm.device)
-        logits, _ = score_forward(self.lm.model, ids, mask, batch.gen_len + 1, ids.shape[1] - batch.gen_len)
+        logits, _ = score_forward(self.lm.model, ids, mask, batch.gen_len + 1, batch.prompt_len)
         return allowed_tokens(logits[:, :-1], self.top_k, self.top_p)

@@ -96,6 +96,11 @@ class EpisodeBatch:
     attention_mask: torch.Tensor  # (N, Pm + Gm)
     gen_len: int  # Gm
 
+    @property
+    def prompt_len(self) -> int:
+        """Pm: the columns that hold the (left-padded) prompts."""
+        return self.input_ids.shape[1] - self.gen_len
+
     @classmethod
     def from_episodes(cls, prompts: Sequence[Sequence[int]], generated: Sequence[Sequence[int]],
                       pad_token_id: int) -> EpisodeBatch:
@@ -209,7 +214,7 @@ class LMActorCritic(nn.Module):
         ids = batch.input_ids.to(self.device)
         mask = batch.attention_mask.to(self.device)
         g = batch.gen_len
-        logits, hidden = score_forward(self.model, ids, mask, logits_to_keep=g + 1, prompt_len=ids.shape[1] - g)
+        logits, hidden = score_forward(self.model, ids, mask, logits_to_keep=g + 1, prompt_len=batch.prompt_len)
         logits = logits[:, :-1]  # positions predicting generated tokens
         if allowed is not None:
             logits = logits.float().masked_fill(~allowed.to(logits.device), float("-inf"))
@@ -232,9 +237,9 @@ class LMActorCritic(nn.Module):
             if not self.is_lora:
                 raise ValueError("a full-weight policy needs an explicit reference model")
             with self.model.disable_adapter():
-                logits, _ = score_forward(self.model, ids, mask, g + 1, ids.shape[1] - g)
+                logits, _ = score_forward(self.model, ids, mask, g + 1, batch.prompt_len)
         else:
-            logits, _ = score_forward(reference, ids, mask, g + 1, ids.shape[1] - g)
+            logits, _ = score_forward(reference, ids, mask, g + 1, batch.prompt_len)
         logp = logprobs_from_logits(logits[:, :-1], self.sampling).gather(-1, ids[:, -g:].unsqueeze(-1)).squeeze(-1)
         return torch.where(mask[:, -g:] > 0, logp, torch.zeros_like(logp))
 
