@@ -5,8 +5,10 @@ step. :class:`CachedLM` keeps one KV-cache row per sub-env across those steps (i
 :class:`RolloutState`) and feeds the model only what is new: one decode step for a row whose
 observation grew by one token, a prefill for a row whose episode is new (an autoreset, a reset), and
 nothing for a finished row. Rows that share a prompt (best-of-n, GRPO/RLOO groups) are prefilled
-once and their cache rows copied. All knowledge of transformers' cache classes
-(``DynamicCache``, ``cache.layers[i].keys``) lives in this file.
+once and their cache rows copied. A decode step writes into spare columns of preallocated key/value
+buffers (``RESERVE_COLUMNS`` at a time) instead of re-concatenating the cache at every token. All
+knowledge of transformers' cache classes (``DynamicCache``, ``cache.layers[i].keys``) lives in this
+file.
 
 Used by :class:`agents.policy.LMActorCritic` (with its value head as ``head``) and by NLPO's
 masking model (:class:`agents.masking.TopKMasker`, no head).
@@ -14,6 +16,7 @@ masking model (:class:`agents.masking.TopKMasker`, no head).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -92,6 +95,60 @@ def _shared_prompt_forward(model: nn.Module, input_ids: torch.Tensor, attention_
     logits = torch.cat([out.logits[:, -1:][inverse], gen.logits], 1)[:, -logits_to_keep:]
     hidden = torch.cat([out.hidden_states[-1][:, -1:][inverse], gen.hidden_states[-1]], 1)
     return logits, hidden
+
+
+RESERVE_COLUMNS = 32
+"""Spare columns a rollout's cache keeps past its last token, so decoding writes into them."""
+
+
+@functools.cache
+def _reserved_layer_class() -> type:
+    from transformers.cache_utils import DynamicLayer
+
+    class ReservedLayer(DynamicLayer):
+        """A ``DynamicLayer`` whose keys and values are the filled prefix of a buffer with spare
+        columns: a decode step writes one column instead of re-concatenating the whole cache (a
+        copy of every row's keys and values per layer per token, the largest cost of a step once
+        the forward is cheap). When the buffer is full, or the prefix was replaced (a splice, a
+        row gather), the next update copies it into a new buffer with ``RESERVE_COLUMNS`` to spare."""
+
+        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
+                   **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+            n, q = self.keys.shape[-2], key_states.shape[-2]
+            bufs = getattr(self, "_bufs", None)
+            if bufs is None or not (_prefix_of(self.keys, bufs[0]) and _prefix_of(self.values, bufs[1])) \
+                    or n + q > bufs[0].shape[-2]:
+                bufs = tuple(_grown(t, n + q + RESERVE_COLUMNS) for t in (self.keys, self.values))
+                self._bufs = bufs
+            bufs[0][..., n:n + q, :] = key_states
+            bufs[1][..., n:n + q, :] = value_states
+            self.keys, self.values = bufs[0][..., :n + q, :], bufs[1][..., :n + q, :]
+            return self.keys, self.values
+
+    return ReservedLayer
+
+
+def _prefix_of(t: torch.Tensor, buf: torch.Tensor) -> bool:
+    """Whether ``t`` is ``buf[..., :n, :]`` (so writing past it into ``buf`` extends it)."""
+    return t.data_ptr() == buf.data_ptr() and t.stride() == buf.stride() and t.shape[:-2] == buf.shape[:-2]
+
+
+def _grown(t: torch.Tensor, columns: int) -> torch.Tensor:
+    buf = t.new_empty((*t.shape[:-2], columns, t.shape[-1]))
+    buf[..., :t.shape[-2], :] = t
+    return buf
+
+
+def _reserve(cache: Any) -> None:
+    """Make ``cache``'s plain ``DynamicLayer`` s append into spare columns (``ReservedLayer``);
+    other layer kinds (sliding windows, ...) are left as they are."""
+    from transformers.cache_utils import DynamicLayer
+
+    for i, layer in enumerate(cache.layers):
+        if type(layer) is DynamicLayer and layer.is_initialized:
+            swapped = _reserved_layer_class()()
+            swapped.__dict__.update(layer.__dict__)
+            cache.layers[i] = swapped
 
 
 class RolloutState:
@@ -173,6 +230,7 @@ class CachedLM:
             self._splice_into_empty(state, rows_t, cache, mask)
         else:
             self._splice(state, rows_t, cache, mask)
+        _reserve(state.cache)
         if state.logits is None:
             state.logits = torch.zeros(state.num_envs, logits.shape[-1], device=self.device)
             state.values = torch.zeros(state.num_envs, device=self.device)
@@ -216,15 +274,25 @@ class CachedLM:
     def _decode(self, state: RolloutState, rows: np.ndarray, tokens: np.ndarray) -> None:
         """Feed one token to ``rows``; other rows get a masked pad slot, which they never attend to."""
         b = state.num_envs
-        ids = torch.full((b, 1), self.pad_token_id, dtype=torch.long)
-        ids[rows, 0] = torch.as_tensor(tokens)
-        new = torch.zeros(b, 1, dtype=state.cache_mask.dtype)
-        new[rows] = 1
+        every = len(rows) == b  # the common case: no scatter into, or gather out of, the batch
+        if every:
+            ids = torch.as_tensor(tokens, dtype=torch.long).view(b, 1)
+            new = torch.ones(b, 1, dtype=state.cache_mask.dtype)
+        else:
+            ids = torch.full((b, 1), self.pad_token_id, dtype=torch.long)
+            ids[rows, 0] = torch.as_tensor(tokens)
+            new = torch.zeros(b, 1, dtype=state.cache_mask.dtype)
+            new[rows] = 1
         ids, new = ids.to(self.device), new.to(self.device)
         state.cache_mask = torch.cat([state.cache_mask, new], dim=1)
-        pos = state.next_pos.clone().view(b, 1).to(self.device)
+        pos = state.next_pos.view(b, 1).to(self.device, copy=True)
         out, state.cache = forward_with_cache(self.model, ids, state.cache, attention_mask=state.cache_mask,
                                               position_ids=pos, output_hidden_states=True)
+        if every:
+            state.logits = out.logits[:, -1].float()
+            state.values = self._head(out.hidden_states[-1][:, -1])
+            state.next_pos += 1
+            return
         rows_t = torch.as_tensor(rows, device=self.device)
         state.logits[rows_t] = out.logits[rows_t, -1].float()
         state.values[rows_t] = self._head(out.hidden_states[-1][rows_t, -1])
@@ -258,7 +326,7 @@ class CachedLM:
             self._prefill_in_chunks(state, rows.tolist(), {i: ids[i][mask[i] == 1] for i in rows})
         touched = step | prefill
         state.fed[touched] = n_gen[touched]
-        state.prompt_ids[touched] = ids[touched, :p]
-        state.prompt_mask[touched] = mask[touched, :p]
-        state.known |= touched
+        state.prompt_ids[prefill] = ids[prefill, :p]  # a stepped row kept its prompt
+        state.prompt_mask[prefill] = mask[prefill, :p]
+        state.known |= prefill
         return n_gen

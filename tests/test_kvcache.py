@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from agents.kvcache import CachedLM, RolloutState, left_pad, score_forward
+from agents.kvcache import RESERVE_COLUMNS, CachedLM, RolloutState, left_pad, score_forward
 from textenv.models import load_model, tiny_tokenizer
 
 P, G = 8, 6  # prompt slots, generated slots of the observation
@@ -20,9 +20,9 @@ def lm():
     return CachedLM(model.eval(), pad_token_id=int(tok.pad_token_id or tok.eos_token_id))
 
 
-def _obs(rows):
+def _obs(rows, g=G):
     """The env's layout: each prompt left-padded into the first P slots, generated tokens after it."""
-    ids = np.zeros((len(rows), P + G), dtype=np.int64)
+    ids = np.zeros((len(rows), P + g), dtype=np.int64)
     mask = np.zeros_like(ids)
     for i, (prompt, gen) in enumerate(rows):
         ids[i, P - len(prompt):P], mask[i, P - len(prompt):P] = prompt, 1
@@ -66,6 +66,23 @@ def test_decode_feeds_one_token_per_row(lm):
         lm.advance(_obs(rows), state)
         _check(lm, state, rows)
     assert state.cache_mask.shape[1] == width + 3  # three decode steps, no re-prefill
+
+
+@torch.no_grad()
+def test_decode_writes_into_reserved_columns_and_grows_when_they_run_out(lm):
+    rows = [([5, 6, 7], []), ([11, 12], [])]
+    state = RolloutState(2, P)
+    lm.advance(_obs(rows, RESERVE_COLUMNS + 2), state)
+    storages = []
+    for t in range(RESERVE_COLUMNS + 2):
+        rows = [(p, g + [20 + (t + i) % 50]) for i, (p, g) in enumerate(rows)]
+        lm.advance(_obs(rows, RESERVE_COLUMNS + 2), state)
+        storages.append(state.cache.layers[0].keys.untyped_storage().data_ptr())
+        assert state.cache.layers[0].keys.shape[-2] == state.cache_mask.shape[1]
+    _check(lm, state, rows)
+    # the first decode step moves the prefilled cache into a buffer with spare columns; the next
+    # RESERVE_COLUMNS steps write into it in place; then it grows once
+    assert len(set(storages[:RESERVE_COLUMNS + 1])) == 1 and storages[-1] != storages[0]
 
 
 @torch.no_grad()

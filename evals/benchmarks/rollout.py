@@ -94,26 +94,34 @@ def run(model: str, env_id: str, batch: int, max_new_tokens: int, repeats: int, 
     results = {}
     for greedy in (True, False):
         label = "greedy" if greedy else "sampled"
-        rates = {}
         paths = [("generate", run_generate, (max_new_tokens,)), ("env+cache", run_env, ())]
         if naive:
             paths.append(("env naive", run_naive, ()))
-        for name, fn, extra in paths:
+        for _name, fn, extra in paths:  # warm-up
             with autocast(device, precision):
-                fn(policy, envs, indices, *extra, greedy, seed)  # warm-up
-            best, seqs = 0.0, None
-            for _ in range(repeats):
+                fn(policy, envs, indices, *extra, greedy, seed)
+        # The paths take turns within each repeat, so a burst of load from another process on a
+        # shared machine slows both sides of a ratio instead of one.
+        rounds: list[dict[str, float]] = []
+        seqs: dict[str, list] = {}
+        for _ in range(repeats):
+            rates = {}
+            for name, fn, extra in paths:
                 with autocast(device, precision):
-                    seqs, secs = fn(policy, envs, indices, *extra, greedy, seed)
-                best = max(best, sum(len(s) for s in seqs) / secs)
-            rates[name] = (best, seqs)
+                    seqs[name], secs = fn(policy, envs, indices, *extra, greedy, seed)
+                rates[name] = sum(len(s) for s in seqs[name]) / secs
+            rounds.append(rates)
         if greedy:
-            same = all(r[1] == rates["generate"][1] for r in rates.values())
+            same = all(s == seqs["generate"] for s in seqs.values())
             print(f"[batch {batch} {label}] all paths produced identical tokens: {same}")
-        for name, (rate, _) in rates.items():
-            print(f"[batch {batch} {label}] {name:10s} {rate:8.1f} tok/s   ratio to generate "
-                  f"{rate / rates['generate'][0]:.3f}")
-        results.update({f"{batch}/{label}/{k}": v[0] for k, v in rates.items()})
+        for name, *_ in paths:
+            best = max(r[name] for r in rounds)
+            paired = float(np.median([r[name] / r["generate"] for r in rounds]))
+            print(f"[batch {batch} {label}] {name:10s} {best:8.1f} tok/s   ratio to generate "
+                  f"{best / max(r['generate'] for r in rounds):.3f} (best/best), {paired:.3f} (median of "
+                  f"{repeats} paired runs)")
+            results[f"{batch}/{label}/{name}"] = best
+            results[f"{batch}/{label}/{name}/paired_ratio"] = paired
     envs.close()
     return results
 
@@ -126,7 +134,7 @@ class RolloutBenchConfig:
     model: str = arg("smollm2-135m", "policy model ('tiny' for the seeded test model)")
     num_envs: tuple[int, ...] = arg((8, 64, 256), "batch sizes to measure")
     max_new_tokens: int = arg(32, "tokens generated per prompt")
-    repeats: int = arg(2, "timed repeats per path (best is kept)")
+    repeats: int = arg(5, "timed rounds; each round runs every path once, in turn")
     naive_max_batch: int = arg(8, "run the O(n^2) no-cache path only up to this batch size")
     seed: int = arg(0, "sampling and prompt order")
     device: str = arg("cpu", "'cpu', 'cuda', 'auto'")
@@ -140,7 +148,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     device = resolve_device(args.device)
     print(f"model={args.model} env={args.env} batches={list(args.num_envs)} max_new_tokens={args.max_new_tokens} "
           f"device={device} precision={args.precision} torch_threads={torch.get_num_threads()} "
-          f"repeats={args.repeats} (best of)")
+          f"repeats={args.repeats} (paths alternate within each)")
     results: dict[str, float] = {}
     for batch in args.num_envs:
         results.update(run(args.model, args.env, batch, args.max_new_tokens, args.repeats, args.seed, device,
