@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from agents import kvcache
 from agents.kvcache import RESERVE_COLUMNS, CachedLM, RolloutState, left_pad, score_forward
 from textenv.models import load_model, tiny_tokenizer
 
@@ -69,7 +70,8 @@ def test_decode_feeds_one_token_per_row(lm):
 
 
 @torch.no_grad()
-def test_decode_writes_into_reserved_columns_and_grows_when_they_run_out(lm):
+def test_decode_writes_into_reserved_columns_and_grows_when_they_run_out(lm, monkeypatch):
+    monkeypatch.setattr(kvcache, "RESERVE_MIN_BYTES", 0)  # reserve even this small a cache
     rows = [([5, 6, 7], []), ([11, 12], [])]
     state = RolloutState(2, P)
     lm.advance(_obs(rows, RESERVE_COLUMNS + 2), state)
@@ -83,6 +85,11 @@ def test_decode_writes_into_reserved_columns_and_grows_when_they_run_out(lm):
     # the first decode step moves the prefilled cache into a buffer with spare columns; the next
     # RESERVE_COLUMNS steps write into it in place; then it grows once
     assert len(set(storages[:RESERVE_COLUMNS + 1])) == 1 and storages[-1] != storages[0]
+    monkeypatch.setattr(kvcache, "RESERVE_MIN_BYTES", 1 << 40)  # a small cache keeps concatenating
+    state = RolloutState(2, P)
+    lm.advance(_obs([(p, []) for p, _ in rows], RESERVE_COLUMNS + 2), state)
+    lm.advance(_obs([(p, g[:1]) for p, g in rows], RESERVE_COLUMNS + 2), state)
+    assert type(state.cache.layers[0]).__name__ == "DynamicLayer"
 
 
 @torch.no_grad()
