@@ -51,7 +51,9 @@ class Sampling:
 def logprobs_from_logits(logits: torch.Tensor, sampling: Sampling) -> torch.Tensor:
     """Log-probs of the distribution tokens are actually sampled from (temperature, then top-k,
     then top-p); tokens cut by top-k/top-p get ``-inf``."""
-    logits = logits.float() / sampling.temperature
+    logits = logits.float()
+    if sampling.temperature != 1.0:  # x / 1.0 is x: skip a (B, V) copy per token
+        logits = logits / sampling.temperature
     if sampling.top_k and sampling.top_k < logits.shape[-1]:
         kth = torch.topk(logits, sampling.top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -260,7 +262,7 @@ class LMActorCritic(nn.Module):
         """See :meth:`agents.kvcache.CachedLM.advance`."""
         return self.cached().advance(obs, state, active)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def act(self, obs: dict[str, np.ndarray], state: RolloutState,
             generator: torch.Generator | None = None, greedy: bool = False,
             active: np.ndarray | None = None, row_seeds: Sequence[int] | None = None,
