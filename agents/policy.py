@@ -30,7 +30,7 @@ from textenv.io import MARKER, check_output_dir
 from textenv.models import load_model
 
 __all__ = ["ActResult", "EpisodeBatch", "LMActorCritic", "RolloutState", "Sampling", "Scores",
-           "logprobs_from_logits"]
+           "logprobs_from_logits", "row_uniforms", "sample"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,49 @@ def logprobs_from_logits(logits: torch.Tensor, sampling: Sampling) -> torch.Tens
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     return torch.log_softmax(logits, dim=-1)
+
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser on a uint64 array (wrapping arithmetic): a bijection whose outputs
+    pass BigCrush even for consecutive inputs, which is what counter-based streams need."""
+    with np.errstate(over="ignore"):
+        z = x + _GOLDEN
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def row_uniforms(seeds: Sequence[int] | np.ndarray, positions: Sequence[int] | np.ndarray) -> np.ndarray:
+    """One uniform in [0, 1) per row, a pure function of that row's (seed, token position).
+
+    A counter-based stream (a hash, not a generator's state), so a row's draw does not depend on
+    which other rows share its batch or process, and no per-row generator is built per token:
+    numpy ops over the whole batch, whatever its width."""
+    seeds = np.asarray(seeds, dtype=np.int64).astype(np.uint64)
+    positions = np.asarray(positions, dtype=np.int64).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        z = _splitmix64(_splitmix64(seeds) + positions)
+    return (z >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+
+def sample(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """Rows of ``probs`` (``(B, V)``, unnormalised is fine) sampled by inverse CDF: row ``i``
+    takes the first token whose cumulative mass exceeds ``uniforms[i]`` of the row's total.
+
+    One cumulative sum and one ``searchsorted`` for the whole batch, where ``torch.multinomial``
+    draws V exponentials per row. A token of zero mass (cut by top-k/top-p or a mask) is never
+    chosen: the cumulative sum does not rise there. The sum is taken in float64 so a 49k-token
+    vocabulary's tail keeps its mass (float32 on Apple's MPS, which has no float64)."""
+    cdf = probs.to(torch.float32 if probs.device.type == "mps" else torch.float64).cumsum(-1)
+    total = cdf[:, -1:]
+    target = uniforms.to(device=cdf.device, dtype=cdf.dtype).view(-1, 1) * total
+    idx = torch.searchsorted(cdf, target, right=True)
+    # u * total can round up to total: the last token of positive mass is the first to reach it
+    last = (cdf < total).sum(-1, keepdim=True)
+    return torch.minimum(idx, last).squeeze(-1)
 
 
 def entropy_from_logprobs(logp: torch.Tensor) -> torch.Tensor:
@@ -271,9 +314,11 @@ class LMActorCritic(nn.Module):
 
         Rows where ``active`` is False are skipped (no forward; their action is the pad token),
         so a rollout that waits for its slowest episode costs no more than ``generate``.
-        ``row_seeds`` gives every row its own random stream, seeded by (row seed, token position):
-        a sample then depends only on its own seed, not on which other rows share the batch (the
-        eval suite relies on this to shard examples across processes and get the same table).
+        ``row_seeds`` gives every row its own random stream, a hash of (row seed, token position)
+        (:func:`row_uniforms`): a sample then depends only on its own seed, not on which other rows
+        share the batch (the eval suite relies on this to shard examples across processes and get
+        the same table). Either way one :func:`sample` call draws the whole batch: no loop over
+        rows, no per-row generator.
         ``allowed`` (``(B, V)`` bool, e.g. NLPO's :meth:`agents.masking.TopKMasker.next_allowed`)
         restricts every row to those next tokens.
         """
@@ -285,14 +330,10 @@ class LMActorCritic(nn.Module):
         if greedy:
             actions = logp.argmax(-1)
         elif row_seeds is not None:
-            probs = logp.exp().cpu()
-            actions = torch.stack([
-                torch.multinomial(probs[i], 1, generator=torch.Generator().manual_seed(
-                    int(row_seeds[i]) * 100_003 + int(n_gen[i]))).squeeze(-1)
-                for i in range(state.num_envs)
-            ]).to(logp.device)
+            actions = sample(logp.exp(), torch.from_numpy(row_uniforms(row_seeds, n_gen)))
         else:
-            actions = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)
+            device = generator.device if generator is not None else logp.device
+            actions = sample(logp.exp(), torch.rand(state.num_envs, generator=generator, device=device))
         if active is not None:
             actions[torch.as_tensor(~np.asarray(active, dtype=bool), device=actions.device)] = self.pad_token_id
         chosen = logp.gather(-1, actions.unsqueeze(-1)).squeeze(-1)

@@ -4,8 +4,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from scipy import stats
 
-from agents.policy import EpisodeBatch, LMActorCritic, Sampling, logprobs_from_logits
+from agents.policy import EpisodeBatch, LMActorCritic, Sampling, logprobs_from_logits, row_uniforms, sample
 from agents.rollout import collect, episodes_to_batch
 
 
@@ -71,6 +72,59 @@ def test_top_k_top_p_mask_and_renormalise():
     assert kept == 2 and probs[0] < 0.7 <= probs[:2].sum()
     lp = logprobs_from_logits(logits, Sampling(temperature=0.5))
     torch.testing.assert_close(lp, torch.log_softmax(logits / 0.5, -1))
+
+
+def test_sample_follows_the_distribution():
+    """Inverse-CDF draws from hashed uniforms: frequencies match the probabilities (chi-square), a
+    zero-mass token is never drawn, and a row of the batch is drawn from its own row."""
+    probs = torch.tensor([[0.5, 0.0, 0.3, 0.15, 0.05], [0.0, 0.0, 0.0, 0.0, 1.0]])
+    n = 20_000
+    u = torch.from_numpy(row_uniforms(np.arange(n), np.full(n, 7)))
+    first = sample(probs[[0]].expand(n, -1), u)
+    counts = np.bincount(first.numpy(), minlength=5)
+    assert counts[1] == 0
+    keep = [0, 2, 3, 4]
+    assert stats.chisquare(counts[keep], probs[0, keep].numpy() * n).pvalue > 1e-3
+    assert (sample(probs[[1]].expand(n, -1), u) == 4).all()
+    # a wrong sampler fails the same check: the draws of a uniform over the four tokens
+    flat = np.bincount((u.numpy() * 4).astype(int), minlength=4)
+    assert stats.chisquare(flat, probs[0, keep].numpy() * n).pvalue < 1e-6
+
+
+def test_sample_edges_never_leave_the_support():
+    """u = 0 takes the first token of positive mass; u just below (or at) 1 the last, even when the
+    float64 product rounds up to the total; unnormalised rows work."""
+    probs = torch.tensor([[0.0, 2.0, 0.0, 1.0, 0.0]] * 4)
+    picked = sample(probs, torch.tensor([0.0, 0.5, 1 - 2**-53, 1.0], dtype=torch.float64))
+    assert picked.tolist() == [1, 1, 3, 3]
+    logits = torch.randn(3, 50)
+    masked = logprobs_from_logits(logits, Sampling(top_k=3)).exp()
+    for u in (0.0, 1e-12, 0.999999, 1 - 2**-53):
+        rows = sample(masked, torch.full((3,), u, dtype=torch.float64))
+        assert (masked.gather(1, rows[:, None]) > 0).all()
+
+
+def test_row_uniforms_are_a_function_of_seed_and_position_only():
+    seeds, positions = np.array([3, 11, 5, 3]), np.array([0, 4, 4, 1])
+    u = row_uniforms(seeds, positions)
+    assert u[0] != u[3] and len(set(u)) == 4  # same seed, next token: a new draw
+    assert u[1] == row_uniforms([11], [4])[0]  # the batch around a row changes nothing
+    assert (row_uniforms(seeds[::-1], positions[::-1]) == u[::-1]).all()
+    big = row_uniforms(np.arange(50_000) * 64, np.zeros(50_000))  # eval seeds are 64 apart
+    assert 0 <= big.min() and big.max() < 1 and stats.kstest(big, "uniform").pvalue > 1e-3
+
+
+def test_row_seeded_samples_do_not_depend_on_the_batch():
+    """The eval suite shards examples across processes: a row's completion must be the same
+    whether it is sampled alone or beside other rows."""
+    envs = gym.make_vec("TextCount-v0", num_envs=3, model="tiny", autoreset_mode="same_step", max_new_tokens=8)
+    policy = _policy(envs)
+    together = collect(envs, policy, indices=[4, 1, 6], seed=0, row_seeds=[40, 10, 60])
+    alone_envs = gym.make_vec("TextCount-v0", num_envs=1, model="tiny", autoreset_mode="same_step", max_new_tokens=8)
+    alone = collect(alone_envs, policy, indices=[1], seed=0, row_seeds=[10])
+    assert together[1].actions == alone[0].actions
+    other = collect(alone_envs, policy, indices=[1], seed=0, row_seeds=[11])
+    assert other[0].actions != alone[0].actions  # the seed does steer the sample
 
 
 def test_save_and_load_round_trip(tmp_path):
