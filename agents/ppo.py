@@ -104,6 +104,8 @@ class PPOTrainer:
             raise ValueError(f"missing_eos_penalty must be >= 0 (or None), got {cfg.missing_eos_penalty}")
         if cfg.eval_every < 0 or cfg.eval_prompts < 1:
             raise ValueError(f"need eval_every >= 0 and eval_prompts >= 1, got {cfg.eval_every}, {cfg.eval_prompts}")
+        if cfg.keep_best and not cfg.eval_every:
+            raise ValueError("keep_best needs eval_every > 0: best/ is chosen by the held-out eval")
         if cfg.advantage != "gae" and cfg.samples_per_prompt < 2:
             raise ValueError(f"advantage={cfg.advantage!r} needs samples_per_prompt >= 2")
         if cfg.mask_top_k < 0 or cfg.mask_update_every < 0 or not 0 < cfg.mask_top_p <= 1:
@@ -155,10 +157,11 @@ class PPOTrainer:
                    else FixedKLController(cfg.kl_coef))
         self.iteration = 0
         self.failures = 0
+        self.best_eval, self.best_iteration = -math.inf, -1  # --keep-best: the best held-out eval so far
         self.dist = Dist()  # under `accelerate launch`: one prompt shard per process, averaged gradients
         if cfg.resume:
             self.dir = Path(cfg.resume)
-            for name in ("checkpoint", "final"):  # what killed writes left: complete copies are restored
+            for name in ("checkpoint", "final", "best"):  # what killed writes left: complete copies are restored
                 remove_stale(self.dir / name)
             self._load_checkpoint(self.dir / "checkpoint")
         elif self.dist.is_main:
@@ -186,6 +189,7 @@ class PPOTrainer:
             tensors, meta = _optimizer_tensors(self.optimizer)
             save_file(tensors, tmp / "optimizer.safetensors")
             state = {"iteration": self.iteration, "kl_coef": self.kl.value, "failures": self.failures,
+                     "best_eval": self.best_eval, "best_iteration": self.best_iteration,
                      "optimizer": meta, "config": dataclasses.asdict(self.cfg)}
             if self.masker is not None and self.cfg.mask_update_every:  # it is no longer the starting policy
                 self.masker.save(tmp / "mask_model.safetensors")
@@ -201,6 +205,7 @@ class PPOTrainer:
         state = json.loads((path / "trainer_state.json").read_text())
         _load_optimizer(self.optimizer, load_file(path / "optimizer.safetensors"), state["optimizer"])
         self.iteration, self.kl.value, self.failures = state["iteration"], state["kl_coef"], state["failures"]
+        self.best_eval, self.best_iteration = state.get("best_eval", -math.inf), state.get("best_iteration", -1)
         if self.masker is not None and self.cfg.mask_update_every:
             self.masker.load(path / "mask_model.safetensors")
         logger.info("resumed from %s at iteration %d", path, self.iteration)
@@ -384,6 +389,18 @@ class PPOTrainer:
 
     # -- the loop --------------------------------------------------------------------------
 
+    def _keep_if_best(self, held: dict[str, float]) -> None:
+        """``--keep-best``: write ``best/`` when this held-out eval beats every earlier one. Each eval
+        draws the same seeded streams on the same prompts, so two evals differ only by the policy.
+        The starting policy competes too: a run that never improves on its held-out prompts keeps
+        the weights it started from, rather than the last point of a drift."""
+        if not self.cfg.keep_best or not held["eval/reward_mean"] > self.best_eval:
+            return
+        self.best_eval, self.best_iteration = held["eval/reward_mean"], self.iteration
+        self.save_checkpoint(self.dir / "best")
+        logger.info("iteration %d: held-out reward %.4f, the best so far: saved best/", self.iteration,
+                    self.best_eval)
+
     def train(self) -> list[dict[str, float]]:
         from tqdm.auto import tqdm
 
@@ -393,6 +410,7 @@ class PPOTrainer:
         try:
             if cfg.eval_every and self.iteration == 0:  # the starting point, for the curve to start from
                 held, samples = self.evaluate_heldout()
+                self._keep_if_best(held)
                 if self.tracker is not None:
                     self.tracker.log(0, held)
                     self.tracker.log_samples(0, samples)
@@ -400,6 +418,7 @@ class PPOTrainer:
                 metrics = self.step()
                 if cfg.eval_every and (self.iteration % cfg.eval_every == 0 or self.iteration == cfg.iterations):
                     held, samples = self.evaluate_heldout()
+                    self._keep_if_best(held)
                     metrics = {**metrics, **held}
                     if self.tracker is not None:
                         self.tracker.log_samples(self.iteration, samples)

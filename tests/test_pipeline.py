@@ -107,3 +107,29 @@ def test_stage_memory_gives_each_stage_its_own_peak():
     second = stage_memory()  # nothing big in this stage: its peak is far below the last one's
     assert first["peak_gb"] > first["rss_gb"] + 0.3  # the peak saw what the current RSS no longer holds
     assert second["peak_gb"] < first["peak_gb"] - 0.3
+
+
+@pytest.mark.slow
+def test_keep_best_preset_hands_the_best_heldout_weights_to_the_leaderboard(tmp_path, monkeypatch):
+    """With ``keep_best`` the stage's checkpoint is best/, not final/: here the held-out eval never
+    beats the start, so PPO-task is the SFT model's weights and says so in ppo_run.json."""
+    import dataclasses
+    import json
+
+    import torch
+
+    from agents import ppo
+
+    monkeypatch.setenv("TEXTENV_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(ppo.PRESETS, "quick", dataclasses.replace(ppo.PRESETS["quick"], eval_every=1, eval_prompts=2,
+                                                                   keep_best=True))
+    scores = iter([0.9, 0.1, 0.9, 0.1])  # the task run, then the reward-model run
+    monkeypatch.setattr(ppo.PPOTrainer, "evaluate_heldout",
+                        lambda self, n_samples=4: ({"eval/reward_mean": next(scores)}, []))
+    cfg = PipelineConfig(env="TextCount-v0", model="tiny", ppo_iterations=1, device="cpu", out=str(tmp_path / "p"))
+    report = run_pipeline(cfg)
+    assert report["ppo_task_metrics"]["kept_iteration"] == 0
+    assert json.loads((tmp_path / "p" / "ppo_task" / "ppo_run.json").read_text())["kept"] == "best"
+    sft = LMActorCritic.from_pretrained(report["sft"]).model.state_dict()
+    kept = LMActorCritic.from_pretrained(report["ppo_task"]).model.state_dict()
+    assert all(torch.equal(kept[k], sft[k]) for k in sft)

@@ -269,3 +269,46 @@ def test_resume_restores_a_checkpoint_a_kill_left_between_renames_and_removes_te
     save_file({"nothing.weight": torch.zeros(2)}, ckpt / "model.safetensors")
     with pytest.raises(ValueError, match="do not match its config.json"):
         PPOTrainer(_cfg(tmp_path, iterations=2, resume=str(trainer.dir)))
+
+
+def test_keep_best_saves_the_weights_of_the_best_heldout_eval(tmp_path, monkeypatch):
+    """``keep_best`` writes best/ at each new best held-out eval, the starting policy's included,
+    and a resumed run keeps competing against the best so far."""
+    from agents.policy import LMActorCritic
+
+    with pytest.raises(ValueError, match="keep_best needs eval_every"):
+        PPOTrainer(_cfg(tmp_path, keep_best=True))
+    scripted = iter([0.5, 0.2, 0.7, 0.1])  # evals at iterations 0, 1, 2, 3: best at 2
+    seen = {}
+
+    def fake_eval(self, n_samples=4):
+        seen[self.iteration] = self.policy.model.lm_head.weight.detach().clone()
+        return {"eval/reward_mean": next(scripted)}, []
+
+    monkeypatch.setattr(PPOTrainer, "evaluate_heldout", fake_eval)
+    trainer = PPOTrainer(_cfg(tmp_path, iterations=3, eval_every=1, keep_best=True))
+    trainer.train()
+    assert (trainer.best_iteration, trainer.best_eval) == (2, 0.7)
+    best = LMActorCritic.from_pretrained(str(trainer.dir / "best"))
+    assert torch.equal(best.model.lm_head.weight, seen[2]) and not torch.equal(seen[2], seen[3])
+    # resumed for one more iteration: 0.1 does not beat the 0.7 it carried over, best/ is untouched
+    resumed = PPOTrainer(_cfg(tmp_path, iterations=4, eval_every=1, keep_best=True, resume=str(trainer.dir)))
+    assert resumed.best_iteration == 2
+    scripted = iter([0.1])
+    resumed.train()
+    assert resumed.best_iteration == 2
+    assert torch.equal(LMActorCritic.from_pretrained(str(trainer.dir / "best")).model.lm_head.weight, seen[2])
+
+
+def test_keep_best_keeps_the_starting_policy_when_nothing_beats_it(tmp_path, monkeypatch):
+    from agents.policy import LMActorCritic
+
+    scripted = iter([0.9, 0.2, 0.3])
+    monkeypatch.setattr(PPOTrainer, "evaluate_heldout",
+                        lambda self, n_samples=4: ({"eval/reward_mean": next(scripted)}, []))
+    trainer = PPOTrainer(_cfg(tmp_path, iterations=2, eval_every=1, keep_best=True))
+    start = trainer.policy.model.lm_head.weight.detach().clone()
+    trainer.train()
+    assert trainer.best_iteration == 0
+    assert torch.equal(LMActorCritic.from_pretrained(str(trainer.dir / "best")).model.lm_head.weight, start)
+    assert not torch.equal(trainer.policy.model.lm_head.weight, start)  # while training did move it
