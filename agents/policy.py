@@ -93,15 +93,18 @@ def row_uniforms(seeds: Sequence[int] | np.ndarray, positions: Sequence[int] | n
     return (z >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
-def sample(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+def sample(probs: torch.Tensor, uniforms: torch.Tensor, cdf_dtype: torch.dtype | None = None) -> torch.Tensor:
     """Rows of ``probs`` (``(B, V)``, unnormalised is fine) sampled by inverse CDF: row ``i``
     takes the first token whose cumulative mass exceeds ``uniforms[i]`` of the row's total.
 
     One cumulative sum and one ``searchsorted`` for the whole batch, where ``torch.multinomial``
     draws V exponentials per row. A token of zero mass (cut by top-k/top-p or a mask) is never
     chosen: the cumulative sum does not rise there. The sum is taken in float64 so a 49k-token
-    vocabulary's tail keeps its mass (float32 on Apple's MPS, which has no float64)."""
-    cdf = probs.to(torch.float32 if probs.device.type == "mps" else torch.float64).cumsum(-1)
+    vocabulary's tail keeps its mass; ``cdf_dtype`` defaults to that, float32 on Apple's MPS (no
+    float64 there)."""
+    if cdf_dtype is None:
+        cdf_dtype = torch.float32 if probs.device.type == "mps" else torch.float64
+    cdf = probs.to(cdf_dtype).cumsum(-1)
     total = cdf[:, -1:]
     target = uniforms.to(device=cdf.device, dtype=cdf.dtype).view(-1, 1) * total
     idx = torch.searchsorted(cdf, target, right=True)

@@ -91,16 +91,17 @@ def test_sample_follows_the_distribution():
     assert stats.chisquare(flat, probs[0, keep].numpy() * n).pvalue < 1e-6
 
 
-def test_sample_edges_never_leave_the_support():
+@pytest.mark.parametrize("cdf_dtype", [None, torch.float32])  # float32: the path MPS takes
+def test_sample_edges_never_leave_the_support(cdf_dtype):
     """u = 0 takes the first token of positive mass; u just below (or at) 1 the last, even when the
-    float64 product rounds up to the total; unnormalised rows work."""
+    product rounds up to the total; unnormalised rows work."""
     probs = torch.tensor([[0.0, 2.0, 0.0, 1.0, 0.0]] * 4)
-    picked = sample(probs, torch.tensor([0.0, 0.5, 1 - 2**-53, 1.0], dtype=torch.float64))
+    picked = sample(probs, torch.tensor([0.0, 0.5, 1 - 2**-53, 1.0], dtype=torch.float64), cdf_dtype)
     assert picked.tolist() == [1, 1, 3, 3]
-    logits = torch.randn(3, 50)
+    logits = torch.randn(3, 50_000, generator=torch.Generator().manual_seed(0)) * 4
     masked = logprobs_from_logits(logits, Sampling(top_k=3)).exp()
-    for u in (0.0, 1e-12, 0.999999, 1 - 2**-53):
-        rows = sample(masked, torch.full((3,), u, dtype=torch.float64))
+    for u in (0.0, 1e-12, 0.999999, 1 - 2**-24, 1 - 2**-53):
+        rows = sample(masked, torch.full((3,), u, dtype=torch.float64), cdf_dtype)
         assert (masked.gather(1, rows[:, None]) > 0).all()
 
 
