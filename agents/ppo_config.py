@@ -101,11 +101,13 @@ PRESETS: dict[str, PPOConfig] = {
     # and the end. Sentiment: VADER grows with every positive word, so without a cost for hitting
     # the budget PPO fills all 32 tokens (28 words against the base's 17); a missing-EOS penalty
     # of 0.15 keeps it ending on its own (held-out, from the quick SFT model, 32 prompts: VADER
-    # 0.24 -> 0.66, 23 -> 20 tokens; 0.5 overshoots: 9 tokens). Summaries: RLOO (4 samples per
+    # 0.24 -> 0.66, 23 -> 20 tokens; 0.5 overshoots: 9 tokens). It does not stop the other way:
+    # with the hashed sampler the table's replies shrank to 6.0 words ("I love this tweet."; 11.5
+    # under the per-row sampler), so a length floor is still to build. Summaries: RLOO (4 samples per
     # prompt, the others' mean as the baseline) because ROUGE-L differs more between prompts than
     # between samples of one prompt; trained at the leaderboard's T=0.7: at T=1.0 (KL 0.05) ROUGE-L
-    # at T=1.0 rose (64 test prompts, seeds 0/1/2: 0.123/0.137/0.127 vs SFT 0.119) but at the
-    # table's T=0.7 fell (0.176/0.177/0.176 vs 0.190): the gain was a sharper tail, which T=0.7
+    # at T=1.0 rose (64 test prompts, seeds 0/1/2, an earlier batched sampler: 0.123/0.137/0.127 vs
+    # SFT 0.119) but at the table's T=0.7 fell (0.176/0.177/0.176 vs 0.190): a sharper tail, which T=0.7
     # already cuts. At T=0.7 with KL 0.01: 0.194/0.187/0.178, level with SFT; under the hashed
     # sampler, seed 0: 0.174 vs SFT 0.181 (held-out, 16 prompts: 0.164 -> 0.151). At this budget
     # the update's noise outweighs ROUGE-L's signal, so the run keeps the weights of its best
