@@ -87,11 +87,11 @@ def _run_ppo(cfg: PipelineConfig, dirs: dict[str, Path], reward: str) -> dict[st
     history = trainer.train()
     ppo.plot_rewards(trainer.dir)
     kept = "best" if pcfg.keep_best else "final"  # --keep-best: the best held-out eval's weights
+    kept_iteration = trainer.best_iteration if pcfg.keep_best else trainer.iteration
     with atomic_dir(dirs[f"ppo_{reward}"]) as tmp:
         shutil.copytree(trainer.dir / kept, tmp, dirs_exist_ok=True)
         (tmp / "ppo_run.json").write_text(json.dumps({"run": str(trainer.dir), "kept": kept,
-                                                      "iteration": trainer.best_iteration if pcfg.keep_best
-                                                      else trainer.iteration}))
+                                                      "iteration": kept_iteration}))
     if pcfg.keep_best:
         logger.info("%s ppo_%s: kept best/ from iteration %d (held-out reward %.4f)", cfg.env, reward,
                     trainer.best_iteration, trainer.best_eval)
@@ -100,7 +100,7 @@ def _run_ppo(cfg: PipelineConfig, dirs: dict[str, Path], reward: str) -> dict[st
     return {"run": str(trainer.dir), "reward_first": rewards[0] if rewards else None,
             "reward_last": rewards[-1] if rewards else None, "eval_reward_first": held[0] if held else None,
             "eval_reward_last": held[-1] if held else None, "iterations": len(history),
-            "kept_iteration": trainer.best_iteration if pcfg.keep_best else trainer.iteration}
+            "kept_iteration": kept_iteration}
 
 
 def _check_root(dirs: dict[str, Path]) -> None:

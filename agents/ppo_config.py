@@ -98,20 +98,21 @@ PRESETS: dict[str, PPOConfig] = {
                        lr=2e-5, kl_coef=0.05, kl_target=None, checkpoint_every=4),
     # What `make run` trains (agents.pipeline picks "quick-<task>" when it exists), on 2 CPU cores:
     # only the top blocks train (the backward pass stops there); held-out evaluation at the start
-    # and the end. Sentiment: VADER grows with every positive word, so without a cost for hitting
-    # the budget PPO fills all 32 tokens (28 words against the base's 17); a missing-EOS penalty
-    # of 0.15 keeps it ending on its own (held-out, from the quick SFT model, 32 prompts: VADER
-    # 0.24 -> 0.66, 23 -> 20 tokens; 0.5 overshoots: 9 tokens). It does not stop the other way:
-    # with the hashed sampler the table's replies shrank to 6.0 words ("I love this tweet."; 11.5
-    # under the per-row sampler), so a length floor is still to build. Summaries: RLOO (4 samples per
-    # prompt, the others' mean as the baseline) because ROUGE-L differs more between prompts than
-    # between samples of one prompt; trained at the leaderboard's T=0.7: at T=1.0 (KL 0.05) ROUGE-L
-    # at T=1.0 rose (64 test prompts, seeds 0/1/2, an earlier batched sampler: 0.123/0.137/0.127 vs
-    # SFT 0.119) but at the table's T=0.7 fell (0.176/0.177/0.176 vs 0.190): a sharper tail, which T=0.7
-    # already cuts. At T=0.7 with KL 0.01: 0.194/0.187/0.178, level with SFT; under the hashed
-    # sampler, seed 0: 0.174 vs SFT 0.181 (held-out, 16 prompts: 0.164 -> 0.151). At this budget
-    # the update's noise outweighs ROUGE-L's signal, so the run keeps the weights of its best
-    # held-out eval (32 validation prompts at T=0.7, at iterations 0, 7 and 14), the start included.
+    # and the end (summaries: also halfway). Sentiment: VADER grows with every positive word, so
+    # without a cost for hitting the budget PPO fills all 32 tokens (28 words against the base's
+    # 17); a missing-EOS penalty of 0.15 keeps it ending on its own (held-out, from the quick SFT
+    # model, 32 prompts: VADER 0.24 -> 0.66, 23 -> 20 tokens; 0.5 overshoots: 9 tokens). It does not
+    # stop the other way: with the hashed sampler the table's replies shrank to 6.0 words ("I love
+    # this tweet."; 11.5 under the per-row sampler), so a length floor is still to build. Summaries:
+    # RLOO (4 samples per prompt, the others' mean as the baseline) because ROUGE-L differs more
+    # between prompts than between samples of one prompt; trained at the leaderboard's T=0.7: at
+    # T=1.0 (KL 0.05) ROUGE-L at T=1.0 rose (64 test prompts, seeds 0/1/2, an earlier batched
+    # sampler: 0.123/0.137/0.127 vs SFT 0.119) but at the table's T=0.7 fell (0.176/0.177/0.176 vs
+    # 0.190): a sharper tail, which T=0.7 already cuts. At T=0.7 with KL 0.01: 0.194/0.187/0.178,
+    # level with SFT; under the hashed sampler, seed 0: 0.174 vs SFT 0.181 (held-out, 16 prompts:
+    # 0.164 -> 0.151). At this budget the update's noise outweighs ROUGE-L's signal, so the run
+    # keeps the weights of its best held-out eval (32 validation prompts at T=0.7, at iterations 0,
+    # 7 and 14), the start included.
     "quick-sentiment": PPOConfig(iterations=16, prompts_per_iter=16, max_new_tokens=32, epochs=2, minibatch_size=8,
                                  lr=3e-4, train_layers=8, kl_coef=0.02, kl_target=None, checkpoint_every=16,
                                  eval_every=16, eval_prompts=32, missing_eos_penalty=0.15),
