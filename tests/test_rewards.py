@@ -188,12 +188,43 @@ def arithmetic_entry() -> dict:
         ("Answer: banana", 0.0),
         ("I do not know", 0.0),
         ("{answer}\nAnswer: 7", 0.0),  # the marker wins over the first line
+        # a numeric answer is also read as the answer part's last number
+        ("The final answer is {answer}.", 1.0),
+        ("Answer: {answer}.", 1.0),
+        ("12 + 3 = {answer}", 1.0),
+        ("7\nso it is {answer}", 0.0),  # without a marker, still only the first line
     ],
 )
 def test_verifier(arithmetic_entry, template, expected):
     text = template.format(answer=arithmetic_entry["answer"])
     completion = C(text, entry=arithmetic_entry, dataset="basic_arithmetic")
     assert resolve("verifier")([completion]) == [expected]
+
+
+def test_verifier_numbers_never_lower_the_datasets_own_score():
+    """The last-number reading only ever adds: with ``numbers=False`` the score is the dataset's own
+    (partial credit for the answer inside a longer text), and with it that score is a lower bound."""
+    entry = {"question": "Calculate 10 + 8.", "answer": "18", "metadata": {"source_dataset": "basic_arithmetic"}}
+    texts = ["18", "10 + 8 = 18", "18 is it", "about 18 or 19", "19", "1,018", "-18", "+18", "18, not 7"]
+    plain = resolve("verifier", numbers=False)([C(t, entry=entry) for t in texts])
+    read = resolve("verifier")([C(t, entry=entry) for t in texts])
+    assert plain == pytest.approx([1.0, 2 / 11, 2 / 8, 2 / 14, 0.0, 2 / 5, 2 / 3, 2 / 3, 2 / 9])
+    # only the last number is read: "about 18 or 19" and "18, not 7" keep the dataset's partial credit
+    assert read == pytest.approx([1.0, 1.0, 1.0, 2 / 14, 0.0, 2 / 4, 2 / 3, 1.0, 2 / 9])
+    assert all(r >= p for r, p in zip(read, plain, strict=True))
+    # a non-numeric answer is scored by the dataset alone
+    word = {"question": "q", "answer": "cat", "metadata": {"source_dataset": "basic_arithmetic"}}
+    assert resolve("verifier")([C("a cat 3", entry=word)]) == pytest.approx([3 / 7])
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("The final answer is -1.", "-1"), ("-1", "-1"), ("x = +42", "42"), ("1,234,567 apples", "1234567"),
+    ("pi is 3.14.", "3.14"), ("between 3 and 4", "4"), ("none", None), ("1.2.3", "3"),
+])
+def test_last_number(text, expected):
+    from textenv.rewards.verifier import last_number
+
+    assert last_number(text) == expected
 
 
 def test_verifier_dataset_from_entry_and_missing_metadata(arithmetic_entry):

@@ -31,6 +31,37 @@ def test_reasoning_splits_differ_and_carry_the_verifier_entry():
     assert train[0].references[0] == str(train[0].metadata["entry"]["answer"])
 
 
+def test_reasoning_difficulty_levels_set_reasoning_gyms_knobs():
+    from textenv.tasks import ARITHMETIC_LEVELS
+
+    sizes = {"train": 1, "validation": 1, "test": 40}
+    easy = reasoning(difficulty=1, sizes=sizes).load("test")
+    for ex in easy:  # "Calculate 5 - 9.": two one-digit terms (reasoning-gym draws up to 10), + or -
+        terms = ex.text.removeprefix("Calculate ").rstrip(".").split()
+        assert len(terms) == 3 and terms[1] in "+-" and all(abs(int(t)) <= 10 for t in terms[::2])
+    default = reasoning(sizes=sizes).load("test")  # level 2 unless told
+    assert [e.text for e in default] == [e.text for e in reasoning(difficulty=2, sizes=sizes).load("test")]
+    assert 10 < max(abs(int(t)) for e in default for t in e.text[10:-1].split()[::2]) <= 100
+    assert "(" not in "".join(e.text for e in default) and "*" not in "".join(e.text for e in default)
+    # config= overrides the level's own knobs
+    three = reasoning(difficulty=1, config={"min_terms": 3, "max_terms": 3}, sizes=sizes).load("test")
+    assert all(len(e.text[10:-1].split()) == 5 for e in three)
+    assert ARITHMETIC_LEVELS[5] == {}  # reasoning-gym's defaults: parentheses appear
+    assert any("(" in e.text for e in reasoning(difficulty=5, sizes=sizes).load("test"))
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"difficulty": 0}, "difficulty must be one of"),
+    ({"difficulty": True}, "difficulty must be one of"),
+    ({"dataset": "chain_sum", "difficulty": 2}, "applies to basic_arithmetic only"),
+    ({"config": {"no_such_option": 1}}, "bad config for reasoning-gym dataset 'basic_arithmetic'"),
+    ({"config": {"max_terms": 1}}, "bad config"),  # reasoning-gym's validate(): max_terms >= min_terms
+])
+def test_reasoning_bad_difficulty_or_config_fails_when_made(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        reasoning(**kwargs)
+
+
 def test_count_references_continue_the_prompt():
     ex = count().load("train")[0]
     last = int(ex.text.split()[-1])

@@ -23,9 +23,8 @@ import numpy as np
 
 from textenv.cache import package_dir
 
-__all__ = ["SPLITS", "Example", "Preference", "Task", "count", "first_third", "reasoning", "reference_pairs",
-           "task_of",
-           "resolve_task", "sentiment", "summarize"]
+__all__ = ["ARITHMETIC_LEVELS", "SPLITS", "Example", "Preference", "Task", "count", "first_third", "reasoning",
+           "reference_pairs", "resolve_task", "sentiment", "summarize", "task_of"]
 
 SPLITS = ("train", "validation", "test")
 
@@ -300,12 +299,35 @@ def sentiment(labels: Sequence[str] = ("negative", "neutral"), prefix_words: int
 _REASONING_SIZES = {"train": 2000, "validation": 200, "test": 500}
 _REASONING_SEEDS = {"train": 1, "validation": 2, "test": 3}
 
+# basic_arithmetic's difficulty levels, in reasoning-gym's own config knobs. Level 2, the default,
+# is sized for the default 135M model: its base scores about a fifth of the test problems, far
+# from solved and far from zero, so a GRPO group of samples has a gradient (level 5, reasoning-gym's
+# defaults, asks for things like ``( -492 - 95 + -420 * -946 ) * -( -356 - 314 )``: the base
+# model solves under 1%). Measured accuracies are in leaderboards/README.md.
+_FLAT = {"allow_parentheses": False, "allow_negation": False}
+ARITHMETIC_LEVELS: dict[int, dict[str, Any]] = {
+    1: {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1, "operators": ("+", "-"), **_FLAT},
+    2: {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2, "operators": ("+", "-"), **_FLAT},
+    3: {"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 2, "operators": ("+", "-", "*"), **_FLAT},
+    4: {"min_terms": 2, "max_terms": 4, "min_digits": 1, "max_digits": 3, "operators": ("+", "-", "*"),
+        "allow_parentheses": True, "allow_negation": False},
+    5: {},  # reasoning-gym's defaults: 2-6 terms, 1-4 digits, + - * /, parentheses, negation
+}
+"""``difficulty=`` of ``TextReasoning-v0`` with ``dataset="basic_arithmetic"``: level -> config."""
 
-def reasoning(dataset: str = "basic_arithmetic", config: Mapping[str, Any] | None = None,
-              sizes: Mapping[str, int] | None = None, max_prompt_tokens: int = 128,
-              max_new_tokens: int = 32) -> Task:
-    """A reasoning-gym dataset chosen by name (``dataset=``, options in ``config=``); each split is
-    generated with its own seed, so the splits differ. Reward: the dataset's ``score_answer``."""
+
+def reasoning(dataset: str = "basic_arithmetic", difficulty: int | None = None,
+              config: Mapping[str, Any] | None = None, sizes: Mapping[str, int] | None = None,
+              max_prompt_tokens: int = 128, max_new_tokens: int = 32) -> Task:
+    """A reasoning-gym dataset chosen by name (``dataset=``); each split is generated with its own
+    seed, so the splits differ. Reward: the dataset's ``score_answer`` of the extracted answer
+    (:class:`textenv.rewards.verifier.Verifier`).
+
+    ``difficulty``: for ``basic_arithmetic``, a level of :data:`ARITHMETIC_LEVELS` (1 easiest, 5 =
+    reasoning-gym's defaults; default 2: two terms of up to two digits, ``+`` and ``-``). Other
+    datasets have no levels: leave it ``None``. ``config``: the dataset's own options, applied over
+    the level's (``config={"max_terms": 3}``).
+    """
     import reasoning_gym
 
     _check_counts(max_prompt_tokens=max_prompt_tokens, max_new_tokens=max_new_tokens)
@@ -313,12 +335,28 @@ def reasoning(dataset: str = "basic_arithmetic", config: Mapping[str, Any] | Non
     names = sorted(reasoning_gym.factory.DATASETS)
     if dataset not in names:
         raise ValueError(f"unknown reasoning-gym dataset {dataset!r}; choose one of {names}")
-    config = dict(config or {})
+    if dataset == "basic_arithmetic":
+        level = 2 if difficulty is None else difficulty
+        if isinstance(level, bool) or level not in ARITHMETIC_LEVELS:
+            raise ValueError(f"difficulty must be one of {sorted(ARITHMETIC_LEVELS)} for basic_arithmetic, "
+                             f"got {difficulty!r}")
+        config = {**ARITHMETIC_LEVELS[level], **(config or {})}
+    elif difficulty is not None:
+        raise ValueError(f"difficulty= applies to basic_arithmetic only; set {dataset!r}'s options with config=")
+    config = {k: list(v) if isinstance(v, tuple) else v for k, v in (config or {}).items()}
     sizes = {**_REASONING_SIZES, **(sizes or {})}
+
+    def create(size: int, seed: int) -> Any:
+        try:
+            return reasoning_gym.create_dataset(dataset, size=size, seed=seed, **config)
+        except (TypeError, AssertionError, ValueError) as exc:  # an unknown option, or one validate() refuses
+            raise ValueError(f"bad config for reasoning-gym dataset {dataset!r}: {config}: {exc}") from exc
+
+    create(1, 0)  # a bad option fails here, when the env is made, not at the first reset
 
     def load(split: str) -> list[Example]:
         _check_split(split)
-        data = reasoning_gym.create_dataset(dataset, size=sizes[split], seed=_REASONING_SEEDS[split], **config)
+        data = create(sizes[split], _REASONING_SEEDS[split])
         return [Example(text=entry["question"], references=(str(entry["answer"]),),
                         metadata={"dataset": dataset, "entry": entry}) for entry in data]
 
