@@ -1,5 +1,5 @@
-"""The maths of the update: GAE, critic-free group baselines, whitening, the rollout batch they
-build, the clipped PPO loss and the KL controllers.
+"""The maths of the update: GAE, critic-free group baselines, whitening, the length penalty, the
+rollout batch they build, the clipped PPO loss and the KL controllers.
 
 Plain tensor functions, tested against hand-computed numbers (tests/test_advantages.py). As in
 cleanrl and stable-baselines3, the trainer only collects, calls :func:`rollout_batch` once per
@@ -9,12 +9,15 @@ iteration and loops :func:`ppo_loss` over minibatches: no loss arithmetic lives 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 import torch
 
-__all__ = ["AdaptiveKLController", "FixedKLController", "LossConfig", "RolloutBatch", "gae",
-           "group_advantages", "ppo_loss", "rollout_batch", "whiten"]
+__all__ = ["LOSS_TYPES", "AdaptiveKLController", "FixedKLController", "LossConfig", "LossType", "RolloutBatch",
+           "aggregate", "gae", "group_advantages", "length_penalty", "ppo_loss", "rollout_batch", "whiten"]
+
+LossType = Literal["token", "sequence", "dr_grpo"]
+LOSS_TYPES: tuple[str, ...] = ("token", "sequence", "dr_grpo")
 
 
 def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float,
@@ -46,12 +49,15 @@ def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torc
     return out * mask
 
 
-def group_advantages(scores: torch.Tensor, group_size: int, method: str) -> torch.Tensor:
+def group_advantages(scores: torch.Tensor, group_size: int, method: str, scale: bool = True) -> torch.Tensor:
     """Critic-free per-episode advantages from ``group_size`` samples of each prompt.
 
     ``scores`` (N,) are ordered group by group. ``"grpo"``: (score - group mean) / (group std +
-    eps) (Shao et al. 2024). ``"rloo"``: score minus the mean of the other samples of its group
-    (Ahmadian et al. 2024), unbiased for any group size >= 2.
+    eps) (Shao et al. 2024); with ``scale=False`` score - group mean only, as Dr. GRPO (Liu et al.
+    2025) does: dividing by the std up-weights prompts that are nearly always solved or nearly
+    always failed (TRL's ``scale_rewards=False``). ``"rloo"``: score minus the mean of the other
+    samples of its group (Ahmadian et al. 2024), unbiased for any group size >= 2; it is never
+    scaled, so ``scale`` does not change it.
     """
     if group_size < 2:
         raise ValueError(f"{method} needs at least 2 samples per prompt, got {group_size}")
@@ -59,7 +65,8 @@ def group_advantages(scores: torch.Tensor, group_size: int, method: str) -> torc
         raise ValueError(f"{scores.numel()} scores do not split into groups of {group_size}")
     g = scores.view(-1, group_size)
     if method == "grpo":
-        return ((g - g.mean(1, keepdim=True)) / (g.std(1, keepdim=True) + 1e-6)).reshape(-1)
+        centred = g - g.mean(1, keepdim=True)
+        return (centred / (g.std(1, keepdim=True) + 1e-6) if scale else centred).reshape(-1)
     if method == "rloo":
         others = (g.sum(1, keepdim=True) - g) / (group_size - 1)
         return (g - others).reshape(-1)
@@ -81,16 +88,35 @@ class RolloutBatch(NamedTuple):
         return RolloutBatch(*(t[idx] for t in self))
 
 
+def length_penalty(lengths: torch.Tensor, ref_length: float, band: tuple[float, float], coef: float) -> torch.Tensor:
+    """The penalty (>= 0, to subtract from each episode's task score) for leaving a length band.
+
+    ``coef * max(0, lo * L0 - L, L - hi * L0) / L0`` for each length ``L`` of ``lengths`` (N,),
+    with ``band = (lo, hi)`` and ``ref_length = L0``: zero inside ``[lo * L0, hi * L0]``, growing
+    linearly with the distance outside, measured in units of ``L0`` so one ``coef`` fits tasks of
+    any length. It stops a policy from winning a reward by shortening (or lengthening) its
+    replies: PPO on a sentiment reward otherwise converges on "I love this tweet.".
+    """
+    if not ref_length > 0:
+        raise ValueError(f"ref_length must be > 0, got {ref_length}")
+    lo, hi = band
+    lengths = lengths.float()
+    below, above = lo * ref_length - lengths, lengths - hi * ref_length
+    return coef * torch.maximum(below, above).clamp(min=0) / ref_length
+
+
 def rollout_batch(scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, old_logp: torch.Tensor,
                   old_values: torch.Tensor, kl_coef: float, advantage: str = "gae", group_size: int = 1,
-                  gamma: float = 1.0, lam: float = 0.95, whiten_advantages: bool = True) -> RolloutBatch:
+                  gamma: float = 1.0, lam: float = 0.95, whiten_advantages: bool = True,
+                  scale_group: bool = True) -> RolloutBatch:
     """Advantages and returns from the task scores ``(N,)`` and the per-token KL ``(N, T)``.
 
     ``"gae"``: per-token rewards ``-kl_coef * kl`` with the score added at each episode's last
     token, then :func:`gae` over the value head's estimates (whitened over real tokens when
     ``whiten_advantages``). ``"grpo"``/``"rloo"``: one sequence reward ``score - kl_coef * sum(kl)``
-    per episode, :func:`group_advantages` over groups of ``group_size``, the same advantage on every
-    token of the episode, no returns.
+    per episode, :func:`group_advantages` over groups of ``group_size`` (``scale_group=False``:
+    GRPO without the division by the group's std, as Dr. GRPO), the same advantage on every token
+    of the episode, no returns.
     """
     if advantage == "gae":
         rewards = -kl_coef * kl
@@ -101,7 +127,7 @@ def rollout_batch(scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, ol
             advantages = whiten(advantages, mask)
     else:
         seq = scores - kl_coef * kl.sum(1)
-        adv = group_advantages(seq, group_size, advantage)
+        adv = group_advantages(seq, group_size, advantage, scale=scale_group)
         advantages, returns = adv[:, None] * mask, torch.zeros_like(mask)
     return RolloutBatch(mask, old_logp, old_values, advantages, returns)
 
@@ -114,17 +140,44 @@ class LossConfig(Protocol):
     vf_coef: float
     ent_coef: float
     advantage: str
+    loss_type: str
+
+
+def aggregate(x: torch.Tensor, mask: torch.Tensor, loss_type: str, max_tokens: int | None = None) -> torch.Tensor:
+    """Reduce a per-token quantity ``x`` (N, T) over the real tokens (``mask``) of N episodes.
+
+    ``"token"``: sum / number of real tokens (TRL's ``"bnpo"``, DAPO's token-level mean, Yu et al.
+    2025): every token weighs the same. ``"sequence"``: the mean over each episode's tokens, then
+    over episodes (the GRPO paper, Shao et al. 2024; TRL's ``"grpo"``): every episode weighs the
+    same, so a short wrong answer's tokens are pushed down harder than a long one's. ``"dr_grpo"``:
+    sum / (N * ``max_tokens``), the run's token budget per episode (Liu et al. 2025, "Understanding
+    R1-Zero-like training"; TRL's ``"dr_grpo"``): a constant normaliser, free of that length bias.
+    Episodes are the rows of ``x``, as in TRL.
+    """
+    if loss_type == "token":
+        return (x * mask).sum() / mask.sum().clamp(min=1)
+    if loss_type == "sequence":
+        return ((x * mask).sum(1) / mask.sum(1).clamp(min=1)).mean()
+    if loss_type == "dr_grpo":
+        if max_tokens is None or max_tokens < 1:
+            raise ValueError(f"loss_type 'dr_grpo' needs max_tokens >= 1 (the token budget), got {max_tokens}")
+        if mask.shape[1] > max_tokens:
+            raise ValueError(f"max_tokens {max_tokens} is below the episodes' {mask.shape[1]} tokens: not the budget")
+        return (x * mask).sum() / (mask.shape[0] * max_tokens)
+    raise ValueError(f"unknown loss_type {loss_type!r}; expected one of {LOSS_TYPES}")
 
 
 def ppo_loss(logprobs: torch.Tensor, entropy: torch.Tensor, values: torch.Tensor | None, batch: RolloutBatch,
-             cfg: LossConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+             cfg: LossConfig, max_tokens: int | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The clipped PPO objective (Schulman et al. 2017) over the real tokens of ``batch``.
 
     ``logprobs``, ``entropy``, ``values``: ``(N, T)`` under the policy being updated. Loss =
-    clipped policy-gradient loss ``- ent_coef * entropy`` (+ ``vf_coef *`` clipped value loss when
-    ``cfg.advantage == "gae"``), each a mean over real tokens. Returns ``(loss, stats)``; the stats
-    (``pg``, ``vf``, ``ent``, ``approx_kl`` = mean of ``(r - 1) - log r``, ``clipfrac``) carry no gradient
-    except through ``pg``/``vf``/``ent``, which the caller detaches when it logs them.
+    clipped policy-gradient loss ``- ent_coef * entropy``, both reduced by :func:`aggregate` as
+    ``cfg.loss_type`` says (``"dr_grpo"`` needs ``max_tokens``, the token budget per episode), (+
+    ``vf_coef *`` clipped value loss, a mean over real tokens, when ``cfg.advantage == "gae"``).
+    Returns ``(loss, stats)``; the stats (``pg``, ``vf``, ``ent``, ``approx_kl`` = mean of ``(r - 1) -
+    log r``, ``clipfrac``, these two always token means) carry no gradient except through
+    ``pg``/``vf``/``ent``, which the caller detaches when it logs them.
     """
     m = batch.mask
     denom = m.sum().clamp(min=1)
@@ -132,8 +185,8 @@ def ppo_loss(logprobs: torch.Tensor, entropy: torch.Tensor, values: torch.Tensor
     ratio = log_ratio.exp()
     adv = batch.advantages
     pg = torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.clip_range, 1 + cfg.clip_range))
-    pg_loss = (pg * m).sum() / denom
-    ent = (entropy.float() * m).sum() / denom
+    pg_loss = aggregate(pg, m, cfg.loss_type, max_tokens)
+    ent = aggregate(entropy.float(), m, cfg.loss_type, max_tokens)
     loss = pg_loss - cfg.ent_coef * ent
     vf_loss = torch.zeros(())
     if cfg.advantage == "gae":

@@ -6,6 +6,8 @@ with a value head, or critic-free GRPO / RLOO group baselines) -> clipped PPO up
 minibatches and epochs -> KL controller -> logging and atomic checkpoints. The config and the named
 presets are in :mod:`agents.ppo_config`. Optional NLPO action masking (``--mask-top-k``): tokens are
 sampled and scored only among a frozen masking model's top-k next tokens (:mod:`agents.masking`).
+``--loss-type`` picks how the policy loss is averaged (token, sequence, Dr. GRPO); ``--length-band``
+penalises replies that leave a band around the starting policy's mean length.
 
     python -m agents.ppo --preset tiny                                 # tiny model, TextCount-v0
     python -m agents.ppo --env TextSentiment-v0 --preset quick          # the default model
@@ -34,7 +36,15 @@ import numpy as np
 import torch
 
 import textenv  # noqa: F401 - registers the env ids
-from agents.advantages import AdaptiveKLController, FixedKLController, RolloutBatch, ppo_loss, rollout_batch
+from agents.advantages import (
+    LOSS_TYPES,
+    AdaptiveKLController,
+    FixedKLController,
+    RolloutBatch,
+    length_penalty,
+    ppo_loss,
+    rollout_batch,
+)
 from agents.config import cli, parse_config, resolve_device, run_dir, save_config
 from agents.distributed import Dist, parameter_checksum
 from agents.masking import TopKMasker
@@ -69,6 +79,18 @@ def _task_scores(episodes: list[Episode], cfg: PPOConfig, dist: Dist | None = No
         unfinished = torch.tensor([not e.info.get("ended_with_eos", False) for e in episodes])
         scores = scores - cfg.missing_eos_penalty * unfinished.float()
     return scores
+
+
+def _check_objective(cfg: PPOConfig) -> None:
+    """``loss_type``, ``length_band`` and ``length_coef`` name a valid objective, or a one-line error."""
+    if cfg.loss_type not in LOSS_TYPES:
+        raise ValueError(f"unknown loss_type {cfg.loss_type!r}; expected one of {LOSS_TYPES}")
+    if cfg.length_band is not None:
+        band = tuple(cfg.length_band)  # a list once it has been through config.json
+        if len(band) != 2 or not all(isinstance(x, (int, float)) for x in band) or not 0 <= band[0] <= band[1]:
+            raise ValueError(f"length_band must be two numbers 0 <= lo <= hi, got {cfg.length_band}")
+    if not cfg.length_coef >= 0:
+        raise ValueError(f"length_coef must be >= 0, got {cfg.length_coef}")
 
 
 def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -113,6 +135,7 @@ class PPOTrainer:
                              f"{cfg.mask_top_k}, {cfg.mask_update_every}, {cfg.mask_top_p}")
         if cfg.num_envs % cfg.minibatch_size and cfg.minibatch_size < cfg.num_envs:
             raise ValueError(f"minibatch_size {cfg.minibatch_size} must divide num_envs {cfg.num_envs}")
+        _check_objective(cfg)
         self.device = resolve_device(cfg.device)
         env_kwargs: dict[str, Any] = env_model_kwargs(cfg.model)
         if cfg.reward and cfg.reward_model:
@@ -158,6 +181,7 @@ class PPOTrainer:
         self.iteration = 0
         self.failures = 0
         self.best_eval, self.best_iteration = -math.inf, -1  # --keep-best: the best held-out eval so far
+        self.ref_length: float | None = None  # --length-band's L0, measured on the first rollout
         self.dist = Dist()  # under `accelerate launch`: one prompt shard per process, averaged gradients
         if cfg.resume:
             self.dir = Path(cfg.resume)
@@ -189,7 +213,7 @@ class PPOTrainer:
             tensors, meta = _optimizer_tensors(self.optimizer)
             save_file(tensors, tmp / "optimizer.safetensors")
             state = {"iteration": self.iteration, "kl_coef": self.kl.value, "failures": self.failures,
-                     "best_eval": self.best_eval, "best_iteration": self.best_iteration,
+                     "best_eval": self.best_eval, "best_iteration": self.best_iteration, "ref_length": self.ref_length,
                      "optimizer": meta, "config": dataclasses.asdict(self.cfg)}
             if self.masker is not None and self.cfg.mask_update_every:  # it is no longer the starting policy
                 self.masker.save(tmp / "mask_model.safetensors")
@@ -206,6 +230,7 @@ class PPOTrainer:
         _load_optimizer(self.optimizer, load_file(path / "optimizer.safetensors"), state["optimizer"])
         self.iteration, self.kl.value, self.failures = state["iteration"], state["kl_coef"], state["failures"]
         self.best_eval, self.best_iteration = state.get("best_eval", -math.inf), state.get("best_iteration", -1)
+        self.ref_length = state.get("ref_length")
         if self.masker is not None and self.cfg.mask_update_every:
             self.masker.load(path / "mask_model.safetensors")
         logger.info("resumed from %s at iteration %d", path, self.iteration)
@@ -259,6 +284,8 @@ class PPOTrainer:
             "eval/episode_length": float(np.mean([len(e.actions) for e in episodes])),
             "eval/eos_rate": float(np.mean([bool(e.info.get("ended_with_eos")) for e in episodes])),
         }
+        if self.ref_length is not None:  # --length-band: the held-out length against the band's L0
+            metrics["eval/length_ratio"] = metrics["eval/episode_length"] / self.ref_length
         samples = [{"index": e.index, "prompt": e.info.get("prompt", ""), "text": e.info.get("text", ""),
                     "reward": e.score, "kl": k} for e, k in list(zip(episodes, kl, strict=True))[:n_samples]]
         return metrics, samples
@@ -289,12 +316,15 @@ class PPOTrainer:
                 allowed = self.masker.allowed_for(batch)
         kl = (old_logp - ref_logp) * mask  # k1 per token: the penalty
         kl_k3 = ((ref_logp - old_logp).exp() - 1 - (ref_logp - old_logp)) * mask  # k3: >= 0, for logging
-        scores = _task_scores(episodes, cfg, self.dist).to(self.device)
+        lengths = mask.sum(1).long()
+        if cfg.length_band is not None and self.ref_length is None:  # before any update: L0 (>= 1, a divisor)
+            self.ref_length = max(self.dist.mean(float(lengths.float().mean())), 1.0)
+        scores, length_pen = self._scores(episodes, lengths)
         if not torch.isfinite(scores).all():
             return self._skip(it, "non-finite task reward")
-        lengths = mask.sum(1).long()
         rollout = rollout_batch(scores, kl, mask, old_logp, old_values, self.kl.value, cfg.advantage,
-                                cfg.samples_per_prompt, cfg.gamma, cfg.lam, cfg.whiten_advantages)
+                                cfg.samples_per_prompt, cfg.gamma, cfg.lam, cfg.whiten_advantages,
+                                scale_group=cfg.loss_type != "dr_grpo")
         stats = self._update(batch, rollout, it, allowed)
         if stats is None:
             return self._skip(it, "non-finite loss")
@@ -315,6 +345,9 @@ class PPOTrainer:
             "failures/skipped": 0.0,
             **stats,
         }
+        if cfg.length_band is not None:
+            metrics["charts/length_penalty_mean"] = self.dist.mean(float(length_pen.mean()))
+            metrics["charts/ref_length"] = float(self.ref_length)
         parts: dict[str, list[float]] = {}
         for e in episodes:
             for k, v in e.info.get("reward_parts", {}).items():
@@ -322,6 +355,19 @@ class PPOTrainer:
         metrics.update({f"rewards/{k}/mean": float(np.mean(v)) for k, v in parts.items()})
         self.iteration = it
         return metrics
+
+    def _scores(self, episodes: list[Episode], lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:func:`_task_scores` minus the ``--length-band`` penalty on each episode's ``lengths``
+        (generated tokens, EOS included, as ``mask.sum(1)`` counts them) around ``ref_length``;
+        returns ``(scores, penalties)`` on the trainer's device."""
+        scores = _task_scores(episodes, self.cfg, self.dist).to(self.device)
+        penalty = torch.zeros_like(scores)
+        if self.cfg.length_band is not None:
+            if self.ref_length is None:
+                raise RuntimeError("length_band needs ref_length, measured on the first rollout")
+            lo, hi = self.cfg.length_band
+            penalty = length_penalty(lengths.to(self.device), self.ref_length, (lo, hi), self.cfg.length_coef)
+        return scores - penalty, penalty
 
     def _skip(self, it: int, why: str) -> dict[str, float]:
         self.failures += 1
@@ -354,7 +400,8 @@ class PPOTrainer:
                     with self._autocast(), checkpointed(self.policy.model, cfg.gradient_checkpointing):
                         scores = self.policy.evaluate(sub, with_values=cfg.advantage == "gae",
                                                       allowed=None if allowed is None else allowed[idx])
-                    loss, stats = ppo_loss(scores.logprobs, scores.entropy, scores.values, rollout.rows(idx), cfg)
+                    loss, stats = ppo_loss(scores.logprobs, scores.entropy, scores.values, rollout.rows(idx), cfg,
+                                           max_tokens=self.setup.max_new_tokens)
                     if self.dist.any(not torch.isfinite(loss)):  # nothing of this minibatch is applied
                         self.optimizer.zero_grad(set_to_none=True)
                         return None

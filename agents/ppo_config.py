@@ -42,6 +42,13 @@ class PPOConfig:
     mask_update_every: int = arg(0, "NLPO: copy the policy into the masking model every N iterations "
                                     "(0: it stays the starting policy)")
     advantage: Literal["gae", "grpo", "rloo"] = arg("gae", "advantage estimator: value-head GAE or a group baseline")
+    loss_type: Literal["token", "sequence", "dr_grpo"] = arg(
+        "token", "how the policy loss and entropy bonus are averaged over a minibatch: 'token' (sum over real "
+                 "tokens / their number: every token weighs the same; TRL's 'bnpo', DAPO's), 'sequence' (mean over "
+                 "each episode's tokens, then over episodes: the GRPO paper, TRL's 'grpo'; a short wrong answer "
+                 "is pushed down harder per token than a long one), 'dr_grpo' (sum / (episodes x max_new_tokens), "
+                 "a constant, and with --advantage grpo no division by the group's std: Dr. GRPO, Liu et al. "
+                 "2025, TRL's 'dr_grpo'); the value loss stays a token mean")
     gamma: float = arg(1.0, "discount over tokens")
     lam: float = arg(0.95, "GAE lambda")
     whiten_advantages: bool = arg(True, "normalise advantages over the batch")
@@ -65,6 +72,12 @@ class PPOConfig:
     missing_eos_penalty: float | None = arg(None, "subtract this from the reward of an episode that hit the token "
                                                   "budget instead of ending with EOS (TRL's name): a reward that "
                                                   "grows with length is then not won by never stopping")
+    length_band: tuple[float, float] | None = arg(
+        None, "LO HI: subtract length_coef * max(0, LO*L0 - L, L - HI*L0) / L0 from the task reward (after "
+              "scaling, clipping, whitening) of an episode of L generated tokens (EOS included), L0 the mean of the "
+              "first iteration's rollout (the starting policy's, kept in checkpoints): replies may not win the "
+              "reward by shrinking or growing beyond the band (None: off)")
+    length_coef: float = arg(1.0, "weight of the --length-band penalty, per L0 of distance outside the band")
     lora_r: int = arg(0, "LoRA rank (0: train all weights; >0: the reference is the base, adapter off)")
     train_layers: int = arg(-1, "train only the top N transformer blocks + final norm + value head (-1: all); "
                                 "the backward pass then stops early: the CPU presets' speed and memory lever")

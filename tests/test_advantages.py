@@ -9,8 +9,10 @@ from agents.advantages import (
     AdaptiveKLController,
     FixedKLController,
     RolloutBatch,
+    aggregate,
     gae,
     group_advantages,
+    length_penalty,
     ppo_loss,
     rollout_batch,
     whiten,
@@ -74,10 +76,11 @@ def test_adaptive_kl_controller_moves_the_coefficient_the_right_way():
     assert fixed.value == 0.3
 
 
-def _loss_cfg(advantage: str = "grpo"):
+def _loss_cfg(advantage: str = "grpo", loss_type: str = "token"):
     from types import SimpleNamespace
 
-    return SimpleNamespace(clip_range=0.2, clip_range_value=0.5, vf_coef=0.1, ent_coef=0.1, advantage=advantage)
+    return SimpleNamespace(clip_range=0.2, clip_range_value=0.5, vf_coef=0.1, ent_coef=0.1, advantage=advantage,
+                           loss_type=loss_type)
 
 
 def _two_tokens_and_a_padded_row() -> tuple[torch.Tensor, torch.Tensor, RolloutBatch]:
@@ -149,3 +152,82 @@ def test_rollout_batch_group_advantage_subtracts_the_summed_kl_per_episode():
     # sequence rewards 0.95 and 2.9; RLOO with 2 samples: +-1.95 on every real token
     assert rb.advantages.flatten().tolist() == pytest.approx([-1.95, 0.0, 1.95, 1.95])
     assert rb.returns.abs().sum() == 0
+
+
+def test_group_advantages_without_std_scaling_is_dr_grpos():
+    scores = torch.tensor([1.0, 0.0, 2.0, 0.0, 4.0, 8.0])  # group stds (unbiased) 1 and 4
+    torch.testing.assert_close(group_advantages(scores, 3, "grpo"), torch.tensor([0.0, -1.0, 1.0, -1.0, 0.0, 1.0]),
+                               atol=1e-5, rtol=0)
+    # score - group mean only (means 1 and 4): the second group is no longer shrunk by its std
+    assert group_advantages(scores, 3, "grpo", scale=False).tolist() == [0.0, -1.0, 1.0, -4.0, 0.0, 4.0]
+    assert group_advantages(scores, 3, "rloo", scale=False).tolist() == group_advantages(scores, 3, "rloo").tolist()
+    rb = rollout_batch(torch.tensor([0.0, 4.0]), torch.zeros(2, 1), torch.ones(2, 1), torch.zeros(2, 1),
+                       torch.zeros(2, 1), kl_coef=0.0, advantage="grpo", group_size=2, scale_group=False)
+    assert rb.advantages.flatten().tolist() == [-2.0, 2.0]
+
+
+def _lengths_one_and_three() -> tuple[torch.Tensor, torch.Tensor, RolloutBatch]:
+    # episode 0: 1 token, advantage -2 (a short wrong answer); episode 1: 3 tokens, advantage +1;
+    # ratios are 1 (logprobs = old_logp), so per-token pg = -advantage: [2] and [-1, -1, -1]
+    mask = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
+    adv = torch.tensor([[-2.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
+    entropy = torch.tensor([[1.0, 9.0, 9.0], [1.0, 2.0, 3.0]])  # the 9s are padding
+    batch = RolloutBatch(mask=mask, old_logp=torch.zeros(2, 3), old_values=torch.zeros(2, 3), advantages=adv,
+                         returns=torch.zeros(2, 3))
+    return torch.zeros(2, 3), entropy, batch
+
+
+@pytest.mark.parametrize(("loss_type", "pg", "ent", "grads"), [
+    # token: sum / 4 real tokens: pg (2 - 3) / 4, entropy (1 + 6) / 4; d pg / d logp = -adv / 4
+    ("token", -0.25, 1.75, [0.5, -0.25]),
+    # sequence: per-episode means 2 and -1, then their mean; entropy (1 + 2) / 2; -adv / (2 * length):
+    # the short episode's token is pushed 6 times harder than each of the long one's
+    ("sequence", 0.5, 1.5, [1.0, -1 / 6]),
+    # dr_grpo, budget 4: sum / (2 episodes * 4) = -1/8, entropy 7/8; -adv / 8 on every token
+    ("dr_grpo", -0.125, 0.875, [0.25, -0.125]),
+])
+def test_loss_types_aggregate_two_episodes_of_lengths_one_and_three(loss_type, pg, ent, grads):
+    logprobs, entropy, batch = _lengths_one_and_three()
+    logprobs.requires_grad_(True)
+    loss, stats = ppo_loss(logprobs, entropy, None, batch, _loss_cfg(loss_type=loss_type), max_tokens=4)
+    assert float(stats["pg"].detach()) == pytest.approx(pg)
+    assert float(stats["ent"]) == pytest.approx(ent)
+    assert float(loss.detach()) == pytest.approx(pg - 0.1 * ent)
+    assert float(stats["approx_kl"]) == 0.0 and float(stats["clipfrac"]) == 0.0  # token means whatever the type
+    stats["pg"].backward()
+    assert logprobs.grad[0, 0] == pytest.approx(grads[0])
+    assert logprobs.grad[1].tolist() == pytest.approx([grads[1]] * 3)
+    assert logprobs.grad[0, 1:].abs().sum() == 0
+
+
+def test_token_loss_type_is_the_plain_token_mean_bit_for_bit():
+    logprobs, entropy, batch = _two_tokens_and_a_padded_row()
+    loss, stats = ppo_loss(logprobs, entropy, None, batch, _loss_cfg(loss_type="token"))
+    m = batch.mask
+    ratio = ((logprobs - batch.old_logp) * m).exp()
+    pg = torch.max(-batch.advantages * ratio, -batch.advantages * ratio.clamp(0.8, 1.2))
+    before = (pg * m).sum() / m.sum().clamp(min=1) - 0.1 * (entropy * m).sum() / m.sum().clamp(min=1)
+    assert torch.equal(loss, before)
+    assert torch.equal(aggregate(pg, m, "token"), stats["pg"])
+
+
+def test_bad_loss_type_and_dr_grpo_without_a_budget_raise():
+    logprobs, entropy, batch = _lengths_one_and_three()
+    with pytest.raises(ValueError, match="unknown loss_type 'mean'"):
+        ppo_loss(logprobs, entropy, None, batch, _loss_cfg(loss_type="mean"))
+    with pytest.raises(ValueError, match="dr_grpo' needs max_tokens"):
+        ppo_loss(logprobs, entropy, None, batch, _loss_cfg(loss_type="dr_grpo"))
+    with pytest.raises(ValueError, match="max_tokens 2 is below"):
+        ppo_loss(logprobs, entropy, None, batch, _loss_cfg(loss_type="dr_grpo"), max_tokens=2)
+
+
+def test_length_penalty_is_zero_inside_the_band_and_linear_outside():
+    # L0 = 10, band (0.75, 1.5) -> [7.5, 15], coef 2: penalty 2 * distance / 10
+    lengths = torch.tensor([5, 7, 7.5, 10, 15, 20])
+    pen = length_penalty(lengths, 10.0, (0.75, 1.5), 2.0)
+    # 5: 2 * 2.5 / 10 = 0.5; 7: 2 * 0.5 / 10 = 0.1; 7.5, 10, 15: inside; 20: 2 * 5 / 10 = 1.0
+    assert pen.tolist() == pytest.approx([0.5, 0.1, 0.0, 0.0, 0.0, 1.0])
+    assert length_penalty(lengths, 10.0, (0.0, math.inf), 2.0).tolist() == [0.0] * 6  # no band at all
+    assert length_penalty(torch.tensor([9, 10, 12]), 10.0, (1.0, 1.0), 1.0).tolist() == pytest.approx([0.1, 0.0, 0.2])
+    with pytest.raises(ValueError, match="ref_length must be > 0"):
+        length_penalty(lengths, 0.0, (0.75, 1.5), 1.0)

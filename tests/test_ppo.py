@@ -312,3 +312,44 @@ def test_keep_best_keeps_the_starting_policy_when_nothing_beats_it(tmp_path, mon
     assert trainer.best_iteration == 0
     assert torch.equal(LMActorCritic.from_pretrained(str(trainer.dir / "best")).model.lm_head.weight, start)
     assert not torch.equal(trainer.policy.model.lm_head.weight, start)  # while training did move it
+
+
+@pytest.mark.parametrize("loss_type", ["sequence", "dr_grpo"])
+def test_loss_types_train_with_the_envs_token_budget(tmp_path, loss_type, monkeypatch):
+    import agents.advantages as advantages
+    import agents.ppo as ppo
+
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.append((args[4].loss_type, kwargs.get("max_tokens")))
+        return advantages.ppo_loss(*args, **kwargs)
+
+    monkeypatch.setattr(ppo, "ppo_loss", spy)
+    trainer = PPOTrainer(_cfg(tmp_path, loss_type=loss_type, advantage="grpo", samples_per_prompt=2,
+                              prompts_per_iter=2))
+    metrics = trainer.step()
+    assert metrics["failures/skipped"] == 0.0 and math.isfinite(metrics["losses/policy_loss"])
+    assert set(seen) == {(loss_type, 8)}  # max_new_tokens=8: the env's resolved budget
+
+
+def test_dr_grpo_does_not_divide_group_advantages_by_their_std(tmp_path, monkeypatch):
+    import agents.advantages as advantages
+    import agents.ppo as ppo
+
+    scales = []
+
+    def spy(*args, **kwargs):
+        scales.append(kwargs["scale_group"])
+        return advantages.rollout_batch(*args, **kwargs)
+
+    monkeypatch.setattr(ppo, "rollout_batch", spy)
+    for loss_type in ("token", "dr_grpo"):
+        PPOTrainer(_cfg(tmp_path, loss_type=loss_type, advantage="grpo", samples_per_prompt=2, prompts_per_iter=2,
+                        epochs=1)).step()
+    assert scales == [True, False]
+
+
+def test_bad_loss_type_is_refused_with_its_name(tmp_path):
+    with pytest.raises(ValueError, match="unknown loss_type 'bnpo'"):
+        PPOTrainer(_cfg(tmp_path, loss_type="bnpo"))
