@@ -5,11 +5,18 @@ from a stream seeded by (seed, example, sample) (:meth:`LMActorCritic.act` ``row
 batch's generations and per-example scores are therefore the same whichever process computes it,
 which is what lets ``accelerate launch`` shard batches across processes and still produce the
 one-process table bit for bit.
+
+Policy kinds (:func:`parse_policy`): ``NAME=PATH`` samples ``samples`` completions per prompt
+(K, default 1; sample j is seeded ``row_seed(seed, i, j)``, and ``row_seed(seed, i, 0)`` is
+``row_seed(seed, i)``, so K=1 and sample 0 of K draw the same stream); ``NAME=bon:PATH`` keeps the
+reward model's pick of n samples; ``NAME=vote:PATH`` keeps the majority answer of n samples
+(self-consistency); ``random`` and ``reference`` are the floor and the ceiling.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,33 +32,61 @@ from agents.rollout import collect, row_info, row_seed
 from textenv.io import check_output_dir
 from textenv.models import env_model_kwargs
 from textenv.rewards import Completion
+from textenv.rewards.verifier import extract_answer
 
-__all__ = ["Decoding", "Generation", "PolicySpec", "batches", "generate", "make_envs", "parse_policy"]
+__all__ = ["MAX_SAMPLES", "Decoding", "Generation", "PolicySpec", "batches", "generate", "majority", "make_envs",
+           "parse_policy"]
 
 logger = logging.getLogger(__name__)
+
+
+MAX_SAMPLES = 64
+"""Most samples per prompt: ``row_seed`` gives each example 64 consecutive seeds, so a 65th sample
+would reuse the next example's first stream."""
 
 
 @dataclass(frozen=True)
 class PolicySpec:
     """A policy on the command line: ``name=path`` (a model name or checkpoint directory),
-    ``name=bon:path`` (best-of-n over ``path``'s samples, reranked by the task's reward model), or
-    the built-in baselines ``random`` and ``reference``."""
+    ``name=bon:path`` (best-of-n over ``path``'s samples, reranked by the task's reward model),
+    ``name=vote:path`` (majority vote over ``path``'s n samples' extracted answers, no reward model),
+    or the built-in baselines ``random`` and ``reference``."""
 
     name: str
-    kind: Literal["model", "best_of_n", "random", "reference"] = "model"
+    kind: Literal["model", "best_of_n", "majority_vote", "random", "reference"] = "model"
     path: str | None = None
-    n: int = 4
+    n: int = 4  # samples per prompt of best-of-n and majority vote
+
+
+_SELECTORS = {"bon:": "best_of_n", "vote:": "majority_vote"}
 
 
 def parse_policy(text: str) -> PolicySpec:
     if text in ("random", "reference"):
         return PolicySpec(text, kind=text)  # type: ignore[arg-type]
     name, sep, path = text.partition("=")
+    prefix = next((p for p in _SELECTORS if path.startswith(p)), "")
+    kind, path = _SELECTORS.get(prefix, "model"), path[len(prefix):]
     if not sep or not name or not path:
-        raise ValueError(f"bad --policy {text!r}: expected NAME=PATH, NAME=bon:PATH, 'random' or 'reference'")
-    if path.startswith("bon:"):
-        return PolicySpec(name, kind="best_of_n", path=path[4:])
-    return PolicySpec(name, kind="model", path=path)
+        raise ValueError(f"bad --policy {text!r}: expected NAME=PATH, NAME=bon:PATH, NAME=vote:PATH, 'random' "
+                         "or 'reference'")
+    return PolicySpec(name, kind=kind, path=path)  # type: ignore[arg-type]
+
+
+def majority(answers: Sequence[str]) -> int:
+    """Index of the sample self-consistency keeps (Wang et al. 2022): the first sample whose answer
+    most samples gave, so a tie goes to the answer that appeared first.
+
+    Empty answers (nothing to extract) do not vote: a policy that often says nothing should not
+    outvote its one real answer. When every answer is empty, sample 0 is kept.
+    """
+    if not answers:
+        raise ValueError("majority needs at least one answer")
+    counts = Counter(a for a in answers if a)
+    if not counts:
+        return 0
+    top = max(counts.values())
+    return next(i for i, a in enumerate(answers) if a and counts[a] == top)
 
 
 @dataclass(frozen=True)
@@ -79,6 +114,7 @@ class Generation:
     prompt_ids: list[int]
     logprobs: list[float] | None = None
     scores: dict[str, float] = field(default_factory=dict)
+    sample: int = 0  # which of the prompt's K samples (0 unless the task asks for K > 1)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -173,9 +209,52 @@ def _reference_batch(name: str, task: str, setup, idx: list[int]) -> list[Genera
     return out
 
 
+def _samples(spec: PolicySpec, task: str, envs, policy: LMActorCritic, idx: list[int], seed: int,
+             n: int, packed: bool = False) -> list[Generation]:
+    """``n`` samples of each prompt in ``idx``, returned prompt-major (all of ``idx[0]``'s, then
+    ``idx[1]``'s), sample j of example i drawn from ``row_seed(seed, i, j)``.
+
+    By default sample j of every prompt is drawn in one ``collect`` on ``idx``: sample 0 then comes
+    from exactly the call a single-sample run makes, bit for bit. Same seeds alone would not do it:
+    a row's tokens follow its seed, but its log-probs move by ~1e-7 with the other rows of the batch.
+    ``packed`` fills the env's batch with (prompt, sample) rows instead (fewer steps when ``idx`` is
+    short); best-of-n has always drawn that way and keeps it, so its rows stay as they were.
+    """
+    if not 1 <= n <= MAX_SAMPLES:
+        raise ValueError(f"samples per prompt must be in 1..{MAX_SAMPLES}, got {n}")
+    setup = envs.unwrapped.setup
+    b = envs.unwrapped.num_envs
+    flat = [(k, j) for k in range(len(idx)) for j in range(n)]
+    calls = ([flat[s:s + b] for s in range(0, len(flat), b)] if packed
+             else [[(k, j) for k in range(len(idx))] for j in range(n)])
+    rows: dict[tuple[int, int], Generation] = {}
+    for call in calls:
+        episodes = collect(envs, policy, [idx[k] for k, _ in call], seed=seed,
+                           row_seeds=[row_seed(seed, idx[k], j) for k, j in call])
+        for (k, j), ep in zip(call, episodes, strict=True):
+            rows[k, j] = _record(spec.name, task, ep, setup)
+            rows[k, j].sample = j
+    return [rows[key] for key in flat]
+
+
+def _pick(gens: list[Generation], n: int, choose) -> list[Generation]:
+    """One generation per prompt from prompt-major groups of ``n``: ``choose(group)`` is the index
+    kept within its group. The pick stands for the prompt as sample 0 and, being a selection
+    rather than the policy's own sample, carries no per-token log-probs (so no KL)."""
+    out = []
+    for start in range(0, len(gens), n):
+        group = gens[start:start + n]
+        chosen = group[choose(group)]
+        chosen.logprobs = None
+        chosen.sample = 0
+        out.append(chosen)
+    return out
+
+
 def generate(spec: PolicySpec, task: str, envs, idx: list[int], seed: int, policy: LMActorCritic | None = None,
-             reward_model: Any = None) -> list[Generation]:
-    """Generations of ``spec`` for the examples ``idx`` (one batch)."""
+             reward_model: Any = None, samples: int = 1) -> list[Generation]:
+    """Generations of ``spec`` for the examples ``idx`` (one batch): ``samples`` per prompt for a
+    model policy (prompt-major), one per prompt for every other kind."""
     setup = envs.unwrapped.setup
     if spec.kind == "random":
         return _random_batch(spec.name, task, envs, idx, seed)
@@ -184,29 +263,18 @@ def generate(spec: PolicySpec, task: str, envs, idx: list[int], seed: int, polic
     if policy is None:
         raise ValueError(f"policy {spec.name!r} needs a loaded model")
     if spec.kind == "model":
-        episodes = collect(envs, policy, idx, seed=seed, row_seeds=[row_seed(seed, i) for i in idx])
-        return [_record(spec.name, task, ep, setup) for ep in episodes]
+        return _samples(spec, task, envs, policy, idx, seed, samples)
+    if spec.kind == "majority_vote":  # the answer most of n samples give; ties to the earliest
+        gens = _samples(spec, task, envs, policy, idx, seed, spec.n)
+        return _pick(gens, spec.n, lambda group: majority([extract_answer(g.text).strip() for g in group]))
     # best-of-n: n samples per prompt through the env, the reward model keeps the best
     if reward_model is None:
         raise ValueError(f"policy {spec.name!r} (best-of-n) needs a reward model for task {task!r}")
-    b = envs.unwrapped.num_envs
-    flat = [(i, j) for i in idx for j in range(spec.n)]
-    gens: list[Generation] = []
-    for start in range(0, len(flat), b):
-        chunk = flat[start:start + b]
-        episodes = collect(envs, policy, [i for i, _ in chunk], seed=seed,
-                           row_seeds=[row_seed(seed, i, j) for i, j in chunk])
-        gens.extend(_record(spec.name, task, ep, setup) for ep in episodes)
-    rm = reward_model([Completion(prompt=g.prompt, text=g.text) for g in gens])
-    best = []
-    for k in range(len(idx)):
-        group = list(range(k * spec.n, (k + 1) * spec.n))
-        j = max(group, key=lambda m: rm[m])
-        chosen = gens[j]
-        chosen.logprobs = None  # a best-of-n policy has no per-token log-probs of its own
-        chosen.scores["bon_rm_score"] = float(rm[j])
-        best.append(chosen)
-    return best
+    gens = _samples(spec, task, envs, policy, idx, seed, spec.n, packed=True)
+    rm = [float(v) for v in reward_model([Completion(prompt=g.prompt, text=g.text) for g in gens])]
+    for g, v in zip(gens, rm, strict=True):
+        g.scores["bon_rm_score"] = v
+    return _pick(gens, spec.n, lambda group: max(range(len(group)), key=lambda m: group[m].scores["bon_rm_score"]))
 
 
 def _by_length(gens: Sequence[Generation], fn, size: int = 8) -> list:

@@ -6,6 +6,7 @@ does, so the report can mark the best run per column without guessing. Per-examp
 """
 
 import functools
+import math
 import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -37,21 +38,38 @@ METRICS: dict[str, bool] = {
     "distinct1": True,  # diversity: higher means less repetition / mode collapse
     "distinct2": True,
     "length": True,  # words per completion; UNRANKED, the bool only keeps the column type uniform
-    "win_rate": True,  # vs. a baseline, ties count 0.5
+    "win_rate": True,  # vs. a baseline (per prompt: mean reward of its samples), ties count 0.5
+    "accuracy": True,  # pass@1: share of samples whose task reward is at least 1 (a verifier's full score)
 }
-"""Each metric the suite reports -> ``higher_is_better``. Reward parts are ``reward/<part>`` (True), see
-:func:`higher_is_better`. Metrics in :data:`UNRANKED` have a bool here only so the column is uniformly
-boolean: the report never marks a best value for them."""
+"""Each metric the suite reports -> ``higher_is_better``. Reward parts are ``reward/<part>`` and pass@k is
+``pass@<k>`` (both True), see :func:`higher_is_better`. Metrics in :data:`UNRANKED` have a bool here only so
+the column is uniformly boolean: the report never marks a best value for them."""
 
 UNRANKED: frozenset[str] = frozenset({"length"})
 """Metrics with no better direction: longer is not better and shorter is not better, so the report shows
 them but never highlights a best run."""
 
 REWARD_PART_PREFIX = "reward/"
+PASS_AT_PREFIX = "pass@"
+
+CORRECT_REWARD = 1.0
+"""A sample is correct (``accuracy``, ``pass@k``) when its task reward is at least this: a verifier's
+full score. Graded rewards (ROUGE, VADER, the count task's share of increasing pairs) reach it only
+with a perfect completion, so there ``accuracy`` is the share of perfect completions."""
+
+
+def pass_k_of(name: str) -> int | None:
+    """``k`` of a ``pass@<k>`` metric name (k a positive integer written without sign or leading
+    zero, so each k has one name), else None."""
+    k = name.removeprefix(PASS_AT_PREFIX)
+    if name.startswith(PASS_AT_PREFIX) and k.isdigit() and k.isascii() and not k.startswith("0"):
+        return int(k)
+    return None
 
 
 def higher_is_better(name: str) -> bool:
-    """Direction of metric ``name``, including the dynamic ``reward/<part>`` columns (always True).
+    """Direction of metric ``name``, including the dynamic ``reward/<part>`` and ``pass@<k>`` columns
+    (always True).
 
     Raises KeyError for an unknown name rather than guessing a direction, because a wrong guess would
     silently mark the worst run as best.
@@ -60,7 +78,18 @@ def higher_is_better(name: str) -> bool:
         return METRICS[name]
     if name.startswith(REWARD_PART_PREFIX) and len(name) > len(REWARD_PART_PREFIX):
         return True
-    raise KeyError(f"unknown metric {name!r}; expected one of {sorted(METRICS)} or 'reward/<part>'")
+    if pass_k_of(name) is not None:
+        return True
+    raise KeyError(f"unknown metric {name!r}; expected one of {sorted(METRICS)}, 'reward/<part>' or 'pass@<k>'")
+
+
+def is_metric(name: str) -> bool:
+    """Whether ``name`` is a metric the suite can report (a fixed one, a reward part or a pass@k)."""
+    try:
+        higher_is_better(name)
+    except KeyError:
+        return False
+    return True
 
 
 @functools.cache
@@ -178,3 +207,39 @@ def kl_per_token(
     if p.size == 0:
         return 0.0
     return float(np.mean(p - r))
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k of one prompt from ``n`` samples of which ``c`` are correct (Chen et al. 2021,
+    "Evaluating Large Language Models Trained on Code"): ``1 - C(n-c, k) / C(n, k)``.
+
+    It is the chance that ``k`` samples drawn without replacement from the ``n`` include a correct
+    one; drawing ``n > k`` samples and using this estimate has lower variance than drawing exactly
+    ``k``. With ``k == n`` it is 1 if any sample is correct, else 0. Exact integer binomials, so no
+    overflow or rounding before the one division.
+    """
+    if not 0 <= c <= n:
+        raise ValueError(f"need 0 <= c <= n; got n={n}, c={c}")
+    if not 1 <= k <= n:
+        raise ValueError(f"need 1 <= k <= n; got n={n}, k={k}")
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def per_prompt_means(values: Sequence[float | None], prompts: Sequence[int]) -> list[float]:
+    """The mean of each prompt's values, prompts in order of first appearance (``values[i]`` belongs
+    to prompt ``prompts[i]``).
+
+    With K samples per prompt, the samples of one prompt are not independent draws from the eval
+    distribution; averaging them first makes the unit of the bootstrap the prompt, so CIs and ``n``
+    count prompts. None and NaN (a metric that does not apply to a sample) are left out, and a prompt
+    with no value left is dropped. With one sample per prompt this returns the values themselves, bit
+    for bit (the mean of one float is that float).
+    """
+    if len(values) != len(prompts):
+        raise ValueError(f"{len(values)} values but {len(prompts)} prompt ids; expected one id per value")
+    groups: dict[int, list[float]] = {}
+    for v, p in zip(values, prompts, strict=True):
+        bucket = groups.setdefault(p, [])
+        if v is not None and not (isinstance(v, float) and math.isnan(v)):
+            bucket.append(float(v))
+    return [math.fsum(vs) / len(vs) for vs in groups.values() if vs]

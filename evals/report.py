@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from evals.metrics import UNRANKED
+from evals.metrics import UNRANKED, pass_k_of
 from textenv.io import atomic_write
 
 COLUMNS = ["policy", "task", "metric", "value", "ci_low", "ci_high", "n", "higher_is_better"]
@@ -34,6 +34,16 @@ _SORT = ["task", "metric", "policy"]
 _VERSIONED = ("torch", "transformers", "gymnasium", "evaluate", "textenv")
 HEADLINE_METRICS = ("reward", "rougeL")
 """Plotted by default: the numbers a reader compares first; everything else is in the tables."""
+
+
+def _reasoning_metrics(metrics: Iterable[str]) -> list[str]:
+    """``accuracy`` then the ``pass@k`` columns by k, when a task has pass@k (it was sampled K > 1
+    times, which a suite asks for on the tasks whose correctness it cares about); else none, so
+    graded tasks do not get a panel of near-zero accuracies."""
+    passes = sorted((m for m in metrics if pass_k_of(m) is not None), key=pass_k_of)
+    if not passes:
+        return []
+    return [m for m in ("accuracy",) if m in metrics] + passes
 
 
 def make_frame(rows: Iterable[Mapping[str, object]]) -> pd.DataFrame:
@@ -221,6 +231,11 @@ def to_markdown(df: pd.DataFrame, info: RunInfo, unranked: frozenset[str] = UNRA
         f"unranked metrics: {', '.join(sorted(unranked)) or 'none'}). n: examples scored per policy; "
         "n/a: no value; —: not evaluated.",
     ]
+    if any(pass_k_of(m) is not None for m in df["metric"]):
+        lines += ["", "Sampled tasks: each metric is first averaged over a prompt's K samples, so n and the "
+                  "intervals count prompts. accuracy: share of samples with the task's full reward (≥ 1, a "
+                  "verifier's correct), i.e. pass@1; pass@k: unbiased estimator (Chen et al. 2021) that one of k "
+                  "samples is correct."]
     for task, tdf in df.groupby("task", sort=True):
         metrics = sorted(tdf["metric"].unique())
         policies = sorted(tdf["policy"].unique())
@@ -301,7 +316,8 @@ def plot_leaderboard(df: pd.DataFrame, path: str | os.PathLike[str],
 
     Uses a bare ``Figure`` on the Agg canvas, not pyplot, so it touches no global backend state
     and is safe in tests and worker threads. Default metrics: those of ``HEADLINE_METRICS``
-    present, else the first metric in the frame. Returns the panels drawn per task.
+    present, else the first metric in the frame, plus on each task with a ``pass@k`` its
+    ``accuracy`` and ``pass@k`` (:func:`_reasoning_metrics`). Returns the panels drawn per task.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -310,8 +326,10 @@ def plot_leaderboard(df: pd.DataFrame, path: str | os.PathLike[str],
     if df.empty:
         raise ValueError("cannot plot an empty leaderboard")
     available = sorted(df["metric"].unique())
+    extra: dict[str, list[str]] = {}  # per task, the default's reasoning panels
     if metrics is None:
         metrics = [m for m in HEADLINE_METRICS if m in available] or available[:1]
+        extra = {t: _reasoning_metrics(set(tdf.dropna(subset=["value"])["metric"])) for t, tdf in df.groupby("task")}
     unknown = [m for m in metrics if m not in available]
     if unknown or not metrics:
         raise ValueError(f"metrics {unknown or list(metrics)} not in the leaderboard; available: {available}")
@@ -321,6 +339,7 @@ def plot_leaderboard(df: pd.DataFrame, path: str | os.PathLike[str],
         tdf = df[df["task"] == task]
         have = set(tdf.dropna(subset=["value"])["metric"])
         panels[task] = [m for m in metrics if m in have]
+        panels[task] += [m for m in extra.get(task, ()) if m not in panels[task]]
         if {"reward", "kl_to_ref"} <= have:
             panels[task].append("reward vs KL")
     width = max(max(len(v) for v in panels.values()), 1)

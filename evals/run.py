@@ -12,7 +12,16 @@ needs with the agents' quick presets when they are missing (``agents.pipeline``,
     accelerate launch --multi_gpu --num_processes 2 -m evals.run ...  # shards batches, same table
                                                           # (--multi_gpu starts the processes; CPUs work too)
 
+Policies (``--policy``, repeatable): ``NAME=PATH`` (a model name or checkpoint), ``NAME=bon:PATH``
+(best-of-4 of PATH's samples by the task's reward model), ``NAME=vote:PATH`` (majority vote over 4
+samples' extracted answers, self-consistency; no reward model), ``random`` and ``reference``.
 Policy paths may contain ``{task}``, replaced per task (checkpoints are task-specific).
+
+Reasoning metrics: ``--samples TextReasoning-v0=4`` draws 4 seeded samples per prompt from each
+model policy on that task; every metric is then averaged per prompt and bootstrapped over prompts,
+and the table gains ``pass@4`` next to ``accuracy`` (pass@1, reported on every task).
+
+    python -m evals.run --tasks TextReasoning-v0 --samples TextReasoning-v0=4 --policy maj=vote:smollm2-135m
 """
 
 from __future__ import annotations
@@ -120,11 +129,13 @@ class RunConfig:
     suite: Literal["quick", "full"] = arg("quick", "budgets and default policies")
     tasks: tuple[str, ...] | None = arg(None, "env ids to evaluate, space- or comma-separated (None: the suite's)")
     policies: tuple[str, ...] | None = arg(None, "names of the suite's policies to keep (None: all)")
-    policy: tuple[str, ...] = arg((), "add policies: NAME=PATH, NAME=bon:PATH (best-of-n), 'random' or "
-                                      "'reference' (repeatable)")
+    policy: tuple[str, ...] = arg((), "add policies: NAME=PATH, NAME=bon:PATH (best-of-n), NAME=vote:PATH "
+                                      "(majority vote), 'random' or 'reference' (repeatable)")
     only: bool = arg(False, "evaluate only the --policy entries")
     reward_model: tuple[str, ...] = arg((), "TASK=PATH: a task's reward model (rm_score metric, best-of-n "
                                             "reranking; repeatable)")
+    samples: tuple[str, ...] = arg((), "TASK=K: K seeded samples per prompt for model policies on TASK, for "
+                                       "pass@K (repeatable or comma-separated; overrides the suite's)")
     metrics: tuple[str, ...] | None = arg(None, "metrics to keep (None: all)")
     limit: int | None = arg(None, "test examples per task (None: the suite's)")
     model: str | None = arg(None, "base model (None: smollm2-135m)")
@@ -161,6 +172,7 @@ def suite_config(run: RunConfig) -> SuiteConfig:
     return replace(
         cfg, policies=policies, model=model, seed=run.seed, progress=not run.no_progress,
         tasks=_items(run.tasks) or cfg.tasks, reward_models=cfg.reward_models + run.reward_model,
+        samples=cfg.samples + (_items(run.samples) or ()),
         metrics=_items(run.metrics), limit=run.limit if run.limit is not None else cfg.limit,
         device=run.device, precision=run.precision,
     )

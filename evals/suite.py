@@ -7,12 +7,27 @@
 Returns a long-form DataFrame (policy, task, metric, value, ci_low, ci_high, n, higher_is_better).
 A policy or task that fails (a missing or corrupt checkpoint, a reward that raises) is logged with a
 message naming it and left out; every other row is still computed.
+
+Policies (``SuiteConfig.policies``, :func:`evals.generate.parse_policy`):
+
+- ``NAME=PATH``: a model name or checkpoint directory (``{task}`` in it is replaced per task);
+  it samples K completions per prompt where ``samples`` asks for K (default 1);
+- ``NAME=bon:PATH``: best-of-n (n=4) of ``PATH``'s samples, reranked by the task's reward model;
+- ``NAME=vote:PATH``: majority vote (self-consistency, Wang et al. 2022) over n=4 samples: the
+  answer most samples give after the verifier's answer extraction wins, ties to the earliest;
+  no reward model needed;
+- ``random`` and ``reference``: uniformly random tokens and the task's reference.
+
+Samples (``SuiteConfig.samples``, ``"TASK=K"``): every per-example metric is averaged over a
+prompt's K samples first and then bootstrapped over prompts, so ``n`` and the CIs count prompts.
+Every task also reports ``accuracy`` (pass@1: the share of samples whose reward is at least 1, a
+verifier's full score), and a task with K > 1 reports ``pass@K`` (Chen et al. 2021's unbiased
+estimator; with n = k samples, "any of the K is correct").
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +37,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from evals.generate import (
+    MAX_SAMPLES,
     Decoding,
     Generation,
     PolicySpec,
@@ -34,13 +50,18 @@ from evals.generate import (
     sample_logprobs,
 )
 from evals.metrics import (
+    CORRECT_REWARD,
     METRICS,
+    PASS_AT_PREFIX,
     bootstrap_ci,
     distinct_n,
     higher_is_better,
+    is_metric,
     kl_per_token,
     load_metric,
+    pass_at_k,
     per_example_lengths,
+    per_prompt_means,
     win_rate_values,
 )
 from evals.report import make_frame
@@ -56,6 +77,7 @@ class SuiteConfig:
     model: str = "smollm2-135m"  # the base model: its tokenizer, the KL reference, the win-rate baseline
     policies: tuple[str, ...] = ("base=smollm2-135m", "random", "reference")
     reward_models: tuple[str, ...] = ()  # "TASK=PATH": rm_score metric and best-of-n reranking
+    samples: tuple[str, ...] = ()  # "TASK=K": K seeded samples per prompt for model policies (default 1; last wins)
     metrics: tuple[str, ...] | None = None  # None: every metric that applies
     limit: int | None = 32
     seed: int = 0
@@ -83,6 +105,18 @@ def _reward_models(cfg: SuiteConfig) -> dict[str, str]:
     return out
 
 
+def sample_counts(cfg: SuiteConfig) -> dict[str, int]:
+    """``cfg.samples`` as task -> K. A later item for the same task wins, so flags appended after a
+    suite's own items override them; tasks not listed draw one sample."""
+    out = {}
+    for item in cfg.samples:
+        task, sep, k = item.partition("=")
+        if not sep or not task or not k.strip().isdigit() or not 1 <= int(k) <= MAX_SAMPLES:
+            raise ValueError(f"bad samples {item!r}: expected TASK=K with K an integer in 1..{MAX_SAMPLES}")
+        out[task] = int(k)
+    return out
+
+
 def check_config(cfg: SuiteConfig) -> list[PolicySpec]:
     """Fail early on what can be checked without a model: unknown tasks, metrics, policy syntax."""
     import gymnasium as gym
@@ -93,9 +127,10 @@ def check_config(cfg: SuiteConfig) -> list[PolicySpec]:
         except gym.error.Error as exc:
             raise ValueError(f"unknown task {task!r}: not a registered textenv id ({exc})") from exc
     if cfg.metrics is not None:
-        unknown = [m for m in cfg.metrics if m not in METRICS and not m.startswith("reward/")]
+        unknown = [m for m in cfg.metrics if not is_metric(m)]
         if unknown:
-            raise ValueError(f"unknown metrics {unknown}; known: {sorted(METRICS)}")
+            raise ValueError(f"unknown metrics {unknown}; known: {sorted(METRICS)}, 'reward/<part>', 'pass@<k>'")
+    sample_counts(cfg)
     specs = [parse_policy(p) for p in cfg.policies]
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
@@ -124,6 +159,7 @@ def generate_all(cfg: SuiteConfig, shard: tuple[int, int] = (0, 1),
     rank, world = shard
     tokenizer = None if is_tiny(cfg.model) else load_tokenizer(cfg.model)
     rms = _reward_models(cfg)
+    counts = sample_counts(cfg)
     envs = {}
     for task in cfg.tasks:
         try:
@@ -155,7 +191,7 @@ def generate_all(cfg: SuiteConfig, shard: tuple[int, int] = (0, 1),
                 continue
             try:
                 policy = None
-                if spec.kind in ("model", "best_of_n"):
+                if spec.kind in ("model", "best_of_n", "majority_vote"):
                     path = (spec.path or cfg.model).format(task=task)
                     policy = reference if path == cfg.model else load_policy(path, tok, cfg.decoding).to(device)
                 if task in rms and task not in loaded_rms:  # loaded once per task, not once per policy
@@ -163,7 +199,8 @@ def generate_all(cfg: SuiteConfig, shard: tuple[int, int] = (0, 1),
                 rm = loaded_rms.get(task)
                 for idx in tqdm(mine, desc=f"{spec.name} / {task}", disable=not cfg.progress, leave=False):
                     with autocast(device, cfg.precision):
-                        gens = generate(spec, task, task_envs, idx, cfg.seed, policy=policy, reward_model=rm)
+                        gens = generate(spec, task, task_envs, idx, cfg.seed, policy=policy, reward_model=rm,
+                                        samples=counts.get(task, 1))
                         _model_scores(gens, policy, reference, rm, setup, cfg.metrics)
                     out.extend(gens)
             except Exception as exc:  # noqa: BLE001 - one failing (policy, task) must not sink the table
@@ -204,7 +241,8 @@ def _model_scores(gens: list[Generation], policy, reference, rm, setup, metrics:
             for g, r in zip(gens, ref, strict=True):
                 g.scores["kl_to_ref"] = kl_per_token(g.logprobs[:len(r)], r)
     if policy is not None and gens[0].references and gens[0].logprobs is not None and wanted("ref_perplexity"):
-        for g, v in zip(gens, reference_nll(policy, gens, eos), strict=True):
+        firsts = [g for g in gens if g.sample == 0]  # the reference's NLL is the same for every sample
+        for g, v in zip(firsts, reference_nll(policy, firsts, eos), strict=True):
             g.scores["ref_nll"] = v
 
 
@@ -212,55 +250,88 @@ def _ci(values: Sequence[float], cfg: SuiteConfig, statistic: Callable = np.mean
     return bootstrap_ci(np.asarray(values, dtype=float), n_boot=cfg.n_boot, seed=cfg.seed, statistic=statistic)
 
 
+def _prompt_means(gs: Sequence[Generation], values: Sequence[float]) -> dict[int, float]:
+    """Example index -> the mean of ``values`` (aligned with ``gs``) over that prompt's samples."""
+    ids = list(dict.fromkeys(g.index for g in gs))
+    return dict(zip(ids, per_prompt_means(values, [g.index for g in gs]), strict=True))
+
+
+def _pass_at_k_values(gs: Sequence[Generation]) -> tuple[int, list[float]]:
+    """(k, per-prompt pass@k) with k the fewest samples any prompt has; k = 1 means one sample each
+    (pass@1 is ``accuracy``, so no pass@k column)."""
+    n: dict[int, int] = {}
+    c: dict[int, int] = {}
+    for g in gs:
+        n[g.index] = n.get(g.index, 0) + 1
+        c[g.index] = c.get(g.index, 0) + (g.reward >= CORRECT_REWARD)
+    k = min(n.values())
+    return k, [pass_at_k(n[i], c[i], k) for i in n] if k > 1 else []
+
+
+def _group_rows(policy: str, task: str, gs: Sequence[Generation], base: Sequence[Generation] | None,
+                cfg: SuiteConfig) -> list[dict[str, Any]]:
+    """The rows of one (policy, task): every per-sample value averaged over its prompt's samples,
+    then bootstrapped over prompts (``n`` counts prompts). ``base`` pairs prompts for win_rate."""
+    rows: list[dict[str, Any]] = []
+    wanted = set(cfg.metrics) if cfg.metrics is not None else None
+    ids = [g.index for g in gs]
+
+    def add(metric: str, values: Sequence[float | None], prompts: Sequence[int] = ids,
+            statistic: Callable = np.mean) -> None:
+        if wanted is not None and metric not in wanted:
+            return
+        means = per_prompt_means(values, prompts)
+        if not means:
+            return
+        est, low, high = _ci(means, cfg, statistic)
+        rows.append({"policy": policy, "task": task, "metric": metric, "value": est, "ci_low": low,
+                     "ci_high": high, "n": len(means), "higher_is_better": higher_is_better(metric)})
+
+    texts = [g.text for g in gs]
+    add("reward", [g.reward for g in gs])
+    parts = sorted({k for g in gs for k in g.parts})
+    if len(parts) > 1:
+        for part in parts:
+            add(f"reward/{part}", [g.parts.get(part) for g in gs])
+    add("accuracy", [float(g.reward >= CORRECT_REWARD) for g in gs])
+    k, passes = _pass_at_k_values(gs)
+    if passes:
+        add(f"{PASS_AT_PREFIX}{k}", passes, prompts=list(dict.fromkeys(ids)))
+    if gs[0].references:
+        refs = [g.references for g in gs]
+        rouge = load_metric("rouge").compute(predictions=texts, references=refs, use_aggregator=False)
+        for key in ("rouge1", "rouge2", "rougeL"):
+            add(key, rouge[key])
+        for key in ("bleu", "chrf"):
+            add(key, load_metric(key).compute(predictions=texts, references=refs)["sentence_scores"])
+    for key in ("bertscore", "rm_score", "kl_to_ref"):
+        add(key, [g.scores.get(key) for g in gs])
+    add("ref_perplexity", [g.scores.get("ref_nll") for g in gs], statistic=lambda v: float(np.exp(np.mean(v))))
+    for n in (1, 2):  # per completion, averaged: a mean, so the bootstrap CI is sound
+        add(f"distinct{n}", [distinct_n([t], n) if len(t.split()) >= n else None for t in texts])
+    add("length", per_example_lengths(texts))
+    if base is not None:  # per prompt: the mean reward of its samples against the base's
+        mine = _prompt_means(gs, [g.reward for g in gs])
+        theirs = _prompt_means(base, [g.reward for g in base])
+        paired = [i for i in mine if i in theirs]
+        if paired:
+            add("win_rate", win_rate_values([mine[i] for i in paired], [theirs[i] for i in paired]), prompts=paired)
+    return rows
+
+
 def score_generations(gens: Sequence[Generation], cfg: SuiteConfig) -> pd.DataFrame:
-    """Every metric with a 95% bootstrap CI, for every (policy, task) present in ``gens``."""
-    gens = sorted(gens, key=lambda g: (g.task, g.policy, g.index))
+    """Every metric with a 95% bootstrap CI over prompts, for every (policy, task) present in ``gens``
+    (a prompt's K samples are averaged first, see :func:`_group_rows`)."""
+    gens = sorted(gens, key=lambda g: (g.task, g.policy, g.index, g.sample))
     base_name = next((parse_policy(p).name for p in cfg.policies if parse_policy(p).kind == "model"
                       and (parse_policy(p).path or cfg.model) == cfg.model), None)
-    rows: list[dict[str, Any]] = []
     groups: dict[tuple[str, str], list[Generation]] = {}
     for g in gens:
         groups.setdefault((g.policy, g.task), []).append(g)
-    wanted = set(cfg.metrics) if cfg.metrics is not None else None
-
-    def add(policy: str, task: str, metric: str, values: Sequence[float], statistic: Callable = np.mean) -> None:
-        if wanted is not None and metric not in wanted:
-            return
-        values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-        if not values:
-            return
-        est, low, high = _ci(values, cfg, statistic)
-        higher = higher_is_better(metric)
-        rows.append({"policy": policy, "task": task, "metric": metric, "value": est, "ci_low": low,
-                     "ci_high": high, "n": len(values), "higher_is_better": higher})
-
+    rows: list[dict[str, Any]] = []
     for (policy, task), gs in groups.items():
-        texts = [g.text for g in gs]
-        add(policy, task, "reward", [g.reward for g in gs])
-        parts = sorted({k for g in gs for k in g.parts})
-        if len(parts) > 1:
-            for part in parts:
-                add(policy, task, f"reward/{part}", [g.parts.get(part) for g in gs])
-        if gs[0].references:
-            refs = [g.references for g in gs]
-            rouge = load_metric("rouge").compute(predictions=texts, references=refs, use_aggregator=False)
-            for key in ("rouge1", "rouge2", "rougeL"):
-                add(policy, task, key, rouge[key])
-            for key in ("bleu", "chrf"):
-                res = load_metric(key).compute(predictions=texts, references=refs)
-                add(policy, task, key, res["sentence_scores"])
-        for key in ("bertscore", "rm_score", "kl_to_ref"):
-            add(policy, task, key, [g.scores.get(key) for g in gs])
-        add(policy, task, "ref_perplexity", [g.scores.get("ref_nll") for g in gs],
-            statistic=lambda v: float(np.exp(np.mean(v))))
-        for n in (1, 2):  # per completion, averaged: a mean, so the bootstrap CI is sound
-            add(policy, task, f"distinct{n}", [distinct_n([t], n) for t in texts if len(t.split()) >= n])
-        add(policy, task, "length", per_example_lengths(texts))
-        if base_name is not None and policy != base_name and (base_name, task) in groups:
-            base = {g.index: g.reward for g in groups[(base_name, task)]}
-            pairs = [(g.reward, base[g.index]) for g in gs if g.index in base]
-            if pairs:
-                add(policy, task, "win_rate", win_rate_values([a for a, _ in pairs], [b for _, b in pairs]))
+        base = groups.get((base_name, task)) if base_name is not None and policy != base_name else None
+        rows += _group_rows(policy, task, gs, base, cfg)
     return make_frame(rows)
 
 

@@ -193,7 +193,7 @@ def test_kl_per_token_hand_computed() -> None:
 def test_every_metric_declares_a_direction() -> None:
     expected = {
         "reward", "rouge1", "rouge2", "rougeL", "bleu", "chrf", "bertscore", "rm_score", "kl_to_ref",
-        "ref_perplexity", "distinct1", "distinct2", "length", "win_rate",
+        "ref_perplexity", "distinct1", "distinct2", "length", "win_rate", "accuracy",
     }  # fmt: skip
     assert expected <= set(METRICS)
     assert all(isinstance(v, bool) for v in METRICS.values())
@@ -203,5 +203,6 @@ def test_every_metric_declares_a_direction() -> None:
     assert higher_is_better("reward/format") is True
     with pytest.raises(KeyError):
         higher_is_better("reward/")
+    assert higher_is_better("pass@4") is True  # dynamic like reward parts (tests/test_pass_at_k.py)
     with pytest.raises(KeyError):
-        higher_is_better("accuracy")
+        higher_is_better("bogus")

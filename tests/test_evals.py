@@ -10,10 +10,11 @@ import pandas as pd
 import pytest
 import torch
 
-from evals.generate import Decoding
+from evals.generate import Decoding, majority
 from evals.report import COLUMNS, read_leaderboard_csv
 from evals.suite import SuiteConfig, evaluate_suite, generate_all, score_generations
 from textenv.models import load_model
+from textenv.rewards.verifier import extract_answer
 
 DEC = Decoding(temperature=0.7, max_new_tokens=8, batch_size=4)
 
@@ -234,3 +235,31 @@ def test_scores_of_a_big_batch_equal_scores_one_by_one(tmp_path):
                                                       abs=1e-5)
     batched = reference_nll(policy, gens, eos)
     assert batched == pytest.approx([reference_nll(policy, [g], eos)[0] for g in gens], abs=1e-5)
+
+
+def test_k_samples_per_prompt_and_majority_vote(table):
+    """K=4 samples: sample 0 is the single-sample run's generation bit for bit, pass@4 counts
+    prompts; the vote policy draws the same 4 streams and keeps their majority answer."""
+    cfg = _cfg(policies=("base=tiny", "maj=vote:tiny"), samples=("TextCount-v0=4",))
+    gens = generate_all(cfg)
+    base = {(g.index, g.sample): g for g in gens if g.policy == "base"}
+    assert set(base) == {(i, j) for i in range(10) for j in range(4)}
+    for i, g in {g.index: g for g in generate_all(_cfg(policies=("base=tiny",)))}.items():
+        assert (base[i, 0].token_ids, base[i, 0].logprobs) == (g.token_ids, g.logprobs)
+    assert any(base[i, 1].text != base[i, 0].text for i in range(10))  # the other samples are other draws
+    maj = {g.index: g for g in gens if g.policy == "maj"}
+    assert set(maj) == set(range(10))
+    for i, g in maj.items():
+        texts = [base[i, j].text for j in range(4)]
+        assert g.text == texts[majority([extract_answer(t).strip() for t in texts])]
+        assert g.logprobs is None and g.sample == 0
+    df = score_generations(gens, cfg).set_index(["policy", "metric"])
+    for m in ("reward", "accuracy", "pass@4", "kl_to_ref", "ref_perplexity", "rougeL", "bertscore", "distinct1"):
+        assert df.loc[("base", m), "n"] == 10, m  # prompts, not samples
+    assert df.loc[("base", "pass@4"), "value"] >= df.loc[("base", "accuracy"), "value"]
+    assert abs(df.loc[("base", "kl_to_ref"), "value"]) < 1e-5
+    # ref_perplexity does not depend on the samples: the K=1 table's value
+    one = table.set_index(["policy", "metric"])
+    assert df.loc[("base", "ref_perplexity"), "value"] == one.loc[("base", "ref_perplexity"), "value"]
+    assert {"reward", "accuracy", "win_rate"} <= set(df.loc["maj"].index)
+    assert "kl_to_ref" not in df.loc["maj"].index and "pass@4" not in df.loc["maj"].index

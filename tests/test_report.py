@@ -241,3 +241,21 @@ def test_reward_model_accuracies_reach_the_leaderboard_header(tmp_path):
     info = RunInfo(suite="q", commit="x", date="d", seeds=(0,), model="m", decoding={}, limit=1, notes=tuple(notes))
     md = to_markdown(make_frame([row("a", "t", "reward", 1.0)]), info)
     assert "- reward model TextSummarize-v0: held-out (validation) pairwise accuracy 0.789" in md
+
+
+def test_pass_at_k_columns_in_csv_markdown_and_plot(info, tmp_path):
+    rows = [row(p, "reason", m, v, v - 0.1, v + 0.1, n=32) for p, m, v in (
+        ("base", "reward", 0.3), ("base", "accuracy", 0.25), ("base", "pass@4", 0.5),
+        ("maj", "reward", 0.4), ("maj", "accuracy", 0.4))]
+    rows += [row("base", "sum", "reward", 0.2), row("base", "sum", "accuracy", 0.0)]
+    df = make_frame(rows)
+    paths = write_leaderboard(df, tmp_path, "smoke", info)
+    pd.testing.assert_frame_equal(read_leaderboard_csv(paths["csv"]), df)
+    md = paths["md"].read_text(encoding="utf-8")
+    base, maj = table_row(md, "reason", "base"), table_row(md, "reason", "maj")
+    assert base["pass@4 ↑"] == "**0.500 [0.400, 0.600]**" and maj["pass@4 ↑"] == "—"
+    assert maj["accuracy ↑"].startswith("**0.400") and "pass@k: unbiased estimator" in md
+    assert "pass@k" not in to_markdown(make_frame([row("a", "t", "reward", 1.0)]), info)  # only when sampled
+    # the sampled task gets accuracy and pass@k panels; a graded task's accuracy stays in the tables
+    panels = plot_leaderboard(df, tmp_path / "x.png")
+    assert panels == {"reason": ["reward", "accuracy", "pass@4"], "sum": ["reward"]}
