@@ -3,12 +3,17 @@ already exists, writing the checkpoints the eval suite reads.
 
     python -m agents.pipeline --env TextSentiment-v0 --preset quick
     python -m agents.pipeline --env TextCount-v0 --model tiny --preset quick
+    python -m agents.pipeline --env TextReasoning-v0 --ppo-reward task   # SFT -> GRPO, no reward model
+    python -m agents.pipeline --env TextSummarize-v0 --ppo-reward task --reward-model true  # RM for best-of-n
+
+Each stage takes the task's own preset where one exists (``quick-reasoning``, then ``quick``).
 
 Layout under ``--out`` (default ``runs/pipeline/<env>__<model>``)::
 
     sft/            a causal-LM checkpoint (agents.sft; domain adaptation for tasks without references)
     reward_model/   a sequence-classifier checkpoint (agents.reward_model), trunk = the SFT model,
-                    trained on the SFT model's samples ranked by the task's reward + the task's pairs
+                    trained on the SFT model's samples ranked by the task's reward + the task's pairs;
+                    when PPO uses it or ``--reward-model true`` asks (best-of-n reranking alone)
     ppo_task/       the PPO policy (agents.ppo) started from the SFT model, rewarded by the task's
                     own reward (VADER, ROUGE-L...): ``--ppo-reward task`` or ``both``
     ppo_rm/         the same, rewarded by the reward model: ``--ppo-reward rm`` or ``both``
@@ -47,6 +52,9 @@ class PipelineConfig:
     preset: Literal["quick", "default"] = arg("quick", "budget of every stage: 'quick' (CPU) or 'default' (GPU)")
     ppo_reward: Literal["rm", "task", "both"] = arg("both", "PPO's reward: the trained reward model, the task's "
                                                     "reward, or one PPO run with each")
+    reward_model: bool | None = arg(None, "train the reward model: None (when PPO's reward uses it), True (also "
+                                          "for best-of-n reranking and rm_score alone), False (never: "
+                                          "--ppo-reward task only)")
     ppo_iterations: int | None = arg(None, "override the PPO preset's iterations")
     seed: int = arg(0, "seed of every stage")
     device: str = arg("auto", "'auto' (CUDA when present), 'cpu', 'cuda', ...")
@@ -119,6 +127,9 @@ def _check_root(dirs: dict[str, Path]) -> None:
 
 def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     """Run the missing stages; return the checkpoint paths and each stage's metrics (or 'cached')."""
+    if cfg.reward_model is False and cfg.ppo_reward != "task":
+        raise ValueError(f"--reward-model false with --ppo-reward {cfg.ppo_reward}: PPO on the reward model needs "
+                         "it; use --ppo-reward task")
     dirs = stage_dirs(cfg)
     _check_root(dirs)
     for stage in ("sft", "reward_model", "ppo_task", "ppo_rm"):  # a user's folder is refused before any work
@@ -141,13 +152,14 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     else:
         # a task without references (sentiment) has no demonstrations: adapt to its domain text instead
         mode = "sft" if _has_references(cfg.env) else "domain"
-        scfg = dataclasses.replace(sft.PRESETS[cfg.preset], env=cfg.env, model=cfg.model, seed=cfg.seed,
-                                   device=cfg.device, precision=cfg.precision, out=str(dirs["sft"]), mode=mode)
+        scfg = dataclasses.replace(_preset(sft.PRESETS, cfg.preset, cfg.env), env=cfg.env, model=cfg.model,
+                                   seed=cfg.seed, device=cfg.device, precision=cfg.precision, out=str(dirs["sft"]),
+                                   mode=mode)
         report["sft_metrics"] = {k: v for k, v in sft.train_sft(scfg).items() if k != "history"}
         done("sft")
     rewards = ("task", "rm") if cfg.ppo_reward == "both" else (cfg.ppo_reward,)
-    if "rm" not in rewards:
-        report["reward_model_metrics"] = "not needed (--ppo-reward task)"
+    if not (cfg.reward_model or ("rm" in rewards and cfg.reward_model is None)):
+        report["reward_model_metrics"] = "not trained (--ppo-reward task)"
     elif is_complete(dirs["reward_model"]):
         logger.info("reward-model checkpoint %s exists: skipped", dirs["reward_model"])
         report["reward_model_metrics"] = "cached"

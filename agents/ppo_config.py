@@ -110,29 +110,24 @@ PRESETS: dict[str, PPOConfig] = {
     "quick": PPOConfig(iterations=12, prompts_per_iter=8, max_new_tokens=16, epochs=2, minibatch_size=8,
                        lr=2e-5, kl_coef=0.05, kl_target=None, checkpoint_every=4),
     # What `make run` trains (agents.pipeline picks "quick-<task>" when it exists), on 2 CPU cores:
-    # only the top blocks train (the backward pass stops there); held-out evaluation at the start
-    # and the end (summaries: also halfway). Sentiment: VADER grows with every positive word, so
-    # without a cost for hitting the budget PPO fills all 32 tokens (28 words against the base's
-    # 17); a missing-EOS penalty of 0.15 keeps it ending on its own (held-out, from the quick SFT
-    # model, 32 prompts: VADER 0.24 -> 0.66, 23 -> 20 tokens; 0.5 overshoots: 9 tokens). It does not
-    # stop the other way: with the hashed sampler the table's replies shrank to 6.0 words ("I love
-    # this tweet."; 11.5 under the per-row sampler), so a length floor is still to build. Summaries:
-    # RLOO (4 samples per prompt, the others' mean as the baseline) because ROUGE-L differs more
-    # between prompts than between samples of one prompt; trained at the leaderboard's T=0.7: at
-    # T=1.0 (KL 0.05) ROUGE-L at T=1.0 rose (64 test prompts, seeds 0/1/2, an earlier batched
-    # sampler: 0.123/0.137/0.127 vs SFT 0.119) but at the table's T=0.7 fell (0.176/0.177/0.176 vs
-    # 0.190): a sharper tail, which T=0.7 already cuts. At T=0.7 with KL 0.01: 0.194/0.187/0.178,
-    # level with SFT; under the hashed sampler, seed 0: 0.174 vs SFT 0.181 (held-out, 16 prompts:
-    # 0.164 -> 0.151). At this budget the update's noise outweighs ROUGE-L's signal, so the run
-    # keeps the weights of its best held-out eval (32 validation prompts at T=0.7, at iterations 0,
-    # 7 and 14), the start included.
+    # the top blocks only, trained at the leaderboard's T=0.7; held-out evals at the start and end.
+    # Sentiment: VADER grows with positive words and is also won by a short "I love it.", so a
+    # missing-EOS penalty and a length band around the starting policy's length hold the replies'
+    # length. Summaries: RLOO, keeping the best held-out eval's weights (the start included).
+    # Measurements behind each choice: leaderboards/README.md.
     "quick-sentiment": PPOConfig(iterations=16, prompts_per_iter=16, max_new_tokens=32, epochs=2, minibatch_size=8,
-                                 lr=3e-4, train_layers=8, kl_coef=0.02, kl_target=None, checkpoint_every=16,
-                                 eval_every=16, eval_prompts=32, missing_eos_penalty=0.15),
+                                 lr=3e-4, train_layers=8, temperature=0.7, kl_coef=0.02, kl_target=None,
+                                 checkpoint_every=16, eval_every=16, eval_prompts=32, missing_eos_penalty=0.15,
+                                 length_band=(0.75, 1.25), length_coef=2.0),
     "quick-summarize": PPOConfig(iterations=14, prompts_per_iter=4, samples_per_prompt=4, advantage="rloo",
                                  max_new_tokens=32, epochs=2, minibatch_size=8, lr=1.5e-4, train_layers=6,
                                  temperature=0.7, kl_coef=0.01, kl_target=None, checkpoint_every=14,
                                  eval_every=7, eval_prompts=32, keep_best=True),
+    # GRPO on the verifier from the quick reasoning SFT model (bare-number answers, so 8 new tokens):
+    # 8 samples per prompt; one epoch, as a group's samples are already many views of one prompt.
+    "quick-reasoning": PPOConfig(iterations=24, prompts_per_iter=8, samples_per_prompt=8, advantage="grpo",
+                                 max_new_tokens=8, epochs=1, minibatch_size=32, lr=5e-5, train_layers=8,
+                                 kl_coef=0.02, kl_target=None, checkpoint_every=24, eval_every=12, eval_prompts=64),
     # The tiny model on the synthetic task: reward ~0.2 -> ~1.0 in 80 iterations, ~15 s on 2 CPU cores.
     "tiny": PPOConfig(env="TextCount-v0", model="tiny", iterations=80, prompts_per_iter=16, max_new_tokens=12,
                       epochs=4, minibatch_size=8, lr=3e-3, kl_coef=0.001, kl_target=None, checkpoint_every=10),
@@ -140,7 +135,8 @@ PRESETS: dict[str, PPOConfig] = {
     # One GPU, what `evals.run --suite full` trains (sized for ~10 min of the whole suite on an H100;
     # the sentiment run: 60 iterations took 231 s on an H200, held-out VADER 0.38 -> 0.85).
     "default-sentiment": PPOConfig(iterations=60, prompts_per_iter=64, max_new_tokens=32, epochs=4, minibatch_size=16,
-                                   lr=1e-5, checkpoint_every=30, eval_every=10, eval_prompts=128),
+                                   lr=1e-5, checkpoint_every=30, eval_every=10, eval_prompts=128,
+                                   missing_eos_penalty=0.15, length_band=(0.75, 1.25), length_coef=2.0),
     "default-summarize": PPOConfig(iterations=40, prompts_per_iter=32, max_new_tokens=48, epochs=4, minibatch_size=16,
                                    lr=1e-5, kl_coef=0.05, kl_target=None, checkpoint_every=20, eval_every=10,
                                    eval_prompts=64),
@@ -152,13 +148,7 @@ PRESETS: dict[str, PPOConfig] = {
                          checkpoint_every=20),
 }
 # On a learned reward model ("<preset>-<task>-rm", what agents.pipeline trains with --ppo-reward rm):
-# its scores are whitened (unwhitened, mean ~1.9, GAE favoured short episodes: replies shrank from
-# 23 to 7-11 tokens). Sentiment, KL 0.03 (the quick-sentiment reward model, 64 test prompts at the
-# leaderboard's T=0.7, VADER / words per reply against the base's 16.8): KL 0.1 gave 0.64 / 7.1,
-# the same trained at T=0.7 0.77 / 7.5, at lr 1e-4 0.61 / 8.3, KL 0.03 0.76 / 8.5, KL 0.03 without
-# the missing-EOS penalty 0.82 / 6.8. Every variant converges on short exclamations ("I love your
-# humor."); the reward model itself scores longer positive replies higher (+2 to +4 on hand-written
-# pairs), so the shortening comes from the optimisation, not from the reward model's preference.
+# whitened scores (a reward model's offset otherwise favours short episodes), its own KL weight.
 PRESETS["quick-sentiment-rm"] = dataclasses.replace(PRESETS["quick-sentiment"], kl_coef=0.03, whiten_scores=True)
 PRESETS["quick-summarize-rm"] = dataclasses.replace(PRESETS["quick-summarize"], temperature=1.0, kl_coef=0.2,
                                                     iterations=10, checkpoint_every=10, eval_every=10,

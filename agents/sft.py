@@ -79,6 +79,10 @@ PRESETS: dict[str, SFTConfig] = {
     # A few minutes on 2 CPU cores with the default model: a smoke run, not a useful model.
     "quick": SFTConfig(epochs=1, max_steps=10, batch_size=2, grad_accum=2, lr=5e-5, warmup_steps=2,
                        max_length=160, eval_limit=12, limit=40, device="cpu"),
+    # Reasoning's answers are a few tokens, so short sequences and bigger batches: what `make run`
+    # trains (agents.pipeline picks "quick-<task>" when it exists).
+    "quick-reasoning": SFTConfig(epochs=1, max_steps=64, batch_size=8, lr=1e-4, warmup_steps=5, max_length=96,
+                                 eval_limit=64),
     # One GPU: the full train split, three epochs.
     "default": SFTConfig(epochs=3, batch_size=16, grad_accum=1, lr=5e-5, warmup_steps=20, weight_decay=0.01,
                          max_length=640, eval_every=50),

@@ -3,7 +3,10 @@
 With no arguments it runs the ``quick`` suite on the default model: it makes the checkpoints it
 needs with the agents' quick presets when they are missing (``agents.pipeline``, cached under
 ``runs/pipeline/``, reused after), evaluates them with the random and reference baselines on
-``TextSummarize-v0`` and ``TextSentiment-v0``, and writes ``leaderboards/quick.{csv,md,png}``.
+``TextSummarize-v0``, ``TextSentiment-v0`` and ``TextReasoning-v0``, and writes
+``leaderboards/quick.{csv,md,png}``. Rows that do not apply to a task (no reward model for the
+verifier task, majority vote only where answers are extracted) are left out by the suite's
+``skip`` and listed in the table's header.
 
     python -m evals.run                                   # the quick suite, everything
     python -m evals.run --tasks TextSentiment-v0 --policies base,ppo-task --limit 16
@@ -36,7 +39,16 @@ from typing import Literal
 from agents.distributed import Dist
 from agents.tracking import stage_memory
 from evals.generate import Decoding, Generation
-from evals.suite import Failure, SuiteConfig, check_config, generate_all, score_generations
+from evals.suite import (
+    Failure,
+    SuiteConfig,
+    check_config,
+    generate_all,
+    sample_counts,
+    score_generations,
+    skipped,
+    task_limits,
+)
 from textenv.cli import arg, cli, parse_config
 from textenv.devices import Precision, resolve_device
 
@@ -58,6 +70,7 @@ _POLICIES = (
     "base=smollm2-135m",
     f"sft={PIPELINE}/sft",
     f"rm=bon:{PIPELINE}/sft",
+    f"vote=vote:{PIPELINE}/sft",
     f"ppo-task={PIPELINE}/ppo_task",
     f"ppo-rm={PIPELINE}/ppo_rm",
     "random",
@@ -65,18 +78,34 @@ _POLICIES = (
 )
 
 _FULL_TASKS = ("TextSummarize-v0", "TextSentiment-v0", "TextReasoning-v0")
+_REASONING = "TextReasoning-v0"
+
+# What the quick suite trains per task (agents.pipeline --ppo-reward, --reward-model): sentiment runs
+# PPO on VADER and on its reward model; summaries train a reward model for best-of-n only (PPO on it
+# lowered ROUGE-L in the quick budget; the full suite keeps it); reasoning has a verifier, no reward
+# model, and GRPO as its RL (the ppo-task row).
+QUICK_STAGES: dict[str, dict[str, object]] = {
+    "TextSentiment-v0": {"ppo_reward": "both"},
+    "TextSummarize-v0": {"ppo_reward": "task", "reward_model": True},
+    _REASONING: {"ppo_reward": "task", "reward_model": False},
+}
 
 SUITES: dict[str, Suite] = {
     "quick": Suite(
-        SuiteConfig(policies=_POLICIES, reward_models=tuple(f"{t}={PIPELINE.format(task=t)}/reward_model"
-                                                            for t in ("TextSummarize-v0", "TextSentiment-v0")),
-                    limit=64, decoding=Decoding(temperature=0.7, max_new_tokens=32, batch_size=32)),
+        SuiteConfig(tasks=_FULL_TASKS, policies=_POLICIES,
+                    reward_models=tuple(f"{t}={PIPELINE.format(task=t)}/reward_model"
+                                        for t in ("TextSummarize-v0", "TextSentiment-v0")),
+                    limit=64, limits=(f"{_REASONING}=128",), samples=(f"{_REASONING}=4",),
+                    skip=("ppo-rm=TextSummarize-v0", f"ppo-rm={_REASONING}", f"rm={_REASONING}",
+                          "vote=TextSummarize-v0", "vote=TextSentiment-v0"),
+                    decoding=Decoding(temperature=0.7, max_new_tokens=32, batch_size=32)),
         preset="quick",
-        budgets="CPU quick presets (agents.sft/reward_model/ppo --preset quick), 64 test examples per task, "
-                "32 new tokens, best-of-4",
+        budgets="CPU quick presets (agents.sft/reward_model/ppo --preset quick, the task's own quick-<task> where "
+                "one exists; reasoning's ppo-task is GRPO), 64 test examples per task (reasoning 128, 4 samples "
+                "each), 32 new tokens, best-of-4 (reasoning: majority vote of 4)",
     ),
     "full": Suite(
-        SuiteConfig(tasks=_FULL_TASKS, policies=_POLICIES,
+        SuiteConfig(tasks=_FULL_TASKS, policies=_POLICIES, skip=("vote=TextSummarize-v0", "vote=TextSentiment-v0"),
                     reward_models=tuple(f"{t}={PIPELINE.format(task=t)}/reward_model" for t in _FULL_TASKS),
                     limit=256, decoding=Decoding(temperature=0.7, max_new_tokens=None, batch_size=64)),
         preset="default",
@@ -88,14 +117,48 @@ SUITES: dict[str, Suite] = {
 
 
 def make_checkpoints(tasks: tuple[str, ...], preset: str, model: str, device: str = "auto",
-                     precision: str = "auto") -> None:
-    """Run the missing pipeline stages (SFT -> reward model -> PPO on the task reward and on the
-    reward model) for every task."""
+                     precision: str = "auto") -> list[dict]:
+    """Run the missing pipeline stages (SFT -> reward model -> PPO on the task reward and/or the
+    reward model; the quick suite's per-task choice in :data:`QUICK_STAGES`) for every task; return
+    each task's pipeline report (stage times and peak memory)."""
     from agents.pipeline import PipelineConfig, run_pipeline
 
-    for task in tasks:
-        run_pipeline(PipelineConfig(env=task, model=model, preset=preset, out=PIPELINE.format(task=task),
-                                    device=device, precision=precision))  # type: ignore[arg-type]
+    stages = QUICK_STAGES if preset == "quick" else {}
+    return [{"env": task, **run_pipeline(PipelineConfig(
+        env=task, model=model, preset=preset, out=PIPELINE.format(task=task), device=device,
+        precision=precision, **stages.get(task, {})))}  # type: ignore[arg-type]
+        for task in tasks]
+
+
+def stage_notes(reports: list[dict]) -> list[str]:
+    """One header line per task: the seconds and peak RSS of each stage this run trained."""
+    notes = []
+    for rep in reports:
+        parts = [f"{k.removesuffix('_resources')} {v['seconds']:.0f} s ({v.get('peak_gb', float('nan')):.2f} GB)"
+                 for k, v in rep.items() if k.endswith("_resources")]
+        if parts:
+            notes.append(f"trained for {rep['env']}: " + ", ".join(parts))
+    return notes
+
+
+def kept_start_notes(policies: tuple[str, ...], tasks: tuple[str, ...]) -> dict[tuple[str, str], str]:
+    """``(policy, task) -> note`` for each PPO checkpoint whose run kept its starting weights
+    (``ppo_run.json`` iteration 0: keep-best found no held-out eval better than the start), so the
+    table never shows the start as an RL result."""
+    import json
+
+    from evals.generate import parse_policy
+
+    out = {}
+    for item in policies:
+        spec = parse_policy(item)
+        for task in tasks:
+            run_file = Path((spec.path or "").format(task=task)) / "ppo_run.json"
+            if spec.kind == "model" and run_file.is_file() and json.loads(run_file.read_text()).get("iteration") == 0:
+                out[(spec.name, task)] = (f"{spec.name} on {task} is its starting (SFT) policy: keep-best found no "
+                                          "held-out eval better than the start, so the row is tabled as "
+                                          f"'{spec.name} (= sft)'")
+    return out
 
 
 def reward_model_notes(reward_models: tuple[str, ...]) -> list[str]:
@@ -174,6 +237,7 @@ def suite_config(run: RunConfig) -> SuiteConfig:
         tasks=_items(run.tasks) or cfg.tasks, reward_models=cfg.reward_models + run.reward_model,
         samples=cfg.samples + (_items(run.samples) or ()),
         metrics=_items(run.metrics), limit=run.limit if run.limit is not None else cfg.limit,
+        limits=() if run.limit is not None else cfg.limits,  # --limit applies to every task
         device=run.device, precision=run.precision,
     )
 
@@ -191,11 +255,13 @@ def main(argv: list[str] | None = None) -> int:
     is_main = dist.is_main
     start = time.perf_counter()
     uses_pipeline = any(PIPELINE in p for p in cfg.policies)
+    trained: list[dict] = []
     if uses_pipeline and not args.no_make and cfg.model == "smollm2-135m":
         if is_main:
-            make_checkpoints(cfg.tasks, suite.preset, cfg.model, cfg.device, cfg.precision)
+            trained = make_checkpoints(cfg.tasks, suite.preset, cfg.model, cfg.device, cfg.precision)
             logger.info("checkpoints ready after %.0f s", time.perf_counter() - start)
         dist.barrier()
+    train_secs = time.perf_counter() - start
     # reward models that do not exist are dropped with a message (rm rows then fail by name)
     present = tuple(r for r in cfg.reward_models if Path(r.partition("=")[2]).exists())
     for r in set(cfg.reward_models) - set(present):
@@ -218,11 +284,26 @@ def main(argv: list[str] | None = None) -> int:
         print("error: no policy produced any generation; see the messages above", file=sys.stderr)
         return 1
     df = score_generations(gens, cfg)
+    kept = kept_start_notes(cfg.policies, cfg.tasks)
+    for (policy, task) in kept:
+        df.loc[(df["policy"] == policy) & (df["task"] == task), "policy"] = f"{policy} (= sft)"
     from evals.report import collect_run_info, write_leaderboard
 
+    eval_secs = time.perf_counter() - start - train_secs
+    peaks = [r[k].get("peak_gb", 0.0) for r in trained for k in r if k.endswith("_resources")]
+    timing = [f"wall time {(train_secs + eval_secs) / 60:.1f} min (training {train_secs:.0f} s, evaluation "
+              f"{eval_secs:.0f} s); peak RSS {max(peaks + [mem.get('peak_gb', 0.0)]):.2f} GB (largest stage, "
+              "this process)"] if is_main else []
+    limits = task_limits(cfg)
+    per_task = [f"{t}: {limits[t] if limits[t] is not None else 'all'} test examples"
+                + (f" x {sample_counts(cfg)[t]} samples" if sample_counts(cfg).get(t, 1) > 1 else "")
+                for t in cfg.tasks]
     info = collect_run_info(suite=args.name or args.suite, seeds=[cfg.seed], model=cfg.model,
                             decoding=vars(cfg.decoding), limit=cfg.limit, budgets=suite.budgets,
-                            notes=reward_model_notes(cfg.reward_models)
+                            notes=timing + stage_notes(trained) + ["examples per task: " + "; ".join(per_task)]
+                            + reward_model_notes(cfg.reward_models) + list(kept.values())
+                            + [f"not run by design: {p} on {t}" for p, t in sorted(skipped(cfg))
+                               if t in cfg.tasks and any(x.partition("=")[0] == p for x in cfg.policies)]
                             + [f"not evaluated: policy {f.policy} on {f.task} ({f.message})" for f in failures])
     paths = write_leaderboard(df, args.out, args.name or args.suite, info)
     secs = time.perf_counter() - start

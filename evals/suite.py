@@ -80,6 +80,8 @@ class SuiteConfig:
     samples: tuple[str, ...] = ()  # "TASK=K": K seeded samples per prompt for model policies (default 1; last wins)
     metrics: tuple[str, ...] | None = None  # None: every metric that applies
     limit: int | None = 32
+    limits: tuple[str, ...] = ()  # "TASK=N": that task's number of test examples instead of limit
+    skip: tuple[str, ...] = ()  # "POLICY=TASK": a pair left out by design (e.g. no reward model on a verifier task)
     seed: int = 0
     decoding: Decoding = Decoding()
     n_boot: int = 1000
@@ -117,6 +119,28 @@ def sample_counts(cfg: SuiteConfig) -> dict[str, int]:
     return out
 
 
+def task_limits(cfg: SuiteConfig) -> dict[str, int | None]:
+    """Test examples per task: ``cfg.limit`` unless ``cfg.limits`` names the task (a later item wins)."""
+    out: dict[str, int | None] = {task: cfg.limit for task in cfg.tasks}
+    for item in cfg.limits:
+        task, sep, n = item.partition("=")
+        if not sep or not task or not n.strip().isdigit() or int(n) < 1:
+            raise ValueError(f"bad limits {item!r}: expected TASK=N with N a positive integer")
+        out[task] = int(n)
+    return out
+
+
+def skipped(cfg: SuiteConfig) -> set[tuple[str, str]]:
+    """``cfg.skip`` as (policy, task) pairs."""
+    pairs = set()
+    for item in cfg.skip:
+        policy, sep, task = item.partition("=")
+        if not sep or not policy or not task:
+            raise ValueError(f"bad skip {item!r}: expected POLICY=TASK")
+        pairs.add((policy, task))
+    return pairs
+
+
 def check_config(cfg: SuiteConfig) -> list[PolicySpec]:
     """Fail early on what can be checked without a model: unknown tasks, metrics, policy syntax."""
     import gymnasium as gym
@@ -131,6 +155,8 @@ def check_config(cfg: SuiteConfig) -> list[PolicySpec]:
         if unknown:
             raise ValueError(f"unknown metrics {unknown}; known: {sorted(METRICS)}, 'reward/<part>', 'pass@<k>'")
     sample_counts(cfg)
+    task_limits(cfg)
+    skipped(cfg)
     specs = [parse_policy(p) for p in cfg.policies]
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
@@ -140,9 +166,10 @@ def check_config(cfg: SuiteConfig) -> list[PolicySpec]:
     return specs
 
 
-def _task_indices(envs, cfg: SuiteConfig) -> list[int]:
+def _task_indices(envs, cfg: SuiteConfig, task: str) -> list[int]:
     n = len(envs.unwrapped.setup.examples)
-    return list(range(n if cfg.limit is None else min(n, cfg.limit)))
+    limit = task_limits(cfg).get(task, cfg.limit)
+    return list(range(n if limit is None else min(n, limit)))
 
 
 def generate_all(cfg: SuiteConfig, shard: tuple[int, int] = (0, 1),
@@ -160,6 +187,7 @@ def generate_all(cfg: SuiteConfig, shard: tuple[int, int] = (0, 1),
     tokenizer = None if is_tiny(cfg.model) else load_tokenizer(cfg.model)
     rms = _reward_models(cfg)
     counts = sample_counts(cfg)
+    skip = skipped(cfg)
     envs = {}
     for task in cfg.tasks:
         try:
@@ -184,7 +212,10 @@ def generate_all(cfg: SuiteConfig, shard: tuple[int, int] = (0, 1),
             if spec.kind == "reference" and not setup.examples[0].references:
                 logger.info("task %s has no references: no 'reference' row", task)
                 continue
-            every = batches(_task_indices(task_envs, cfg), cfg.decoding.batch_size)
+            if (spec.name, task) in skip:
+                logger.info("policy %r on %s: left out by the suite's design (skip)", spec.name, task)
+                continue
+            every = batches(_task_indices(task_envs, cfg, task), cfg.decoding.batch_size)
             mine = [b for j, b in enumerate(every) if (unit + j) % world == rank]
             unit += len(every)
             if not mine:

@@ -263,3 +263,45 @@ def test_k_samples_per_prompt_and_majority_vote(table):
     assert df.loc[("base", "ref_perplexity"), "value"] == one.loc[("base", "ref_perplexity"), "value"]
     assert {"reward", "accuracy", "win_rate"} <= set(df.loc["maj"].index)
     assert "kl_to_ref" not in df.loc["maj"].index and "pass@4" not in df.loc["maj"].index
+
+
+def test_per_task_limits_and_pairs_skipped_by_design():
+    """``limits`` sizes one task's test set (reasoning's binary accuracy needs more prompts);
+    ``skip`` leaves a (policy, task) pair out without a failure; bad items fail at once."""
+    failures = []
+    df = evaluate_suite(_cfg(limits=("TextCount-v0=3",), skip=("random=TextCount-v0",)), failures=failures)
+    assert not failures and set(df.policy) == {"base", "reference"}
+    assert set(df[df.metric == "reward"].n) == {3}
+    for bad in (dict(limits=("TextCount-v0",)), dict(limits=("TextCount-v0=0",)), dict(skip=("random",))):
+        with pytest.raises(ValueError, match="expected"):
+            evaluate_suite(_cfg(**bad))
+
+
+def test_a_ppo_row_that_kept_its_start_is_named_so(tmp_path):
+    """A keep-best run that kept iteration 0 is the SFT weights: the table must not call it RL."""
+    import json
+
+    from evals.run import kept_start_notes, stage_notes
+
+    for task, iteration in (("TextCount-v0", 0), ("TextSentiment-v0", 7)):
+        (tmp_path / task).mkdir()
+        (tmp_path / task / "ppo_run.json").write_text(json.dumps({"kept": "best", "iteration": iteration}))
+    notes = kept_start_notes(("base=tiny", f"ppo-task={tmp_path}/{{task}}"), ("TextCount-v0", "TextSentiment-v0"))
+    assert list(notes) == [("ppo-task", "TextCount-v0")] and "(= sft)" in notes[("ppo-task", "TextCount-v0")]
+    lines = stage_notes([{"env": "TextCount-v0", "sft_resources": {"seconds": 12.4, "peak_gb": 1.5},
+                          "sft_metrics": "x"}, {"env": "TextSentiment-v0", "sft_metrics": "cached"}])
+    assert lines == ["trained for TextCount-v0: sft 12 s (1.50 GB)"]
+
+
+def test_quick_suite_rows_fit_their_tasks():
+    """Every quick-suite pair is either evaluated or skipped by design: no reward-model rows on the
+    verifier task, majority vote only where answers are extracted, ppo-rm only where it is trained."""
+    from evals.run import QUICK_STAGES, SUITES
+
+    cfg = SUITES["quick"].config
+    assert set(cfg.tasks) == set(QUICK_STAGES) and "TextReasoning-v0=4" in cfg.samples
+    skip = {tuple(s.split("=")) for s in cfg.skip}
+    for task, stages in QUICK_STAGES.items():
+        assert (("ppo-rm", task) in skip) == (stages["ppo_reward"] == "task")
+        assert (("rm", task) in skip) == (stages.get("reward_model") is False)
+    assert ("vote", "TextReasoning-v0") not in skip

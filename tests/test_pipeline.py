@@ -83,6 +83,27 @@ def test_each_suite_task_gets_its_own_ppo_preset():
     assert rm_sentiment is reward_model.PRESETS["quick-sentiment"]
     assert rm_sentiment.limit > reward_model.PRESETS["quick"].limit
     assert _preset(reward_model.PRESETS, "quick", "TextSummarize-v0") is reward_model.PRESETS["quick"]
+    # SFT too: reasoning's short answers get their own (short sequences, more steps), others the generic one
+    from agents import sft
+
+    assert _preset(sft.PRESETS, "quick", "TextReasoning-v0") is sft.PRESETS["quick-reasoning"]
+    assert _preset(sft.PRESETS, "quick", "TextSummarize-v0") is sft.PRESETS["quick"]
+
+
+def test_reward_model_flag_trains_it_for_best_of_n_without_ppo_on_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("TEXTENV_CACHE", str(tmp_path / "cache"))
+    cfg = PipelineConfig(env="TextCount-v0", model="tiny", ppo_iterations=1, device="cpu", out=str(tmp_path / "p"),
+                         ppo_reward="task", reward_model=True)
+    report = run_pipeline(cfg)
+    assert is_complete(report["reward_model"]) and is_complete(report["ppo_task"])
+    assert not (tmp_path / "p" / "ppo_rm").exists()
+    assert {"sft_resources", "reward_model_resources", "ppo_task_resources"} <= set(report)
+    without = run_pipeline(PipelineConfig(env="TextCount-v0", model="tiny", ppo_iterations=1, device="cpu",
+                                          out=str(tmp_path / "q"), ppo_reward="task"))  # the default: not needed
+    assert without["reward_model_metrics"].startswith("not trained") and not (tmp_path / "q" / "reward_model").exists()
+    with pytest.raises(ValueError, match="--reward-model false with --ppo-reward both"):
+        run_pipeline(PipelineConfig(env="TextCount-v0", model="tiny", out=str(tmp_path / "r"), reward_model=False))
+    assert not (tmp_path / "r").exists()  # refused before any work
 
 
 def ppo_presets():
