@@ -2,7 +2,7 @@
 already exists, writing the checkpoints the eval suite reads.
 
     python -m agents.pipeline --env TextSentiment-v0 --preset quick
-    python -m agents.pipeline --env TextCount-v0 --model tiny --preset quick
+    python -m agents.pipeline --env TextCount-v0 --model tiny --preset tiny   # seconds
     python -m agents.pipeline --env TextReasoning-v0 --ppo-reward task   # SFT -> GRPO, no reward model
     python -m agents.pipeline --env TextSummarize-v0 --ppo-reward task --reward-model true  # RM for best-of-n
 
@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 from agents import ppo, reward_model, sft
 from agents.config import arg, cli, parse_config
-from agents.tracking import stage_memory
+from agents.tracking import StageMemory
 from textenv.devices import Precision
 from textenv.io import atomic_dir, ensure_replaceable, is_complete, remove_stale
 
@@ -49,7 +49,8 @@ class PipelineConfig:
 
     env: str = arg("TextSentiment-v0", "registered env id (as agents.ppo --env)")
     model: str = arg("smollm2-135m", "base model: 'smollm2-135m', 'tiny' or a local directory")
-    preset: Literal["quick", "default"] = arg("quick", "budget of every stage: 'quick' (CPU) or 'default' (GPU)")
+    preset: Literal["quick", "default", "tiny"] = arg("quick", "budget of every stage: 'quick' (CPU), 'default' "
+                                                              "(GPU) or 'tiny' (seconds, with --model tiny)")
     ppo_reward: Literal["rm", "task", "both"] = arg("both", "PPO's reward: the trained reward model, the task's "
                                                     "reward, or one PPO run with each")
     reward_model: bool | None = arg(None, "train the reward model: None (when PPO's reward uses it), True (also "
@@ -136,12 +137,17 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
         ensure_replaceable(dirs[stage])
         remove_stale(dirs[stage], older_than=3600)  # temp folders of killed stages (~0.5 GB each)
     report: dict[str, Any] = {k: str(v) for k, v in dirs.items()}
-    stage_memory()  # each stage's peak memory from here on is its own
+    with StageMemory() as meter:  # each stage's peak memory from here on is its own
+        _run_stages(cfg, dirs, report, meter)
+    return report
+
+
+def _run_stages(cfg: PipelineConfig, dirs: dict[str, Path], report: dict[str, Any], meter: StageMemory) -> None:
     clock = time.perf_counter()
 
     def done(stage: str) -> None:
         nonlocal clock
-        mem = stage_memory()
+        mem = meter.lap()
         secs, clock = time.perf_counter() - clock, time.perf_counter()
         report[f"{stage}_resources"] = {"seconds": round(secs, 1), **{k: round(v, 2) for k, v in mem.items()}}
         logger.info("%s %s: %.0f s, peak RSS %.2f GB", cfg.env, stage, secs, mem.get("peak_gb", float("nan")))
@@ -176,7 +182,6 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
         else:
             report[f"ppo_{reward}_metrics"] = _run_ppo(cfg, dirs, reward)
             done(f"ppo_{reward}")
-    return report
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -7,12 +7,13 @@ import csv
 import json
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from textenv.io import atomic_open, remove_stale
 
-__all__ = ["Tracker", "read_metrics", "stage_memory"]
+__all__ = ["StageMemory", "Tracker", "library_progress", "peak_rss_gb", "read_metrics"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +78,22 @@ class Tracker:
             self.writer.close()
 
 
+@contextmanager
+def library_progress(enabled: bool) -> Iterator[None]:
+    """transformers' own progress bars ("Writing model shards" on every checkpoint save) follow a
+    run's ``--progress``: off inside the block when ``enabled`` is False, restored after."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    if not enabled:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was and not enabled:
+            hf_logging.enable_progress_bar()
+
+
 def read_metrics(path: str | Path) -> list[dict[str, float]]:
     path = Path(path)
     if not path.exists():
@@ -85,26 +102,90 @@ def read_metrics(path: str | Path) -> list[dict[str, float]]:
         return [{k: float(v) for k, v in r.items() if v not in ("", None)} for r in csv.DictReader(f)]
 
 
-def stage_memory(reset: bool = True) -> dict[str, float]:
-    """Resident memory of this process in GB: ``rss`` now and ``peak`` since the last reset (the
-    kernel's high-water mark, ``VmHWM``), then (``reset``) hands freed heap back to the OS and
-    restarts the high-water mark, so each stage of a long run gets its own peak. Linux only;
-    elsewhere an empty dict."""
+def _status_kb(*keys: str) -> dict[str, int]:
+    """Fields of ``/proc/self/status`` in kB (``VmRSS``, ``VmHWM``); empty off Linux."""
     try:
         status = Path("/proc/self/status").read_text()
     except OSError:
         return {}
-    wanted = ("VmRSS", "VmHWM")
-    fields = {line.split(":")[0]: line.split()[1] for line in status.splitlines() if line.startswith(wanted)}
-    out = {"rss_gb": int(fields.get("VmRSS", 0)) / 2**20, "peak_gb": int(fields.get("VmHWM", 0)) / 2**20}
-    if reset:
-        import ctypes
-        import gc
+    return {line.split(":")[0]: int(line.split()[1]) for line in status.splitlines() if line.startswith(keys)}
 
-        gc.collect()
-        try:
-            ctypes.CDLL("libc.so.6").malloc_trim(0)  # glibc keeps freed arenas otherwise
-            Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
-        except (OSError, AttributeError):
-            pass
-    return out
+
+def peak_rss_gb() -> float | None:
+    """This process's peak resident memory so far in GB (``VmHWM``); None off Linux."""
+    hwm = _status_kb("VmHWM").get("VmHWM")
+    return None if hwm is None else hwm / 2**20
+
+
+class StageMemory:
+    """Peak resident memory per stage of a long run, leaving the process's own high-water mark
+    (``VmHWM``, what ``/usr/bin/time -v`` reports as the maximum resident set) untouched.
+
+    A stage that raised ``VmHWM`` gets that exact figure; a stage that stayed under an earlier
+    stage's record gets the largest ``VmRSS`` a background thread saw (polled every ``interval``
+    seconds, so a spike shorter than that can be missed). Linux only; elsewhere every lap is empty.
+
+        meter = StageMemory()
+        train()
+        meter.lap()   # {"rss_gb": ..., "peak_gb": ...} of train()
+        evaluate()
+        meter.lap()   # of evaluate() alone
+        meter.close()
+    """
+
+    def __init__(self, interval: float = 0.02) -> None:
+        import threading
+
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        now = _status_kb("VmRSS", "VmHWM")
+        self._hwm = now.get("VmHWM", 0)
+        self._seen = now.get("VmRSS", 0)
+        self._thread = None
+        if now:
+            self._thread = threading.Thread(target=self._poll, args=(interval,), daemon=True, name="stage-memory")
+            self._thread.start()
+
+    def _poll(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            rss = _status_kb("VmRSS").get("VmRSS", 0)
+            with self._lock:
+                self._seen = max(self._seen, rss)
+
+    def lap(self) -> dict[str, float]:
+        """``rss_gb`` now and ``peak_gb`` since the last lap (or the start), then hands freed heap
+        back to the OS so the next stage starts from what is really in use."""
+        now = _status_kb("VmRSS", "VmHWM")
+        if not now:
+            return {}
+        with self._lock:
+            seen = max(self._seen, now["VmRSS"])
+            peak = now["VmHWM"] if now["VmHWM"] > self._hwm else min(seen, now["VmHWM"])
+        _trim()
+        rss = _status_kb("VmRSS").get("VmRSS", now["VmRSS"])
+        with self._lock:
+            self._hwm, self._seen = now["VmHWM"], rss
+        return {"rss_gb": now["VmRSS"] / 2**20, "peak_gb": peak / 2**20}
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def __enter__(self) -> StageMemory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _trim() -> None:
+    """Collect garbage and hand glibc's freed arenas back to the OS (it keeps them otherwise)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Literal
 
 from agents.distributed import Dist
-from agents.tracking import stage_memory
+from agents.tracking import StageMemory, peak_rss_gb
 from evals.generate import Decoding, Generation
 from evals.suite import (
     Failure,
@@ -51,6 +51,7 @@ from evals.suite import (
 )
 from textenv.cli import arg, cli, parse_config
 from textenv.devices import Precision, resolve_device
+from textenv.models import DEFAULT_MODEL
 
 __all__ = ["SUITES", "RunConfig", "main", "suite_config"]
 
@@ -90,6 +91,10 @@ QUICK_STAGES: dict[str, dict[str, object]] = {
     _REASONING: {"ppo_reward": "task", "reward_model": False},
 }
 
+# Minutes each task's quick pipeline took (every stage, one run after another) in the committed
+# quick leaderboard's `make run` on 2 CPU cores; said before training starts (leaderboards/README.md).
+QUICK_MINUTES = {"TextSummarize-v0": 9.2, "TextSentiment-v0": 13.6, _REASONING: 3.5}
+
 SUITES: dict[str, Suite] = {
     "quick": Suite(
         SuiteConfig(tasks=_FULL_TASKS, policies=_POLICIES,
@@ -101,8 +106,7 @@ SUITES: dict[str, Suite] = {
                     decoding=Decoding(temperature=0.7, max_new_tokens=32, batch_size=32)),
         preset="quick",
         budgets="CPU quick presets (agents.sft/reward_model/ppo --preset quick, the task's own quick-<task> where "
-                "one exists; reasoning's ppo-task is GRPO), 64 test examples per task (reasoning 128, 4 samples "
-                "each), 32 new tokens, best-of-4 (reasoning: majority vote of 4)",
+                "one exists; reasoning's ppo-task is GRPO), 32 new tokens, best-of-4 (reasoning: majority vote of 4)",
     ),
     "full": Suite(
         SuiteConfig(tasks=_FULL_TASKS, policies=_POLICIES, skip=("vote=TextSummarize-v0", "vote=TextSentiment-v0"),
@@ -110,8 +114,7 @@ SUITES: dict[str, Suite] = {
                     limit=256, decoding=Decoding(temperature=0.7, max_new_tokens=None, batch_size=64)),
         preset="default",
         budgets="GPU default presets (agents.ppo --preset default-<task>: PPO on sentiment and summaries, GRPO "
-                "with 8 samples per prompt on reasoning), 256 test examples per task, the tasks' own token "
-                "budgets, best-of-4",
+                "with 8 samples per prompt on reasoning), the tasks' own token budgets, best-of-4",
     ),
 }
 
@@ -128,6 +131,44 @@ def make_checkpoints(tasks: tuple[str, ...], preset: str, model: str, device: st
         env=task, model=model, preset=preset, out=PIPELINE.format(task=task), device=device,
         precision=precision, **stages.get(task, {})))}  # type: ignore[arg-type]
         for task in tasks]
+
+
+def missing_checkpoints(cfg: SuiteConfig) -> list[tuple[str, str, str]]:
+    """``(policy, task, path)`` of each suite checkpoint (under ``runs/pipeline/``) that the run
+    would evaluate and that is not there yet."""
+    from evals.generate import parse_policy
+    from textenv.io import is_complete
+
+    out = []
+    skip = skipped(cfg)
+    uses: set[str] = set()  # tasks on which some suite checkpoint is evaluated
+    for item in cfg.policies:
+        spec = parse_policy(item)
+        if spec.path is None or PIPELINE not in spec.path:
+            continue
+        for task in cfg.tasks:
+            path = spec.path.format(task=task)
+            if (spec.name, task) not in skip:
+                uses.add(task)
+                if not is_complete(path):
+                    out.append((spec.name, task, path))
+    root = PIPELINE.split("{task}")[0]
+    for item in cfg.reward_models:  # the suite's reward models (rm_score, best-of-n) come from the pipeline too
+        task, _, path = item.partition("=")
+        if task in uses and path.startswith(root) and not is_complete(path):
+            out.append(("reward_model", task, path))
+    return out
+
+
+def training_plan(missing: list[tuple[str, str, str]], preset: str, device: str) -> str:
+    """What ``make_checkpoints`` is about to train and about how long it takes, said before it starts."""
+    tasks = list(dict.fromkeys(t for _, t, _ in missing))
+    minutes = sum(QUICK_MINUTES.get(t, 0.0) for t in tasks)
+    how_long = (f"about {minutes:.0f} min on 2 CPU cores (the committed quick leaderboard's stage times)"
+                if preset == "quick" and device in ("auto", "cpu") and minutes else "time depends on the device")
+    return (f"training the suite's missing checkpoints ({preset} presets) for {', '.join(tasks)}: "
+            + "; ".join(f"{p} ({path})" for p, _, path in missing)
+            + f"; {how_long}. Cached after; --no-make evaluates without them.")
 
 
 def stage_notes(reports: list[dict]) -> list[str]:
@@ -191,7 +232,8 @@ class RunConfig:
 
     suite: Literal["quick", "full"] = arg("quick", "budgets and default policies")
     tasks: tuple[str, ...] | None = arg(None, "env ids to evaluate, space- or comma-separated (None: the suite's)")
-    policies: tuple[str, ...] | None = arg(None, "names of the suite's policies to keep (None: all)")
+    policies: tuple[str, ...] | None = arg(None, "names of the suite's policies to keep (None: all); --policy "
+                                                 "entries are kept either way")
     policy: tuple[str, ...] = arg((), "add policies: NAME=PATH, NAME=bon:PATH (best-of-n), NAME=vote:PATH "
                                       "(majority vote), 'random' or 'reference' (repeatable)")
     only: bool = arg(False, "evaluate only the --policy entries")
@@ -209,7 +251,9 @@ class RunConfig:
                                        "(any device)")
     out: str = arg("leaderboards", "directory of the leaderboard files")
     name: str | None = arg(None, "leaderboard file name (None: the suite name)")
-    no_make: bool = arg(False, "do not create missing checkpoints")
+    no_make: bool = arg(False, "never train: the suite's missing checkpoints are left out of the table")
+    make: bool = arg(False, "train the suite's missing checkpoints even when --policy is given (without --policy "
+                            "they are trained unless --no-make)")
     no_progress: bool = arg(False, "no progress bars")
 
 
@@ -221,14 +265,17 @@ def _items(values: tuple[str, ...] | None) -> tuple[str, ...] | None:
 def suite_config(run: RunConfig) -> SuiteConfig:
     """The suite's :class:`SuiteConfig` with the flags of ``run`` applied."""
     cfg = SUITES[run.suite].config
-    policies = (() if run.only else cfg.policies) + run.policy
+    policies = () if run.only else cfg.policies
     keep = _items(run.policies)
-    if keep:
+    if keep:  # narrows the suite's own policies; --policy entries are always evaluated
         names = [p.partition("=")[0] for p in policies]
-        unknown = [k for k in keep if k not in names]
+        added = [p.partition("=")[0] for p in run.policy]
+        unknown = [k for k in keep if k not in names and k not in added]
         if unknown:
-            raise ValueError(f"--policies: unknown policy names {unknown}; available: {names}")
+            raise ValueError(f"--policies: unknown policy names {unknown}; the suite's: {names}"
+                             + (" (none: --only)" if run.only else ""))
         policies = tuple(p for p, n in zip(policies, names, strict=True) if n in keep)
+    policies += run.policy
     model = run.model or cfg.model
     if run.model and run.model != cfg.model:  # the default base entry follows --model
         policies = tuple(f"base={model}" if p == f"base={cfg.model}" else p for p in policies)
@@ -254,24 +301,39 @@ def main(argv: list[str] | None = None) -> int:
     dist = Dist()  # one process unless launched with accelerate
     is_main = dist.is_main
     start = time.perf_counter()
-    uses_pipeline = any(PIPELINE in p for p in cfg.policies)
+    if args.make and args.no_make:
+        raise ValueError("--make and --no-make contradict each other")
+    missing = missing_checkpoints(cfg)
+    # a run that names its own checkpoints (--policy) never trains the suite's unless --make asks
+    train = bool(missing) and not args.no_make and (args.make or not args.policy) and cfg.model == DEFAULT_MODEL
     trained: list[dict] = []
-    if uses_pipeline and not args.no_make and cfg.model == "smollm2-135m":
+    left_out: list[str] = []
+    if train:
+        logger.info(training_plan(missing, suite.preset, cfg.device))
         if is_main:
-            trained = make_checkpoints(cfg.tasks, suite.preset, cfg.model, cfg.device, cfg.precision)
+            trained = make_checkpoints(tuple(dict.fromkeys(t for _, t, _ in missing)), suite.preset, cfg.model,
+                                       cfg.device, cfg.precision)
             logger.info("checkpoints ready after %.0f s", time.perf_counter() - start)
         dist.barrier()
+    elif missing:
+        why = ("--no-make" if args.no_make else "--policy given (add --make to train it)" if args.policy
+               else f"the suite trains them for {DEFAULT_MODEL} only")
+        left_out = [f"not evaluated: {p} on {t} ({path} not made: {why})" for p, t, path in missing]
+        for line in left_out:
+            logger.warning(line)
+        cfg = replace(cfg, skip=cfg.skip + tuple(f"{p}={t}" for p, t, _ in missing))
     train_secs = time.perf_counter() - start
     # reward models that do not exist are dropped with a message (rm rows then fail by name)
     present = tuple(r for r in cfg.reward_models if Path(r.partition("=")[2]).exists())
     for r in set(cfg.reward_models) - set(present):
-        logger.warning("reward model %s not found: rm_score and best-of-n are skipped for that task", r)
+        if r.partition("=")[0] in cfg.tasks:
+            logger.warning("reward model %s not found: rm_score and best-of-n are skipped for that task", r)
     cfg = replace(cfg, reward_models=present)
     failures: list[Failure] = []
     shard = (dist.rank, dist.world)
-    stage_memory()
-    gens = generate_all(cfg, shard=shard, failures=failures)
-    mem = stage_memory()
+    with StageMemory() as meter:
+        gens = generate_all(cfg, shard=shard, failures=failures)
+        mem = meter.lap()
     logger.info("evaluation generated %d completions; peak RSS %.2f GB", len(gens), mem.get("peak_gb", float("nan")))
     if dist.world > 1:
         logger.info("process %d/%d generated %d completions", dist.rank, dist.world, len(gens))
@@ -290,10 +352,10 @@ def main(argv: list[str] | None = None) -> int:
     from evals.report import collect_run_info, write_leaderboard
 
     eval_secs = time.perf_counter() - start - train_secs
-    peaks = [r[k].get("peak_gb", 0.0) for r in trained for k in r if k.endswith("_resources")]
+    peak = peak_rss_gb()
     timing = [f"wall time {(train_secs + eval_secs) / 60:.1f} min (training {train_secs:.0f} s, evaluation "
-              f"{eval_secs:.0f} s); peak RSS {max(peaks + [mem.get('peak_gb', 0.0)]):.2f} GB (largest stage, "
-              "this process)"] if is_main else []
+              f"{eval_secs:.0f} s); peak RSS " + ("n/a" if peak is None else f"{peak:.2f} GB")
+              + " (this process, training and evaluation)"]
     limits = task_limits(cfg)
     per_task = [f"{t}: {limits[t] if limits[t] is not None else 'all'} test examples"
                 + (f" x {sample_counts(cfg)[t]} samples" if sample_counts(cfg).get(t, 1) > 1 else "")
@@ -303,7 +365,9 @@ def main(argv: list[str] | None = None) -> int:
                             notes=timing + stage_notes(trained) + ["examples per task: " + "; ".join(per_task)]
                             + reward_model_notes(cfg.reward_models) + list(kept.values())
                             + [f"not run by design: {p} on {t}" for p, t in sorted(skipped(cfg))
-                               if t in cfg.tasks and any(x.partition("=")[0] == p for x in cfg.policies)]
+                               if t in cfg.tasks and any(x.partition("=")[0] == p for x in cfg.policies)
+                               and not any(line.startswith(f"not evaluated: {p} on {t} ") for line in left_out)]
+                            + left_out
                             + [f"not evaluated: policy {f.policy} on {f.task} ({f.message})" for f in failures])
     paths = write_leaderboard(df, args.out, args.name or args.suite, info)
     secs = time.perf_counter() - start
