@@ -32,8 +32,36 @@ _STR_COLUMNS = ("policy", "task", "metric")
 _FLOAT_COLUMNS = ("value", "ci_low", "ci_high")
 _SORT = ["task", "metric", "policy"]
 _VERSIONED = ("torch", "transformers", "gymnasium", "evaluate", "textenv")
-HEADLINE_METRICS = ("reward", "rougeL")
-"""Plotted by default: the numbers a reader compares first; everything else is in the tables."""
+HEADLINE_METRICS = ("reward", "rougeL", "length")
+"""Plotted by default: the numbers a reader compares first (length, so a reward won by shortening
+or lengthening replies shows); everything else is in the tables."""
+
+_ORDER = ("base", "sft", "rm", "vote", "ppo-task", "ppo-rm")
+_BASELINES = ("random", "reference")
+
+
+def policy_order(policies: Iterable[str]) -> list[str]:
+    """The order a reader compares in: base, SFT, best-of-n, majority vote, RL (the suite's names,
+    a ``" (= sft)"`` suffix ignored), then any other policy by name, then the random and
+    reference baselines."""
+    def key(p: str) -> tuple[int, str]:
+        name = p.split(" (")[0]
+        if name in _ORDER:
+            return _ORDER.index(name), p
+        if name in _BASELINES:
+            return len(_ORDER) + 1 + _BASELINES.index(name), p
+        return len(_ORDER), p
+
+    return sorted(set(policies), key=key)
+
+
+def _same_values(tdf: pd.DataFrame, a: str, b: str) -> bool:
+    """True when metrics ``a`` and ``b`` hold the same value for every policy (summaries' reward
+    is ROUGE-L): one panel says it, two would repeat it."""
+    va = tdf[tdf["metric"] == a].set_index("policy")["value"]
+    vb = tdf[tdf["metric"] == b].set_index("policy")["value"]
+    return len(va) > 0 and va.sort_index().index.equals(vb.sort_index().index) and bool(
+        np.allclose(va.sort_index().to_numpy(), vb.sort_index().to_numpy(), equal_nan=True))
 
 
 def _reasoning_metrics(metrics: Iterable[str]) -> list[str]:
@@ -226,9 +254,9 @@ def to_markdown(df: pd.DataFrame, info: RunInfo, unranked: frozenset[str] = UNRA
         f"- budgets: {info.budgets or 'n/a'}",
         *[f"- {_md(note)}" for note in info.notes],
         "",
-        "↑ higher is better, ↓ lower is better. Cells read `value [ci_low, ci_high]` (confidence interval "
-        "over the evaluated examples); **bold** is the best policy per metric (ties all bold; never for "
-        f"unranked metrics: {', '.join(sorted(unranked)) or 'none'}). n: examples scored per policy; "
+        "↑ higher is better, ↓ lower is better, no arrow: unranked. Cells read `value [ci_low, ci_high]` "
+        "(confidence interval over the evaluated examples); **bold** is the best policy per metric (ties all "
+        f"bold; never for unranked metrics: {', '.join(sorted(unranked)) or 'none'}). n: examples scored per policy; "
         "n/a: no value; —: not evaluated.",
     ]
     if any(pass_k_of(m) is not None for m in df["metric"]):
@@ -238,7 +266,7 @@ def to_markdown(df: pd.DataFrame, info: RunInfo, unranked: frozenset[str] = UNRA
                   "samples is correct."]
     for task, tdf in df.groupby("task", sort=True):
         metrics = sorted(tdf["metric"].unique())
-        policies = sorted(tdf["policy"].unique())
+        policies = policy_order(tdf["policy"])
         higher = tdf.groupby("metric")["higher_is_better"].first()
         cells = {(r.policy, r.metric): r for r in tdf.itertuples(index=False)}
         best: dict[str, set[str]] = {}
@@ -248,7 +276,8 @@ def to_markdown(df: pd.DataFrame, info: RunInfo, unranked: frozenset[str] = UNRA
                 continue
             top = vals["value"].max() if higher[m] else vals["value"].min()
             best[m] = set(vals.loc[vals["value"] == top, "policy"])
-        header = ["policy"] + [f"{_md(m)} {'↑' if higher[m] else '↓'}" for m in metrics] + ["n"]
+        header = ["policy"] + [_md(m) if m in unranked else f"{_md(m)} {'↑' if higher[m] else '↓'}"
+                               for m in metrics] + ["n"]
         lines += ["", f"## {_md(str(task))}", "", "| " + " | ".join(header) + " |",
                   "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
         for p in policies:
@@ -273,9 +302,14 @@ def read_leaderboard_csv(path: str | os.PathLike[str]) -> pd.DataFrame:
     return make_frame(raw.to_dict("records"))
 
 
-def _bars(ax, sub: pd.DataFrame, task: str, metric: str) -> None:
-    """One bar per policy with its CI; a missing value says n/a instead of reading as zero."""
+def _bars(ax, sub: pd.DataFrame, task: str, metric: str, unranked: frozenset[str] = UNRANKED) -> None:
+    """One bar per policy with its CI, in :func:`policy_order`; a missing value is left out rather
+    than read as zero. The ``reference`` policy is a dashed line, not a bar, and where it lies
+    far beyond every other policy (ROUGE of the reference itself is 1) it is only named, so the
+    real policies keep the axis."""
     sub = sub.dropna(subset=["value"])
+    reference = float(sub.loc["reference", "value"]) if "reference" in sub.index else None
+    sub = sub.loc[[p for p in policy_order(sub.index) if p != "reference"]]
     policies = list(sub.index)
     y = np.arange(len(policies))
     value = sub["value"].to_numpy()
@@ -283,15 +317,25 @@ def _bars(ax, sub: pd.DataFrame, task: str, metric: str) -> None:
     ax.barh(y, value, xerr=np.clip(err, 0, None), capsize=3, color="tab:blue", alpha=0.8)
     ax.set_yticks(y, policies, fontsize=8)
     ax.invert_yaxis()
-    arrow = "↑" if bool(sub["higher_is_better"].iloc[0]) else "↓"
-    ax.set_title(f"{task}: {metric} {arrow}", fontsize=9)
+    arrow = "" if metric in unranked else " ↑" if bool(sub["higher_is_better"].iloc[0]) else " ↓"
+    title = f"{task}: {metric}{arrow}"
+    if reference is not None and math.isfinite(reference):
+        low, high = ax.get_xlim()
+        if low <= reference <= high + 0.25 * (high - low):
+            ax.axvline(reference, ls="--", lw=1, color="gray", label=f"reference {_fmt(reference)}")
+            ax.legend(fontsize=7, loc="lower right")
+        else:
+            title += f" (reference: {_fmt(reference)}, off the axis)"
+    ax.set_title(title, fontsize=9)
 
 
 def _reward_vs_kl(ax, tdf: pd.DataFrame, task: str) -> None:
     """The picture RLHF people read: task reward against KL to the base model, one point per policy
-    that has both (with both CIs); policies without a KL (best-of-n, baselines) as labelled lines."""
+    that has both (with both CIs); policies without a KL (best-of-n, random) as labelled lines; the
+    reference (its reward is the maximum by construction on reference-scored tasks) is left out."""
     wide = tdf.pivot(index="policy", columns="metric", values=["value", "ci_low", "ci_high"])
     reward = wide[("value", "reward")].dropna()
+    reward = reward[[p for p in policy_order(reward.index) if p != "reference"]]  # the bars name it
     kl = wide[("value", "kl_to_ref")].dropna() if ("value", "kl_to_ref") in wide else pd.Series(dtype=float)
     both = [p for p in reward.index if p in kl.index]
     for k, p in enumerate(both):
@@ -317,7 +361,9 @@ def plot_leaderboard(df: pd.DataFrame, path: str | os.PathLike[str],
     Uses a bare ``Figure`` on the Agg canvas, not pyplot, so it touches no global backend state
     and is safe in tests and worker threads. Default metrics: those of ``HEADLINE_METRICS``
     present, else the first metric in the frame, plus on each task with a ``pass@k`` its
-    ``accuracy`` and ``pass@k`` (:func:`_reasoning_metrics`). Returns the panels drawn per task.
+    ``accuracy`` and ``pass@k`` (:func:`_reasoning_metrics`); a metric whose values equal an
+    earlier panel's for every policy (summaries' reward is ROUGE-L) is not drawn twice. Returns
+    the panels drawn per task.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -338,8 +384,10 @@ def plot_leaderboard(df: pd.DataFrame, path: str | os.PathLike[str],
     for task in tasks:
         tdf = df[df["task"] == task]
         have = set(tdf.dropna(subset=["value"])["metric"])
-        panels[task] = [m for m in metrics if m in have]
-        panels[task] += [m for m in extra.get(task, ()) if m not in panels[task]]
+        panels[task] = []
+        for m in [m for m in metrics if m in have] + list(extra.get(task, ())):
+            if m not in panels[task] and not any(_same_values(tdf, p, m) for p in panels[task]):
+                panels[task].append(m)
         if {"reward", "kl_to_ref"} <= have:
             panels[task].append("reward vs KL")
     width = max(max(len(v) for v in panels.values()), 1)
@@ -357,7 +405,7 @@ def plot_leaderboard(df: pd.DataFrame, path: str | os.PathLike[str],
             if panel == "reward vs KL":
                 _reward_vs_kl(ax, tdf, task)
             else:
-                _bars(ax, tdf[tdf["metric"] == panel].set_index("policy").sort_index(), task, panel)
+                _bars(ax, tdf[tdf["metric"] == panel].set_index("policy"), task, panel)
     fig.savefig(path, format="png", dpi=100)
     return panels
 

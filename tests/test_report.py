@@ -138,7 +138,7 @@ def test_markdown_bold_directions_ties_nan_unranked(rows, info):
     assert not ppo["toxicity ↓"].startswith("**") and not rnd["toxicity ↓"].startswith("**")
     assert base["rougeL ↑"] == sft["rougeL ↑"] == "**0.300**"  # tie: both bold, no CI given
     assert rnd["rougeL ↑"] == "n/a"
-    assert "**" not in "".join(r["length ↑"] for r in (ppo, sft, base, rnd))  # unranked
+    assert "**" not in "".join(r["length"] for r in (ppo, sft, base, rnd))  # unranked: no bold, no arrow
     assert ppo["n"] == "50"
     assert table_row(md, "count", "base")["n"] == "12"
 
@@ -259,3 +259,40 @@ def test_pass_at_k_columns_in_csv_markdown_and_plot(info, tmp_path):
     # the sampled task gets accuracy and pass@k panels; a graded task's accuracy stays in the tables
     panels = plot_leaderboard(df, tmp_path / "x.png")
     assert panels == {"reason": ["reward", "accuracy", "pass@4"], "sum": ["reward"]}
+
+
+def test_leaderboard_reads_in_the_order_a_reader_compares_and_shows_what_matters(info, tmp_path):
+    """Rows and bars go base -> SFT -> best-of-n -> RL -> other -> baselines (not alphabetically);
+    length is plotted (a reward won by shortening replies shows) and carries no direction arrow;
+    summaries' reward, which equals ROUGE-L, is one panel, not two; and the reference, whose ROUGE
+    against itself is 1, is named instead of drawn as a bar that squashes the real policies."""
+    names = ["random", "reference", "ppo-task (= sft)", "ppo-rm", "sft", "mine", "rm", "base"]
+    values = {"random": 0.01, "reference": 1.0, "ppo-task (= sft)": 0.18, "ppo-rm": 0.14, "sft": 0.18,
+              "mine": 0.16, "rm": 0.18, "base": 0.15}
+    rows = [row(p, "sum", m, values[p]) for p in names for m in ("reward", "rougeL")]
+    rows += [row(p, "sum", "length", 20.0 + i) for i, p in enumerate(names)]
+    df = make_frame(rows)
+    assert report.policy_order(names) == ["base", "sft", "rm", "ppo-task (= sft)", "ppo-rm", "mine", "random",
+                                          "reference"]
+    md = to_markdown(df, info)
+    order = [line.split(" | ")[0].removeprefix("| ") for line in md.splitlines() if line.startswith("| ")][1:]
+    assert order == report.policy_order(names)
+    assert "| length |" in md and "length ↑" not in md
+    drawn = []
+    real_bars = report._bars
+
+    def spy(ax, sub, task, metric, *a):
+        real_bars(ax, sub, task, metric, *a)
+        drawn.append((metric, [t.get_text() for t in ax.get_yticklabels()], ax.get_xlim(), ax.get_title()))
+
+    monkey = pytest.MonkeyPatch()
+    monkey.setattr(report, "_bars", spy)
+    try:
+        panels = plot_leaderboard(df, tmp_path / "x.png")
+    finally:
+        monkey.undo()
+    assert panels == {"sum": ["reward", "length"]}  # rougeL repeats reward: not drawn twice
+    reward = dict((m, (labels, xlim, title)) for m, labels, xlim, title in drawn)["reward"]
+    assert reward[0] == [p for p in report.policy_order(names) if p != "reference"]
+    assert reward[1][1] < 0.5 and "reference: 1.000" in reward[2]  # the axis is the real policies'
+    assert "length ↑" not in dict((m, t) for m, _, _, t in drawn)["length"]
