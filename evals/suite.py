@@ -143,13 +143,13 @@ def skipped(cfg: SuiteConfig) -> set[tuple[str, str]]:
 
 def check_config(cfg: SuiteConfig) -> list[PolicySpec]:
     """Fail early on what can be checked without a model: unknown tasks, metrics, policy syntax."""
-    import gymnasium as gym
+    from textenv.tasks import env_spec
 
     for task in cfg.tasks:
         try:
-            gym.spec(task)
-        except gym.error.Error as exc:
-            raise ValueError(f"unknown task {task!r}: not a registered textenv id ({exc})") from exc
+            env_spec(task)
+        except ValueError as exc:
+            raise ValueError(f"unknown task {task!r}: {exc}") from exc
     if cfg.metrics is not None:
         unknown = [m for m in cfg.metrics if not is_metric(m)]
         if unknown:

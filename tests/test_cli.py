@@ -79,13 +79,18 @@ def test_out_never_replaces_or_fills_a_folder_of_the_users(tmp_path, module, arg
                                                          else ["data", "notes.txt"])
 
 
-def test_the_demo_cli_offers_exactly_the_registered_envs():
-    import typing
+def test_the_demo_cli_names_the_registered_envs_and_refuses_unknown_ones():
+    """``--env`` takes any id (a user's ``module:Env-vN`` too, see test_readme); its help names the
+    built-ins, and an unknown id is one line before any model loads."""
+    import dataclasses
 
     import textenv
-    from textenv.__main__ import DemoConfig
+    from textenv.__main__ import DemoConfig, main
 
-    assert typing.get_args(typing.get_type_hints(DemoConfig)["env"]) == textenv.ENV_IDS
+    help_text = {f.name: f.metadata["help"] for f in dataclasses.fields(DemoConfig)}["env"]
+    assert all(env_id in help_text for env_id in textenv.ENV_IDS)
+    with pytest.raises(ValueError, match="'Nope-v0' is not a registered env id"):
+        main(["--env", "Nope-v0"])
 
 
 def test_parse_config_sequences_extend_and_bools_stand_alone():

@@ -305,3 +305,62 @@ def test_quick_suite_rows_fit_their_tasks():
         assert (("ppo-rm", task) in skip) == (stages["ppo_reward"] == "task")
         assert (("rm", task) in skip) == (stages.get("reward_model") is False)
     assert ("vote", "TextReasoning-v0") not in skip
+
+
+def test_evaluating_a_given_checkpoint_trains_nothing_unless_asked(tmp_path, monkeypatch, caplog):
+    """``evals.run --policy mine=...`` used to start the quick suite's hour of training for its
+    missing checkpoints. Now only a run without --policy (or with --make) trains, and it says what
+    and for how long first; otherwise the missing suite rows are left out and named."""
+    import logging
+
+    from evals import run
+
+    monkeypatch.chdir(tmp_path)  # no runs/pipeline here: every suite checkpoint is missing
+    trained, seen = [], []
+    monkeypatch.setattr(run, "make_checkpoints", lambda tasks, *a, **k: trained.append(tasks) or [])
+    monkeypatch.setattr(run, "generate_all", lambda cfg, **k: seen.append(cfg) or [])
+    args = ["--tasks", "TextCount-v0", "--out", str(tmp_path / "lb")]
+    caplog.set_level(logging.INFO)
+    assert run.main([*args, "--policy", "mine=smollm2-135m"]) == 1  # (no generations: stubbed)
+    assert trained == []
+    skipped = {tuple(s.split("=")) for s in seen[-1].skip}
+    assert {("sft", "TextCount-v0"), ("ppo-task", "TextCount-v0"), ("rm", "TextCount-v0")} <= skipped
+    assert "not evaluated: sft on TextCount-v0" in caplog.text and "add --make" in caplog.text
+    assert run.main([*args, "--policy", "mine=smollm2-135m", "--make"]) == 1
+    assert trained == [("TextCount-v0",)]
+    caplog.clear()
+    assert run.main(args) == 1  # the suite's own run trains, and says so before it starts
+    assert trained[-1] == ("TextCount-v0",) and "training the suite's missing checkpoints" in caplog.text
+    assert run.main([*args, "--no-make"]) == 1 and len(trained) == 2
+    with pytest.raises(ValueError, match="contradict"):
+        run.main([*args, "--make", "--no-make"])
+
+
+def test_policies_narrows_the_suite_but_keeps_added_policies():
+    """``--policies base,random --policy ppo=...`` used to drop the ppo row silently."""
+    from evals.run import RunConfig, suite_config
+
+    cfg = suite_config(RunConfig(tasks=("TextCount-v0",), policies=("base,random",), policy=("ppo=some/run",)))
+    assert [p.partition("=")[0] for p in cfg.policies] == ["base", "random", "ppo"]
+    with pytest.raises(ValueError, match=r"unknown policy names \['nope'\]"):
+        suite_config(RunConfig(policies=("base,nope",)))
+
+
+def test_tasks_take_a_users_module_env_id(tmp_path, monkeypatch):
+    """``module:Env-vN`` ids import their module first, as gym.make does (evals used to refuse them)."""
+    from evals.suite import check_config
+    from textenv.tasks import env_spec, task_of
+
+    (tmp_path / "my_counts.py").write_text(
+        "import gymnasium as gym\n"
+        "gym.register(id='MyCount-v0', entry_point='textenv.env:TextEnv', "
+        "vector_entry_point='textenv.vector:TextVectorEnv', kwargs={'task': 'textenv.tasks:count', 'shown': 4})\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert env_spec("my_counts:MyCount-v0").id == "MyCount-v0"
+    assert task_of("my_counts:MyCount-v0").load("test")[0].text.count(" ") == 4  # "Count:" + 4 numbers
+    check_config(_cfg(tasks=("my_counts:MyCount-v0",)))
+    df = evaluate_suite(_cfg(tasks=("my_counts:MyCount-v0",), policies=("base=tiny",), limit=4))
+    assert set(df.task) == {"my_counts:MyCount-v0"}
+    for bad, match in (("no_such_module:X-v0", "cannot import 'no_such_module'"), ("Nope-v0", "module:Env-vN")):
+        with pytest.raises(ValueError, match=match):
+            check_config(_cfg(tasks=(bad,)))

