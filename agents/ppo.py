@@ -51,7 +51,7 @@ from agents.masking import TopKMasker
 from agents.policy import EpisodeBatch, LMActorCritic, Sampling
 from agents.ppo_config import PRESETS, PPOConfig
 from agents.rollout import Episode, collect, episodes_to_batch
-from agents.tracking import Tracker
+from agents.tracking import Tracker, library_progress
 from textenv.devices import autocast
 from textenv.io import atomic_dir, remove_stale, require_complete
 from textenv.models import checkpointed, env_model_kwargs, freeze_below
@@ -449,6 +449,11 @@ class PPOTrainer:
                     self.best_eval)
 
     def train(self) -> list[dict[str, float]]:
+        """Run to ``cfg.iterations`` (from where a resumed run stopped); the per-iteration metrics."""
+        with library_progress(self.cfg.progress):
+            return self._train()
+
+    def _train(self) -> list[dict[str, float]]:
         from tqdm.auto import tqdm
 
         cfg = self.cfg

@@ -186,6 +186,10 @@ PRESETS: dict[str, RewardModelConfig] = {
     "quick-sentiment": RewardModelConfig(epochs=2, batch_size=8, lr=1e-4, max_length=128, limit=512, eval_limit=64,
                                          train_layers=4, sample_prompts=48, eval_sample_prompts=24,
                                          sample_max_new_tokens=32),
+    # the tiny random model on TextCount-v0: seconds, for tests and for trying the CLI.
+    "tiny": RewardModelConfig(env="TextCount-v0", model="tiny", epochs=1, batch_size=8, lr=1e-3, max_length=48,
+                              limit=64, eval_limit=32, sample_prompts=16, eval_sample_prompts=8,
+                              sample_max_new_tokens=12, device="cpu"),
     # one GPU: every layer, all pairs, two epochs.
     "default": RewardModelConfig(epochs=2, batch_size=16, lr=1e-5, max_length=512, eval_limit=256,
                                  sample_prompts=512, eval_sample_prompts=128),

@@ -110,10 +110,10 @@ def test_raising_reward_is_named(count_env):
 
 
 def test_bad_constructor_arguments():
-    with pytest.warns(UserWarning, match="render_mode='human'"):
-        env = gym.make("TextCount-v0", model="tiny", render_mode="human")
+    with pytest.warns(UserWarning, match="render_mode='sound'"):
+        env = gym.make("TextCount-v0", model="tiny", render_mode="sound")
     env.reset(seed=0)
-    with pytest.raises(ValueError, match="render_mode 'human' is not supported"):
+    with pytest.raises(ValueError, match="render_mode 'sound' is not supported"):
         env.unwrapped.render()
     with pytest.raises(ValueError, match="prompt_template"):
         gym.make("TextCount-v0", model="tiny", prompt_template="no placeholder")

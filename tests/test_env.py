@@ -123,6 +123,32 @@ def test_render_ansi_shows_prompt_and_text():
     assert env.render().startswith(info["prompt"]) and "9" in env.render()[len(info["prompt"]):]
 
 
+def test_render_rgb_array_draws_the_text_and_sb3_make_vec_env_does_not_warn():
+    """SB3's ``make_vec_env`` asks every env for ``render_mode="rgb_array"``: it gets a fixed-size
+    frame of the text (one per sub-env from the vector env), and no Gymnasium warning."""
+    import warnings
+
+    from stable_baselines3.common.env_util import make_vec_env
+
+    env = gym.make("TextCount-v0", model="tiny", render_mode="rgb_array")
+    env.reset(seed=0)
+    first = env.render()
+    assert first.dtype == np.uint8 and first.ndim == 3 and first.shape[2] == 3
+    assert (first < 128).any() and (first > 128).any()  # text on a background, not a blank frame
+    env.step(env.unwrapped.tokenizer(" 99", add_special_tokens=False)["input_ids"][0])
+    after = env.render()
+    assert after.shape == first.shape and not np.array_equal(after, first)  # the new token is drawn
+    envs = gym.make_vec("TextCount-v0", num_envs=2, model="tiny", render_mode="rgb_array")
+    envs.reset(seed=0)
+    frames = envs.render()
+    assert len(frames) == 2 and frames[0].shape == first.shape
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Gymnasium's "render_mode ... not in metadata" would raise here
+        venv = make_vec_env("TextCount-v0", n_envs=2, env_kwargs={"model": "tiny"})
+    venv.reset()
+    assert venv.get_images()[0].shape == first.shape
+
+
 def test_make_with_module_prefix_without_importing_textenv():
     code = ("import gymnasium as gym; e = gym.make('textenv:TextCount-v0', model='tiny'); "
             "o, _ = e.reset(seed=0); print(o['input_ids'].shape)")

@@ -204,3 +204,24 @@ def test_sft_gradient_checkpointing_trains_the_same_model():
     plain = fit(SFTConfig(**base)).metrics["final_val_loss"]
     ckpt = fit(SFTConfig(**base, gradient_checkpointing=True)).metrics["final_val_loss"]
     assert ckpt == pytest.approx(plain, rel=1e-4)
+
+
+def test_a_busy_cpu_is_named_before_torch_threads_contend(monkeypatch):
+    """Another process on one of two cores made default-threaded rollouts 10-40x slower: a run on
+    a busy CPU says so once, with the fix; a free CPU or a set OMP_NUM_THREADS says nothing."""
+    import os
+
+    import torch
+
+    from textenv import devices
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.9, 1.0, 1.0))
+    assert "OMP_NUM_THREADS=1" in devices.cpu_contention() and "load 1.9 on 2 cores" in devices.cpu_contention()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert devices.cpu_contention() is None
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.3, 1.0, 1.0))
+    assert devices.cpu_contention() is None

@@ -16,11 +16,16 @@ when its input is fp32, so every buffer that collects model outputs casts on wri
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 from typing import Literal
 
 import torch
 
-__all__ = ["PRECISIONS", "Precision", "autocast", "resolve_device", "resolve_precision"]
+__all__ = ["PRECISIONS", "Precision", "autocast", "cpu_contention", "resolve_device", "resolve_precision"]
+
+logger = logging.getLogger(__name__)
+_warned = False
 
 Precision = Literal["auto", "fp32", "bf16"]
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
@@ -42,7 +47,29 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} asked for, but this torch build sees no CUDA device "
                          f"(torch {torch.__version__}); use --device cpu or auto")
+    global _warned
+    if dev.type == "cpu" and not _warned and (message := cpu_contention()):
+        logger.warning(message)
+        _warned = True  # once per process
     return dev
+
+
+def cpu_contention() -> str | None:
+    """A warning when other processes already keep this process's cores busy and torch would
+    still run one thread per core: contending threads slow CPU rollouts by an order of magnitude,
+    where one thread per free core does not. None when the cores are free, when torch's threads
+    were set (``OMP_NUM_THREADS``) or on a system without a load average."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = torch.get_num_threads()
+    if threads < 2 or "OMP_NUM_THREADS" in os.environ or load < cores - 0.5:
+        return None
+    return (f"the CPU is already busy (1-min load {load:.1f} on {cores} cores) and torch uses {threads} threads: "
+            "contending threads can slow every step by an order of magnitude; set OMP_NUM_THREADS to the number "
+            "of free cores (e.g. OMP_NUM_THREADS=1) for runs that share the machine")
 
 
 def resolve_precision(precision: str, device: torch.device) -> Literal["fp32", "bf16"]:

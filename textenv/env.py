@@ -9,6 +9,7 @@ import gymnasium as gym
 import numpy as np
 
 from textenv.core import TaskSetup, check_action, check_dense
+from textenv.render import text_image
 from textenv.tasks import Task
 
 __all__ = ["TextEnv"]
@@ -55,8 +56,9 @@ class TextEnv(gym.Env[dict[str, np.ndarray], int]):
       ``{name: weight}`` (see :mod:`textenv.rewards`); default: the task's.
     - ``max_prompt_tokens``, ``max_new_tokens``, ``prompt_template`` (with ``{text}``),
       ``chat_template`` (use the tokenizer's chat template; default: the task's choice).
-    - ``dense_reward``: see Rewards. ``render_mode``: ``None`` or ``"ansi"`` (another mode is
-      accepted, as Gymnasium does, but ``render()`` then raises).
+    - ``dense_reward``: see Rewards. ``render_mode``: ``None``, ``"ansi"`` (the prompt and the text so
+      far) or ``"rgb_array"`` (the same text drawn into an image, for ``RecordVideo`` and SB3's
+      ``make_vec_env`` default); another mode is accepted, as Gymnasium does, but ``render()`` raises.
     - any other keyword goes to the task (``aspects=`` for summaries, ``dataset=`` for reasoning).
 
     ## Version History
@@ -69,7 +71,7 @@ class TextEnv(gym.Env[dict[str, np.ndarray], int]):
     (32,)
     """
 
-    metadata = {"render_modes": ["ansi"], "render_fps": 4}
+    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
 
     def __init__(
         self,
@@ -151,15 +153,25 @@ class TextEnv(gym.Env[dict[str, np.ndarray], int]):
         self._done = done
         return self._obs(), float(reward), terminated, truncated, info
 
-    def render(self) -> str | None:
-        # An unsupported render_mode is accepted at construction, as Gymnasium does (it warns, and
-        # stable-baselines3's make_vec_env passes "rgb_array" by default); rendering with it fails.
+    def _checkpoint(self) -> tuple:
+        """The episode's state, for :meth:`_rollback` (``TextActions`` plays a reply all or nothing)."""
+        return self._ids.copy(), self._mask.copy(), list(self._generated), self._done, self._potential
+
+    def _rollback(self, state: tuple) -> None:
+        ids, mask, generated, self._done, self._potential = state
+        self._ids[:], self._mask[:], self._generated = ids, mask, list(generated)
+
+    def render(self) -> str | np.ndarray | None:
+        # An unsupported render_mode is accepted at construction, as Gymnasium does (it warns);
+        # rendering with it fails.
         if self.render_mode is None:
             return None
-        if self.render_mode != "ansi":
-            raise ValueError(f"render_mode {self.render_mode!r} is not supported; use None or 'ansi'")
+        if self.render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode {self.render_mode!r} is not supported; use None, 'ansi' or 'rgb_array'")
         if self._index is None:
-            return ""
-        prompt = self.setup.encode(self._index).text
-        text = self.setup.tokenizer.decode(self._generated, skip_special_tokens=True)
-        return f"{prompt}{text}" + ("  [done]" if self._done else "")
+            text = ""
+        else:
+            prompt = self.setup.encode(self._index).text
+            text = f"{prompt}{self.setup.tokenizer.decode(self._generated, skip_special_tokens=True)}" + (
+                "  [done]" if self._done else "")
+        return text if self.render_mode == "ansi" else text_image(text)

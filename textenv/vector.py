@@ -22,6 +22,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from textenv.core import TaskSetup, check_dense
+from textenv.render import text_image
 from textenv.tasks import Task
 
 __all__ = ["TextVectorEnv"]
@@ -58,7 +59,7 @@ class TextVectorEnv(VectorEnv):
         self.num_envs = int(num_envs)
         self.render_mode = render_mode
         self.dense_reward = dense_reward
-        self.metadata = {"render_modes": ["ansi"], "autoreset_mode": mode}
+        self.metadata = {"render_modes": ["ansi", "rgb_array"], "autoreset_mode": mode}
         self.single_observation_space = self.setup.observation_space()
         self.single_action_space = self.setup.action_space()
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
@@ -202,14 +203,15 @@ class TextVectorEnv(VectorEnv):
             obs = self._obs()
         return obs, rewards, eos.copy(), truncated.copy(), infos
 
-    def render(self) -> tuple[str, ...] | None:
+    def render(self) -> tuple[str, ...] | tuple[np.ndarray, ...] | None:
         if self.render_mode is None or self._rngs is None:
             return None
-        if self.render_mode != "ansi":
-            raise ValueError(f"render_mode {self.render_mode!r} is not supported; use None or 'ansi'")
+        if self.render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode {self.render_mode!r} is not supported; use None, 'ansi' or 'rgb_array'")
         p = self.setup.max_prompt_tokens
-        return tuple(
+        texts = tuple(
             self.setup.encode(int(self._index[i])).text
             + self.setup.tokenizer.decode(self._ids[i, p:p + self._n_gen[i]].tolist(), skip_special_tokens=True)
             for i in self._rows
         )
+        return texts if self.render_mode == "ansi" else tuple(text_image(t) for t in texts)

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import csv
 import functools
+import html
+import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +30,7 @@ __all__ = [
     "LABELS",
     "SPLITS",
     "Tweet",
+    "clean_tweet",
     "corpus_path",
     "load_tweets",
     "split_indices",
@@ -80,6 +84,37 @@ def _load(path: Path) -> tuple[Tweet, ...]:
 def load_tweets() -> list[Tweet]:
     """Every tweet in file order. Parsed once per process; each call returns a fresh list."""
     return list(_load(corpus_path()))
+
+
+# A run of non-ASCII characters and underscores holding a U+FFFD: an emoji or a curly quote whose
+# bytes were mis-decoded before the corpus was saved ("Google\u0562_\ufffd\ufffd_\ufffd\ufffds").
+_GARBLED = re.compile(r"(?:[^\x00-\x7f]|_)*\ufffd(?:[^\x00-\x7f]|_)*")
+_CONTRACTION = re.compile(r"(?:s|t|m|ve|re|ll|d)\b")
+
+
+def clean_tweet(text: str) -> str:
+    """A tweet as a person would read it: HTML entities unescaped (``&amp;`` -> ``&``, twice-escaped
+    ones too), a garbled
+    run between a word and a contraction's end read as the apostrophe it was (``Google's``), any
+    other garbled run, control or unassigned character dropped, whitespace collapsed.
+
+    >>> clean_tweet("crazed &amp; drunk drivers today !??\u054d\ufffd\ufffd_\ufffd\U00101401")
+    'crazed & drunk drivers today !??'
+    >>> clean_tweet("I don\u0562_\ufffd\ufffd_\ufffd\ufffdt want one")
+    "I don't want one"
+    """
+    for _ in range(3):  # some were escaped twice ("R&amp;amp;D")
+        text, before = html.unescape(text), text
+        if text == before:
+            break
+
+    def replace(m: re.Match) -> str:
+        before, after = text[m.start() - 1:m.start()], text[m.end():]
+        return "'" if before.isalpha() and _CONTRACTION.match(after) else " "
+
+    text = _GARBLED.sub(replace, text)
+    text = "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch) not in ("Cc", "Co", "Cn", "Cs"))
+    return " ".join(text.split())
 
 
 def split_indices(n: int, split: str, seed: int = 0) -> np.ndarray:
