@@ -308,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     train = bool(missing) and not args.no_make and (args.make or not args.policy) and cfg.model == DEFAULT_MODEL
     trained: list[dict] = []
     left_out: list[str] = []
+    not_made: set[tuple[str, str]] = set()  # (policy, task) left out because its checkpoint is missing
     if train:
         logger.info(training_plan(missing, suite.preset, cfg.device))
         if is_main:
@@ -321,7 +322,8 @@ def main(argv: list[str] | None = None) -> int:
         left_out = [f"not evaluated: {p} on {t} ({path} not made: {why})" for p, t, path in missing]
         for line in left_out:
             logger.warning(line)
-        cfg = replace(cfg, skip=cfg.skip + tuple(f"{p}={t}" for p, t, _ in missing))
+        not_made = {(p, t) for p, t, _ in missing}
+        cfg = replace(cfg, skip=cfg.skip + tuple(f"{p}={t}" for p, t in sorted(not_made)))
     train_secs = time.perf_counter() - start
     # reward models that do not exist are dropped with a message (rm rows then fail by name)
     present = tuple(r for r in cfg.reward_models if Path(r.partition("=")[2]).exists())
@@ -366,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
                             + reward_model_notes(cfg.reward_models) + list(kept.values())
                             + [f"not run by design: {p} on {t}" for p, t in sorted(skipped(cfg))
                                if t in cfg.tasks and any(x.partition("=")[0] == p for x in cfg.policies)
-                               and not any(line.startswith(f"not evaluated: {p} on {t} ") for line in left_out)]
+                               and (p, t) not in not_made]
                             + left_out
                             + [f"not evaluated: policy {f.policy} on {f.task} ({f.message})" for f in failures])
     paths = write_leaderboard(df, args.out, args.name or args.suite, info)
