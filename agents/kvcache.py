@@ -3,8 +3,9 @@
 A textenv vector env hands the policy a whole observation (prompt + generated tokens) at every
 step. :class:`CachedLM` keeps one KV-cache row per sub-env across those steps (in a
 :class:`RolloutState`) and feeds the model only what is new: one decode step for a row whose
-observation grew by one token, a prefill for a row whose episode is new (an autoreset, a reset), and
-nothing for a finished row. Rows that share a prompt (best-of-n, GRPO/RLOO groups) are prefilled
+observation grew by one token, one forward over the new tokens for a row whose observation grew by
+several (the turn a multi-turn env inserted), a prefill for a row whose episode is new (an autoreset,
+a reset), and nothing for a finished row. Rows that share a prompt (best-of-n, GRPO/RLOO groups) are prefilled
 once and their cache rows copied. Once a cache is large, a decode step writes into spare columns of
 preallocated key/value buffers (``RESERVE_COLUMNS`` at a time) instead of re-concatenating it. All
 knowledge of transformers' cache classes (``DynamicCache``, ``cache.layers[i].keys``) lives in this
@@ -306,6 +307,30 @@ class CachedLM:
         state.values[rows_t] = self._head(out.hidden_states[-1][rows_t, -1])
         state.next_pos[rows] += 1
 
+    def _extend(self, state: RolloutState, rows: np.ndarray, blocks: list[np.ndarray]) -> None:
+        """Feed each of ``rows`` its block of new tokens in one forward over the cache: the blocks are
+        left-padded to the longest (masked slots, which nothing attends to), so every row's last new
+        token sits in the last column; other rows get masked slots only."""
+        b, device = state.num_envs, self.device
+        k = max(len(x) for x in blocks)
+        ids = torch.full((b, k), self.pad_token_id, dtype=torch.long)
+        new = torch.zeros(b, k, dtype=state.cache_mask.dtype)
+        pos = state.next_pos.view(b, 1).repeat(1, k)
+        lengths = torch.as_tensor([len(x) for x in blocks])
+        for r, block in zip(rows.tolist(), blocks, strict=True):
+            n = len(block)
+            ids[r, k - n:] = torch.as_tensor(block, dtype=torch.long)
+            new[r, k - n:] = 1
+            pos[r, k - n:] = state.next_pos[r] + torch.arange(n)
+        ids, new, pos = ids.to(device), new.to(device), pos.to(device)
+        state.cache_mask = torch.cat([state.cache_mask, new], dim=1)
+        out, state.cache = forward_with_cache(self.model, ids, state.cache, attention_mask=state.cache_mask,
+                                              position_ids=pos, output_hidden_states=True)
+        rows_t = torch.as_tensor(rows, device=device)
+        state.logits[rows_t] = out.logits[rows_t, -1].float()
+        state.values[rows_t] = self._head(out.hidden_states[-1][rows_t, -1])
+        state.next_pos[rows] += lengths
+
     @torch.inference_mode()
     def advance(self, obs: dict[str, np.ndarray], state: RolloutState,
                 active: np.ndarray | None = None) -> np.ndarray:
@@ -329,14 +354,20 @@ class CachedLM:
         live = np.ones(state.num_envs, dtype=bool) if active is None else np.asarray(active, dtype=bool)
         same = state.known & (ids[:, :p] == state.prompt_ids).all(1) & (mask[:, :p] == state.prompt_mask).all(1)
         step = live & same & (n_gen == state.fed + 1)
-        prefill = live & ~step & ~(same & (n_gen == state.fed))
+        # several new tokens on a known episode: the turn a multi-turn env inserted after the agent's
+        # EOS (textenv.turns); fed once through the cache, the conversation is never re-prefilled
+        extend = live & same & (state.fed >= 0) & (n_gen > state.fed + 1)
+        prefill = live & ~step & ~extend & ~(same & (n_gen == state.fed))
         if step.any():
             rows = np.flatnonzero(step)
             self._decode(state, rows, ids[rows, p + n_gen[rows] - 1])
+        if extend.any():
+            rows = np.flatnonzero(extend)
+            self._extend(state, rows, [ids[i, p + state.fed[i]:p + n_gen[i]] for i in rows])
         if prefill.any():
             rows = np.flatnonzero(prefill)
             self._prefill_in_chunks(state, rows.tolist(), {i: ids[i][mask[i] == 1] for i in rows})
-        touched = step | prefill
+        touched = step | extend | prefill
         state.fed[touched] = n_gen[touched]
         state.prompt_ids[prefill] = ids[prefill, :p]  # a stepped row kept its prompt
         state.prompt_mask[prefill] = mask[prefill, :p]

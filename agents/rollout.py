@@ -77,6 +77,9 @@ def collect(envs, policy: LMActorCritic, indices: Sequence[int], seed: int,
     ``masker`` (NLPO action masking): see :meth:`LMActorCritic.act`.
     """
     env = envs.unwrapped
+    if env.setup.turns > 1:  # an Episode holds the actions only; the learners' sequences would miss the turns
+        raise ValueError(f"the agents do not train or evaluate on multi-turn tasks yet ({env.setup.task.name!r} has "
+                         f"{env.setup.turns} agent turns); step the env with your own loop or TextActions")
     b = env.num_envs
     same_step = env.metadata.get("autoreset_mode") == AutoresetMode.SAME_STEP
     n = len(indices)

@@ -83,6 +83,9 @@ PRESETS: dict[str, SFTConfig] = {
     # trains (agents.pipeline picks "quick-<task>" when it exists).
     "quick-reasoning": SFTConfig(epochs=1, max_steps=64, batch_size=8, lr=1e-4, warmup_steps=5, max_length=96,
                                  eval_limit=64),
+    # QA's answers are a few words after a ~300-token passage: long prompts, short targets.
+    "quick-qa": SFTConfig(epochs=1, max_steps=32, batch_size=4, lr=1e-4, warmup_steps=4, max_length=480,
+                          eval_limit=32),
     # The tiny random model on TextCount-v0: seconds, for tests and for trying the CLI.
     "tiny": SFTConfig(env="TextCount-v0", model="tiny", epochs=1, max_steps=20, batch_size=8, lr=1e-3,
                       warmup_steps=2, max_length=48, eval_limit=16, limit=160, device="cpu"),

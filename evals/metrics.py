@@ -21,6 +21,7 @@ LOCAL_METRIC_MODULES: dict[str, tuple[str, str | None]] = {
     "rouge": ("textenv_rouge", None),
     "bleu": ("textenv_sacrebleu", "bleu"),
     "chrf": ("textenv_sacrebleu", "chrf"),
+    "squad": ("textenv_squad", None),
 }
 """Names accepted by :func:`load_metric` -> (file in ``metric_modules/``, the module's ``config_name``)."""
 
@@ -32,6 +33,8 @@ METRICS: dict[str, bool] = {
     "bleu": True,  # sacrebleu, 0-100
     "chrf": True,  # sacrebleu, 0-100
     "bertscore": True,  # F1
+    "exact_match": True,  # SQuAD exact match in [0, 1], on tasks whose Task.metrics has "squad"
+    "f1": True,  # SQuAD token F1 in [0, 1], likewise
     "rm_score": True,  # learned reward model's score
     "kl_to_ref": False,  # drift from the reference policy, nats per token: lower stays closer
     "ref_perplexity": False,  # perplexity under the reference model: lower is more fluent to it

@@ -81,14 +81,17 @@ _POLICIES = (
 _FULL_TASKS = ("TextSummarize-v0", "TextSentiment-v0", "TextReasoning-v0")
 _REASONING = "TextReasoning-v0"
 
-# What the quick suite trains per task (agents.pipeline --ppo-reward, --reward-model): sentiment runs
+_QA = "TextQA-v0"
+
+# What the quick presets train per task (agents.pipeline --ppo-reward, --reward-model): sentiment runs
 # PPO on VADER and on its reward model; summaries train a reward model for best-of-n only (PPO on it
-# lowered ROUGE-L in the quick budget; the full suite keeps it); reasoning has a verifier, no reward
-# model, and GRPO as its RL (the ppo-task row).
+# lowered ROUGE-L in the quick budget; the full suite keeps it); reasoning and QA have a programmatic
+# reward (the verifier, token F1), no reward model, and GRPO as their RL (the ppo-task row).
 QUICK_STAGES: dict[str, dict[str, object]] = {
     "TextSentiment-v0": {"ppo_reward": "both"},
     "TextSummarize-v0": {"ppo_reward": "task", "reward_model": True},
     _REASONING: {"ppo_reward": "task", "reward_model": False},
+    _QA: {"ppo_reward": "task", "reward_model": False},
 }
 
 # Minutes each task's quick pipeline took (every stage, one run after another) in the committed
@@ -115,6 +118,15 @@ SUITES: dict[str, Suite] = {
         preset="default",
         budgets="GPU default presets (agents.ppo --preset default-<task>: PPO on sentiment and summaries, GRPO "
                 "with 8 samples per prompt on reasoning), the tasks' own token budgets, best-of-4",
+    ),
+    # Question answering over a passage (Disfl-QA): SFT on the train answers, then GRPO on token F1.
+    "qa": Suite(
+        SuiteConfig(tasks=(_QA,), policies=tuple(p for p in _POLICIES if p.split("=")[0] in
+                                                 ("base", "sft", "ppo-task", "random", "reference")),
+                    limit=None, decoding=Decoding(temperature=0.7, max_new_tokens=24, batch_size=32)),
+        preset="quick",
+        budgets="CPU quick presets (agents.sft --preset quick-qa, agents.ppo --preset quick-qa: GRPO on token F1, "
+                "4 answers per question), 24 new tokens, every test question",
     ),
 }
 
@@ -230,7 +242,8 @@ def reward_model_notes(reward_models: tuple[str, ...]) -> list[str]:
 class RunConfig:
     """Which leaderboard to build: a suite's budgets and policies, narrowed or extended by flags."""
 
-    suite: Literal["quick", "full"] = arg("quick", "budgets and default policies")
+    suite: Literal["quick", "full", "qa"] = arg("quick", "budgets and default policies ('qa': TextQA-v0's "
+                                                         "base, SFT and GRPO rows)")
     tasks: tuple[str, ...] | None = arg(None, "env ids to evaluate, space- or comma-separated (None: the suite's)")
     policies: tuple[str, ...] | None = arg(None, "names of the suite's policies to keep (None: all); --policy "
                                                  "entries are kept either way")

@@ -27,6 +27,7 @@ estimator; with n = k samples, "any of the K is correct").
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -299,6 +300,14 @@ def _pass_at_k_values(gs: Sequence[Generation]) -> tuple[int, list[float]]:
     return k, [pass_at_k(n[i], c[i], k) for i in n] if k > 1 else []
 
 
+@functools.cache
+def _task_metrics(task: str) -> tuple[str, ...]:
+    """The task's own extra metrics (``Task.metrics``: ``"squad"`` on QA)."""
+    from textenv.tasks import task_of
+
+    return task_of(task).metrics
+
+
 def _group_rows(policy: str, task: str, gs: Sequence[Generation], base: Sequence[Generation] | None,
                 cfg: SuiteConfig) -> list[dict[str, Any]]:
     """The rows of one (policy, task): every per-sample value averaged over its prompt's samples,
@@ -335,6 +344,11 @@ def _group_rows(policy: str, task: str, gs: Sequence[Generation], base: Sequence
             add(key, rouge[key])
         for key in ("bleu", "chrf"):
             add(key, load_metric(key).compute(predictions=texts, references=refs)["sentence_scores"])
+        if "squad" in _task_metrics(task):
+            squad = load_metric("squad").compute(predictions=[t.strip().split("\n", 1)[0] for t in texts],
+                                                 references=refs, use_aggregator=False)
+            for key in ("exact_match", "f1"):
+                add(key, squad[key])
     for key in ("bertscore", "rm_score", "kl_to_ref"):
         add(key, [g.scores.get(key) for g in gs])
     add("ref_perplexity", [g.scores.get("ref_nll") for g in gs], statistic=lambda v: float(np.exp(np.mean(v))))

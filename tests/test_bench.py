@@ -40,3 +40,14 @@ def test_cli_help():
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "--num-envs" in proc.stdout and "--models" in proc.stdout
+
+
+def test_turns_benchmark_compares_identical_conversations():
+    """The extended and re-prefilled caches give the same greedy conversations (the benchmark's
+    paths do the same work) and both report a rate."""
+    from evals.benchmarks.turns import main
+
+    out = main(["--models", "tiny", "--num-envs", "3", "--turns", "2", "--max-turn-tokens", "4", "--repeats", "1"])
+    assert out["tiny/3/identical"] == 1.0
+    assert out["tiny/3/extend"] > 0 and out["tiny/3/re-prefill"] > 0
+    assert out["tiny/3/ratio"] == pytest.approx(out["tiny/3/extend"] / out["tiny/3/re-prefill"])

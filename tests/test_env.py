@@ -14,9 +14,11 @@ import textenv
 from textenv.core import PromptTruncationWarning
 
 MODELS = ["tiny", pytest.param("smollm2-135m", marks=pytest.mark.slow)]
+# the single-turn contract (an episode ends at EOS); TextDialogue-v0's turns are tested in test_dialogue.py
+SINGLE_TURN = [i for i in textenv.ENV_IDS if i != "TextDialogue-v0"]
 
 
-@pytest.fixture(scope="module", params=[(i, m) for i in textenv.ENV_IDS for m in MODELS],
+@pytest.fixture(scope="module", params=[(i, m) for i in SINGLE_TURN for m in MODELS],
                 ids=lambda p: f"{p[0]}-{p[1] if isinstance(p[1], str) else p[1].values[0]}")
 def env(request):
     env_id, model = request.param

@@ -107,6 +107,39 @@ def test_splice_a_restarted_longer_episode_into_a_running_batch(lm):
 
 
 @torch.no_grad()
+@pytest.mark.parametrize("reserve", [False, True])
+def test_inserted_turns_extend_the_cache_in_one_forward(lm, monkeypatch, reserve):
+    """A multi-turn env writes the other side's turn after the agent's EOS: several new tokens on a
+    known episode. They go through the cache in one forward (blocks of different lengths, a row with
+    one token and a finished row beside them), and decoding goes on from there, equal to full forwards."""
+    if reserve:
+        monkeypatch.setattr(kvcache, "RESERVE_MIN_BYTES", 0)
+    g = 24
+    rows = [([5, 6, 7], [20, 21]), ([11, 12], [22]), ([9, 9, 9, 9], [23, 24]), ([13], [25])]
+    state = RolloutState(4, P)
+    lm.advance(_obs([(p, []) for p, _ in rows], g), state)
+    lm.advance(_obs([(p, gen[:1]) for p, gen in rows], g), state)
+    lm.advance(_obs(rows, g), state, active=np.array([True, False, True, True]))  # row 1 waits
+    calls = []
+    original = lm._prefill
+    monkeypatch.setattr(lm, "_prefill", lambda *a, **k: calls.append(a) or original(*a, **k))
+    width = state.cache_mask.shape[1]
+    rows = [(rows[0][0], rows[0][1] + [2, 30, 31, 32, 33, 34]),  # EOS + a 5-token inserted turn
+            (rows[1][0], rows[1][1] + [2, 40]),  # a shorter one
+            rows[2],  # finished: not fed
+            (rows[3][0], rows[3][1] + [26])]  # a plain decode step in the same advance
+    n_gen = lm.advance(_obs(rows, g), state, active=np.array([True, True, False, True]))
+    assert not calls and n_gen.tolist() == [8, 3, 2, 2] and state.fed.tolist() == [8, 3, 2, 2]
+    _check(lm, state, rows, which=[0, 1, 3])
+    assert state.cache_mask.shape[1] == width + 1 + 6  # one decode column, one block of the longest turn
+    for t in range(3):  # the agent's next turn decodes on top of the extended cache
+        rows = [(p, gen + [50 + t + i]) for i, (p, gen) in enumerate(rows)]
+        lm.advance(_obs(rows, g), state)
+        _check(lm, state, rows)
+    assert not calls
+
+
+@torch.no_grad()
 def test_finished_rows_are_skipped_and_invalidate_forces_a_prefill(lm):
     rows = [([5, 6, 7], []), ([11, 12], [])]
     state = RolloutState(2, P)

@@ -17,9 +17,13 @@ register(id="TextSentiment-v0", entry_point=_ENV, vector_entry_point=_VEC,
          kwargs={"task": "textenv.tasks:sentiment"})
 register(id="TextReasoning-v0", entry_point=_ENV, vector_entry_point=_VEC,
          kwargs={"task": "textenv.tasks:reasoning"})
+register(id="TextQA-v0", entry_point=_ENV, vector_entry_point=_VEC,
+         kwargs={"task": "textenv.tasks:qa"})
+register(id="TextDialogue-v0", entry_point=_ENV, vector_entry_point=_VEC,
+         kwargs={"task": "textenv.tasks:dialogue"})
 register(id="TextCount-v0", entry_point=_ENV, vector_entry_point=_VEC,
          kwargs={"task": "textenv.tasks:count"})
 
-ENV_IDS = ("TextSummarize-v0", "TextSentiment-v0", "TextReasoning-v0", "TextCount-v0")
+ENV_IDS = ("TextSummarize-v0", "TextSentiment-v0", "TextReasoning-v0", "TextQA-v0", "TextDialogue-v0", "TextCount-v0")
 
 __all__ = ["ENV_IDS", "__version__"]

@@ -20,8 +20,8 @@ from textenv.models import DEFAULT_MODEL, forward_with_cache
 class DemoConfig:
     """Roll out a model or random tokens on a textenv task and print each completion with its reward."""
 
-    env: str = arg("TextSummarize-v0", "a registered env id (TextSummarize-v0, TextSentiment-v0, TextReasoning-v0, "
-                                       "TextCount-v0) or 'module:Env-vN' (a module that registers a task)")
+    env: str = arg("TextSummarize-v0", f"a registered env id ({', '.join(textenv.ENV_IDS)}) or 'module:Env-vN' "
+                                       "(a module that registers a task)")
     model: str = arg(DEFAULT_MODEL, "'smollm2-135m', 'tiny' or a local directory")
     policy: Literal["greedy", "sample", "random"] = arg("greedy", "how tokens are chosen")
     episodes: int = arg(2, "episodes to roll out")
@@ -31,14 +31,16 @@ class DemoConfig:
 
 
 def rollout(env: gym.Env, model, policy: str, seed: int, temperature: float = 1.0) -> tuple[float, dict, int]:
-    """One episode; the model keeps its KV cache across env steps (one new token per forward)."""
+    """One episode; the model keeps its KV cache across env steps: each forward feeds what the
+    observation gained (one token, or a turn a multi-turn env inserted). Returns the episode's return."""
     import torch
 
     obs, _ = env.reset(seed=seed)
     gen = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
-    inputs = torch.as_tensor(obs["input_ids"][obs["attention_mask"] == 1])[None]
-    past, done, steps, reward, info = None, False, 0, 0.0, {}
+    seen = obs["input_ids"][obs["attention_mask"] == 1]
+    inputs, fed = torch.as_tensor(seen)[None], len(seen)
+    past, done, steps, total, info = None, False, 0, 0.0, {}
     while not done:
         if policy == "random":
             token = int(rng.integers(env.action_space.n))
@@ -51,9 +53,11 @@ def rollout(env: gym.Env, model, policy: str, seed: int, temperature: float = 1.
             else:
                 token = int(torch.multinomial(torch.softmax(logits / temperature, -1), 1, generator=gen))
         obs, reward, terminated, truncated, info = env.step(token)
-        inputs = torch.tensor([[token]])
+        seen = obs["input_ids"][obs["attention_mask"] == 1]
+        inputs, fed = torch.as_tensor(seen[fed:])[None], len(seen)
+        total += float(reward)
         done, steps = terminated or truncated, steps + 1
-    return float(reward), info, steps
+    return total, info, steps
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -75,6 +79,8 @@ def main(argv: list[str] | None = None) -> None:
         rewards.append(reward)
         print(f"--- episode {episode} (prompt {info['index']}, {steps} tokens, {steps / secs:.1f} tok/s)")
         print(f"prompt:    ...{info['prompt'][-300:]!r}")
+        for message in info.get("conversation", [])[:-1]:  # a multi-turn episode's earlier turns
+            print(f"{message['role']:>9}: {message['content']!r}")
         print(f"text:      {info['text']!r}")
         if info["reference"] is not None:
             print(f"reference: {info['reference']!r}")

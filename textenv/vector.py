@@ -24,6 +24,7 @@ from gymnasium.vector.utils import batch_space
 from textenv.core import TaskSetup, check_dense
 from textenv.render import text_image
 from textenv.tasks import Task
+from textenv.turns import TurnState, check_turn_task, plan_move, turn_info
 
 __all__ = ["TextVectorEnv"]
 
@@ -73,6 +74,9 @@ class TextVectorEnv(VectorEnv):
         self._potential = np.zeros(b, dtype=np.float64)
         self._rngs: list[np.random.Generator] | None = None
         self._rows = np.arange(b)
+        self._turns = [TurnState() for _ in range(b)]
+        if self.setup.turns > 1:
+            check_turn_task(self.setup, dense_reward)
 
     @property
     def tokenizer(self) -> Any:
@@ -90,6 +94,7 @@ class TextVectorEnv(VectorEnv):
         self._n_gen[i] = 0
         self._potential[i] = 0.0
         self._needs_reset[i] = False
+        self._turns[i] = TurnState()
         return {"index": index, "prompt": enc.text, "prompt_truncated": enc.truncated}
 
     def reset(
@@ -142,6 +147,8 @@ class TextVectorEnv(VectorEnv):
         if self._rngs is None:
             raise RuntimeError("step() called before reset()")
         tokens = self._check_actions(actions)
+        if self.setup.turns > 1:
+            return self._step_turns(tokens)
         setup = self.setup
         active = ~self._needs_reset
         eos = active & (tokens == setup.eos_token_id)
@@ -178,30 +185,76 @@ class TextVectorEnv(VectorEnv):
                 final[int(i)] = setup.final_info(
                     int(self._index[i]), completions[j], totals[j], {k: v[j] for k, v in parts.items()}
                 )
+        obs, infos = self._autoreset(final, done, infos)
+        return obs, rewards, eos.copy(), truncated.copy(), infos
+
+    def _step_turns(self, tokens: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray,
+                                                        dict[str, Any]]:
+        """A step of a multi-turn task (:mod:`textenv.turns`): most rows append their token in one
+        numpy assignment; the rows whose agent turn ends are planned one by one, scored in one batched
+        reward call, then get the other side's next turn written after their EOS."""
+        setup = self.setup
+        p = setup.max_prompt_tokens
+        active = ~self._needs_reset
+        starts = np.asarray([t.start for t in self._turns])
+        ending = active & ((tokens == setup.eos_token_id) | (self._n_gen + 1 - starts >= setup.max_turn_tokens)
+                           | (self._n_gen + 1 >= setup.max_new_tokens))
+        rows = np.flatnonzero(ending)
+        moves = [plan_move(setup, self._turns[i], int(self._index[i]), self._ids[i, p:p + self._n_gen[i]].tolist(),
+                           int(tokens[i])) for i in rows]
+        # scored before any row is written: a reward that raises leaves every sub-env as it was
+        totals, parts = setup.score([m.completion for m in moves]) if len(rows) else ([], {})
+        plain = np.flatnonzero(active & ~ending)
+        self._ids[plain, p + self._n_gen[plain]] = tokens[plain]
+        self._mask[plain, p + self._n_gen[plain]] = 1
+        self._n_gen[plain] += 1
+        rewards = np.zeros(self.num_envs, dtype=np.float64)
+        terminated = np.zeros(self.num_envs, dtype=bool)
+        truncated = np.zeros(self.num_envs, dtype=bool)
+        infos: dict[str, Any] = {}
+        final: dict[int, dict[str, Any]] = {}
+        for j, (i, move) in enumerate(zip(rows, moves, strict=True)):
+            n = int(self._n_gen[i])
+            info = turn_info(setup, self._turns[i], int(self._index[i]), move, totals[j],
+                             {k: v[j] for k, v in parts.items()}, n)
+            self._ids[i, p + n:p + n + len(move.write)] = move.write
+            self._mask[i, p + n:p + n + len(move.write)] = 1
+            self._n_gen[i] = n + len(move.write)
+            rewards[i] = totals[j]
+            terminated[i], truncated[i] = move.terminated, move.truncated
+            if move.terminated or move.truncated:
+                final[int(i)] = info
+            else:
+                infos = self._add_info(infos, info, int(i))
+        obs, infos = self._autoreset(final, terminated | truncated, infos)
+        return obs, rewards, terminated, truncated, infos
+
+    def _autoreset(self, final: dict[int, dict[str, Any]], done: np.ndarray,
+                   infos: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Autoreset per ``autoreset_mode``: the step's observation and info dict, finished episodes'
+        infos included (``final_info`` in same-step mode)."""
         resetting = np.flatnonzero(self._needs_reset)
         if self.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP:
             for i in resetting:
                 infos = self._add_info(infos, self._reset_one(int(i)), int(i))
             for i, info in final.items():
                 infos = self._add_info(infos, info, i)
-            self._needs_reset = done
-            obs = self._obs()
-        else:
-            if final:
-                final_obs = self._obs()
-                final_info: dict[str, Any] = {}
-                for i, info in final.items():
-                    final_info = self._add_info(final_info, info, i)
-                infos["final_obs"] = np.full(self.num_envs, None, dtype=object)  # only finished rows get one
-                for i in final:
-                    infos["final_obs"][i] = {k: v[i] for k, v in final_obs.items()}
-                infos["_final_obs"] = done.copy()
-                infos["final_info"] = final_info
-                infos["_final_info"] = done.copy()
-                for i in final:
-                    self._reset_one(i)
-            obs = self._obs()
-        return obs, rewards, eos.copy(), truncated.copy(), infos
+            self._needs_reset = done.copy()
+            return self._obs(), infos
+        if final:
+            final_obs = self._obs()
+            final_info: dict[str, Any] = {}
+            for i, info in final.items():
+                final_info = self._add_info(final_info, info, i)
+            infos["final_obs"] = np.full(self.num_envs, None, dtype=object)  # only finished rows get one
+            for i in final:
+                infos["final_obs"][i] = {k: v[i] for k, v in final_obs.items()}
+            infos["_final_obs"] = done.copy()
+            infos["final_info"] = final_info
+            infos["_final_info"] = done.copy()
+            for i in final:
+                self._reset_one(i)
+        return self._obs(), infos
 
     def render(self) -> tuple[str, ...] | tuple[np.ndarray, ...] | None:
         if self.render_mode is None or self._rngs is None:

@@ -35,6 +35,10 @@ class TextActions(gym.Wrapper, gym.utils.RecordConstructorArgs):
     the last token step's, plus ``reply_tokens`` (tokens played) and ``dropped_tokens`` (those past
     the budget, or after an EOS inside the reply, which end the episode first).
 
+    On a multi-turn task (``TextDialogue-v0``) a reply is one agent turn: the step returns when the
+    turn ends (at its EOS, or at ``max_turn_tokens``, the rest dropped) with that turn's reward, and
+    the observation then holds the other side's next turn (``info["turn"]``, ``info["turn_text"]``).
+
     An empty reply is an empty completion (only EOS is played). A reply that is not a string is a
     ``TypeError`` before any token is played; a reward that raises leaves the env as it was
     before the reply (no half-played reply), as the token env does for one token.
@@ -68,7 +72,7 @@ class TextActions(gym.Wrapper, gym.utils.RecordConstructorArgs):
                 obs, reward, terminated, truncated, info = self.env.step(int(token))
                 total += float(reward)
                 played += 1
-                if terminated or truncated:
+                if terminated or truncated or "turn" in info:  # a multi-turn env ended the agent's turn
                     break
         except Exception:
             base._rollback(saved)

@@ -7,22 +7,24 @@ possible: every distinct completion and reference string of the batch goes throu
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from textenv.rewards.base import Completion
 
-__all__ = ["EmbeddingSimilarity", "BertScore"]
+__all__ = ["EmbeddingSimilarity", "BertScore", "Relevance"]
 
 
-def _distinct_strings(completions: Sequence[Completion]) -> list[str]:
-    """Every non-empty text and reference of the batch, once each, in first-seen order."""
+def _distinct_strings(completions: Sequence[Completion],
+                      targets: Callable[[Completion], Sequence[str]] = lambda c: c.references) -> list[str]:
+    """Every non-empty text and target (by default the references) of the batch, once each, in
+    first-seen order."""
     seen: dict[str, None] = {}
     for c in completions:
-        if c.text.strip() and c.references:
+        if c.text.strip() and targets(c):
             seen.setdefault(c.text, None)
-            for ref in c.references:
+            for ref in targets(c):
                 if ref.strip():
                     seen.setdefault(ref, None)
     return list(seen)
@@ -40,23 +42,39 @@ class EmbeddingSimilarity:
         self.batch_size = batch_size
         self.max_length = max_length
 
+    def _targets(self, c: Completion) -> tuple[str, ...]:
+        return c.references
+
     def __call__(self, completions: Sequence[Completion]) -> list[float]:
         from textenv.minilm import embed_texts
 
-        strings = _distinct_strings(completions)
+        strings = _distinct_strings(completions, self._targets)
         if not strings:
             return [0.0] * len(completions)
         vectors = embed_texts(strings, batch_size=self.batch_size, max_length=self.max_length)
         index = {s: i for i, s in enumerate(strings)}
         out = []
         for c in completions:
-            refs = [index[r] for r in c.references if r in index]
+            refs = [index[r] for r in self._targets(c) if r in index]
             if c.text not in index or not refs:
                 out.append(0.0)
                 continue
             # embed_texts is L2-normalised, so the dot product is the cosine.
             out.append(float(np.max(vectors[refs] @ vectors[index[c.text]])))
         return out
+
+
+class Relevance(EmbeddingSimilarity):
+    """Cosine similarity of MiniLM sentence embeddings between a reply and the turn it answers
+    (``metadata["user"]``, which the dialogue env sets per turn), in [-1, 1]: a reply about what
+    was said scores above a generic one ("lol ok"), with no reference reply needed. 0.0 for an
+    empty reply or a completion without ``metadata["user"]``."""
+
+    name = "relevance"
+
+    def _targets(self, c: Completion) -> tuple[str, ...]:
+        user = c.metadata.get("user")
+        return (user,) if isinstance(user, str) and user.strip() else ()
 
 
 class BertScore:
