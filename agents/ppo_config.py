@@ -128,10 +128,12 @@ PRESETS: dict[str, PPOConfig] = {
     "quick-reasoning": PPOConfig(iterations=24, prompts_per_iter=8, samples_per_prompt=8, advantage="grpo",
                                  max_new_tokens=8, epochs=1, minibatch_size=32, lr=5e-5, train_layers=8,
                                  kl_coef=0.02, kl_target=None, checkpoint_every=24, eval_every=12, eval_prompts=64),
-    # GRPO on QA's token F1 from the SFT model: 4 answers per question, short replies.
-    "quick-qa": PPOConfig(iterations=12, prompts_per_iter=4, samples_per_prompt=4, advantage="grpo",
-                          max_new_tokens=16, epochs=1, minibatch_size=16, lr=3e-5, train_layers=8,
-                          kl_coef=0.02, kl_target=None, checkpoint_every=12, eval_every=6, eval_prompts=32),
+    # GRPO on QA's token F1 from the SFT model, 8 questions x 4 answers per iteration. Probe from the
+    # quick-qa SFT model (2 CPU cores, 440 s): train reward 0.18 -> 0.45, held-out F1 (48 questions)
+    # 0.253 -> 0.277 -> 0.276 at iterations 0/10/20; at lr 3e-5 it barely moved (0.236 -> 0.269).
+    "quick-qa": PPOConfig(iterations=24, prompts_per_iter=8, samples_per_prompt=4, advantage="grpo",
+                          max_new_tokens=16, epochs=1, minibatch_size=16, lr=2e-4, train_layers=8, temperature=0.7,
+                          kl_coef=0.02, kl_target=None, checkpoint_every=24, eval_every=12, eval_prompts=48),
     # The tiny model on the synthetic task: reward ~0.2 -> ~1.0 in 80 iterations, ~15 s on 2 CPU cores.
     "tiny": PPOConfig(env="TextCount-v0", model="tiny", iterations=80, prompts_per_iter=16, max_new_tokens=12,
                       epochs=4, minibatch_size=8, lr=3e-3, kl_coef=0.001, kl_target=None, checkpoint_every=10),
