@@ -160,6 +160,31 @@ def _reserve(cache: Any) -> None:
             cache.layers[i] = swapped
 
 
+COMPACT_WASTE = 0.25
+"""An extension that leaves more than this share of the cache's columns masked in every row is
+followed by :func:`_compact`. Rows end their turns on different steps, and each extension appends
+its block's columns to every row (masked for all but the extended ones); left there, those columns
+would be attended over (masked) by every later decode step."""
+
+
+def _compact(state: RolloutState) -> None:
+    """Drop the cache columns that no row needs: each row's real columns move right, in order, into
+    the width of the fullest row (its keys and values already carry their rotary positions, and
+    ``next_pos`` keeps each row's next position, so attention is unchanged)."""
+    mask = state.cache_mask
+    t = mask.shape[1]
+    width = int(mask.sum(1).max())
+    if t - width <= COMPACT_WASTE * t:
+        return
+    # a stable sort of 0/1 puts each row's masked columns first and keeps its real ones in order
+    keep = torch.sort(mask.to(torch.int8), dim=1, stable=True).indices[:, t - width:]
+    for layer in state.cache.layers:
+        b, h, _, d = layer.keys.shape
+        index = keep.view(b, 1, width, 1).expand(b, h, width, d)
+        layer.keys, layer.values = layer.keys.gather(2, index), layer.values.gather(2, index)
+    state.cache_mask = mask.gather(1, keep)
+
+
 class RolloutState:
     """The per-sub-env KV cache of one rollout, and what each row of it holds."""
 
@@ -308,28 +333,45 @@ class CachedLM:
         state.next_pos[rows] += 1
 
     def _extend(self, state: RolloutState, rows: np.ndarray, blocks: list[np.ndarray]) -> None:
-        """Feed each of ``rows`` its block of new tokens in one forward over the cache: the blocks are
-        left-padded to the longest (masked slots, which nothing attends to), so every row's last new
-        token sits in the last column; other rows get masked slots only."""
-        b, device = state.num_envs, self.device
+        """Feed each of ``rows`` its block of new tokens in one forward over those rows' caches only
+        (the blocks left-padded to the longest, masked slots nothing attends to, so every row's last
+        new token sits in the last column); then the batch cache gains the block's columns, masked
+        for the other rows, and is compacted when masked columns dominate (:func:`_compact`).
+        Forwarding every row instead (pads for most) made an extension slower than re-prefilling."""
+        from transformers import DynamicCache
+
+        device = self.device
         k = max(len(x) for x in blocks)
-        ids = torch.full((b, k), self.pad_token_id, dtype=torch.long)
-        new = torch.zeros(b, k, dtype=state.cache_mask.dtype)
-        pos = state.next_pos.view(b, 1).repeat(1, k)
+        n_rows = len(rows)
+        ids = torch.full((n_rows, k), self.pad_token_id, dtype=torch.long)
+        new = torch.zeros(n_rows, k, dtype=state.cache_mask.dtype)
+        pos = state.next_pos[rows].view(n_rows, 1).repeat(1, k)
         lengths = torch.as_tensor([len(x) for x in blocks])
-        for r, block in zip(rows.tolist(), blocks, strict=True):
+        for j, block in enumerate(blocks):
             n = len(block)
-            ids[r, k - n:] = torch.as_tensor(block, dtype=torch.long)
-            new[r, k - n:] = 1
-            pos[r, k - n:] = state.next_pos[r] + torch.arange(n)
+            ids[j, k - n:] = torch.as_tensor(block, dtype=torch.long)
+            new[j, k - n:] = 1
+            pos[j, k - n:] = state.next_pos[rows[j]] + torch.arange(n)
         ids, new, pos = ids.to(device), new.to(device), pos.to(device)
-        state.cache_mask = torch.cat([state.cache_mask, new], dim=1)
-        out, state.cache = forward_with_cache(self.model, ids, state.cache, attention_mask=state.cache_mask,
-                                              position_ids=pos, output_hidden_states=True)
         rows_t = torch.as_tensor(rows, device=device)
-        state.logits[rows_t] = out.logits[rows_t, -1].float()
-        state.values[rows_t] = self._head(out.hidden_states[-1][rows_t, -1])
+        sub = DynamicCache([(layer.keys[rows_t], layer.values[rows_t]) for layer in state.cache.layers])
+        mask = torch.cat([state.cache_mask[rows_t], new], dim=1)
+        out, sub = forward_with_cache(self.model, ids, sub, attention_mask=mask, position_ids=pos,
+                                      output_hidden_states=True)
+        t = state.cache_mask.shape[1]
+        for layer, part in zip(state.cache.layers, sub.layers, strict=True):
+            b, h, _, d = layer.keys.shape
+            keys, values = layer.keys.new_zeros((b, h, t + k, d)), layer.values.new_zeros((b, h, t + k, d))
+            keys[:, :, :t], values[:, :, :t] = layer.keys, layer.values
+            keys[rows_t, :, t:], values[rows_t, :, t:] = part.keys[:, :, t:], part.values[:, :, t:]
+            layer.keys, layer.values = keys, values
+        grown = torch.zeros(state.num_envs, k, dtype=state.cache_mask.dtype, device=device)
+        grown[rows_t] = new
+        state.cache_mask = torch.cat([state.cache_mask, grown], dim=1)
+        state.logits[rows_t] = out.logits[:, -1].float()
+        state.values[rows_t] = self._head(out.hidden_states[-1][:, -1])
         state.next_pos[rows] += lengths
+        _compact(state)
 
     @torch.inference_mode()
     def advance(self, obs: dict[str, np.ndarray], state: RolloutState,

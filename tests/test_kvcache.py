@@ -131,12 +131,33 @@ def test_inserted_turns_extend_the_cache_in_one_forward(lm, monkeypatch, reserve
     n_gen = lm.advance(_obs(rows, g), state, active=np.array([True, True, False, True]))
     assert not calls and n_gen.tolist() == [8, 3, 2, 2] and state.fed.tolist() == [8, 3, 2, 2]
     _check(lm, state, rows, which=[0, 1, 3])
-    assert state.cache_mask.shape[1] == width + 1 + 6  # one decode column, one block of the longest turn
+    assert state.cache_mask.shape[1] <= width + 1 + 6  # one decode column, one block of the longest turn
     for t in range(3):  # the agent's next turn decodes on top of the extended cache
         rows = [(p, gen + [50 + t + i]) for i, (p, gen) in enumerate(rows)]
         lm.advance(_obs(rows, g), state)
         _check(lm, state, rows)
     assert not calls
+
+
+@torch.no_grad()
+def test_extensions_on_different_steps_keep_the_cache_compact(lm):
+    """Rows whose turns end on different steps each append a block to every row; the masked columns
+    are dropped once they dominate, and every row still equals its full forward."""
+    g = 40
+    rows = [([5, 6, 7], [20]), ([11, 12], [21]), ([9, 9, 9, 9], [22])]
+    state = RolloutState(3, P)
+    lm.advance(_obs([(p, []) for p, _ in rows], g), state)
+    lm.advance(_obs(rows, g), state)
+    for r in range(3):  # row r's turn ends: EOS and an 8-token turn; the others decode one token
+        rows = [(p, gen + ([2, *range(30, 38)] if i == r else [40 + r])) for i, (p, gen) in enumerate(rows)]
+        lm.advance(_obs(rows, g), state)
+        _check(lm, state, rows)
+    real = state.cache_mask.sum(1)
+    assert state.cache_mask.shape[1] == int(real.max())  # no column is masked in every row
+    assert real.tolist() == [len(p) + len(gen) for p, gen in rows]  # every token of each row, once
+    rows = [(p, gen + [60]) for p, gen in rows]
+    lm.advance(_obs(rows, g), state)
+    _check(lm, state, rows)
 
 
 @torch.no_grad()
