@@ -345,7 +345,9 @@ def _group_rows(policy: str, task: str, gs: Sequence[Generation], base: Sequence
         for key in ("bleu", "chrf"):
             add(key, load_metric(key).compute(predictions=texts, references=refs)["sentence_scores"])
         if "squad" in _task_metrics(task):
-            squad = load_metric("squad").compute(predictions=[t.strip().split("\n", 1)[0] for t in texts],
+            from textenv.rewards.qa import answer_line  # what the env's QA rewards score
+
+            squad = load_metric("squad").compute(predictions=[answer_line(t) for t in texts],
                                                  references=refs, use_aggregator=False)
             for key in ("exact_match", "f1"):
                 add(key, squad[key])

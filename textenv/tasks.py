@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import importlib
 import json
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from textenv.cache import package_dir
+from textenv.data.detokenize import detokenize
 
 __all__ = ["ARITHMETIC_LEVELS", "SPLITS", "UNANSWERABLE_ANSWER", "Example", "Preference", "Task", "count",
            "dialogue", "dialogue_reward", "env_spec", "first_third", "qa", "reasoning", "reference_pairs",
@@ -210,13 +210,6 @@ ASPECTS = ("challenge", "approach", "outcome")
 _ACLSUM_FILES = {"train": "train.jsonl", "validation": "val.jsonl", "test": "test.jsonl"}
 
 
-def _detokenize(text: str) -> str:
-    # aclsum sentences are whitespace-tokenized ("word , word ( x )"); undo the common cases.
-    text = re.sub(r" ([.,;:!?%)\]])", r"\1", text)
-    text = re.sub(r"([(\[]) ", r"\1", text)
-    return text.replace(" 's", "'s").replace(" n't", "n't")
-
-
 @functools.lru_cache(maxsize=4)
 def _aclsum_papers(split: str) -> tuple[dict, ...]:
     path = package_dir("aclsum", "TextSummarize's data", "aclsum==0.1.2") / "dataset" / _ACLSUM_FILES[split]
@@ -238,7 +231,8 @@ def summarize(aspects: Sequence[str] = ASPECTS, max_prompt_tokens: int = 512,
         _check_split(split)
         out = []
         for paper in _aclsum_papers(split):
-            abstract = _detokenize(" ".join(paper["sentences"]["abstract"]))
+            # aclsum sentences are whitespace-tokenized ("word , word ( x )")
+            abstract = detokenize(" ".join(paper["sentences"]["abstract"]))
             for aspect in aspects:
                 out.append(Example(
                     text=f"Abstract: {abstract}\n\nIn one sentence, summarize the {aspect} of this paper.",

@@ -24,7 +24,7 @@ import numpy as np
 
 from textenv.rewards import Completion
 
-__all__ = ["Move", "TurnState", "check_turn_task", "plan_move", "turn_info", "user_turn_ids"]
+__all__ = ["Move", "TurnState", "check_turn_task", "ends_turn", "plan_move", "turn_info", "user_turn_ids"]
 
 _REPLY = "\x00reply\x00"
 
@@ -108,16 +108,23 @@ def _user_text(example: Any, k: int) -> str:
     return example.text if k == 0 else example.metadata["user_turns"][k - 1]
 
 
+def ends_turn(setup: Any, token: Any, turn_len: Any, n_gen: Any) -> Any:
+    """Whether a step ends the agent's turn: ``token`` is EOS, or it fills the turn (``turn_len``
+    tokens so far, ``max_turn_tokens``) or the layout (``n_gen`` tokens after the prompt so far,
+    ``max_new_tokens``). Elementwise on arrays (the vector env's rows), or on one episode's ints."""
+    return (np.equal(token, setup.eos_token_id) | (np.asarray(turn_len) + 1 >= setup.max_turn_tokens)
+            | (np.asarray(n_gen) + 1 >= setup.max_new_tokens))
+
+
 def plan_move(setup: Any, state: TurnState, index: int, generated: Sequence[int], token: int) -> Move:
     """What ``token`` does to an episode whose tokens after the prompt are ``generated``."""
     eos = token == setup.eos_token_id
     written = [] if eos else [token]
+    if not ends_turn(setup, token, len(generated) - state.start, len(generated)):
+        return Move(tuple(written))
     turn_ids = [*generated[state.start:], *written]
     n_after = len(generated) + len(written)
-    cut = not eos and len(turn_ids) >= setup.max_turn_tokens
     full = not eos and n_after >= setup.max_new_tokens
-    if not (eos or cut or full):
-        return Move(tuple(written))
     example = setup.examples[index]
     k = state.turn
     context = setup.encode(index).text + setup.tokenizer.decode(list(generated[:state.start]))

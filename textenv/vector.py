@@ -24,7 +24,7 @@ from gymnasium.vector.utils import batch_space
 from textenv.core import TaskSetup, check_dense
 from textenv.render import text_image
 from textenv.tasks import Task
-from textenv.turns import TurnState, check_turn_task, plan_move, turn_info
+from textenv.turns import TurnState, check_turn_task, ends_turn, plan_move, turn_info
 
 __all__ = ["TextVectorEnv"]
 
@@ -197,8 +197,7 @@ class TextVectorEnv(VectorEnv):
         p = setup.max_prompt_tokens
         active = ~self._needs_reset
         starts = np.asarray([t.start for t in self._turns])
-        ending = active & ((tokens == setup.eos_token_id) | (self._n_gen + 1 - starts >= setup.max_turn_tokens)
-                           | (self._n_gen + 1 >= setup.max_new_tokens))
+        ending = active & ends_turn(setup, tokens, self._n_gen - starts, self._n_gen)
         rows = np.flatnonzero(ending)
         moves = [plan_move(setup, self._turns[i], int(self._index[i]), self._ids[i, p:p + self._n_gen[i]].tolist(),
                            int(tokens[i])) for i in rows]

