@@ -83,6 +83,23 @@ def test_a_turn_at_max_turn_tokens_is_closed_by_the_env_and_a_full_layout_trunca
     assert truncated and not terminated and info["truncated_by"] == "room" and len(info["turns"]) == 1
 
 
+def test_the_last_turn_says_why_it_was_cut():
+    """max_turn_tokens cuts the last turn ("turn_limit"); the end of the layout cuts it ("room")."""
+    def last_turn(env, steps):
+        env.reset(seed=0, options={"index": 0})
+        out = env.step(env.setup.eos_token_id)  # the first turn ends at once; the user's turn follows
+        assert not (out[2] or out[3])
+        for _ in range(steps):
+            out = env.step(7)
+        return out
+
+    _, _, terminated, truncated, info = last_turn(_make(turns=2, max_turn_tokens=3), 3)
+    assert truncated and not terminated and info["truncated_by"] == "turn_limit"
+    inserted = 1 + len(user_turn_ids(_make(turns=2).setup, 0, 0))  # EOS + the user's turn
+    _, _, terminated, truncated, info = last_turn(_make(turns=2, max_new_tokens=inserted + 3), 3)
+    assert truncated and not terminated and info["truncated_by"] == "room"
+
+
 def test_vector_env_steps_conversations_like_single_envs():
     rng = np.random.default_rng(0)
     kw = dict(task="textenv.tasks:dialogue", model="tiny", max_turn_tokens=6, max_new_tokens=60)

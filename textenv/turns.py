@@ -133,9 +133,9 @@ def plan_move(setup: Any, state: TurnState, index: int, generated: Sequence[int]
                    token_ids=tuple(int(t) for t in turn_ids),
                    references=(replies[k],) if k < len(replies) else example.references,
                    metadata={**example.metadata, "turn": k, "user": _user_text(example, k)}, ended_with_eos=eos)
-    if k + 1 >= setup.turns:
+    if k + 1 >= setup.turns:  # the last turn: a full layout is "room" here too, as for any turn
         return Move(tuple(written), c, terminated=eos, truncated=not eos,
-                    truncated_by=None if eos else "turn_limit")
+                    truncated_by=None if eos else "room" if full else "turn_limit")
     if full:
         return Move(tuple(written), c, truncated=True, truncated_by="room")
     inserted = [setup.eos_token_id, *user_turn_ids(setup, index, k)]  # the EOS closes the turn
