@@ -130,28 +130,55 @@ class ActResult(NamedTuple):
 
 
 class Scores(NamedTuple):
-    logprobs: torch.Tensor  # (N, G) log-prob of each generated token
-    entropy: torch.Tensor  # (N, G)
-    values: torch.Tensor  # (N, G) value of the context before each generated token
-    mask: torch.Tensor  # (N, G) 1 where a generated token exists
+    logprobs: torch.Tensor  # (N, A) log-prob of each action (the agent's tokens)
+    entropy: torch.Tensor  # (N, A)
+    values: torch.Tensor  # (N, A) value of the context before each action
+    mask: torch.Tensor  # (N, A) 1 where an action exists
 
 
 @dataclass
 class EpisodeBatch:
-    """Episodes as padded tensors: prompts left-padded, generated tokens right-padded."""
+    """Episodes as padded tensors: prompts left-padded, generated tokens right-padded.
+
+    The generated tokens are the agent's actions, and in a multi-turn task the turns the env
+    inserted between them too (the policy reads them, it does not choose them). ``action_index``
+    then gives each action's column among the generated ones, and everything a learner reads
+    (:meth:`LMActorCritic.evaluate`, :meth:`~LMActorCritic.reference_logprobs`, :attr:`mask`) is
+    over actions only: ``(N, A)``. ``None``: every generated token is an action (single-turn)."""
 
     input_ids: torch.Tensor  # (N, Pm + Gm)
     attention_mask: torch.Tensor  # (N, Pm + Gm)
     gen_len: int  # Gm
+    action_index: torch.Tensor | None = None  # (N, A) columns of the actions among the Gm, right-padded with 0
+    action_mask: torch.Tensor | None = None  # (N, A) 1 where an action exists
 
     @property
     def prompt_len(self) -> int:
         """Pm: the columns that hold the (left-padded) prompts."""
         return self.input_ids.shape[1] - self.gen_len
 
+    @property
+    def mask(self) -> torch.Tensor:
+        """``(N, A)``: 1 where an action exists."""
+        return self.attention_mask[:, -self.gen_len:] if self.action_mask is None else self.action_mask
+
+    def actions_of(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` ``(N, Gm)`` over generated columns -> ``(N, A)`` over actions (0 past each row's last)."""
+        if self.action_index is None:
+            return x
+        picked = x.gather(1, self.action_index.to(x.device))
+        return torch.where(self.action_mask.to(x.device) > 0, picked, torch.zeros_like(picked))
+
+    def rows(self, idx: torch.Tensor) -> EpisodeBatch:
+        """The episodes ``idx`` (a minibatch)."""
+        sub = (None if t is None else t[idx] for t in (self.action_index, self.action_mask))
+        return EpisodeBatch(self.input_ids[idx], self.attention_mask[idx], self.gen_len, *sub)
+
     @classmethod
     def from_episodes(cls, prompts: Sequence[Sequence[int]], generated: Sequence[Sequence[int]],
-                      pad_token_id: int) -> EpisodeBatch:
+                      pad_token_id: int, positions: Sequence[Sequence[int]] | None = None) -> EpisodeBatch:
+        """``positions``: each episode's action columns among its ``generated`` tokens (multi-turn);
+        ``None`` when every generated token is an action."""
         pm = max(len(p) for p in prompts)
         gm = max(1, max(len(g) for g in generated))
         ids = torch.full((len(prompts), pm + gm), pad_token_id, dtype=torch.long)
@@ -161,7 +188,18 @@ class EpisodeBatch:
             mask[i, pm - len(p):pm] = 1
             ids[i, pm:pm + len(g)] = torch.as_tensor(list(g), dtype=torch.long)
             mask[i, pm:pm + len(g)] = 1
-        return cls(ids, mask, gm)
+        if positions is None:
+            return cls(ids, mask, gm)
+        am = max(1, max(len(q) for q in positions))
+        index = torch.zeros((len(prompts), am), dtype=torch.long)
+        action_mask = torch.zeros((len(prompts), am))
+        for i, (q, g) in enumerate(zip(positions, generated, strict=True)):
+            if len(q) and not (0 <= min(q) and max(q) < len(g)):
+                raise ValueError(f"episode {i}: action columns {min(q)}..{max(q)} outside its {len(g)} "
+                                 f"generated tokens")
+            index[i, :len(q)] = torch.as_tensor(list(q), dtype=torch.long)
+            action_mask[i, :len(q)] = 1
+        return cls(ids, mask, gm, index, action_mask)
 
 
 class LMActorCritic(nn.Module):
@@ -254,7 +292,7 @@ class LMActorCritic(nn.Module):
 
     def evaluate(self, batch: EpisodeBatch, with_values: bool = True,
                  allowed: torch.Tensor | None = None) -> Scores:
-        """Log-probs, entropy and values of every generated token of ``batch``, in one forward.
+        """Log-probs, entropy and values of every action of ``batch`` (``(N, A)``), in one forward.
 
         ``allowed`` (``(N, G, V)`` bool, from :meth:`agents.masking.TopKMasker.allowed_for`) scores
         the NLPO-masked policy: logits outside the allowed set are ``-inf`` before sampling's transform.
@@ -272,11 +310,12 @@ class LMActorCritic(nn.Module):
         gen_mask = mask[:, -g:].float()
         values = self._value(hidden[:, -g - 1:-1]) if with_values else torch.zeros_like(logp)
         logp = torch.where(gen_mask > 0, logp, torch.zeros_like(logp))
-        return Scores(logp, entropy_from_logprobs(logp_all), values, gen_mask)
+        entropy = entropy_from_logprobs(logp_all)
+        return Scores(*(batch.actions_of(t) for t in (logp, entropy, values)), batch.mask.to(logp.device).float())
 
     @torch.no_grad()
     def reference_logprobs(self, batch: EpisodeBatch, reference: nn.Module | None = None) -> torch.Tensor:
-        """Log-probs of the generated tokens under a frozen reference: ``reference`` if given, else
+        """Log-probs of the actions (``(N, A)``) under a frozen reference: ``reference`` if given, else
         (LoRA) this model with its adapter disabled."""
         ids = batch.input_ids.to(self.device)
         mask = batch.attention_mask.to(self.device)
@@ -289,7 +328,7 @@ class LMActorCritic(nn.Module):
         else:
             logits, _ = score_forward(reference, ids, mask, g + 1, batch.prompt_len)
         logp = logprobs_from_logits(logits[:, :-1], self.sampling).gather(-1, ids[:, -g:].unsqueeze(-1)).squeeze(-1)
-        return torch.where(mask[:, -g:] > 0, logp, torch.zeros_like(logp))
+        return batch.actions_of(torch.where(mask[:, -g:] > 0, logp, torch.zeros_like(logp)))
 
     # -- acting on env observations with a KV cache ----------------------------------------
 

@@ -303,7 +303,7 @@ class PPOTrainer:
         if self.dist.any(why is not None):  # every process skips together
             return self._skip(it, why or "a reward failed on another process")
         batch = episodes_to_batch(episodes, self.policy.pad_token_id)
-        mask = batch.attention_mask[:, -batch.gen_len:].float().to(self.device)
+        mask = batch.mask.float().to(self.device)  # (N, A): the agent's tokens only
         old_logp = torch.zeros_like(mask)
         old_values = torch.zeros_like(mask)
         for i, e in enumerate(episodes):
@@ -395,8 +395,7 @@ class PPOTrainer:
                 idx_mb = order[start:start + mb]
                 for m0 in range(0, len(idx_mb), micro):
                     idx = idx_mb[m0:m0 + micro]
-                    sub = dataclasses.replace(batch, input_ids=batch.input_ids[idx],
-                                              attention_mask=batch.attention_mask[idx])
+                    sub = batch.rows(idx)
                     with self._autocast(), checkpointed(self.policy.model, cfg.gradient_checkpointing):
                         scores = self.policy.evaluate(sub, with_values=cfg.advantage == "gae",
                                                       allowed=None if allowed is None else allowed[idx])

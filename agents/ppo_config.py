@@ -134,6 +134,12 @@ PRESETS: dict[str, PPOConfig] = {
     "quick-qa": PPOConfig(iterations=24, prompts_per_iter=8, samples_per_prompt=4, advantage="grpo",
                           max_new_tokens=16, epochs=1, minibatch_size=16, lr=2e-4, train_layers=8, temperature=0.7,
                           kl_coef=0.02, kl_target=None, checkpoint_every=24, eval_every=12, eval_prompts=48),
+    # Dialogue: RLOO on each conversation's return (the sum of its turns' rewards), 4 conversations of
+    # 3 turns per prompt, with the length band that holds sentiment's replies.
+    "quick-dialogue": PPOConfig(iterations=12, prompts_per_iter=4, samples_per_prompt=4, advantage="rloo",
+                                epochs=2, minibatch_size=8, lr=1e-4, train_layers=8, temperature=0.7, kl_coef=0.02,
+                                kl_target=None, checkpoint_every=12, eval_every=6, eval_prompts=32,
+                                length_band=(0.75, 1.25), length_coef=2.0),
     # The tiny model on the synthetic task: reward ~0.2 -> ~1.0 in 80 iterations, ~15 s on 2 CPU cores.
     "tiny": PPOConfig(env="TextCount-v0", model="tiny", iterations=80, prompts_per_iter=16, max_new_tokens=12,
                       epochs=4, minibatch_size=8, lr=3e-3, kl_coef=0.001, kl_target=None, checkpoint_every=10),
@@ -156,6 +162,7 @@ PRESETS: dict[str, PPOConfig] = {
 # On a learned reward model ("<preset>-<task>-rm", what agents.pipeline trains with --ppo-reward rm):
 # whitened scores (a reward model's offset otherwise favours short episodes), its own KL weight.
 PRESETS["quick-sentiment-rm"] = dataclasses.replace(PRESETS["quick-sentiment"], kl_coef=0.03, whiten_scores=True)
+PRESETS["quick-dialogue-rm"] = dataclasses.replace(PRESETS["quick-dialogue"], whiten_scores=True)
 PRESETS["quick-summarize-rm"] = dataclasses.replace(PRESETS["quick-summarize"], temperature=1.0, kl_coef=0.2,
                                                     iterations=10, checkpoint_every=10, eval_every=10,
                                                     eval_prompts=16, keep_best=False)

@@ -151,6 +151,7 @@ def sample_pairs(env_id: str, split: str, policy_model: str, tokenizer: Any, pro
     ``prompts`` prompts of ``split`` (a seeded choice) get ``samples`` completions each, sampled
     through the task's vector env with the KV-cached policy (prompts prefilled once per group);
     the env's reward of each finished episode is the label. See :func:`_ranked` for the pairs.
+    A multi-turn task's samples are first turns (``turns=1``, one turn's token budget).
     """
     from agents.policy import LMActorCritic, Sampling
     from agents.rollout import collect, row_seed
@@ -164,6 +165,11 @@ def sample_pairs(env_id: str, split: str, policy_model: str, tokenizer: Any, pro
     b = max(samples, batch_size // samples * samples)
     envs = gym.make_vec(env_id, num_envs=b, split=split, autoreset_mode="same_step", **kwargs)
     setup = envs.unwrapped.setup
+    if setup.turns > 1:  # a reward model scores one turn in its context: rank first turns, whose contexts match
+        envs.close()
+        kwargs.setdefault("max_new_tokens", setup.max_turn_tokens)  # one turn's budget, not the conversation's
+        envs = gym.make_vec(env_id, num_envs=b, split=split, autoreset_mode="same_step", **kwargs, turns=1)
+        setup = envs.unwrapped.setup
     policy = LMActorCritic.from_pretrained(policy_model, tokenizer=setup.tokenizer,
                                            sampling=Sampling(temperature=temperature), seed=seed).to(device)
     rng = np.random.default_rng([seed, 17])

@@ -36,6 +36,8 @@ class Episode:
     values: list[float] = field(default_factory=list)
     rewards: list[float] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+    sequence: list[int] | None = None  # multi-turn: every token after the prompt, the env's turns included
+    positions: list[int] | None = None  # multi-turn: each action's place in ``sequence``
 
     @property
     def score(self) -> float:
@@ -44,8 +46,9 @@ class Episode:
 
     @property
     def generated(self) -> list[int]:
-        """Token ids that the policy scored: the actions, EOS included when the episode ended on it."""
-        return self.actions
+        """Token ids after the prompt that the learner reads: the actions (EOS included when the
+        episode ended on it) and, in a multi-turn task, the turns the env inserted between them."""
+        return self.actions if self.sequence is None else self.sequence
 
 
 def row_info(infos: dict[str, Any], i: int) -> dict[str, Any]:
@@ -75,11 +78,13 @@ def collect(envs, policy: LMActorCritic, indices: Sequence[int], seed: int,
     ``indices`` may be shorter than the number of sub-envs (the last batch of an eval): the spare
     sub-envs repeat the first prompt and are never stepped by the policy. ``row_seeds`` and
     ``masker`` (NLPO action masking): see :meth:`LMActorCritic.act`.
+
+    Multi-turn tasks: each episode also records its whole ``sequence`` after the prompt (the turns
+    the env inserted included) and its actions' ``positions`` in it; the policy's KV cache takes
+    the inserted turns in one forward (:meth:`agents.kvcache.CachedLM.advance`).
     """
     env = envs.unwrapped
-    if env.setup.turns > 1:  # an Episode holds the actions only; the learners' sequences would miss the turns
-        raise ValueError(f"the agents do not train or evaluate on multi-turn tasks yet ({env.setup.task.name!r} has "
-                         f"{env.setup.turns} agent turns); step the env with your own loop or TextActions")
+    turns = env.setup.turns > 1
     b = env.num_envs
     same_step = env.metadata.get("autoreset_mode") == AutoresetMode.SAME_STEP
     n = len(indices)
@@ -95,28 +100,56 @@ def collect(envs, policy: LMActorCritic, indices: Sequence[int], seed: int,
     mask_state = None if masker is None else RolloutState(b, p)  # the masking model's own KV cache
     active = np.arange(b) < n
     steps: list[tuple[np.ndarray, ...]] = []  # per env step, whole-batch arrays: no per-row Python per token
+    where = np.zeros(b, dtype=np.int64)  # multi-turn: generated tokens before each row's action
     while active.any():
         allowed = None if masker is None else masker.next_allowed(obs, mask_state, active)
         res = policy.act(obs, state, generator=generator, greedy=greedy, active=active, row_seeds=seeds,
                          allowed=allowed)
+        if turns:
+            where = obs["attention_mask"][:, p:].sum(1)
         obs, rewards, terminated, truncated, infos = envs.step(res.actions)
         done = (terminated | truncated) & active
-        steps.append((active.copy(), res.actions, res.logprobs, res.values, np.asarray(rewards, dtype=np.float64)))
+        steps.append((active.copy(), res.actions, res.logprobs, res.values, np.asarray(rewards, dtype=np.float64),
+                      where))
         final = infos.get("final_info", {}) if same_step else infos
         for i in np.flatnonzero(done):  # once per finished episode
             episodes[i].info = row_info(final, int(i))
+            if turns:
+                last = infos["final_obs"][i] if same_step else {k: v[i] for k, v in obs.items()}
+                episodes[i].sequence = last["input_ids"][p:][last["attention_mask"][p:] == 1].tolist()
         active &= ~done
     if steps:
-        live, actions, logprobs, values, rewards = (np.stack(x, 1) for x in zip(*steps, strict=True))
+        live, actions, logprobs, values, rewards, wheres = (np.stack(x, 1) for x in zip(*steps, strict=True))
         for i, ep in enumerate(episodes[:n]):
             took = live[i]
             ep.actions = actions[i, took].tolist()
             ep.logprobs = logprobs[i, took].tolist()
             ep.values = values[i, took].tolist()
             ep.rewards = rewards[i, took].tolist()
+            if turns:
+                ep.positions = wheres[i, took].tolist()
+                _place_actions(ep)
     return episodes[:n]
 
 
+def _place_actions(ep: Episode) -> None:
+    """Check a multi-turn episode's actions against its sequence: each action is the token at its
+    position, except an EOS the env did not write (one that ended the episode), appended here."""
+    seq = ep.sequence
+    if seq is None or ep.positions is None:
+        raise ValueError("a multi-turn episode needs its sequence and action positions")
+    for a, pos in zip(ep.actions, ep.positions, strict=True):
+        if pos == len(seq):
+            seq.append(a)
+        elif not (pos < len(seq) and seq[pos] == a):
+            raise RuntimeError(f"episode on example {ep.index}: action {a} at position {pos} is not in the "
+                               f"env's observation (the env and the rollout disagree on the layout)")
+
+
 def episodes_to_batch(episodes: Sequence[Episode], pad_token_id: int) -> EpisodeBatch:
-    return EpisodeBatch.from_episodes([e.prompt_ids.tolist() for e in episodes],
-                                      [e.generated for e in episodes], pad_token_id)
+    """The learners' batch; multi-turn episodes carry their action positions (over actions only)."""
+    multi = [e.positions is not None for e in episodes]
+    if any(multi) and not all(multi):
+        raise ValueError("cannot batch single-turn and multi-turn episodes together")
+    return EpisodeBatch.from_episodes([e.prompt_ids.tolist() for e in episodes], [e.generated for e in episodes],
+                                      pad_token_id, [e.positions for e in episodes] if all(multi) else None)

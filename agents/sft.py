@@ -86,6 +86,9 @@ PRESETS: dict[str, SFTConfig] = {
     # QA's answers are a few words after a ~300-token passage: long prompts, short targets.
     "quick-qa": SFTConfig(epochs=1, max_steps=32, batch_size=4, lr=1e-4, warmup_steps=4, max_length=480,
                           eval_limit=32),
+    # Dialogue: whole conversations (three real replies, the other side's turns between, unlabelled).
+    "quick-dialogue": SFTConfig(epochs=1, max_steps=32, batch_size=4, lr=1e-4, warmup_steps=4, max_length=448,
+                                eval_limit=32),
     # The tiny random model on TextCount-v0: seconds, for tests and for trying the CLI.
     "tiny": SFTConfig(env="TextCount-v0", model="tiny", epochs=1, max_steps=20, batch_size=8, lr=1e-3,
                       warmup_steps=2, max_length=48, eval_limit=16, limit=160, device="cpu"),
@@ -105,19 +108,44 @@ class SFTResult(NamedTuple):
 # data
 
 
-def build_example(prompt_ids: Sequence[int], completion_ids: Sequence[int],
-                  max_length: int) -> tuple[list[int], list[int]]:
+def build_example(prompt_ids: Sequence[int], completion_ids: Sequence[int], max_length: int,
+                  completion_labels: Sequence[int] | None = None) -> tuple[list[int], list[int]]:
     """``(input_ids, labels)`` for one sequence: labels are ``-100`` on the prompt, the completion's
-    ids elsewhere (so the loss is on the completion only). Over ``max_length``, the prompt loses its
+    ids elsewhere (so the loss is on the completion only; ``completion_labels`` overrides them, e.g.
+    ``-100`` on the other side's turns of a conversation). Over ``max_length``, the prompt loses its
     first tokens (the env keeps a prompt's end too: the instruction and generation cue sit there),
     but keeps at least half the budget; then the completion is cut at its end."""
     if max_length < 2:
         raise ValueError(f"max_length must be >= 2, got {max_length}")
     prompt, completion = list(prompt_ids), list(completion_ids)
+    labels = completion if completion_labels is None else list(completion_labels)
+    if len(labels) != len(completion):
+        raise ValueError(f"{len(labels)} completion labels for {len(completion)} completion tokens")
     keep = max(max_length - len(completion), max_length // 2)
     prompt = prompt[-keep:] if len(prompt) > keep else prompt
-    completion = completion[:max_length - len(prompt)]
-    return prompt + completion, [IGNORE] * len(prompt) + completion
+    completion, labels = completion[:max_length - len(prompt)], labels[:max_length - len(prompt)]
+    return prompt + completion, [IGNORE] * len(prompt) + labels
+
+
+def conversation(setup: TaskSetup, index: int) -> tuple[list[int], list[int]]:
+    """A multi-turn example as the env lays it out after the prompt: ``(ids, labels)`` with each real
+    reply and its EOS labelled (the agent's tokens) and the other side's turns between them, chat
+    template included (:func:`textenv.turns.user_turn_ids`), at ``-100``."""
+    from textenv.turns import user_turn_ids
+
+    tok, eos = setup.tokenizer, setup.eos_token_id
+    ids: list[int] = []
+    labels: list[int] = []
+    replies = setup.examples[index].metadata["replies"][:setup.turns]
+    for k, reply in enumerate(replies):
+        turn = tok(reply, add_special_tokens=False)["input_ids"][:setup.max_turn_tokens - 1] + [eos]
+        ids += turn
+        labels += turn
+        if k + 1 < len(replies):
+            user = user_turn_ids(setup, index, k)
+            ids += user
+            labels += [IGNORE] * len(user)
+    return ids, labels
 
 
 def collate(batch: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -148,6 +176,10 @@ def _sequences(setup: TaskSetup, mode: str, max_length: int, limit: int | None) 
             if not refs:
                 raise ValueError(f"mode 'sft' needs references; task {setup.task.name!r} has none "
                                  f"(example {i} of split {setup.split!r}); try mode 'domain'")
+            if setup.turns > 1:  # the whole conversation: every real reply, the other side's turns between
+                ids, labels = conversation(setup, i)
+                out.append(build_example(prompt, ids, max_length, completion_labels=labels))
+                continue
             for ref in refs:
                 out.append(build_example(prompt, tok(ref, add_special_tokens=False)["input_ids"] + [eos],
                                          max_length))

@@ -115,6 +115,7 @@ class Generation:
     logprobs: list[float] | None = None
     scores: dict[str, float] = field(default_factory=dict)
     sample: int = 0  # which of the prompt's K samples (0 unless the task asks for K > 1)
+    positions: list[int] | None = None  # multi-turn: the actions' places in token_ids (the env's turns between)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -146,16 +147,27 @@ def load_policy(path: str, tokenizer: Any, decoding: Decoding) -> LMActorCritic:
         raise ValueError(f"cannot load checkpoint {path!r}: {type(exc).__name__}: {exc}") from exc
 
 
+def _outcome(info: dict[str, Any], setup, index: int) -> dict[str, Any]:
+    """What a generation row keeps of an episode's final info. A conversation (multi-turn task) is
+    one row: its prompt is the first turn's, its text the agent's turns one per line against the
+    real replies likewise, its reward the episode's return and its parts summed over the turns."""
+    if "turns" not in info:
+        return {"prompt": info["prompt"], "text": info["text"], "references": list(info["references"]),
+                "reward": float(info["reward"]), "parts": {k: float(v) for k, v in info["reward_parts"].items()}}
+    replies = setup.examples[index].metadata["replies"][:len(info["turns"])]
+    return {"prompt": setup.encode(index).text, "text": "\n".join(info["turns"]), "references": ["\n".join(replies)],
+            "reward": float(info["return"]), "parts": {k: float(v) for k, v in info["return_parts"].items()}}
+
+
 def _record(name: str, task: str, ep, setup) -> Generation:
-    info = ep.info
     eos = setup.eos_token_id
-    tokens = [t for t in ep.actions if t != eos]
-    return Generation(
-        policy=name, task=task, index=ep.index, prompt=info["prompt"], text=info["text"],
-        references=list(info["references"]), reward=float(info["reward"]),
-        parts={k: float(v) for k, v in info["reward_parts"].items()}, token_ids=tokens,
-        prompt_ids=[int(t) for t in ep.prompt_ids], logprobs=[float(x) for x in ep.logprobs],
-    )
+    if ep.positions is not None:  # multi-turn: the whole sequence after the prompt, actions at ``positions``
+        tokens, positions = list(ep.sequence), list(ep.positions)
+    else:
+        tokens, positions = [t for t in ep.actions if t != eos], None
+    return Generation(policy=name, task=task, index=ep.index, **_outcome(ep.info, setup, ep.index), token_ids=tokens,
+                      prompt_ids=[int(t) for t in ep.prompt_ids], logprobs=[float(x) for x in ep.logprobs],
+                      positions=positions)
 
 
 def _random_batch(name: str, task: str, envs, idx: list[int], seed: int) -> list[Generation]:
@@ -180,12 +192,48 @@ def _random_batch(name: str, task: str, envs, idx: list[int], seed: int) -> list
             if term[i] or trunc[i]:
                 info = row_info(final, int(i))
                 out[i] = Generation(
-                    policy=name, task=task, index=padded[i], prompt=info["prompt"], text=info["text"],
-                    references=list(info["references"]), reward=float(info["reward"]),
-                    parts={k: float(v) for k, v in info["reward_parts"].items()},
+                    policy=name, task=task, index=padded[i], **_outcome(info, env.setup, padded[i]),
                     token_ids=[t for t in tokens[i] if t != env.setup.eos_token_id],
                     prompt_ids=[int(t) for t in prompts[i]],
                 )
+        active &= ~(term | trunc)
+    return [out[i] for i in range(len(idx))]
+
+
+def _replay_batch(name: str, task: str, envs, idx: list[int], seed: int) -> list[Generation]:
+    """A multi-turn task's reference: each conversation's real replies typed into the env turn by
+    turn (a reply ends with EOS, or where the env's ``max_turn_tokens`` cuts it), so they are scored
+    in their context exactly as a policy's turns are."""
+    env = envs.unwrapped
+    setup, b, eos = env.setup, env.num_envs, env.setup.eos_token_id
+    padded = idx + [idx[0]] * (b - len(idx))
+    obs, _ = envs.reset(seed=seed, options={"index": padded})
+    p = setup.max_prompt_tokens
+    prompts = [obs["input_ids"][i, :p][obs["attention_mask"][i, :p] == 1] for i in range(b)]
+    replies = [[setup.tokenizer(r, add_special_tokens=False)["input_ids"]
+                for r in setup.examples[i].metadata["replies"][:setup.turns]] for i in padded]
+    turn, pos = np.zeros(b, dtype=np.int64), np.zeros(b, dtype=np.int64)
+    typed: list[list[int]] = [[] for _ in range(b)]
+    active = np.arange(b) < len(idx)
+    out: dict[int, Generation] = {}
+    while active.any():
+        actions = np.full(b, setup.pad_token_id if setup.pad_token_id != eos else 0, dtype=np.int64)
+        for i in np.flatnonzero(active):
+            ids = replies[i][turn[i]]
+            actions[i] = ids[pos[i]] if pos[i] < len(ids) else eos
+        obs, _, term, trunc, infos = envs.step(actions)
+        final, scored = infos.get("final_info", {}), infos.get("_turn", np.zeros(b, dtype=bool))
+        for i in np.flatnonzero(active):
+            typed[i].append(int(actions[i]))
+            if term[i] or trunc[i]:
+                out[i] = Generation(policy=name, task=task, index=padded[i],
+                                    **_outcome(row_info(final, int(i)), setup, padded[i]),
+                                    token_ids=[t for t in typed[i] if t != eos],
+                                    prompt_ids=[int(t) for t in prompts[i]])
+            elif scored[i]:  # the env closed this turn: the next reply starts
+                turn[i], pos[i] = turn[i] + 1, 0
+            else:
+                pos[i] += 1
         active &= ~(term | trunc)
     return [out[i] for i in range(len(idx))]
 
@@ -259,6 +307,8 @@ def generate(spec: PolicySpec, task: str, envs, idx: list[int], seed: int, polic
     if spec.kind == "random":
         return _random_batch(spec.name, task, envs, idx, seed)
     if spec.kind == "reference":
+        if setup.turns > 1:
+            return _replay_batch(spec.name, task, envs, idx, seed)
         return _reference_batch(spec.name, task, setup, idx)
     if policy is None:
         raise ValueError(f"policy {spec.name!r} needs a loaded model")
@@ -314,6 +364,11 @@ def sample_logprobs(model_policy: LMActorCritic, gens: Sequence[Generation], eos
     """Log-probs of each generation's own tokens under ``reference`` (same sampling transform)."""
     if len(gens) > 8:
         return _by_length(gens, lambda chunk: sample_logprobs(model_policy, chunk, eos_token_id, reference))
+    if gens[0].positions is not None:  # multi-turn: the whole sequence, scored at the actions
+        batch = EpisodeBatch.from_episodes([g.prompt_ids for g in gens], [g.token_ids for g in gens],
+                                           model_policy.pad_token_id, [g.positions for g in gens])
+        ref = model_policy.reference_logprobs(batch, reference)
+        return [ref[i, :len(g.positions)].tolist() for i, g in enumerate(gens)]
     seqs = [g.token_ids + ([eos_token_id] if len(g.token_ids) < len(g.logprobs or []) else []) for g in gens]
     batch = EpisodeBatch.from_episodes([g.prompt_ids for g in gens], [s or [eos_token_id] for s in seqs],
                                        model_policy.pad_token_id)

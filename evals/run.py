@@ -82,6 +82,7 @@ _FULL_TASKS = ("TextSummarize-v0", "TextSentiment-v0", "TextReasoning-v0")
 _REASONING = "TextReasoning-v0"
 
 _QA = "TextQA-v0"
+_DIALOGUE = "TextDialogue-v0"
 
 # What the quick presets train per task (agents.pipeline --ppo-reward, --reward-model): sentiment runs
 # PPO on VADER and on its reward model; summaries train a reward model for best-of-n only (PPO on it
@@ -92,6 +93,7 @@ QUICK_STAGES: dict[str, dict[str, object]] = {
     "TextSummarize-v0": {"ppo_reward": "task", "reward_model": True},
     _REASONING: {"ppo_reward": "task", "reward_model": False},
     _QA: {"ppo_reward": "task", "reward_model": False},
+    _DIALOGUE: {"ppo_reward": "both"},
 }
 
 # Minutes each task's quick pipeline took (every stage, one run after another) in the committed
@@ -128,6 +130,17 @@ SUITES: dict[str, Suite] = {
         preset="quick",
         budgets="CPU quick presets (agents.sft --preset quick-qa, agents.ppo --preset quick-qa: GRPO on token F1, "
                 "4 answers per question), 24 new tokens, every test question",
+    ),
+    # Three-turn conversations (Chit-Chat Challenge): SFT on whole conversations, a reward model on
+    # first turns, then RLOO on the conversation's return under the heuristic reward and under the RM.
+    "dialogue": Suite(
+        SuiteConfig(tasks=(_DIALOGUE,), policies=tuple(p for p in _POLICIES if p.split("=")[0] in
+                                                       ("base", "sft", "ppo-task", "ppo-rm", "random", "reference")),
+                    reward_models=(f"{_DIALOGUE}={PIPELINE.format(task=_DIALOGUE)}/reward_model",),
+                    limit=64, decoding=Decoding(temperature=0.7, max_new_tokens=None, batch_size=32)),
+        preset="quick",
+        budgets="CPU quick presets (agents.sft/reward_model/ppo --preset quick-dialogue where one exists: RLOO on "
+                "each conversation's return, 4 per prompt), 3 agent turns of at most 40 tokens",
     ),
 }
 
@@ -243,8 +256,9 @@ def reward_model_notes(reward_models: tuple[str, ...]) -> list[str]:
 class RunConfig:
     """Which leaderboard to build: a suite's budgets and policies, narrowed or extended by flags."""
 
-    suite: Literal["quick", "full", "qa"] = arg("quick", "budgets and default policies ('qa': TextQA-v0's "
-                                                         "base, SFT and GRPO rows)")
+    suite: Literal["quick", "full", "qa", "dialogue"] = arg("quick", "budgets and default policies ('qa': TextQA-v0's "
+                                                                    "base, SFT and GRPO rows; 'dialogue': "
+                                                                    "TextDialogue-v0's base, SFT and PPO rows)")
     tasks: tuple[str, ...] | None = arg(None, "env ids to evaluate, space- or comma-separated (None: the suite's)")
     policies: tuple[str, ...] | None = arg(None, "names of the suite's policies to keep (None: all); --policy "
                                                  "entries are kept either way")

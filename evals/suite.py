@@ -256,7 +256,8 @@ def _model_scores(gens: list[Generation], policy, reference, rm, setup, metrics:
         for g, v in zip(gens, BertScore()([Completion(prompt=g.prompt, text=g.text, references=tuple(g.references))
                                            for g in gens]), strict=True):
             g.scores["bertscore"] = float(v)
-    if rm is not None and wanted("rm_score"):
+    single = setup.turns == 1  # a conversation's row joins its turns: no one-completion RM score or reference NLL
+    if rm is not None and single and wanted("rm_score"):
         todo = [g for g in gens if "bon_rm_score" not in g.scores]  # best-of-n already scored its pick
         for g in gens:
             if "bon_rm_score" in g.scores:
@@ -272,7 +273,8 @@ def _model_scores(gens: list[Generation], policy, reference, rm, setup, metrics:
             ref = sample_logprobs(policy, gens, eos, reference.model)
             for g, r in zip(gens, ref, strict=True):
                 g.scores["kl_to_ref"] = kl_per_token(g.logprobs[:len(r)], r)
-    if policy is not None and gens[0].references and gens[0].logprobs is not None and wanted("ref_perplexity"):
+    if policy is not None and single and gens[0].references and gens[0].logprobs is not None \
+            and wanted("ref_perplexity"):
         firsts = [g for g in gens if g.sample == 0]  # the reference's NLL is the same for every sample
         for g, v in zip(firsts, reference_nll(policy, firsts, eos), strict=True):
             g.scores["ref_nll"] = v

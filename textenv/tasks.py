@@ -469,8 +469,10 @@ def dialogue(turns: int = 3, max_turn_words: int = 64, max_turn_tokens: int = 40
             used = conv.turns[:2 * turns]
             if len(used) < 2 * turns or any(not t.strip() or len(t.split()) > max_turn_words for t in used):
                 continue
+            # "user": the turn the first reply answers (the env sets it per turn; with turns=1 it stays)
             out.append(Example(text=used[0], references=(used[1],),
-                               metadata={"id": conv.id, "user_turns": used[2::2], "replies": used[1::2]}))
+                               metadata={"id": conv.id, "user": used[0], "user_turns": used[2::2],
+                                         "replies": used[1::2]}))
         return out
 
     return Task("dialogue", load, reward=dialogue_reward(), system=DIALOGUE_SYSTEM,

@@ -38,9 +38,11 @@ class TurnState:
     texts: list[str] = field(default_factory=list)
     rewards: list[float] = field(default_factory=list)
     bounds: list[tuple[int, int]] = field(default_factory=list)  # each agent turn's [start, end) positions
+    parts: dict[str, float] = field(default_factory=dict)  # each reward part summed over the turns so far
 
     def copy(self) -> TurnState:
-        return TurnState(self.turn, self.start, list(self.texts), list(self.rewards), list(self.bounds))
+        return TurnState(self.turn, self.start, list(self.texts), list(self.rewards), list(self.bounds),
+                         dict(self.parts))
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,8 @@ def turn_info(setup: Any, state: TurnState, index: int, move: Move, total: float
     state.texts.append(c.text)
     state.rewards.append(float(total))
     state.bounds.append((state.start, end))
+    for name, value in parts.items():
+        state.parts[name] = state.parts.get(name, 0.0) + float(value)
     k = state.turn
     state.turn += 1
     state.start = generated_before + len(move.write)
@@ -167,5 +171,6 @@ def turn_info(setup: Any, state: TurnState, index: int, move: Move, total: float
                              {"role": "assistant", "content": text}]
         info.update({"turns": list(state.texts), "turn_rewards": list(state.rewards),
                      "turn_bounds": np.asarray(state.bounds, dtype=np.int64), "return": float(sum(state.rewards)),
+                     "return_parts": dict(state.parts),
                      "conversation": conversation, "truncated_by": move.truncated_by})
     return info

@@ -1,0 +1,125 @@
+"""The agents on TextDialogue-v0: rollouts that record the env's inserted turns, learners that score
+the agent's tokens only, SFT on whole conversations, the eval suite's conversation rows."""
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from agents.policy import EpisodeBatch, LMActorCritic
+from agents.ppo import PPOConfig, PPOTrainer
+from agents.rollout import collect, episodes_to_batch
+from agents.sft import IGNORE, _sequences, conversation
+from evals.generate import Decoding
+from evals.suite import SuiteConfig, evaluate_suite
+from textenv.turns import user_turn_ids
+
+KW = dict(model="tiny", max_turn_tokens=6, max_new_tokens=80)
+
+
+@pytest.fixture(scope="module")
+def rollout():
+    envs = gym.make_vec("TextDialogue-v0", num_envs=4, **KW)
+    policy = LMActorCritic.from_pretrained("tiny", tokenizer=envs.unwrapped.setup.tokenizer)
+    eos = envs.unwrapped.setup.eos_token_id
+    # a bias towards EOS so that turns end both ways: by the agent's EOS and at max_turn_tokens
+    def favour_eos(module, args, logits):
+        logits[..., eos] += 4.0
+        return logits
+
+    policy.model.lm_head.register_forward_hook(favour_eos)
+    episodes = collect(envs, policy, [0, 1, 2, 3], seed=0, generator=torch.Generator().manual_seed(0))
+    return envs.unwrapped.setup, policy, episodes
+
+
+def test_collect_records_the_inserted_turns_and_where_the_actions_are(rollout):
+    setup, _, episodes = rollout
+    for ep in episodes:
+        turns = ep.info["turns"]
+        assert len(ep.sequence) > len(ep.actions) and len(ep.positions) == len(ep.actions)
+        assert [ep.sequence[q] for q in ep.positions] == ep.actions
+        # between the agent's turns: the env's EOS (when the turn was cut) and the other side's next turn
+        inserted = [t for q, t in enumerate(ep.sequence) if q not in set(ep.positions)]
+        expected = []
+        for k in range(len(turns) - 1):
+            end = int(ep.info["turn_bounds"][k][1])  # after the turn's own tokens: its EOS, the agent's or the env's
+            assert ep.sequence[end] == setup.eos_token_id
+            expected += ([] if end in ep.positions else [setup.eos_token_id]) + user_turn_ids(setup, ep.index, k)
+        assert inserted == expected
+        assert ep.score == pytest.approx(ep.info["return"])
+    assert {len(ep.info["turns"]) for ep in episodes} != {1}
+    ended = [int(b[1]) in ep.positions for ep in episodes for b in ep.info["turn_bounds"][:-1]]
+    assert any(ended) and not all(ended)  # turns closed by the agent's EOS and by max_turn_tokens both seen
+
+
+def test_the_learners_score_the_actions_as_the_rollout_did(rollout):
+    """A full forward over prompt + conversation, read at the action columns, gives the rollout's
+    log-probs and values: the cache took the inserted turns exactly as a forward over them does."""
+    _, policy, episodes = rollout
+    batch = episodes_to_batch(episodes, policy.pad_token_id)
+    assert batch.mask.shape[1] == max(len(e.actions) for e in episodes)
+    with torch.no_grad():
+        scores = policy.evaluate(batch)
+        ref = policy.reference_logprobs(batch, policy.model)
+    for i, ep in enumerate(episodes):
+        n = len(ep.actions)
+        assert scores.mask[i].sum() == n
+        np.testing.assert_allclose(scores.logprobs[i, :n].numpy(), ep.logprobs, atol=2e-5)
+        np.testing.assert_allclose(scores.values[i, :n].numpy(), ep.values, atol=2e-5)
+        np.testing.assert_allclose(ref[i, :n].numpy(), ep.logprobs, atol=2e-5)
+        assert not scores.logprobs[i, n:].any()
+    sub = batch.rows(torch.tensor([2, 0]))
+    assert torch.equal(sub.action_index, batch.action_index[[2, 0]]) and sub.gen_len == batch.gen_len
+
+
+def test_a_batch_refuses_actions_outside_the_generated_tokens():
+    with pytest.raises(ValueError, match="outside its 2 generated tokens"):
+        EpisodeBatch.from_episodes([[1, 2]], [[3, 4]], 0, positions=[[0, 2]])
+
+
+def test_ppo_trains_on_dialogue(tmp_path):
+    cfg = PPOConfig(env="TextDialogue-v0", model="tiny", iterations=1, prompts_per_iter=4, epochs=1,
+                    minibatch_size=2, lr=1e-3, tensorboard=False, progress=False, checkpoint_every=1,
+                    runs=str(tmp_path), max_new_tokens=120)
+    trainer = PPOTrainer(cfg)
+    before = trainer.policy.model.lm_head.weight.clone()
+    metrics = trainer.step()
+    for key in ("losses/policy_loss", "losses/value_loss", "objective/kl", "charts/reward_mean",
+                "rewards/relevance/mean"):
+        assert math.isfinite(metrics[key]), key
+    assert metrics["charts/episode_length"] <= 3 * 40  # the agent's tokens only, never the inserted turns
+    assert not torch.equal(before, trainer.policy.model.lm_head.weight)
+
+
+def test_sft_learns_whole_conversations_laid_out_as_the_env_does():
+    setup = gym.make("TextDialogue-v0", model="tiny", max_turn_tokens=40).unwrapped.setup
+    ids, labels = conversation(setup, 0)
+    replies = setup.examples[0].metadata["replies"]
+    env = gym.make("TextDialogue-v0", model="tiny", max_turn_tokens=40).unwrapped
+    env.reset(options={"index": 0})
+    for reply in replies:  # type the real replies: the env writes what conversation() built
+        for t in setup.tokenizer(reply, add_special_tokens=False)["input_ids"][:39]:
+            env.step(t)
+        *_, info = env.step(setup.eos_token_id)
+    gen = env._generated  # the observation's tokens after the prompt (the last EOS is not written)
+    assert ids[:len(gen)] == gen and ids[len(gen):] == [setup.eos_token_id]
+    users = [t for k in range(len(replies) - 1) for t in user_turn_ids(setup, 0, k)]
+    assert [t for t, y in zip(ids, labels, strict=True) if y == IGNORE] == users
+    assert len(info["turns"]) == len(replies)
+    seqs = _sequences(setup, "sft", 4096, limit=2)
+    prompt = setup.encode(0).ids.tolist()
+    assert seqs[0][0] == prompt + ids and seqs[0][1] == [IGNORE] * len(prompt) + labels
+
+
+def test_the_suite_reports_conversations():
+    cfg = SuiteConfig(tasks=("TextDialogue-v0",), model="tiny", policies=("base=tiny", "random", "reference"),
+                      limit=3, decoding=Decoding(temperature=0.7, max_new_tokens=80, batch_size=4), n_boot=50,
+                      progress=False, metrics=None)
+    df = evaluate_suite(cfg)
+    table = df.set_index(["policy", "metric"]).value
+    assert {"base", "random", "reference"} <= set(df.policy)
+    assert table["base", "kl_to_ref"] == 0.0 and ("base", "ref_perplexity") not in table
+    # the real replies, typed into the env, are more relevant to the user's turns than random tokens
+    assert table["reference", "reward"] > table["random", "reward"]
