@@ -61,6 +61,7 @@ class PipelineConfig:
     device: str = arg("auto", "'auto' (CUDA when present), 'cpu', 'cuda', ...")
     precision: Precision = arg("auto", "'auto' (bf16 autocast on CUDA, fp32 elsewhere), 'fp32' or 'bf16' (any device)")
     out: str | None = arg(None, "root of the checkpoints (default runs/pipeline/<env>__<model>)")
+    progress: bool = arg(True, "show every stage's progress bars")
 
 
 def stage_dirs(cfg: PipelineConfig) -> dict[str, Path]:
@@ -87,7 +88,7 @@ def _run_ppo(cfg: PipelineConfig, dirs: dict[str, Path], reward: str) -> dict[st
     pcfg = dataclasses.replace(
         _preset(ppo.PRESETS, cfg.preset, cfg.env, rm=reward == "rm"), env=cfg.env, model=str(dirs["sft"]),
         seed=cfg.seed, device=cfg.device, precision=cfg.precision, runs=str(dirs["ppo_runs"]),
-        exp_name=f"pipeline-{reward}",
+        exp_name=f"pipeline-{reward}", progress=cfg.progress,
         reward_model=str(dirs["reward_model"]) if reward == "rm" else None,
     )
     if cfg.ppo_iterations is not None:
@@ -160,7 +161,7 @@ def _run_stages(cfg: PipelineConfig, dirs: dict[str, Path], report: dict[str, An
         mode = "sft" if _has_references(cfg.env) else "domain"
         scfg = dataclasses.replace(_preset(sft.PRESETS, cfg.preset, cfg.env), env=cfg.env, model=cfg.model,
                                    seed=cfg.seed, device=cfg.device, precision=cfg.precision, out=str(dirs["sft"]),
-                                   mode=mode)
+                                   mode=mode, progress=cfg.progress)
         report["sft_metrics"] = {k: v for k, v in sft.train_sft(scfg).items() if k != "history"}
         done("sft")
     rewards = ("task", "rm") if cfg.ppo_reward == "both" else (cfg.ppo_reward,)
@@ -172,7 +173,7 @@ def _run_stages(cfg: PipelineConfig, dirs: dict[str, Path], report: dict[str, An
     else:
         rcfg = dataclasses.replace(_preset(reward_model.PRESETS, cfg.preset, cfg.env), env=cfg.env,
                                    model=str(dirs["sft"]), seed=cfg.seed, device=cfg.device, precision=cfg.precision,
-                                   out=str(dirs["reward_model"]))
+                                   out=str(dirs["reward_model"]), progress=cfg.progress)
         report["reward_model_metrics"] = reward_model.train_reward_model(rcfg)
         done("reward_model")
     for reward in rewards:

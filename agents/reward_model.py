@@ -36,6 +36,7 @@ import textenv  # noqa: F401  (registers the envs)
 from agents.config import arg, cli, parse_config, resolve_device, save_config
 from agents.distributed import Dist
 from agents.preferences import Pair, length_matched, make_pairs, sample_pairs, task_setup
+from agents.tracking import library_progress
 from textenv.devices import Precision, autocast
 from textenv.io import atomic_dir, ensure_replaceable
 from textenv.models import DEFAULT_MODEL, freeze_below, is_tiny, load_tokenizer, model_path, tiny_model
@@ -98,12 +99,12 @@ def margin_loss(margins: np.ndarray) -> float:
 
 @torch.no_grad()
 def pair_margins(model, tokenizer, pairs: Sequence[Pair], max_length: int, batch_size: int = 16,
-                 device: torch.device | str = "cpu", precision: str = "auto") -> np.ndarray:
+                 device: torch.device | str = "cpu", precision: str = "auto", progress: bool = True) -> np.ndarray:
     """``r_chosen - r_rejected`` for every pair (the model in eval mode, restored after)."""
     was_training = model.training
     model.eval()
     out = []
-    for start in tqdm(range(0, len(pairs), batch_size), desc="eval", leave=False):
+    for start in tqdm(range(0, len(pairs), batch_size), desc="eval", leave=False, disable=not progress):
         chunk = pairs[start:start + batch_size]
         with autocast(torch.device(device), precision):
             r = score_texts(model, tokenizer, [p.prompt + p.chosen for p in chunk]
@@ -172,6 +173,7 @@ class RewardModelConfig:
     eval_sample_prompts: int = arg(32, "held-out prompts that get sampled completions")
     train_layers: int = arg(-1, "train only the top N transformer blocks + head (-1: all)")
     weight_decay: float = arg(0.0, "AdamW weight decay")
+    progress: bool = arg(True, "show progress bars (ours and transformers' shard-writing ones)")
 
 
 PRESETS: dict[str, RewardModelConfig] = {
@@ -250,7 +252,8 @@ def train_reward_model(config: RewardModelConfig, tokenizer: Any = None) -> dict
                 config.eval_split, dict(Counter(p.kind for p in held)))
 
     def evaluate() -> tuple[dict[str, Any], float]:
-        m = pair_margins(model, tokenizer, held, config.max_length, 2 * config.batch_size, device, config.precision)
+        m = pair_margins(model, tokenizer, held, config.max_length, 2 * config.batch_size, device, config.precision,
+                         config.progress)
         return accuracy_report(held, m), margin_loss(m)
 
     before, loss0 = evaluate()
@@ -264,7 +267,7 @@ def train_reward_model(config: RewardModelConfig, tokenizer: Any = None) -> dict
     rng = np.random.default_rng(config.seed)
     model.train()
     step, losses, accs = 0, [], []
-    bar = tqdm(total=total, desc="reward model")
+    bar = tqdm(total=total, desc="reward model", disable=not config.progress)
     while step < total:
         order = rng.permutation(len(train))
         for start_i in range(0, len(order), config.batch_size):
@@ -314,7 +317,7 @@ def train_reward_model(config: RewardModelConfig, tokenizer: Any = None) -> dict
     if not dist.is_main:  # identical weights everywhere: one process writes
         dist.barrier()
         return metrics
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out) as tmp, library_progress(config.progress):
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         save_config(config, tmp / "reward_model_config.json")

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 import textenv  # noqa: F401  (registers the env ids)
 from agents.config import arg, cli, parse_config, resolve_device, save_config
 from agents.distributed import Dist, parameter_checksum
+from agents.tracking import library_progress
 from textenv.core import TaskSetup
 from textenv.devices import Precision, autocast
 from textenv.io import atomic_dir, ensure_replaceable
@@ -73,6 +74,7 @@ class SFTConfig:
     precision: Precision = arg("auto", "'auto' (bf16 autocast on CUDA, fp32 elsewhere), 'fp32' or 'bf16' (any device)")
     gradient_checkpointing: bool = arg(False, "recompute activations in the backward pass (less memory, ~30% slower)")
     out: str | None = arg(None, "checkpoint directory (None: runs/sft/<env>)")
+    progress: bool = arg(True, "show progress bars (ours and transformers' shard-writing ones)")
 
 
 PRESETS: dict[str, SFTConfig] = {
@@ -292,7 +294,7 @@ def fit(config: SFTConfig, tokenizer: Any = None) -> SFTResult:
     generator = torch.Generator().manual_seed(config.seed)
     step, tokens, train_losses = 0, 0, []
     start = time.perf_counter()
-    bar = tqdm(total=total_steps, desc=f"sft {config.env}", unit="step", leave=False)
+    bar = tqdm(total=total_steps, desc=f"sft {config.env}", unit="step", leave=False, disable=not config.progress)
     while step < total_steps:
         micro = _batches(train, config.batch_size, generator)
         for k in range(0, len(micro), config.grad_accum):
@@ -373,11 +375,12 @@ def save_checkpoint(result: SFTResult, config: SFTConfig, out: str | Path) -> Pa
 def train_sft(config: SFTConfig, tokenizer: Any = None) -> dict[str, Any]:
     """Train (:func:`fit`), write the checkpoint to ``config.out`` and return the metrics."""
     out = ensure_replaceable(config.out or Path("runs") / "sft" / config.env)  # before hours of training
-    result = fit(config, tokenizer)
-    dist = Dist()
-    if dist.is_main:  # identical weights everywhere: one process writes
-        save_checkpoint(result, config, out)
-    dist.barrier()
+    with library_progress(config.progress):
+        result = fit(config, tokenizer)
+        dist = Dist()
+        if dist.is_main:  # identical weights everywhere: one process writes
+            save_checkpoint(result, config, out)
+        dist.barrier()
     return {**result.metrics, "out": str(out)}
 
 

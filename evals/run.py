@@ -146,7 +146,7 @@ SUITES: dict[str, Suite] = {
 
 
 def make_checkpoints(tasks: tuple[str, ...], preset: str, model: str, device: str = "auto",
-                     precision: str = "auto") -> list[dict]:
+                     precision: str = "auto", progress: bool = True) -> list[dict]:
     """Run the missing pipeline stages (SFT -> reward model -> PPO on the task reward and/or the
     reward model; the quick suite's per-task choice in :data:`QUICK_STAGES`) for every task; return
     each task's pipeline report (stage times and peak memory)."""
@@ -155,7 +155,7 @@ def make_checkpoints(tasks: tuple[str, ...], preset: str, model: str, device: st
     stages = QUICK_STAGES if preset == "quick" else {}
     return [{"env": task, **run_pipeline(PipelineConfig(
         env=task, model=model, preset=preset, out=PIPELINE.format(task=task), device=device,
-        precision=precision, **stages.get(task, {})))}  # type: ignore[arg-type]
+        precision=precision, progress=progress, **stages.get(task, {})))}  # type: ignore[arg-type]
         for task in tasks]
 
 
@@ -341,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         logger.info(training_plan(missing, suite.preset, cfg.device))
         if is_main:
             trained = make_checkpoints(tuple(dict.fromkeys(t for _, t, _ in missing)), suite.preset, cfg.model,
-                                       cfg.device, cfg.precision)
+                                       cfg.device, cfg.precision, progress=cfg.progress)
             logger.info("checkpoints ready after %.0f s", time.perf_counter() - start)
         dist.barrier()
     elif missing:

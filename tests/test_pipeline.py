@@ -185,3 +185,15 @@ def test_progress_false_also_silences_transformers_save_bars(tmp_path):
                           "false", "--runs", str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "Writing model shards" not in out.stderr and list(tmp_path.rglob("final"))
+
+
+def test_pipeline_progress_false_silences_every_stage(tmp_path):
+    """``evals.run --no-progress`` trains through the pipeline: SFT's and the reward model's bars
+    (ours and transformers') used to show whatever it said."""
+    out = subprocess.run([sys.executable, "-m", "agents.pipeline", "--env", "TextCount-v0", "--model", "tiny",
+                          "--preset", "tiny", "--ppo-reward", "rm", "--ppo-iterations", "1", "--progress", "false",
+                          "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    for bar in ("sft TextCount-v0:", "reward model:", "eval:", "Writing model shards", "TextCount-v0:  "):
+        assert bar not in out.stderr, bar
+    assert (tmp_path / "ppo_rm" / "COMPLETE").exists()
