@@ -37,6 +37,7 @@ from agents.config import arg, cli, parse_config
 from agents.tracking import StageMemory
 from textenv.devices import Precision
 from textenv.io import atomic_dir, ensure_replaceable, is_complete, remove_stale
+from textenv.models import DEFAULT_MODEL
 
 __all__ = ["PipelineConfig", "main", "run_pipeline"]
 
@@ -48,7 +49,7 @@ class PipelineConfig:
     """SFT, then a reward model, then PPO, on one task."""
 
     env: str = arg("TextSentiment-v0", "registered env id (as agents.ppo --env)")
-    model: str = arg("smollm2-135m", "base model: 'smollm2-135m', 'tiny' or a local directory")
+    model: str = arg(DEFAULT_MODEL, "base model: the default model, 'tiny' or a local directory")
     preset: Literal["quick", "default", "tiny"] = arg("quick", "budget of every stage: 'quick' (CPU), 'default' "
                                                               "(GPU) or 'tiny' (seconds, with --model tiny)")
     ppo_reward: Literal["rm", "task", "both"] = arg("both", "PPO's reward: the trained reward model, the task's "

@@ -13,6 +13,7 @@ from typing import Literal
 
 from agents.config import arg
 from textenv.devices import Precision
+from textenv.models import DEFAULT_MODEL
 
 __all__ = ["PPOConfig", "PRESETS"]
 
@@ -22,7 +23,7 @@ class PPOConfig:
     """PPO with a KL-controlled reference for a causal LM on a textenv task."""
 
     env: str = arg("TextCount-v0", "registered textenv id to train on (its train split)")
-    model: str = arg("smollm2-135m", "starting policy: 'smollm2-135m', 'tiny', an SFT or policy directory")
+    model: str = arg(DEFAULT_MODEL, "starting policy: the default model, 'tiny', an SFT or policy directory")
     exp_name: str = arg("ppo", "run name, part of the run directory")
     seed: int = arg(0, "seed of prompts, sampling and initialisation")
     device: str = arg("auto", "'auto' (CUDA when present), 'cpu', 'cuda', ...")

@@ -58,7 +58,7 @@ def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torc
 
 def load_reward_model(model: str = DEFAULT_MODEL, tokenizer: Any = None, seed: int = 0):
     """``(tokenizer, AutoModelForSequenceClassification with one output)`` whose trunk is the
-    causal LM ``model`` ("smollm2-135m", "tiny" — built for ``tokenizer`` — or a local directory,
+    causal LM ``model`` (``DEFAULT_MODEL``, "tiny" — built for ``tokenizer`` — or a local directory,
     which may also be a saved reward model). The new score head is seeded by ``seed``."""
     from transformers import AutoModelForSequenceClassification
 

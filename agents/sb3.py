@@ -52,7 +52,7 @@ from torch import nn
 from agents.kvcache import positions
 from agents.masking import allowed_tokens
 from agents.policy import Sampling, entropy_from_logprobs, logprobs_from_logits
-from textenv.models import load_model
+from textenv.models import DEFAULT_MODEL, load_model
 
 __all__ = ["LMPolicy", "MaskableLMPolicy", "TopKMaskWrapper", "last_token_forward", "topk_mask"]
 
@@ -106,7 +106,7 @@ class _SB3LMBase:
     its last hidden state as critic, one forward for both. Mixed in before the SB3 base class."""
 
     def __init__(self, observation_space: spaces.Space, action_space: spaces.Space, lr_schedule: Schedule,
-                 model_name: str = "smollm2-135m", tokenizer: Any = None,
+                 model_name: str = DEFAULT_MODEL, tokenizer: Any = None,
                  sampling: Sampling | float | None = None, seed: int = 0, **kwargs: Any) -> None:
         name = type(self).__name__
         if not isinstance(action_space, spaces.Discrete):
@@ -161,7 +161,7 @@ class LMPolicy(_SB3LMBase, ActorCriticPolicy):
 
     Keyword arguments (``policy_kwargs``):
 
-    - ``model_name``: a textenv model name (``"tiny"``, ``"smollm2-135m"``) or a local directory,
+    - ``model_name``: a textenv model name (``"tiny"``, ``DEFAULT_MODEL``) or a local directory,
       resolved by :func:`textenv.models.load_model`.
     - ``tokenizer``: the env's tokenizer (``env.unwrapped.tokenizer``); required for ``"tiny"``,
       whose weights are built for it.

@@ -8,7 +8,7 @@ every other dataset column passed by name, one value per completion. textenv's r
     from trl import GRPOConfig, GRPOTrainer
     from agents.trl_adapter import task_dataset, trl_reward
 
-    train = task_dataset("TextSentiment-v0", "train", model="smollm2-135m")
+    train = task_dataset("TextSentiment-v0", "train", model=DEFAULT_MODEL)
     trainer = GRPOTrainer(model=..., reward_funcs=[trl_reward("TextSentiment-v0")], train_dataset=train,
                           args=GRPOConfig(...))
 

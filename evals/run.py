@@ -57,7 +57,7 @@ __all__ = ["SUITES", "RunConfig", "main", "suite_config"]
 
 logger = logging.getLogger(__name__)
 
-PIPELINE = "runs/pipeline/{task}__smollm2-135m"
+PIPELINE = "runs/pipeline/{task}__" + DEFAULT_MODEL
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class Suite:
 
 
 _POLICIES = (
-    "base=smollm2-135m",
+    f"base={DEFAULT_MODEL}",
     f"sft={PIPELINE}/sft",
     f"rm=bon:{PIPELINE}/sft",
     f"vote=vote:{PIPELINE}/sft",
@@ -271,7 +271,7 @@ class RunConfig:
                                        "pass@K (repeatable or comma-separated; overrides the suite's)")
     metrics: tuple[str, ...] | None = arg(None, "metrics to keep (None: all)")
     limit: int | None = arg(None, "test examples per task (None: the suite's)")
-    model: str | None = arg(None, "base model (None: smollm2-135m)")
+    model: str | None = arg(None, f"base model (None: {DEFAULT_MODEL})")
     seed: int = arg(0, "sampling seed")
     device: str = arg("auto", "where policies, the reference and reward models run: 'auto' (CUDA when present), "
                               "'cpu', 'cuda', 'cuda:N'")

@@ -66,6 +66,7 @@ from evals.metrics import (
     win_rate_values,
 )
 from evals.report import make_frame
+from textenv.models import DEFAULT_MODEL
 
 __all__ = ["Failure", "SuiteConfig", "evaluate_suite", "generate_all", "score_generations"]
 
@@ -75,8 +76,8 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class SuiteConfig:
     tasks: tuple[str, ...] = ("TextSummarize-v0", "TextSentiment-v0")
-    model: str = "smollm2-135m"  # the base model: its tokenizer, the KL reference, the win-rate baseline
-    policies: tuple[str, ...] = ("base=smollm2-135m", "random", "reference")
+    model: str = DEFAULT_MODEL  # the base model: its tokenizer, the KL reference, the win-rate baseline
+    policies: tuple[str, ...] = (f"base={DEFAULT_MODEL}", "random", "reference")
     reward_models: tuple[str, ...] = ()  # "TASK=PATH": rm_score metric and best-of-n reranking
     samples: tuple[str, ...] = ()  # "TASK=K": K seeded samples per prompt for model policies (default 1; last wins)
     metrics: tuple[str, ...] | None = None  # None: every metric that applies

@@ -51,8 +51,9 @@ class TextEnv(gym.Env[dict[str, np.ndarray], int]):
     ## Arguments
     - ``task``: a :class:`textenv.tasks.Task`, or a ``"module:function"`` path (set by registration).
     - ``split``: ``"train"``, ``"validation"`` or ``"test"``.
-    - ``model``: whose tokenizer defines the action space: ``"smollm2-135m"`` (default), ``"tiny"``,
-      or a local directory. ``tokenizer=`` passes a tokenizer object instead.
+    - ``model``: whose tokenizer defines the action space: ``textenv.models.DEFAULT_MODEL``
+      (default, SmolLM2-135M-Instruct), ``"tiny"`` or a local directory. ``tokenizer=`` passes a
+      tokenizer object instead.
     - ``reward``: a reward name (``"rougeL"``), a ``"pkg.mod:fn"`` path, a callable, or a mapping
       ``{name: weight}`` (see :mod:`textenv.rewards`); default: the task's.
     - ``max_prompt_tokens``, ``max_new_tokens``, ``prompt_template`` (with ``{text}``),

@@ -55,7 +55,7 @@ class BenchConfig:
     num_envs: int = field(default=8, metadata={"help": "B: vector env width and model batch size"})
     tokens: int = field(default=12000, metadata={
         "help": "token-steps timed per env variant (the vector envs take tokens // B steps)"})
-    models: str = field(default="tiny,smollm2-135m", metadata={"help": "comma-separated model names"})
+    models: str = field(default=f"tiny,{DEFAULT_MODEL}", metadata={"help": "comma-separated model names"})
     seed: int = field(default=0, metadata={"help": "seed for env resets, actions and the tiny model"})
     env_model: str = field(default=DEFAULT_MODEL, metadata={
         "help": "whose tokenizer the timed envs use (decode cost depends on it)"})

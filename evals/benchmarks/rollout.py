@@ -23,6 +23,7 @@ from agents.policy import LMActorCritic, Sampling
 from agents.rollout import collect
 from textenv.cli import arg, cli, parse_config
 from textenv.devices import Precision, autocast, resolve_device
+from textenv.models import DEFAULT_MODEL
 
 
 def _prompts(envs, indices, device=None):
@@ -131,7 +132,7 @@ class RolloutBenchConfig:
     """Env + KV cache vs model.generate tokens/s at several batch sizes (each field is a ``--flag``)."""
 
     env: str = arg("TextSentiment-v0", "registered env id whose test prompts are used")
-    model: str = arg("smollm2-135m", "policy model ('tiny' for the seeded test model)")
+    model: str = arg(DEFAULT_MODEL, "policy model ('tiny' for the seeded test model)")
     num_envs: tuple[int, ...] = arg((8, 64, 256), "batch sizes to measure")
     max_new_tokens: int = arg(32, "tokens generated per prompt")
     repeats: int = arg(5, "timed rounds; each round runs every path once, in turn")

@@ -24,7 +24,7 @@ import torch
 import textenv  # noqa: F401
 from agents.kvcache import CachedLM, RolloutState
 from textenv.cli import arg, cli, parse_config
-from textenv.models import env_model_kwargs, load_model
+from textenv.models import DEFAULT_MODEL, env_model_kwargs, load_model
 
 
 @torch.no_grad()
@@ -81,7 +81,7 @@ def run(model: str, batch: int, turns: int, max_turn_tokens: int, repeats: int) 
 class TurnsBenchConfig:
     """Cache extended by inserted turns vs re-prefilled, tokens/s (each field is a ``--flag``)."""
 
-    models: tuple[str, ...] = arg(("tiny", "smollm2-135m"), "policy models")
+    models: tuple[str, ...] = arg(("tiny", DEFAULT_MODEL), "policy models")
     num_envs: tuple[int, ...] = arg((8, 64), "batch sizes")
     turns: int = arg(4, "agent turns per conversation")
     max_turn_tokens: int = arg(16, "tokens per agent turn at most (greedy turns rarely end sooner)")

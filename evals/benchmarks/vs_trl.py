@@ -37,6 +37,7 @@ import torch
 
 from textenv.cli import arg, cli, parse_config
 from textenv.devices import Precision, resolve_device
+from textenv.models import DEFAULT_MODEL
 
 
 def _textenv(args: VsTRLConfig) -> list[float]:
@@ -185,7 +186,7 @@ class VsTRLConfig:
                                          "policy with a random head)")
 
     env: str = arg("TextSentiment-v0", "registered env id (its prompts and task reward)")
-    model: str = arg("smollm2-135m", "policy model")
+    model: str = arg(DEFAULT_MODEL, "policy model")
     prompts: int = arg(4, "distinct prompts per iteration")
     samples: int = arg(4, "completions per prompt (GRPO's group; PPO: the prompt repeated)")
     max_new_tokens: int = arg(16, "tokens per completion")
