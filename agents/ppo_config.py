@@ -122,7 +122,7 @@ PRESETS: dict[str, PPOConfig] = {
                                  checkpoint_every=16, eval_every=16, eval_prompts=32, missing_eos_penalty=0.15,
                                  length_band=(0.75, 1.25), length_coef=2.0),
     "quick-summarize": PPOConfig(iterations=12, prompts_per_iter=4, samples_per_prompt=8, advantage="rloo",
-                                 max_new_tokens=32, epochs=2, minibatch_size=16, lr=5e-5, train_layers=6,
+                                 max_new_tokens=32, epochs=2, minibatch_size=16, grad_accum=2, lr=5e-5, train_layers=6,
                                  temperature=0.7, kl_coef=0.01, kl_target=None, checkpoint_every=12,
                                  eval_every=6, eval_prompts=32, keep_best=True),
     # GRPO on the verifier from the quick reasoning SFT model (bare-number answers, so 8 new tokens):
