@@ -101,12 +101,8 @@ def _shared_prompt_forward(model: nn.Module, input_ids: torch.Tensor, attention_
 RESERVE_COLUMNS = 32
 """Spare columns a rollout's cache keeps past its last token, so decoding writes into them."""
 RESERVE_MIN_BYTES = 2 << 20
-"""Layers whose keys take less than this after a prefill keep transformers' concatenating cache.
-Measured on 2 CPU cores with the tiny model (TextSentiment-v0, greedy, 32 tokens, medians of 8
-alternated rollouts): at batch 64 (0.8 MiB of keys per layer) concatenating was faster (124 vs
-148 ms a rollout; why is not established: attention over strided and contiguous keys of these
-shapes timed the same in isolation); at batch 256 (3.1 MiB) writing into spare columns was (305 vs 335 ms). The
-machine is shared and these differ by a few percent from run to run."""
+"""Layers whose keys take less than this after a prefill keep transformers' concatenating cache,
+which was the faster of the two below it (the timings: leaderboards/README.md)."""
 
 
 @functools.cache

@@ -110,13 +110,7 @@ PRESETS: dict[str, PPOConfig] = {
     # A few minutes on 2 CPU cores with the default model; seconds with --model tiny.
     "quick": PPOConfig(iterations=12, prompts_per_iter=8, max_new_tokens=16, epochs=2, minibatch_size=8,
                        lr=2e-5, kl_coef=0.05, kl_target=None, checkpoint_every=4),
-    # What `make run` trains (agents.pipeline picks "quick-<task>" when it exists), on 2 CPU cores:
-    # the top blocks only, trained at the leaderboard's T=0.7; held-out evals at the start and end.
-    # Sentiment: VADER grows with positive words and is also won by a short "I love it.", so a
-    # missing-EOS penalty and a length band around the starting policy's length hold the replies'
-    # length. Summaries: RLOO with 8 samples per prompt at a low lr (4 samples at 3x the lr drifted on
-    # noise), keeping the best held-out eval's weights (the start included).
-    # Measurements behind each choice: leaderboards/README.md.
+    # What `make run` trains per task (agents.pipeline picks "quick-<task>"); why: leaderboards/README.md.
     "quick-sentiment": PPOConfig(iterations=16, prompts_per_iter=16, max_new_tokens=32, epochs=2, minibatch_size=8,
                                  lr=3e-4, train_layers=8, temperature=0.7, kl_coef=0.02, kl_target=None,
                                  checkpoint_every=16, eval_every=16, eval_prompts=32, missing_eos_penalty=0.15,
@@ -125,19 +119,15 @@ PRESETS: dict[str, PPOConfig] = {
                                  max_new_tokens=32, epochs=2, minibatch_size=16, grad_accum=2, lr=5e-5, train_layers=6,
                                  temperature=0.7, kl_coef=0.01, kl_target=None, checkpoint_every=12,
                                  eval_every=6, eval_prompts=32, keep_best=True),
-    # GRPO on the verifier from the quick reasoning SFT model (bare-number answers, so 8 new tokens):
-    # 8 samples per prompt; one epoch, as a group's samples are already many views of one prompt.
+    # GRPO on the verifier: bare-number answers (8 new tokens), 8 samples per prompt, one epoch.
     "quick-reasoning": PPOConfig(iterations=24, prompts_per_iter=8, samples_per_prompt=8, advantage="grpo",
                                  max_new_tokens=8, epochs=1, minibatch_size=32, lr=5e-5, train_layers=8,
                                  kl_coef=0.02, kl_target=None, checkpoint_every=24, eval_every=12, eval_prompts=64),
-    # GRPO on QA's token F1 from the SFT model, 8 questions x 4 answers per iteration. Probe from the
-    # quick-qa SFT model (2 CPU cores, 440 s): train reward 0.18 -> 0.45, held-out F1 (48 questions)
-    # 0.253 -> 0.277 -> 0.276 at iterations 0/10/20; at lr 3e-5 it barely moved (0.236 -> 0.269).
+    # GRPO on QA's token F1, 8 questions x 4 answers per iteration (lr probes: leaderboards/README.md).
     "quick-qa": PPOConfig(iterations=24, prompts_per_iter=8, samples_per_prompt=4, advantage="grpo",
                           max_new_tokens=16, epochs=1, minibatch_size=16, lr=2e-4, train_layers=8, temperature=0.7,
                           kl_coef=0.02, kl_target=None, checkpoint_every=24, eval_every=12, eval_prompts=48),
-    # Dialogue: RLOO on each conversation's return (the sum of its turns' rewards), 4 conversations of
-    # 3 turns per prompt, with the length band that holds sentiment's replies.
+    # RLOO on each conversation's return (the sum of its turns' rewards), 4 conversations per prompt.
     "quick-dialogue": PPOConfig(iterations=12, prompts_per_iter=4, samples_per_prompt=4, advantage="rloo",
                                 epochs=2, minibatch_size=8, lr=1e-4, train_layers=8, temperature=0.7, kl_coef=0.02,
                                 kl_target=None, checkpoint_every=12, eval_every=6, eval_prompts=32,
@@ -145,9 +135,7 @@ PRESETS: dict[str, PPOConfig] = {
     # The tiny model on the synthetic task: reward ~0.2 -> ~1.0 in 80 iterations, ~15 s on 2 CPU cores.
     "tiny": PPOConfig(env="TextCount-v0", model="tiny", iterations=80, prompts_per_iter=16, max_new_tokens=12,
                       epochs=4, minibatch_size=8, lr=3e-3, kl_coef=0.001, kl_target=None, checkpoint_every=10),
-    # GPU-sized: bigger batches, more iterations, LoRA-free full fine-tuning in bf16 autocast.
-    # One GPU, what `evals.run --suite full` trains (sized for ~10 min of the whole suite on an H100;
-    # the sentiment run: 60 iterations took 231 s on an H200, held-out VADER 0.38 -> 0.85).
+    # One GPU, what `evals.run --suite full` trains: full fine-tuning in bf16 autocast.
     "default-sentiment": PPOConfig(iterations=60, prompts_per_iter=64, max_new_tokens=32, epochs=4, minibatch_size=16,
                                    lr=1e-5, checkpoint_every=30, eval_every=10, eval_prompts=128,
                                    missing_eos_penalty=0.15, length_band=(0.75, 1.25), length_coef=2.0),
@@ -161,8 +149,7 @@ PRESETS: dict[str, PPOConfig] = {
     "default": PPOConfig(iterations=200, prompts_per_iter=64, epochs=4, minibatch_size=16, lr=1e-5,
                          checkpoint_every=20),
 }
-# On a learned reward model ("<preset>-<task>-rm", what agents.pipeline trains with --ppo-reward rm):
-# whitened scores (a reward model's offset otherwise favours short episodes), its own KL weight.
+# On a reward model ("<preset>-<task>-rm", agents.pipeline --ppo-reward rm): whitened scores, own KL weight.
 PRESETS["quick-sentiment-rm"] = dataclasses.replace(PRESETS["quick-sentiment"], kl_coef=0.03, whiten_scores=True)
 PRESETS["quick-dialogue-rm"] = dataclasses.replace(PRESETS["quick-dialogue"], whiten_scores=True)
 PRESETS["quick-summarize-rm"] = dataclasses.replace(PRESETS["quick-summarize"], temperature=1.0, kl_coef=0.2,

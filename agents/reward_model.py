@@ -177,14 +177,11 @@ class RewardModelConfig:
 
 
 PRESETS: dict[str, RewardModelConfig] = {
-    # a few minutes on 2 CPU cores with smollm2-135m: the top blocks + head, short sequences.
+    # a few minutes on 2 CPU cores with the default model: the top blocks + head, short sequences.
     "quick": RewardModelConfig(epochs=2, batch_size=8, lr=1e-4, max_length=128, limit=128, eval_limit=64,
                                train_layers=4, sample_prompts=48, eval_sample_prompts=24,
                                sample_max_new_tokens=32),
-    # Sentiment's own pairs are tweets (cheap, unlike sampled pairs): 512 of them instead of 128
-    # took held-out accuracy 0.784 -> 0.835, length-matched 0.588 -> 0.706, on the policy's own
-    # VADER-ranked samples 0.54 -> 0.67 (the quick sentiment SFT model, seed 0); with 128, PPO on
-    # the reward model shortened its replies to a third of the base's length.
+    # Sentiment's own pairs are cheap tweets: 512 instead of 128 (why: leaderboards/README.md).
     "quick-sentiment": RewardModelConfig(epochs=2, batch_size=8, lr=1e-4, max_length=128, limit=512, eval_limit=64,
                                          train_layers=4, sample_prompts=48, eval_sample_prompts=24,
                                          sample_max_new_tokens=32),

@@ -81,8 +81,7 @@ PRESETS: dict[str, SFTConfig] = {
     # A few minutes on 2 CPU cores with the default model: a smoke run, not a useful model.
     "quick": SFTConfig(epochs=1, max_steps=10, batch_size=2, grad_accum=2, lr=5e-5, warmup_steps=2,
                        max_length=160, eval_limit=12, limit=40, device="cpu"),
-    # Reasoning's answers are a few tokens, so short sequences and bigger batches: what `make run`
-    # trains (agents.pipeline picks "quick-<task>" when it exists).
+    # Reasoning's answers are a few tokens: short sequences, bigger batches (what `make run` trains).
     "quick-reasoning": SFTConfig(epochs=1, max_steps=64, batch_size=8, lr=1e-4, warmup_steps=5, max_length=96,
                                  eval_limit=64),
     # QA's answers are a few words after a ~300-token passage: long prompts, short targets.
