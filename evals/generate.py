@@ -170,72 +170,66 @@ def _record(name: str, task: str, ep, setup) -> Generation:
                       positions=positions)
 
 
-def _random_batch(name: str, task: str, envs, idx: list[int], seed: int) -> list[Generation]:
-    """Uniformly random tokens until EOS or the budget: the floor of every metric."""
-    env = envs.unwrapped
-    b = env.num_envs
-    padded = idx + [idx[0]] * (b - len(idx))
-    obs, _ = envs.reset(seed=seed, options={"index": padded})
-    rngs = [np.random.default_rng(row_seed(seed, i)) for i in padded]
-    active = np.arange(b) < len(idx)
-    tokens: list[list[int]] = [[] for _ in range(b)]
-    out: dict[int, Generation] = {}
-    p = env.setup.max_prompt_tokens
-    prompts = [obs["input_ids"][i, :p][obs["attention_mask"][i, :p] == 1] for i in range(b)]
-    while active.any():
-        actions = np.array([int(r.integers(env.setup.vocab_size)) for r in rngs])
-        actions[~active] = env.setup.pad_token_id if env.setup.pad_token_id != env.setup.eos_token_id else 0
-        obs, _, term, trunc, infos = envs.step(actions)
-        final = infos.get("final_info", {})
-        for i in np.flatnonzero(active):
-            tokens[i].append(int(actions[i]))
-            if term[i] or trunc[i]:
-                info = row_info(final, int(i))
-                out[i] = Generation(
-                    policy=name, task=task, index=padded[i], **_outcome(info, env.setup, padded[i]),
-                    token_ids=[t for t in tokens[i] if t != env.setup.eos_token_id],
-                    prompt_ids=[int(t) for t in prompts[i]],
-                )
-        active &= ~(term | trunc)
-    return [out[i] for i in range(len(idx))]
-
-
-def _replay_batch(name: str, task: str, envs, idx: list[int], seed: int) -> list[Generation]:
-    """A multi-turn task's reference: each conversation's real replies typed into the env turn by
-    turn (a reply ends with EOS, or where the env's ``max_turn_tokens`` cuts it), so they are scored
-    in their context exactly as a policy's turns are."""
+def _driven_batch(name: str, task: str, envs, idx: list[int], seed: int, choose) -> list[Generation]:
+    """Generations of a policy without a model: ``choose(infos)`` gives every row's next token (the
+    rows that finished are given a pad token), ``infos`` being the previous step's vector info
+    (``None`` before the first step). One episode per example of ``idx``."""
     env = envs.unwrapped
     setup, b, eos = env.setup, env.num_envs, env.setup.eos_token_id
     padded = idx + [idx[0]] * (b - len(idx))
     obs, _ = envs.reset(seed=seed, options={"index": padded})
     p = setup.max_prompt_tokens
     prompts = [obs["input_ids"][i, :p][obs["attention_mask"][i, :p] == 1] for i in range(b)]
-    replies = [[setup.tokenizer(r, add_special_tokens=False)["input_ids"]
-                for r in setup.examples[i].metadata["replies"][:setup.turns]] for i in padded]
-    turn, pos = np.zeros(b, dtype=np.int64), np.zeros(b, dtype=np.int64)
-    typed: list[list[int]] = [[] for _ in range(b)]
+    idle = setup.pad_token_id if setup.pad_token_id != eos else 0
     active = np.arange(b) < len(idx)
+    tokens: list[list[int]] = [[] for _ in range(b)]
     out: dict[int, Generation] = {}
+    infos = None
     while active.any():
-        actions = np.full(b, setup.pad_token_id if setup.pad_token_id != eos else 0, dtype=np.int64)
-        for i in np.flatnonzero(active):
-            ids = replies[i][turn[i]]
-            actions[i] = ids[pos[i]] if pos[i] < len(ids) else eos
+        actions = np.where(active, choose(infos), idle)
         obs, _, term, trunc, infos = envs.step(actions)
-        final, scored = infos.get("final_info", {}), infos.get("_turn", np.zeros(b, dtype=bool))
+        final = infos.get("final_info", {})
         for i in np.flatnonzero(active):
-            typed[i].append(int(actions[i]))
+            tokens[i].append(int(actions[i]))
             if term[i] or trunc[i]:
                 out[i] = Generation(policy=name, task=task, index=padded[i],
                                     **_outcome(row_info(final, int(i)), setup, padded[i]),
-                                    token_ids=[t for t in typed[i] if t != eos],
+                                    token_ids=[t for t in tokens[i] if t != eos],
                                     prompt_ids=[int(t) for t in prompts[i]])
-            elif scored[i]:  # the env closed this turn: the next reply starts
-                turn[i], pos[i] = turn[i] + 1, 0
-            else:
-                pos[i] += 1
         active &= ~(term | trunc)
     return [out[i] for i in range(len(idx))]
+
+
+def _random_batch(name: str, task: str, envs, idx: list[int], seed: int) -> list[Generation]:
+    """Uniformly random tokens until EOS or the budget: the floor of every metric."""
+    b, vocab = envs.unwrapped.num_envs, envs.unwrapped.setup.vocab_size
+    rngs = [np.random.default_rng(row_seed(seed, i)) for i in idx + [idx[0]] * (b - len(idx))]
+    return _driven_batch(name, task, envs, idx, seed, lambda _: np.array([int(r.integers(vocab)) for r in rngs]))
+
+
+def _replay_batch(name: str, task: str, envs, idx: list[int], seed: int) -> list[Generation]:
+    """A multi-turn task's reference: each conversation's real replies typed into the env turn by
+    turn (a reply ends with EOS, or where the env's ``max_turn_tokens`` cuts it), so they are scored
+    in their context exactly as a policy's turns are."""
+    setup, b = envs.unwrapped.setup, envs.unwrapped.num_envs
+    replies = [[setup.tokenizer(r, add_special_tokens=False)["input_ids"]
+                for r in setup.examples[i].metadata["replies"][:setup.turns]]
+               for i in idx + [idx[0]] * (b - len(idx))]
+    turn, pos = np.zeros(b, dtype=np.int64), np.full(b, -1, dtype=np.int64)
+
+    def choose(infos) -> np.ndarray:
+        if infos is not None:  # the env closed a row's turn on the last step: its next reply starts
+            scored = infos.get("_turn", np.zeros(b, dtype=bool))
+            turn[scored] += 1
+            pos[scored] = -1
+        pos[:] += 1
+        actions = np.full(b, setup.eos_token_id, dtype=np.int64)  # a reply typed to its end: EOS
+        for i in range(b):
+            if turn[i] < len(replies[i]) and pos[i] < len(replies[i][turn[i]]):
+                actions[i] = replies[i][turn[i]][pos[i]]
+        return actions
+
+    return _driven_batch(name, task, envs, idx, seed, choose)
 
 
 def _reference_batch(name: str, task: str, setup, idx: list[int]) -> list[Generation]:
