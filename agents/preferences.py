@@ -162,14 +162,13 @@ def sample_pairs(env_id: str, split: str, policy_model: str, tokenizer: Any, pro
     kwargs: dict[str, Any] = env_model_kwargs(policy_model, tokenizer)
     if max_new_tokens:
         kwargs["max_new_tokens"] = max_new_tokens
+    task = task_of(env_id)
+    if task.turns > 1:  # a reward model scores one turn in its context: rank first turns, whose contexts match
+        kwargs["turns"] = 1
+        kwargs.setdefault("max_new_tokens", min(task.max_turn_tokens or task.max_new_tokens, task.max_new_tokens))
     b = max(samples, batch_size // samples * samples)
     envs = gym.make_vec(env_id, num_envs=b, split=split, autoreset_mode="same_step", **kwargs)
     setup = envs.unwrapped.setup
-    if setup.turns > 1:  # a reward model scores one turn in its context: rank first turns, whose contexts match
-        envs.close()
-        kwargs.setdefault("max_new_tokens", setup.max_turn_tokens)  # one turn's budget, not the conversation's
-        envs = gym.make_vec(env_id, num_envs=b, split=split, autoreset_mode="same_step", **kwargs, turns=1)
-        setup = envs.unwrapped.setup
     policy = LMActorCritic.from_pretrained(policy_model, tokenizer=setup.tokenizer,
                                            sampling=Sampling(temperature=temperature), seed=seed).to(device)
     rng = np.random.default_rng([seed, 17])

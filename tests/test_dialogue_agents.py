@@ -123,3 +123,19 @@ def test_the_suite_reports_conversations():
     assert table["base", "kl_to_ref"] == 0.0 and ("base", "ref_perplexity") not in table
     # the real replies, typed into the env, are more relevant to the user's turns than random tokens
     assert table["reference", "reward"] > table["random", "reward"]
+
+
+def test_reward_model_samples_are_first_turns(monkeypatch):
+    """A reward model scores one turn in its context: its sampled pairs are first turns (the env
+    made with turns=1 and one turn's budget), under the first turn's prompt."""
+    from agents import preferences
+
+    made = []
+    make_vec = gym.make_vec
+    monkeypatch.setattr(preferences.gym, "make_vec", lambda *a, **kw: made.append(kw) or make_vec(*a, **kw))
+    env = gym.make("TextDialogue-v0", model="tiny", turns=1).unwrapped
+    pairs = preferences.sample_pairs("TextDialogue-v0", "train", "tiny", env.tokenizer, prompts=4, samples=2,
+                                     margin=0.0)
+    assert [(kw["turns"], kw["max_new_tokens"]) for kw in made] == [(1, env.setup.task.max_turn_tokens)]
+    firsts = {env.setup.prompt_text(ex) for ex in env.setup.examples}
+    assert pairs and all(p.prompt in firsts for p in pairs)
