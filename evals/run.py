@@ -57,7 +57,7 @@ __all__ = ["SUITES", "RunConfig", "main", "suite_config"]
 
 logger = logging.getLogger(__name__)
 
-PIPELINE = "runs/pipeline/{task}__" + DEFAULT_MODEL
+PIPELINE = "runs/pipeline/{task}__" + Path(DEFAULT_MODEL).name  # agents.pipeline's default root
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """The README's code blocks, run as a reader pastes them: every Python block in order in one
-namespace, the custom-task module and its shell block for real (tiny model), and every other shell
-command parsed by the entry point it names (those train the default model for minutes)."""
+namespace, the custom-task module and its shell block (tiny model), and every other shell command in
+order with ``$TEXTENV_DEFAULT_MODEL=tiny``, so "the default model" is the tiny one (minutes, not an
+hour); a fast test also parses each against its entry point's config."""
 
+import os
 import re
 import shlex
 import subprocess
@@ -9,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 CUSTOM = "# my_shout.py"
@@ -62,6 +65,48 @@ def test_custom_task_block_works_in_every_entry_point(tmp_path):
     table = (tmp_path / "leaderboards" / "quick.md").read_text()
     assert "## my_shout:Shout-v0" in table and "| base |" in table and "| random |" in table
     assert list((tmp_path / "runs").rglob("final"))  # agents.ppo trained and saved
+
+
+def _suite_table(argv: list[str]) -> str:
+    suite = argv[argv.index("--suite") + 1] if "--suite" in argv else "quick"
+    return f"leaderboards/{suite}.md"
+
+
+def _policy_names(argv: list[str]) -> list[str]:
+    names = [argv[i + 1].partition("=")[0] for i, a in enumerate(argv) if a == "--policy"]
+    if "--policies" in argv:
+        names += argv[argv.index("--policies") + 1].split(",")
+    return names
+
+
+@pytest.mark.slow
+def test_default_model_commands_run_on_tiny(tmp_path):
+    """Every ``.venv/bin/python -m`` line of the README, in order, in one directory (later lines use
+    what earlier ones trained), with the default model swapped for the tiny one: the env setting, and
+    the default's name in paths it wrote. Each exits 0 and an eval writes its table with the rows it
+    named, except ``--device cuda`` without a GPU, which must fail in one line naming the problem."""
+    from textenv.models import SMOLLM2
+
+    env = {**os.environ, "TEXTENV_DEFAULT_MODEL": "tiny"}
+    ran = 0
+    for argv in commands():
+        if argv[0] != ".venv/bin/python":
+            continue
+        argv = [sys.executable, *(a.replace(SMOLLM2, "tiny") for a in argv[1:])]
+        out = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        ran += 1
+        if "cuda" in argv and not torch.cuda.is_available():
+            assert out.returncode == 2, (argv, out.stderr[-2000:])
+            assert out.stderr.strip().splitlines()[-1].startswith("error: ValueError: device 'cuda'"), out.stderr[-500:]
+            continue
+        assert out.returncode == 0, (argv, out.stderr[-3000:])
+        if argv[2] == "evals.run":
+            table = (tmp_path / _suite_table(argv)).read_text()
+            for name in _policy_names(argv):
+                assert f"| {name} " in table, (argv, name)
+    assert ran >= 14
+    assert (tmp_path / "runs" / "pipeline" / "TextSentiment-v0__tiny" / "ppo_rm").is_dir()
+    assert "| ppo-task " in (tmp_path / "leaderboards" / "dialogue.md").read_text()
 
 
 def test_every_other_shell_command_parses():

