@@ -35,9 +35,8 @@ from typing import Any, Literal
 from agents import ppo, reward_model, sft
 from agents.config import arg, cli, parse_config
 from agents.tracking import StageMemory
-from textenv.devices import Precision
+from textenv.context import ENV_HELP, EnvContext
 from textenv.io import atomic_dir, ensure_replaceable, is_complete, remove_stale
-from textenv.models import DEFAULT_MODEL
 
 __all__ = ["PipelineConfig", "main", "run_pipeline"]
 
@@ -45,11 +44,10 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class PipelineConfig:
-    """SFT, then a reward model, then PPO, on one task."""
+class PipelineConfig(EnvContext):
+    """SFT, then a reward model, then PPO, on one task, from base ``model``, every stage on ``seed``."""
 
-    env: str = arg("TextSentiment-v0", "registered env id (as agents.ppo --env)")
-    model: str = arg(DEFAULT_MODEL, "base model: the default model, 'tiny' or a local directory")
+    env: str = arg("TextSentiment-v0", ENV_HELP)
     preset: Literal["quick", "default", "tiny"] = arg("quick", "budget of every stage: 'quick' (CPU), 'default' "
                                                               "(GPU) or 'tiny' (seconds, with --model tiny)")
     ppo_reward: Literal["rm", "task", "both"] = arg("both", "PPO's reward: the trained reward model, the task's "
@@ -58,11 +56,14 @@ class PipelineConfig:
                                           "for best-of-n reranking and rm_score alone), False (never: "
                                           "--ppo-reward task only)")
     ppo_iterations: int | None = arg(None, "override the PPO preset's iterations")
-    seed: int = arg(0, "seed of every stage")
-    device: str = arg("auto", "'auto' (CUDA when present), 'cpu', 'cuda', ...")
-    precision: Precision = arg("auto", "'auto' (bf16 autocast on CUDA, fp32 elsewhere), 'fp32' or 'bf16' (any device)")
     out: str | None = arg(None, "root of the checkpoints (default runs/pipeline/<env>__<model>)")
     progress: bool = arg(True, "show every stage's progress bars")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.reward_model is False and self.ppo_reward != "task":
+            raise ValueError(f"--reward-model false with --ppo-reward {self.ppo_reward}: PPO on the reward model "
+                             "needs it; use --ppo-reward task")
 
 
 def stage_dirs(cfg: PipelineConfig) -> dict[str, Path]:
@@ -130,9 +131,6 @@ def _check_root(dirs: dict[str, Path]) -> None:
 
 def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     """Run the missing stages; return the checkpoint paths and each stage's metrics (or 'cached')."""
-    if cfg.reward_model is False and cfg.ppo_reward != "task":
-        raise ValueError(f"--reward-model false with --ppo-reward {cfg.ppo_reward}: PPO on the reward model needs "
-                         "it; use --ppo-reward task")
     dirs = stage_dirs(cfg)
     _check_root(dirs)
     for stage in ("sft", "reward_model", "ppo_task", "ppo_rm"):  # a user's folder is refused before any work

@@ -31,13 +31,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 
 import textenv  # noqa: F401 - registers the env ids
 from agents.advantages import (
-    LOSS_TYPES,
     AdaptiveKLController,
     FixedKLController,
     RolloutBatch,
@@ -54,8 +52,9 @@ from agents.rollout import Episode, collect, episodes_to_batch
 from agents.tracking import Tracker, library_progress
 from textenv.devices import autocast
 from textenv.io import atomic_dir, remove_stale, require_complete
-from textenv.models import checkpointed, env_model_kwargs, freeze_below
+from textenv.models import checkpointed, freeze_below
 from textenv.rewards import RewardError
+from textenv.vector import policy_envs
 
 __all__ = ["PPOConfig", "PPOTrainer", "PRESETS", "main"]
 
@@ -81,18 +80,6 @@ def _task_scores(episodes: list[Episode], cfg: PPOConfig, dist: Dist | None = No
     return scores
 
 
-def _check_objective(cfg: PPOConfig) -> None:
-    """``loss_type``, ``length_band`` and ``length_coef`` name a valid objective, or a one-line error."""
-    if cfg.loss_type not in LOSS_TYPES:
-        raise ValueError(f"unknown loss_type {cfg.loss_type!r}; expected one of {LOSS_TYPES}")
-    if cfg.length_band is not None:
-        band = tuple(cfg.length_band)  # a list once it has been through config.json
-        if len(band) != 2 or not all(isinstance(x, (int, float)) for x in band) or not 0 <= band[0] <= band[1]:
-            raise ValueError(f"length_band must be two numbers 0 <= lo <= hi, got {cfg.length_band}")
-    if not cfg.length_coef >= 0:
-        raise ValueError(f"length_coef must be >= 0, got {cfg.length_coef}")
-
-
 def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
     """Optimizer state as flat tensors (safetensors) + JSON-able groups: no pickle anywhere."""
     sd = opt.state_dict()
@@ -114,49 +101,22 @@ class PPOTrainer:
 
     def __init__(self, config: PPOConfig) -> None:
         cfg = self.cfg = config
-        for name in ("iterations", "prompts_per_iter", "samples_per_prompt", "epochs", "minibatch_size", "grad_accum",
-                     "checkpoint_every", "max_failures"):
-            if getattr(cfg, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
-        if not cfg.lr > 0 or (cfg.max_new_tokens is not None and cfg.max_new_tokens < 1):
-            raise ValueError(f"need lr > 0 and max_new_tokens >= 1 (or None), got {cfg.lr}, {cfg.max_new_tokens}")
-        if cfg.lora_r and cfg.train_layers >= 0:
-            raise ValueError("give either lora_r or train_layers, not both")
-        if cfg.missing_eos_penalty is not None and not cfg.missing_eos_penalty >= 0:
-            raise ValueError(f"missing_eos_penalty must be >= 0 (or None), got {cfg.missing_eos_penalty}")
-        if cfg.eval_every < 0 or cfg.eval_prompts < 1:
-            raise ValueError(f"need eval_every >= 0 and eval_prompts >= 1, got {cfg.eval_every}, {cfg.eval_prompts}")
-        if cfg.keep_best and not cfg.eval_every:
-            raise ValueError("keep_best needs eval_every > 0: best/ is chosen by the held-out eval")
-        if cfg.advantage != "gae" and cfg.samples_per_prompt < 2:
-            raise ValueError(f"advantage={cfg.advantage!r} needs samples_per_prompt >= 2")
-        if cfg.mask_top_k < 0 or cfg.mask_update_every < 0 or not 0 < cfg.mask_top_p <= 1:
-            raise ValueError(f"need mask_top_k >= 0, mask_update_every >= 0 and 0 < mask_top_p <= 1, got "
-                             f"{cfg.mask_top_k}, {cfg.mask_update_every}, {cfg.mask_top_p}")
-        if cfg.num_envs % cfg.minibatch_size and cfg.minibatch_size < cfg.num_envs:
-            raise ValueError(f"minibatch_size {cfg.minibatch_size} must divide num_envs {cfg.num_envs}")
-        _check_objective(cfg)
         self.device = resolve_device(cfg.device)
-        env_kwargs: dict[str, Any] = env_model_kwargs(cfg.model)
-        if cfg.reward and cfg.reward_model:
-            raise ValueError("give either reward or reward_model, not both")
-        if cfg.reward:
-            env_kwargs["reward"] = cfg.reward
+        task_reward = {"reward": cfg.reward} if cfg.reward else {}
+        reward = task_reward
         if cfg.reward_model:
             from textenv.rewards import resolve
 
-            env_kwargs["reward"] = resolve("classifier", path=cfg.reward_model)
-        if cfg.max_new_tokens:
-            env_kwargs["max_new_tokens"] = cfg.max_new_tokens
-        self.envs = gym.make_vec(cfg.env, num_envs=cfg.num_envs, autoreset_mode="same_step", **env_kwargs)
+            reward = {"reward": resolve("classifier", path=cfg.reward_model)}
+        self.envs = policy_envs(cfg.env, cfg.model, cfg.num_envs, max_new_tokens=cfg.max_new_tokens, **reward)
+        self.setup = self.envs.unwrapped.setup
         self.eval_envs = None
         if cfg.eval_every:
             # The same task and budgets on held-out prompts, scored by the task's own reward even
             # when training on a reward model: a hacked reward model shows there, not in its score.
-            held_kwargs = {k: v for k, v in env_kwargs.items() if not (k == "reward" and cfg.reward_model)}
-            self.eval_envs = gym.make_vec(cfg.env, num_envs=min(cfg.eval_prompts, 32), split=cfg.eval_split,
-                                          autoreset_mode="same_step", **held_kwargs)
-        self.setup = self.envs.unwrapped.setup
+            self.eval_envs = policy_envs(cfg.env, cfg.model, min(cfg.eval_prompts, 32), split=cfg.eval_split,
+                                         tokenizer=self.setup.tokenizer, max_new_tokens=cfg.max_new_tokens,
+                                         **task_reward)
         sampling = Sampling(cfg.temperature, cfg.top_k, cfg.top_p)
         lora = {"r": cfg.lora_r, "lora_alpha": 2 * cfg.lora_r, "target_modules": "all-linear"} if cfg.lora_r else None
         torch.manual_seed(cfg.seed)

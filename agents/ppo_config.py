@@ -11,23 +11,19 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
+from agents.advantages import LOSS_TYPES
 from agents.config import arg
-from textenv.devices import Precision
-from textenv.models import DEFAULT_MODEL
+from textenv.context import EnvContext
 
 __all__ = ["PPOConfig", "PRESETS"]
 
 
 @dataclass(frozen=True)
-class PPOConfig:
-    """PPO with a KL-controlled reference for a causal LM on a textenv task."""
+class PPOConfig(EnvContext):
+    """PPO with a KL-controlled reference for a causal LM on a textenv task (its train split), starting
+    from ``model`` (the default model, 'tiny', an SFT or policy directory)."""
 
-    env: str = arg("TextCount-v0", "registered textenv id to train on (its train split)")
-    model: str = arg(DEFAULT_MODEL, "starting policy: the default model, 'tiny', an SFT or policy directory")
     exp_name: str = arg("ppo", "run name, part of the run directory")
-    seed: int = arg(0, "seed of prompts, sampling and initialisation")
-    device: str = arg("auto", "'auto' (CUDA when present), 'cpu', 'cuda', ...")
-    precision: Precision = arg("auto", "'auto' (bf16 autocast on CUDA, fp32 elsewhere), 'fp32' or 'bf16' (any device)")
     reward: str | None = arg(None, "reward name or 'pkg.mod:fn' (imports and runs that module) instead of the "
                                    "task's default")
     reward_model: str | None = arg(None, "reward-model checkpoint directory: its score is the reward")
@@ -98,6 +94,40 @@ class PPOConfig:
                                          "(a 'pkg.mod:fn' reward or a 'pkg.mod:Env' env): only for run "
                                          "folders you trust, as importing runs their code")
     max_failures: int = arg(3, "stop after this many consecutive skipped (non-finite) iterations")
+
+    def __post_init__(self) -> None:  # noqa: C901 - one flat list of one-line checks
+        super().__post_init__()
+        for name in ("iterations", "prompts_per_iter", "samples_per_prompt", "epochs", "minibatch_size", "grad_accum",
+                     "checkpoint_every", "max_failures"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0 or (self.max_new_tokens is not None and self.max_new_tokens < 1):
+            raise ValueError(f"need lr > 0 and max_new_tokens >= 1 (or None), got {self.lr}, {self.max_new_tokens}")
+        if self.lora_r and self.train_layers >= 0:
+            raise ValueError("give either lora_r or train_layers, not both")
+        if self.missing_eos_penalty is not None and not self.missing_eos_penalty >= 0:
+            raise ValueError(f"missing_eos_penalty must be >= 0 (or None), got {self.missing_eos_penalty}")
+        if self.eval_every < 0 or self.eval_prompts < 1:
+            raise ValueError(f"need eval_every >= 0 and eval_prompts >= 1, got {self.eval_every}, {self.eval_prompts}")
+        if self.keep_best and not self.eval_every:
+            raise ValueError("keep_best needs eval_every > 0: best/ is chosen by the held-out eval")
+        if self.advantage != "gae" and self.samples_per_prompt < 2:
+            raise ValueError(f"advantage={self.advantage!r} needs samples_per_prompt >= 2")
+        if self.mask_top_k < 0 or self.mask_update_every < 0 or not 0 < self.mask_top_p <= 1:
+            raise ValueError(f"need mask_top_k >= 0, mask_update_every >= 0 and 0 < mask_top_p <= 1, got "
+                             f"{self.mask_top_k}, {self.mask_update_every}, {self.mask_top_p}")
+        if self.num_envs % self.minibatch_size and self.minibatch_size < self.num_envs:
+            raise ValueError(f"minibatch_size {self.minibatch_size} must divide num_envs {self.num_envs}")
+        if self.reward and self.reward_model:
+            raise ValueError("give either reward or reward_model, not both")
+        if self.loss_type not in LOSS_TYPES:
+            raise ValueError(f"unknown loss_type {self.loss_type!r}; expected one of {LOSS_TYPES}")
+        if self.length_band is not None:
+            band = tuple(self.length_band)  # a list once it has been through config.json
+            if len(band) != 2 or not all(isinstance(x, (int, float)) for x in band) or not 0 <= band[0] <= band[1]:
+                raise ValueError(f"length_band must be two numbers 0 <= lo <= hi, got {self.length_band}")
+        if not self.length_coef >= 0:
+            raise ValueError(f"length_coef must be >= 0, got {self.length_coef}")
     tensorboard: bool = arg(True, "write TensorBoard events beside metrics.csv")
     progress: bool = arg(True, "show a progress bar")
 

@@ -24,16 +24,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 
 import textenv  # noqa: F401  (registers the envs)
 from textenv.core import TaskSetup
 from textenv.devices import autocast
-from textenv.models import DEFAULT_MODEL, env_model_kwargs
+from textenv.models import DEFAULT_MODEL
 from textenv.rewards import Completion, resolve
 from textenv.tasks import Example, first_third, task_of
+from textenv.vector import policy_envs
 
 __all__ = ["Pair", "length_matched", "make_pairs", "rank_candidates", "sample_pairs", "task_setup"]
 
@@ -159,15 +159,14 @@ def sample_pairs(env_id: str, split: str, policy_model: str, tokenizer: Any, pro
     if samples < 2 or prompts < 1:
         raise ValueError(f"need samples >= 2 and prompts >= 1, got {samples}, {prompts}")
     device = torch.device(device)
-    kwargs: dict[str, Any] = env_model_kwargs(policy_model, tokenizer)
-    if max_new_tokens:
-        kwargs["max_new_tokens"] = max_new_tokens
+    kwargs: dict[str, Any] = {}
     task = task_of(env_id)
     if task.turns > 1:  # a reward model scores one turn in its context: rank first turns, whose contexts match
         kwargs["turns"] = 1
-        kwargs.setdefault("max_new_tokens", min(task.max_turn_tokens or task.max_new_tokens, task.max_new_tokens))
+        max_new_tokens = max_new_tokens or min(task.max_turn_tokens or task.max_new_tokens, task.max_new_tokens)
     b = max(samples, batch_size // samples * samples)
-    envs = gym.make_vec(env_id, num_envs=b, split=split, autoreset_mode="same_step", **kwargs)
+    envs = policy_envs(env_id, policy_model, b, split=split, tokenizer=tokenizer, max_new_tokens=max_new_tokens,
+                       **kwargs)
     setup = envs.unwrapped.setup
     policy = LMActorCritic.from_pretrained(policy_model, tokenizer=setup.tokenizer,
                                            sampling=Sampling(temperature=temperature), seed=seed).to(device)

@@ -37,7 +37,8 @@ from agents.config import arg, cli, parse_config, resolve_device, save_config
 from agents.distributed import Dist
 from agents.preferences import Pair, length_matched, make_pairs, sample_pairs, task_setup
 from agents.tracking import library_progress
-from textenv.devices import Precision, autocast
+from textenv.context import ENV_HELP, EnvContext
+from textenv.devices import autocast
 from textenv.io import atomic_dir, ensure_replaceable
 from textenv.models import DEFAULT_MODEL, freeze_below, is_tiny, load_tokenizer, model_path, tiny_model
 
@@ -144,21 +145,17 @@ def accuracy_report(pairs: Sequence[Pair], margins: np.ndarray) -> dict[str, Any
 # config and training
 
 
-@dataclass
-class RewardModelConfig:
-    """Train a Bradley–Terry reward model on preference pairs from a textenv task."""
+@dataclass(frozen=True)
+class RewardModelConfig(EnvContext):
+    """Train a Bradley–Terry reward model on preference pairs from a textenv task (its prompts, reward and
+    pairs); ``model`` is the trunk and the sampling policy (the SFT model in the pipeline)."""
 
-    env: str = arg("TextSummarize-v0", "registered env id whose prompts, reward and pairs are used")
-    model: str = arg(DEFAULT_MODEL, "trunk and sampling policy: 'smollm2-135m', 'tiny' or a local causal-LM "
-                                    "directory (the SFT model in the pipeline)")
+    env: str = arg("TextSummarize-v0", ENV_HELP)
     epochs: int = arg(1, "passes over the training pairs")
     max_steps: int = arg(-1, "stop after this many optimizer steps (-1: run all epochs)")
     batch_size: int = arg(8, "pairs per optimizer step (2x sequences per forward)")
     lr: float = arg(1e-5, "AdamW learning rate")
     max_length: int = arg(512, "tokens per prompt+completion (left-truncated, as the classifier reward)")
-    seed: int = arg(0, "seed for pairs, samples, head init and batch order")
-    device: str = arg("auto", "'auto' (CUDA when present), 'cpu', 'cuda', ...")
-    precision: Precision = arg("auto", "'auto' (bf16 autocast on CUDA, fp32 elsewhere), 'fp32' or 'bf16' (any device)")
     out: str | None = arg(None, "checkpoint directory (default: runs/reward_model/<env>)")
     limit: int | None = arg(None, "at most this many of the task's own training pairs (None: all; 0: none)")
     kinds: str = arg("all", "comma-separated kinds of the task's pairs to keep (e.g. 'swap,truncate'), or 'all'")
@@ -174,6 +171,16 @@ class RewardModelConfig:
     train_layers: int = arg(-1, "train only the top N transformer blocks + head (-1: all)")
     weight_decay: float = arg(0.0, "AdamW weight decay")
     progress: bool = arg(True, "show progress bars (ours and transformers' shard-writing ones)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("epochs", "batch_size", "max_length"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.samples_per_prompt == 1 or self.samples_per_prompt < 0:
+            raise ValueError(f"samples_per_prompt must be 0 or >= 2, got {self.samples_per_prompt}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
 
 
 PRESETS: dict[str, RewardModelConfig] = {
@@ -211,16 +218,6 @@ def build_pairs(config: RewardModelConfig, tokenizer: Any, split: str, device: t
     return pairs
 
 
-def _check(config: RewardModelConfig) -> None:
-    for name in ("epochs", "batch_size", "max_length"):
-        if getattr(config, name) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
-    if config.samples_per_prompt == 1 or config.samples_per_prompt < 0:
-        raise ValueError(f"samples_per_prompt must be 0 or >= 2, got {config.samples_per_prompt}")
-    if not config.lr > 0:
-        raise ValueError(f"lr must be > 0, got {config.lr}")
-
-
 def train_reward_model(config: RewardModelConfig, tokenizer: Any = None) -> dict:
     """Build pairs, measure held-out accuracy, train, measure again, write the checkpoint.
 
@@ -228,7 +225,6 @@ def train_reward_model(config: RewardModelConfig, tokenizer: Any = None) -> dict
     over all held-out pairs, ``eval/after/accuracy_length_matched`` and per-kind accuracies.
     ``tokenizer`` is only needed to pin the vocabulary of ``model='tiny'``.
     """
-    _check(config)
     start = time.perf_counter()
     device = resolve_device(config.device)
     out = ensure_replaceable(config.out or f"runs/reward_model/{config.env}")

@@ -35,10 +35,11 @@ import textenv  # noqa: F401  (registers the env ids)
 from agents.config import arg, cli, parse_config, resolve_device, save_config
 from agents.distributed import Dist, parameter_checksum
 from agents.tracking import library_progress
+from textenv.context import ENV_HELP, EnvContext
 from textenv.core import TaskSetup
-from textenv.devices import Precision, autocast
+from textenv.devices import autocast
 from textenv.io import atomic_dir, ensure_replaceable
-from textenv.models import DEFAULT_MODEL, enable_checkpointing, load_model
+from textenv.models import enable_checkpointing, load_model
 from textenv.tasks import task_of
 
 __all__ = ["PRESETS", "SFTConfig", "SFTResult", "build_example", "collate", "fit", "main",
@@ -49,12 +50,11 @@ logger = logging.getLogger(__name__)
 IGNORE = -100  # the label torch's cross_entropy skips: prompt and padding positions
 
 
-@dataclasses.dataclass
-class SFTConfig:
-    """Supervised fine-tuning (or domain-adaptive LM training) on a textenv task."""
+@dataclasses.dataclass(frozen=True)
+class SFTConfig(EnvContext):
+    """Supervised fine-tuning (or domain-adaptive LM training) on a textenv task: its data and prompts."""
 
-    env: str = arg("TextSummarize-v0", "registered env id; its task supplies the data and prompts")
-    model: str = arg(DEFAULT_MODEL, "'smollm2-135m', 'tiny' (random, for tests) or a local model directory")
+    env: str = arg("TextSummarize-v0", ENV_HELP)
     mode: Literal["sft", "domain"] = arg("sft", "'sft': loss on reference completions after the env's "
                                          "prompt; 'domain': LM loss on the task's raw text")
     epochs: int = arg(3, "passes over the training examples")
@@ -69,12 +69,15 @@ class SFTConfig:
     eval_every: int = arg(0, "evaluate on the validation split every N optimizer steps (0: at start and end)")
     eval_limit: int | None = arg(None, "use at most N validation examples (None: all)")
     limit: int | None = arg(None, "use at most N training examples (None: all)")
-    seed: int = arg(0, "seeds torch, the tiny model's init and the data order")
-    device: str = arg("auto", "'auto' (CUDA when present, else CPU), 'cpu', 'cuda:0'...")
-    precision: Precision = arg("auto", "'auto' (bf16 autocast on CUDA, fp32 elsewhere), 'fp32' or 'bf16' (any device)")
     gradient_checkpointing: bool = arg(False, "recompute activations in the backward pass (less memory, ~30% slower)")
     out: str | None = arg(None, "checkpoint directory (None: runs/sft/<env>)")
     progress: bool = arg(True, "show progress bars (ours and transformers' shard-writing ones)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("epochs", "batch_size", "grad_accum"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
 PRESETS: dict[str, SFTConfig] = {
@@ -240,9 +243,6 @@ def fit(config: SFTConfig, tokenizer: Any = None) -> SFTResult:
     ``tokenizer``: the tokenizer to train with (for ``model="tiny"``, the env's own, so the model's
     vocabulary is the env's action space); default: the one the env would load.
     """
-    for name in ("epochs", "batch_size", "grad_accum"):
-        if getattr(config, name) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
     task = task_of(config.env)

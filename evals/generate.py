@@ -22,7 +22,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import gymnasium as gym
 import numpy as np
 import torch
 
@@ -30,9 +29,9 @@ import textenv  # noqa: F401
 from agents.policy import EpisodeBatch, LMActorCritic, Sampling
 from agents.rollout import collect, row_info, row_seed
 from textenv.io import check_output_dir
-from textenv.models import env_model_kwargs
 from textenv.rewards import Completion
 from textenv.rewards.verifier import extract_answer
+from textenv.vector import policy_envs
 
 __all__ = ["MAX_SAMPLES", "Decoding", "Generation", "PolicySpec", "batches", "generate", "majority", "make_envs",
            "parse_policy"]
@@ -125,11 +124,8 @@ def batches(indices: Sequence[int], size: int) -> list[list[int]]:
     return [list(indices[i:i + size]) for i in range(0, len(indices), size)]
 
 
-def make_envs(task: str, model: str, tokenizer: Any, decoding: Decoding, num_envs: int):
-    kwargs: dict[str, Any] = env_model_kwargs(model, tokenizer)
-    if decoding.max_new_tokens:
-        kwargs["max_new_tokens"] = decoding.max_new_tokens
-    return gym.make_vec(task, num_envs=num_envs, split="test", autoreset_mode="same_step", **kwargs)
+def make_envs(env: str, model: str, tokenizer: Any, decoding: Decoding, num_envs: int):
+    return policy_envs(env, model, num_envs, split="test", tokenizer=tokenizer, max_new_tokens=decoding.max_new_tokens)
 
 
 def load_policy(path: str, tokenizer: Any, decoding: Decoding) -> LMActorCritic:

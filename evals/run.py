@@ -50,7 +50,8 @@ from evals.suite import (
     task_limits,
 )
 from textenv.cli import arg, cli, parse_config
-from textenv.devices import Precision, resolve_device
+from textenv.context import RunContext
+from textenv.devices import resolve_device
 from textenv.models import DEFAULT_MODEL
 
 __all__ = ["SUITES", "RunConfig", "main", "suite_config"]
@@ -253,8 +254,9 @@ def reward_model_notes(reward_models: tuple[str, ...]) -> list[str]:
 
 
 @dataclass(frozen=True)
-class RunConfig:
-    """Which leaderboard to build: a suite's budgets and policies, narrowed or extended by flags."""
+class RunConfig(RunContext):
+    """Which leaderboard to build: a suite's budgets and policies, narrowed or extended by flags; ``model``
+    is the base model, ``device`` where policies, the reference and reward models run."""
 
     suite: Literal["quick", "full", "qa", "dialogue"] = arg("quick", "budgets and default policies ('qa': TextQA-v0's "
                                                                     "base, SFT and GRPO rows; 'dialogue': "
@@ -271,12 +273,6 @@ class RunConfig:
                                        "pass@K (repeatable or comma-separated; overrides the suite's)")
     metrics: tuple[str, ...] | None = arg(None, "metrics to keep (None: all)")
     limit: int | None = arg(None, "test examples per task (None: the suite's)")
-    model: str | None = arg(None, f"base model (None: {DEFAULT_MODEL})")
-    seed: int = arg(0, "sampling seed")
-    device: str = arg("auto", "where policies, the reference and reward models run: 'auto' (CUDA when present), "
-                              "'cpu', 'cuda', 'cuda:N'")
-    precision: Precision = arg("auto", "'auto' (bf16 autocast on CUDA, fp32 elsewhere), 'fp32' or 'bf16' "
-                                       "(any device)")
     out: str = arg("leaderboards", "directory of the leaderboard files")
     name: str | None = arg(None, "leaderboard file name (None: the suite name)")
     no_make: bool = arg(False, "never train: the suite's missing checkpoints are left out of the table")
@@ -304,8 +300,8 @@ def suite_config(run: RunConfig) -> SuiteConfig:
                              + (" (none: --only)" if run.only else ""))
         policies = tuple(p for p, n in zip(policies, names, strict=True) if n in keep)
     policies += run.policy
-    model = run.model or cfg.model
-    if run.model and run.model != cfg.model:  # the default base entry follows --model
+    model = run.model
+    if run.model != cfg.model:  # the default base entry follows --model
         policies = tuple(f"base={model}" if p == f"base={cfg.model}" else p for p in policies)
     return replace(
         cfg, policies=policies, model=model, seed=run.seed, progress=not run.no_progress,

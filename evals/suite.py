@@ -66,6 +66,7 @@ from evals.metrics import (
     win_rate_values,
 )
 from evals.report import make_frame
+from textenv.context import RunContext
 from textenv.models import DEFAULT_MODEL
 
 __all__ = ["Failure", "SuiteConfig", "evaluate_suite", "generate_all", "score_generations"]
@@ -74,9 +75,11 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class SuiteConfig:
-    tasks: tuple[str, ...] = ("TextSummarize-v0", "TextSentiment-v0")
-    model: str = DEFAULT_MODEL  # the base model: its tokenizer, the KL reference, the win-rate baseline
+class SuiteConfig(RunContext):
+    """A leaderboard's envs, policies and budgets; ``model`` is the base model (its tokenizer, the KL
+    reference, the win-rate baseline), ``device`` where policies, the reference and reward models run."""
+
+    tasks: tuple[str, ...] = ("TextSummarize-v0", "TextSentiment-v0")  # env ids
     policies: tuple[str, ...] = (f"base={DEFAULT_MODEL}", "random", "reference")
     reward_models: tuple[str, ...] = ()  # "TASK=PATH": rm_score metric and best-of-n reranking
     samples: tuple[str, ...] = ()  # "TASK=K": K seeded samples per prompt for model policies (default 1; last wins)
@@ -84,12 +87,9 @@ class SuiteConfig:
     limit: int | None = 32
     limits: tuple[str, ...] = ()  # "TASK=N": that task's number of test examples instead of limit
     skip: tuple[str, ...] = ()  # "POLICY=TASK": a pair left out by design (e.g. no reward model on a verifier task)
-    seed: int = 0
     decoding: Decoding = Decoding()
     n_boot: int = 1000
     progress: bool = True
-    device: str = "cpu"  # policies, the reference and reward models run here ("auto": CUDA when present)
-    precision: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 elsewhere), "fp32" or "bf16"
 
 
 @dataclass(frozen=True)

@@ -131,3 +131,28 @@ def test_evals_run_flags_map_onto_the_suite_config():
     assert suite_config(RunConfig(model="tiny")).policies[0] == "base=tiny"  # the base entry follows --model
     with pytest.raises(ValueError, match="unknown policy names"):
         suite_config(RunConfig(policies=("nope",)))
+
+
+@pytest.mark.parametrize("module, flags, match", [
+    ("agents.ppo", ["--seed", "-1"], "seed must be an integer >= 0"),
+    ("agents.sft", ["--device", "gpu"], "unknown device 'gpu'"),
+    ("agents.reward_model", ["--model", ""], "model must be a model name or a directory"),
+    ("agents.pipeline", ["--env", "Text Count"], "env must be an env id"),
+    ("evals.run", ["--device", "tpu0"], "unknown device 'tpu0'"),
+    ("agents.ppo", ["--keep-best"], "keep_best needs eval_every"),
+    ("agents.sft", ["--epochs", "0"], "epochs must be >= 1"),
+])
+def test_every_config_checks_its_run_context_when_parsed(module, flags, match):
+    """Model, seed, device, precision and env are one base dataclass's fields, checked in
+    ``__post_init__``: a bad value is the one-line error when the flags are parsed, before any model,
+    data or output directory is touched (and the same error from the Python API)."""
+    import importlib
+
+    from textenv.cli import parse_config
+    from textenv.context import RunContext
+
+    mod = importlib.import_module(module)
+    cls = next(v for k, v in vars(mod).items() if k.endswith("Config") and isinstance(v, type)
+               and issubclass(v, RunContext) and v.__module__ in (module, "agents.ppo_config"))
+    with pytest.raises(ValueError, match=match):
+        parse_config(cls, flags)

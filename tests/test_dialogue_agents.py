@@ -132,7 +132,7 @@ def test_reward_model_samples_are_first_turns(monkeypatch):
 
     made = []
     make_vec = gym.make_vec
-    monkeypatch.setattr(preferences.gym, "make_vec", lambda *a, **kw: made.append(kw) or make_vec(*a, **kw))
+    monkeypatch.setattr(gym, "make_vec", lambda *a, **kw: made.append(kw) or make_vec(*a, **kw))
     env = gym.make("TextDialogue-v0", model="tiny", turns=1).unwrapped
     pairs = preferences.sample_pairs("TextDialogue-v0", "train", "tiny", env.tokenizer, prompts=4, samples=2,
                                      margin=0.0)

@@ -225,3 +225,24 @@ def test_a_busy_cpu_is_named_before_torch_threads_contend(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS")
     monkeypatch.setattr(os, "getloadavg", lambda: (0.3, 1.0, 1.0))
     assert devices.cpu_contention() is None
+
+
+def test_demo_forwards_under_the_asked_precision(monkeypatch, capsys):
+    """``python -m textenv --precision bf16`` runs its forwards under bf16 autocast (and fp32 without):
+    the flag comes from the shared run context, so it must do what it says in the demo too."""
+    import textenv.__main__ as demo
+
+    seen = []
+    real = demo.forward_with_cache
+
+    def spy(model, inputs, past):
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return real(model, inputs, past)
+
+    monkeypatch.setattr(demo, "forward_with_cache", spy)
+    for precision, expected in (("bf16", True), ("fp32", False)):
+        seen.clear()
+        demo.main(["--env", "TextCount-v0", "--model", "tiny", "--episodes", "1", "--precision", precision,
+                   "--device", "cpu", "--max-new-tokens", "4"])
+        assert seen and set(seen) == {expected}, precision
+    assert "mean reward over 1 episodes" in capsys.readouterr().out

@@ -13,28 +13,38 @@ import numpy as np
 
 import textenv  # noqa: F401 - registers the env ids
 from textenv.cli import arg, cli, parse_config
-from textenv.models import DEFAULT_MODEL, forward_with_cache
+from textenv.context import EnvContext
+from textenv.devices import resolve_device
+from textenv.models import forward_with_cache
 
 
 @dataclass(frozen=True)
-class DemoConfig:
+class DemoConfig(EnvContext):
     """Roll out a model or random tokens on a textenv task and print each completion with its reward."""
 
     env: str = arg("TextSummarize-v0", f"a registered env id ({', '.join(textenv.ENV_IDS)}) or 'module:Env-vN' "
                                        "(a module that registers a task)")
-    model: str = arg(DEFAULT_MODEL, "'smollm2-135m', 'tiny' or a local directory")
     policy: Literal["greedy", "sample", "random"] = arg("greedy", "how tokens are chosen")
     episodes: int = arg(2, "episodes to roll out")
     split: Literal["train", "validation", "test"] = arg("test", "the split prompts come from")
     max_new_tokens: int | None = arg(None, "token budget (None: the task's)")
-    seed: int = arg(0, "seed of episode 0 (episode i uses seed + i)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.episodes < 1:
+            raise ValueError(f"--episodes must be >= 1, got {self.episodes}")
 
 
-def rollout(env: gym.Env, model, policy: str, seed: int, temperature: float = 1.0) -> tuple[float, dict, int]:
+def rollout(env: gym.Env, model, policy: str, seed: int, temperature: float = 1.0,
+            precision: str = "auto") -> tuple[float, dict, int]:
     """One episode; the model keeps its KV cache across env steps: each forward feeds what the
-    observation gained (one token, or a turn a multi-turn env inserted). Returns the episode's return."""
+    observation gained (one token, or a turn a multi-turn env inserted), on the model's device under
+    ``precision``'s autocast; tokens are chosen on the CPU. Returns the episode's return."""
     import torch
 
+    from textenv.devices import autocast
+
+    device = next(model.parameters()).device
     obs, _ = env.reset(seed=seed)
     gen = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -45,9 +55,9 @@ def rollout(env: gym.Env, model, policy: str, seed: int, temperature: float = 1.
         if policy == "random":
             token = int(rng.integers(env.action_space.n))
         else:
-            with torch.no_grad():
-                out, past = forward_with_cache(model, inputs, past)
-            logits = out.logits[0, -1]
+            with torch.no_grad(), autocast(device, precision):
+                out, past = forward_with_cache(model, inputs.to(device), past)
+            logits = out.logits[0, -1].float().cpu()
             if policy == "greedy":
                 token = int(logits.argmax())
             else:
@@ -62,19 +72,19 @@ def rollout(env: gym.Env, model, policy: str, seed: int, temperature: float = 1.
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_config(DemoConfig, argv)
-    if args.episodes < 1:
-        raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
 
     from textenv.models import load_model
     from textenv.tasks import env_spec
 
     env_spec(args.env)  # an unknown id or a module that does not import: one line, before any model loads
+    device = resolve_device(args.device)
     env = gym.make(args.env, model=args.model, split=args.split, max_new_tokens=args.max_new_tokens)
     _, model = load_model(args.model, tokenizer=env.unwrapped.tokenizer)
+    model.to(device)
     rewards = []
     for episode in range(args.episodes):
         start = time.perf_counter()
-        reward, info, steps = rollout(env, model, args.policy, seed=args.seed + episode)
+        reward, info, steps = rollout(env, model, args.policy, seed=args.seed + episode, precision=args.precision)
         secs = time.perf_counter() - start
         rewards.append(reward)
         print(f"--- episode {episode} (prompt {info['index']}, {steps} tokens, {steps / secs:.1f} tok/s)")

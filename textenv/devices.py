@@ -22,7 +22,8 @@ from typing import Literal
 
 import torch
 
-__all__ = ["PRECISIONS", "Precision", "autocast", "cpu_contention", "resolve_device", "resolve_precision"]
+__all__ = ["PRECISIONS", "Precision", "autocast", "check_device", "check_precision", "cpu_contention", "resolve_device",
+           "resolve_precision"]
 
 logger = logging.getLogger(__name__)
 _warned = False
@@ -40,10 +41,7 @@ def resolve_device(device: str | torch.device) -> torch.device:
         return device
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise ValueError(f"unknown device {device!r}: expected 'auto', 'cpu', 'cuda', 'cuda:N', ...") from exc
+    dev = check_device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} asked for, but this torch build sees no CUDA device "
                          f"(torch {torch.__version__}); use --device cpu or auto")
@@ -52,6 +50,23 @@ def resolve_device(device: str | torch.device) -> torch.device:
         logger.warning(message)
         _warned = True  # once per process
     return dev
+
+
+def check_device(device: str | torch.device) -> torch.device | None:
+    """``device`` names a device torch knows ("auto" gives None), whether or not this machine has it:
+    a config checks the spelling when built, :func:`resolve_device` the hardware when a run starts."""
+    if isinstance(device, torch.device) or device == "auto":
+        return device if isinstance(device, torch.device) else None
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"unknown device {device!r}: expected 'auto', 'cpu', 'cuda', 'cuda:N', ...") from exc
+
+
+def check_precision(precision: str) -> None:
+    """``precision`` is one of :data:`PRECISIONS`."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
 
 
 def cpu_contention() -> str | None:
@@ -74,8 +89,7 @@ def cpu_contention() -> str | None:
 
 def resolve_precision(precision: str, device: torch.device) -> Literal["fp32", "bf16"]:
     """``"auto"`` -> ``"bf16"`` on CUDA, ``"fp32"`` elsewhere."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
+    check_precision(precision)
     if precision == "auto":
         return "bf16" if device.type == "cuda" else "fp32"
     return precision  # type: ignore[return-value]

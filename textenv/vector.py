@@ -22,11 +22,12 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from textenv.core import TaskSetup, check_dense
+from textenv.models import env_model_kwargs
 from textenv.render import text_image
 from textenv.tasks import Task
 from textenv.turns import TurnState, check_turn_task, ends_turn, plan_move, turn_info
 
-__all__ = ["TextVectorEnv"]
+__all__ = ["TextVectorEnv", "policy_envs"]
 
 _AUTORESET = {"next_step": AutoresetMode.NEXT_STEP, "same_step": AutoresetMode.SAME_STEP}
 
@@ -267,3 +268,18 @@ class TextVectorEnv(VectorEnv):
             for i in self._rows
         )
         return texts if self.render_mode == "ansi" else tuple(text_image(t) for t in texts)
+
+
+def policy_envs(env_id: str, model: str, num_envs: int, split: str = "train", tokenizer: Any = None,
+                max_new_tokens: int | None = None, **env_kwargs: Any) -> VectorEnv:
+    """The vector env a policy rolls out in, as every trainer and the eval suite build it: ``env_id``'s
+    task on ``split``, speaking ``model``'s vocabulary (``tokenizer``, when given, is shared with the
+    policy and other envs instead of loaded again), the ``"same_step"`` autoreset that
+    ``agents.rollout.collect`` reads, the token budget when given (None: the task's) and any other env
+    keyword (``reward``, ``turns``...)."""
+    import gymnasium as gym
+
+    kwargs = {**env_model_kwargs(model, tokenizer), **env_kwargs}
+    if max_new_tokens:
+        kwargs["max_new_tokens"] = max_new_tokens
+    return gym.make_vec(env_id, num_envs=num_envs, split=split, autoreset_mode="same_step", **kwargs)

@@ -22,8 +22,8 @@ from agents.kvcache import left_pad, positions
 from agents.policy import LMActorCritic, Sampling
 from agents.rollout import collect
 from textenv.cli import arg, cli, parse_config
-from textenv.devices import Precision, autocast, resolve_device
-from textenv.models import DEFAULT_MODEL
+from textenv.context import ENV_HELP, EnvContext
+from textenv.devices import autocast, resolve_device
 
 
 def _prompts(envs, indices, device=None):
@@ -128,18 +128,16 @@ def run(model: str, env_id: str, batch: int, max_new_tokens: int, repeats: int, 
 
 
 @dataclass(frozen=True)
-class RolloutBenchConfig:
-    """Env + KV cache vs model.generate tokens/s at several batch sizes (each field is a ``--flag``)."""
+class RolloutBenchConfig(EnvContext):
+    """Env + KV cache vs model.generate tokens/s at several batch sizes on the env's test prompts (each
+    field is a ``--flag``)."""
 
-    env: str = arg("TextSentiment-v0", "registered env id whose test prompts are used")
-    model: str = arg(DEFAULT_MODEL, "policy model ('tiny' for the seeded test model)")
+    env: str = arg("TextSentiment-v0", ENV_HELP)
     num_envs: tuple[int, ...] = arg((8, 64, 256), "batch sizes to measure")
     max_new_tokens: int = arg(32, "tokens generated per prompt")
     repeats: int = arg(5, "timed rounds; each round runs every path once, in turn")
     naive_max_batch: int = arg(8, "run the O(n^2) no-cache path only up to this batch size")
-    seed: int = arg(0, "sampling and prompt order")
     device: str = arg("cpu", "'cpu', 'cuda', 'auto'")
-    precision: Precision = arg("auto", "'auto' (bf16 autocast on CUDA, fp32 elsewhere), 'fp32' or 'bf16'")
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:

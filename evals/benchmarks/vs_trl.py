@@ -36,8 +36,8 @@ from typing import Any, Literal
 import torch
 
 from textenv.cli import arg, cli, parse_config
+from textenv.context import ENV_HELP, EnvContext
 from textenv.devices import Precision, resolve_device
-from textenv.models import DEFAULT_MODEL
 
 
 def _textenv(args: VsTRLConfig) -> list[float]:
@@ -177,7 +177,7 @@ def _rss_gb() -> float:
 
 
 @dataclass(frozen=True)
-class VsTRLConfig:
+class VsTRLConfig(EnvContext):
     """Seconds per GRPO or PPO iteration, textenv against TRL, same shapes (each field is a ``--flag``)."""
 
     algo: Literal["grpo", "ppo"] = arg("grpo", "'grpo' (GRPOTrainer, the task's reward) or 'ppo' (TRL's experimental "
@@ -185,15 +185,13 @@ class VsTRLConfig:
     reward_model: str | None = arg(None, "--algo ppo: a sequence-classifier checkpoint (default: built from the "
                                          "policy with a random head)")
 
-    env: str = arg("TextSentiment-v0", "registered env id (its prompts and task reward)")
-    model: str = arg(DEFAULT_MODEL, "policy model")
+    env: str = arg("TextSentiment-v0", ENV_HELP)
     prompts: int = arg(4, "distinct prompts per iteration")
     samples: int = arg(4, "completions per prompt (GRPO's group; PPO: the prompt repeated)")
     max_new_tokens: int = arg(16, "tokens per completion")
     iterations: int = arg(5, "iterations per side; the first is a warm-up")
     lr: float = arg(1e-6, "learning rate of both sides")
     kl: float = arg(0.04, "KL weight (TRL's beta, textenv's kl_coef)")
-    seed: int = arg(0, "seed of both sides")
     device: str = arg("cpu", "'cpu', 'cuda', 'auto'")
     precision: Precision = arg("fp32", "'fp32', 'bf16' or 'auto' (bf16 autocast on CUDA)")
     side: Literal["both", "textenv", "trl"] = arg("both", "'both' runs each side in a child process and "
