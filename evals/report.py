@@ -27,6 +27,7 @@ import pandas as pd
 from evals.metrics import UNRANKED, pass_k_of
 from textenv.io import atomic_write
 
+# "task" holds the env id: the leaderboard CSV schema, which committed tables and their readers share
 COLUMNS = ["policy", "task", "metric", "value", "ci_low", "ci_high", "n", "higher_is_better"]
 _STR_COLUMNS = ("policy", "task", "metric")
 _FLOAT_COLUMNS = ("value", "ci_low", "ci_high")
@@ -111,8 +112,8 @@ def make_frame(rows: Iterable[Mapping[str, object]]) -> pd.DataFrame:
         raise ValueError(f"duplicate row for policy={first.policy!r} task={first.task!r} metric={first.metric!r}")
     directions = df.groupby(["task", "metric"])["higher_is_better"].nunique()
     if (directions > 1).any():
-        task, metric = directions[directions > 1].index[0]
-        raise ValueError(f"metric {metric!r} on task {task!r} has rows with both higher_is_better values")
+        env, metric = directions[directions > 1].index[0]
+        raise ValueError(f"metric {metric!r} on env {env!r} has rows with both higher_is_better values")
     return df.sort_values(_SORT, kind="mergesort").reset_index(drop=True)
 
 
@@ -264,7 +265,7 @@ def to_markdown(df: pd.DataFrame, info: RunInfo, unranked: frozenset[str] = UNRA
                   "intervals count prompts. accuracy: share of samples with the task's full reward (≥ 1, a "
                   "verifier's correct), i.e. pass@1; pass@k: unbiased estimator (Chen et al. 2021) that one of k "
                   "samples is correct."]
-    for task, tdf in df.groupby("task", sort=True):
+    for env, tdf in df.groupby("task", sort=True):
         metrics = sorted(tdf["metric"].unique())
         policies = policy_order(tdf["policy"])
         higher = tdf.groupby("metric")["higher_is_better"].first()
@@ -278,7 +279,7 @@ def to_markdown(df: pd.DataFrame, info: RunInfo, unranked: frozenset[str] = UNRA
             best[m] = set(vals.loc[vals["value"] == top, "policy"])
         header = ["policy"] + [_md(m) if m in unranked else f"{_md(m)} {'↑' if higher[m] else '↓'}"
                                for m in metrics] + ["n"]
-        lines += ["", f"## {_md(str(task))}", "", "| " + " | ".join(header) + " |",
+        lines += ["", f"## {_md(str(env))}", "", "| " + " | ".join(header) + " |",
                   "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
         for p in policies:
             row = [_md(p)]
@@ -302,7 +303,7 @@ def read_leaderboard_csv(path: str | os.PathLike[str]) -> pd.DataFrame:
     return make_frame(raw.to_dict("records"))
 
 
-def _bars(ax, sub: pd.DataFrame, task: str, metric: str, unranked: frozenset[str] = UNRANKED) -> None:
+def _bars(ax, sub: pd.DataFrame, env: str, metric: str, unranked: frozenset[str] = UNRANKED) -> None:
     """One bar per policy with its CI, in :func:`policy_order`; a missing value is left out rather
     than read as zero. The ``reference`` policy is a dashed line, not a bar, and where it lies
     far beyond every other policy (ROUGE of the reference itself is 1) it is only named, so the
@@ -318,7 +319,7 @@ def _bars(ax, sub: pd.DataFrame, task: str, metric: str, unranked: frozenset[str
     ax.set_yticks(y, policies, fontsize=8)
     ax.invert_yaxis()
     arrow = "" if metric in unranked else " ↑" if bool(sub["higher_is_better"].iloc[0]) else " ↓"
-    title = f"{task}: {metric}{arrow}"
+    title = f"{env}: {metric}{arrow}"
     if reference is not None and math.isfinite(reference):
         low, high = ax.get_xlim()
         if low <= reference <= high + 0.25 * (high - low):
@@ -329,7 +330,7 @@ def _bars(ax, sub: pd.DataFrame, task: str, metric: str, unranked: frozenset[str
     ax.set_title(title, fontsize=9)
 
 
-def _reward_vs_kl(ax, tdf: pd.DataFrame, task: str) -> None:
+def _reward_vs_kl(ax, tdf: pd.DataFrame, env: str) -> None:
     """The picture RLHF people read: task reward against KL to the base model, one point per policy
     that has both (with both CIs); policies without a KL (best-of-n, random) as labelled lines; the
     reference (its reward is the maximum by construction on reference-scored tasks) is left out."""
@@ -349,7 +350,7 @@ def _reward_vs_kl(ax, tdf: pd.DataFrame, task: str) -> None:
     ax.set_xlabel("KL to base (per token) ↓", fontsize=8)
     ax.set_ylabel("task reward ↑", fontsize=8)
     ax.legend(fontsize=7, loc="best")
-    ax.set_title(f"{task}: reward vs KL", fontsize=9)
+    ax.set_title(f"{env}: reward vs KL", fontsize=9)
 
 
 def plot_leaderboard(df: pd.DataFrame, path: str | os.PathLike[str],
@@ -379,33 +380,33 @@ def plot_leaderboard(df: pd.DataFrame, path: str | os.PathLike[str],
     unknown = [m for m in metrics if m not in available]
     if unknown or not metrics:
         raise ValueError(f"metrics {unknown or list(metrics)} not in the leaderboard; available: {available}")
-    tasks = sorted(df["task"].unique())
+    envs = sorted(df["task"].unique())
     panels: dict[str, list[str]] = {}
-    for task in tasks:
-        tdf = df[df["task"] == task]
+    for env in envs:
+        tdf = df[df["task"] == env]
         have = set(tdf.dropna(subset=["value"])["metric"])
-        panels[task] = []
-        for m in [m for m in metrics if m in have] + list(extra.get(task, ())):
-            if m not in panels[task] and not any(_same_values(tdf, p, m) for p in panels[task]):
-                panels[task].append(m)
+        panels[env] = []
+        for m in [m for m in metrics if m in have] + list(extra.get(env, ())):
+            if m not in panels[env] and not any(_same_values(tdf, p, m) for p in panels[env]):
+                panels[env].append(m)
         if {"reward", "kl_to_ref"} <= have:
-            panels[task].append("reward vs KL")
+            panels[env].append("reward vs KL")
     width = max(max(len(v) for v in panels.values()), 1)
     n_pol = df["policy"].nunique()
-    fig = Figure(figsize=(4.5 * width, (0.35 * n_pol + 1.6) * len(tasks)), layout="constrained")
+    fig = Figure(figsize=(4.5 * width, (0.35 * n_pol + 1.6) * len(envs)), layout="constrained")
     FigureCanvasAgg(fig)
-    subfigs = np.atleast_1d(fig.subfigures(len(tasks), 1))
-    for sf, task in zip(subfigs, tasks, strict=True):
-        tdf = df[df["task"] == task]
-        if not panels[task]:
-            sf.suptitle(f"{task}: none of {list(metrics)} evaluated", fontsize=9)
+    subfigs = np.atleast_1d(fig.subfigures(len(envs), 1))
+    for sf, env in zip(subfigs, envs, strict=True):
+        tdf = df[df["task"] == env]
+        if not panels[env]:
+            sf.suptitle(f"{env}: none of {list(metrics)} evaluated", fontsize=9)
             continue
-        axes = np.atleast_1d(sf.subplots(1, len(panels[task]), squeeze=False)[0])
-        for ax, panel in zip(axes, panels[task], strict=True):
+        axes = np.atleast_1d(sf.subplots(1, len(panels[env]), squeeze=False)[0])
+        for ax, panel in zip(axes, panels[env], strict=True):
             if panel == "reward vs KL":
-                _reward_vs_kl(ax, tdf, task)
+                _reward_vs_kl(ax, tdf, env)
             else:
-                _bars(ax, tdf[tdf["metric"] == panel].set_index("policy"), task, panel)
+                _bars(ax, tdf[tdf["metric"] == panel].set_index("policy"), env, panel)
     fig.savefig(path, format="png", dpi=100)
     return panels
 

@@ -9,7 +9,7 @@ verifier task, majority vote only where answers are extracted) are left out by t
 ``skip`` and listed in the table's header.
 
     python -m evals.run                                   # the quick suite, everything
-    python -m evals.run --tasks TextSentiment-v0 --policies base,ppo-task --limit 16
+    python -m evals.run --envs TextSentiment-v0 --policies base,ppo-task --limit 16
     python -m evals.run --policy mine=path/to/checkpoint  # add any checkpoint (repeatable)
     python -m evals.run --suite full                      # GPU-sized budgets
     accelerate launch --multi_gpu --num_processes 2 -m evals.run ...  # shards batches, same table
@@ -24,7 +24,7 @@ Reasoning metrics: ``--samples TextReasoning-v0=4`` draws 4 seeded samples per p
 model policy on that task; every metric is then averaged per prompt and bootstrapped over prompts,
 and the table gains ``pass@4`` next to ``accuracy`` (pass@1, reported on every task).
 
-    python -m evals.run --tasks TextReasoning-v0 --samples TextReasoning-v0=4 --policy maj=vote:smollm2-135m
+    python -m evals.run --envs TextReasoning-v0 --samples TextReasoning-v0=4 --policy maj=vote:smollm2-135m
 """
 
 from __future__ import annotations
@@ -43,11 +43,11 @@ from evals.suite import (
     Failure,
     SuiteConfig,
     check_config,
+    env_limits,
     generate_all,
     sample_counts,
     score_generations,
     skipped,
-    task_limits,
 )
 from textenv.cli import arg, cli, parse_config
 from textenv.context import RunContext
@@ -79,7 +79,7 @@ _POLICIES = (
     "reference",
 )
 
-_FULL_TASKS = ("TextSummarize-v0", "TextSentiment-v0", "TextReasoning-v0")
+_FULL_ENVS = ("TextSummarize-v0", "TextSentiment-v0", "TextReasoning-v0")
 _REASONING = "TextReasoning-v0"
 
 _QA = "TextQA-v0"
@@ -104,7 +104,7 @@ QUICK_MINUTES = {"TextSummarize-v0": 10.1, "TextSentiment-v0": 17.2, _REASONING:
 
 SUITES: dict[str, Suite] = {
     "quick": Suite(
-        SuiteConfig(tasks=_FULL_TASKS, policies=_POLICIES,
+        SuiteConfig(envs=_FULL_ENVS, policies=_POLICIES,
                     reward_models=tuple(f"{t}={PIPELINE.format(task=t)}/reward_model"
                                         for t in ("TextSummarize-v0", "TextSentiment-v0")),
                     limit=64, limits=(f"{_REASONING}=128",), samples=(f"{_REASONING}=4",),
@@ -116,8 +116,8 @@ SUITES: dict[str, Suite] = {
                 "one exists; reasoning's ppo-task is GRPO), 32 new tokens, best-of-4 (reasoning: majority vote of 4)",
     ),
     "full": Suite(
-        SuiteConfig(tasks=_FULL_TASKS, policies=_POLICIES, skip=("vote=TextSummarize-v0", "vote=TextSentiment-v0"),
-                    reward_models=tuple(f"{t}={PIPELINE.format(task=t)}/reward_model" for t in _FULL_TASKS),
+        SuiteConfig(envs=_FULL_ENVS, policies=_POLICIES, skip=("vote=TextSummarize-v0", "vote=TextSentiment-v0"),
+                    reward_models=tuple(f"{t}={PIPELINE.format(task=t)}/reward_model" for t in _FULL_ENVS),
                     limit=256, decoding=Decoding(temperature=0.7, max_new_tokens=None, batch_size=64)),
         preset="default",
         budgets="GPU default presets (agents.ppo --preset default-<task>: PPO on sentiment and summaries, GRPO "
@@ -125,7 +125,7 @@ SUITES: dict[str, Suite] = {
     ),
     # Question answering over a passage (Disfl-QA): SFT on the train answers, then GRPO on token F1.
     "qa": Suite(
-        SuiteConfig(tasks=(_QA,), policies=tuple(p for p in _POLICIES if p.split("=")[0] in
+        SuiteConfig(envs=(_QA,), policies=tuple(p for p in _POLICIES if p.split("=")[0] in
                                                  ("base", "sft", "ppo-task", "random", "reference")),
                     limit=None, decoding=Decoding(temperature=0.7, max_new_tokens=24, batch_size=32)),
         preset="quick",
@@ -135,7 +135,7 @@ SUITES: dict[str, Suite] = {
     # Three-turn conversations (Chit-Chat Challenge): SFT on whole conversations, a reward model on
     # first turns, then RLOO on the conversation's return under the heuristic reward and under the RM.
     "dialogue": Suite(
-        SuiteConfig(tasks=(_DIALOGUE,), policies=tuple(p for p in _POLICIES if p.split("=")[0] in
+        SuiteConfig(envs=(_DIALOGUE,), policies=tuple(p for p in _POLICIES if p.split("=")[0] in
                                                        ("base", "sft", "ppo-task", "ppo-rm", "random", "reference")),
                     reward_models=(f"{_DIALOGUE}={PIPELINE.format(task=_DIALOGUE)}/reward_model",),
                     limit=64, decoding=Decoding(temperature=0.7, max_new_tokens=None, batch_size=32)),
@@ -146,7 +146,7 @@ SUITES: dict[str, Suite] = {
 }
 
 
-def make_checkpoints(tasks: tuple[str, ...], preset: str, model: str, device: str = "auto",
+def make_checkpoints(envs: tuple[str, ...], preset: str, model: str, device: str = "auto",
                      precision: str = "auto", progress: bool = True) -> list[dict]:
     """Run the missing pipeline stages (SFT -> reward model -> PPO on the task reward and/or the
     reward model; the quick suite's per-task choice in :data:`QUICK_STAGES`) for every task; return
@@ -154,10 +154,10 @@ def make_checkpoints(tasks: tuple[str, ...], preset: str, model: str, device: st
     from agents.pipeline import PipelineConfig, run_pipeline
 
     stages = QUICK_STAGES if preset == "quick" else {}
-    return [{"env": task, **run_pipeline(PipelineConfig(
-        env=task, model=model, preset=preset, out=PIPELINE.format(task=task), device=device,
-        precision=precision, progress=progress, **stages.get(task, {})))}  # type: ignore[arg-type]
-        for task in tasks]
+    return [{"env": env, **run_pipeline(PipelineConfig(
+        env=env, model=model, preset=preset, out=PIPELINE.format(task=env), device=device,
+        precision=precision, progress=progress, **stages.get(env, {})))}  # type: ignore[arg-type]
+        for env in envs]
 
 
 def missing_checkpoints(cfg: SuiteConfig) -> list[tuple[str, str, str]]:
@@ -173,27 +173,27 @@ def missing_checkpoints(cfg: SuiteConfig) -> list[tuple[str, str, str]]:
         spec = parse_policy(item)
         if spec.path is None or PIPELINE not in spec.path:
             continue
-        for task in cfg.tasks:
-            path = spec.path.format(task=task)
-            if (spec.name, task) not in skip:
-                uses.add(task)
+        for env in cfg.envs:
+            path = spec.path.format(task=env)
+            if (spec.name, env) not in skip:
+                uses.add(env)
                 if not is_complete(path):
-                    out.append((spec.name, task, path))
+                    out.append((spec.name, env, path))
     root = PIPELINE.split("{task}")[0]
     for item in cfg.reward_models:  # the suite's reward models (rm_score, best-of-n) come from the pipeline too
-        task, _, path = item.partition("=")
-        if task in uses and path.startswith(root) and not is_complete(path):
-            out.append(("reward_model", task, path))
+        env, _, path = item.partition("=")
+        if env in uses and path.startswith(root) and not is_complete(path):
+            out.append(("reward_model", env, path))
     return out
 
 
 def training_plan(missing: list[tuple[str, str, str]], preset: str, device: str) -> str:
     """What ``make_checkpoints`` is about to train and about how long it takes, said before it starts."""
-    tasks = list(dict.fromkeys(t for _, t, _ in missing))
-    minutes = sum(QUICK_MINUTES.get(t, 0.0) for t in tasks)
+    envs = list(dict.fromkeys(t for _, t, _ in missing))
+    minutes = sum(QUICK_MINUTES.get(t, 0.0) for t in envs)
     how_long = (f"about {minutes:.0f} min on 2 CPU cores (the committed quick leaderboard's stage times)"
                 if preset == "quick" and device in ("auto", "cpu") and minutes else "time depends on the device")
-    return (f"training the suite's missing checkpoints ({preset} presets) for {', '.join(tasks)}: "
+    return (f"training the suite's missing checkpoints ({preset} presets) for {', '.join(envs)}: "
             + "; ".join(f"{p} ({path})" for p, _, path in missing)
             + f"; {how_long}. Cached after; --no-make evaluates without them.")
 
@@ -209,7 +209,7 @@ def stage_notes(reports: list[dict]) -> list[str]:
     return notes
 
 
-def kept_start_notes(policies: tuple[str, ...], tasks: tuple[str, ...]) -> dict[tuple[str, str], str]:
+def kept_start_notes(policies: tuple[str, ...], envs: tuple[str, ...]) -> dict[tuple[str, str], str]:
     """``(policy, task) -> note`` for each PPO checkpoint whose run kept its starting weights
     (``ppo_run.json`` iteration 0: keep-best found no held-out eval better than the start), so the
     table never shows the start as an RL result."""
@@ -220,10 +220,10 @@ def kept_start_notes(policies: tuple[str, ...], tasks: tuple[str, ...]) -> dict[
     out = {}
     for item in policies:
         spec = parse_policy(item)
-        for task in tasks:
-            run_file = Path((spec.path or "").format(task=task)) / "ppo_run.json"
+        for env in envs:
+            run_file = Path((spec.path or "").format(task=env)) / "ppo_run.json"
             if spec.kind == "model" and run_file.is_file() and json.loads(run_file.read_text()).get("iteration") == 0:
-                out[(spec.name, task)] = (f"{spec.name} on {task} is its starting (SFT) policy: keep-best found no "
+                out[(spec.name, env)] = (f"{spec.name} on {env} is its starting (SFT) policy: keep-best found no "
                                           "held-out eval better than the start, so the row is tabled as "
                                           f"'{spec.name} (= sft)'")
     return out
@@ -236,7 +236,7 @@ def reward_model_notes(reward_models: tuple[str, ...]) -> list[str]:
 
     notes = []
     for item in reward_models:
-        task, _, path = item.partition("=")
+        env, _, path = item.partition("=")
         metrics_file = Path(path) / "metrics.json"
         if not metrics_file.exists():
             continue
@@ -245,7 +245,7 @@ def reward_model_notes(reward_models: tuple[str, ...]) -> list[str]:
         kinds = ", ".join(f"{k[9:]} {v:.2f} (n={after.get('pairs/' + k[9:])})"
                           for k, v in sorted(after.items()) if k.startswith("accuracy/"))
         lm = after.get("accuracy_length_matched")
-        notes.append(f"reward model {task}: held-out ({m.get('eval_split')}) pairwise accuracy "
+        notes.append(f"reward model {env}: held-out ({m.get('eval_split')}) pairwise accuracy "
                      f"{m['eval/accuracy_after']:.3f} on {m.get('eval_pairs')} pairs (before training "
                      f"{m['eval/accuracy_before']:.3f}); length-matched "
                      f"{'n/a' if lm is None else f'{lm:.3f}'} on {after.get('pairs_length_matched')} pairs; "
@@ -261,7 +261,7 @@ class RunConfig(RunContext):
     suite: Literal["quick", "full", "qa", "dialogue"] = arg("quick", "budgets and default policies ('qa': TextQA-v0's "
                                                                     "base, SFT and GRPO rows; 'dialogue': "
                                                                     "TextDialogue-v0's base, SFT and PPO rows)")
-    tasks: tuple[str, ...] | None = arg(None, "env ids to evaluate, space- or comma-separated (None: the suite's)")
+    envs: tuple[str, ...] | None = arg(None, "env ids to evaluate, space- or comma-separated (None: the suite's)")
     policies: tuple[str, ...] | None = arg(None, "names of the suite's policies to keep (None: all); --policy "
                                                  "entries are kept either way")
     policy: tuple[str, ...] = arg((), "add policies: NAME=PATH, NAME=bon:PATH (best-of-n), NAME=vote:PATH "
@@ -305,7 +305,7 @@ def suite_config(run: RunConfig) -> SuiteConfig:
         policies = tuple(f"base={model}" if p == f"base={cfg.model}" else p for p in policies)
     return replace(
         cfg, policies=policies, model=model, seed=run.seed, progress=not run.no_progress,
-        tasks=_items(run.tasks) or cfg.tasks, reward_models=cfg.reward_models + run.reward_model,
+        envs=_items(run.envs) or cfg.envs, reward_models=cfg.reward_models + run.reward_model,
         samples=cfg.samples + (_items(run.samples) or ()),
         metrics=_items(run.metrics), limit=run.limit if run.limit is not None else cfg.limit,
         limits=() if run.limit is not None else cfg.limits,  # --limit applies to every task
@@ -352,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     # reward models that do not exist are dropped with a message (rm rows then fail by name)
     present = tuple(r for r in cfg.reward_models if Path(r.partition("=")[2]).exists())
     for r in set(cfg.reward_models) - set(present):
-        if r.partition("=")[0] in cfg.tasks:
+        if r.partition("=")[0] in cfg.envs:
             logger.warning("reward model %s not found: rm_score and best-of-n are skipped for that task", r)
     cfg = replace(cfg, reward_models=present)
     failures: list[Failure] = []
@@ -372,9 +372,9 @@ def main(argv: list[str] | None = None) -> int:
         print("error: no policy produced any generation; see the messages above", file=sys.stderr)
         return 1
     df = score_generations(gens, cfg)
-    kept = kept_start_notes(cfg.policies, cfg.tasks)
-    for (policy, task) in kept:
-        df.loc[(df["policy"] == policy) & (df["task"] == task), "policy"] = f"{policy} (= sft)"
+    kept = kept_start_notes(cfg.policies, cfg.envs)
+    for (policy, env) in kept:
+        df.loc[(df["policy"] == policy) & (df["task"] == env), "policy"] = f"{policy} (= sft)"
     from evals.report import collect_run_info, write_leaderboard
 
     eval_secs = time.perf_counter() - start - train_secs
@@ -382,16 +382,16 @@ def main(argv: list[str] | None = None) -> int:
     timing = [f"wall time {(train_secs + eval_secs) / 60:.1f} min (training {train_secs:.0f} s, evaluation "
               f"{eval_secs:.0f} s); peak RSS " + ("n/a" if peak is None else f"{peak:.2f} GB")
               + " (this process, training and evaluation)"]
-    limits = task_limits(cfg)
+    limits = env_limits(cfg)
     per_task = [f"{t}: {limits[t] if limits[t] is not None else 'all'} test examples"
                 + (f" x {sample_counts(cfg)[t]} samples" if sample_counts(cfg).get(t, 1) > 1 else "")
-                for t in cfg.tasks]
+                for t in cfg.envs]
     info = collect_run_info(suite=args.name or args.suite, seeds=[cfg.seed], model=cfg.model,
                             decoding=vars(cfg.decoding), limit=cfg.limit, budgets=suite.budgets,
                             notes=timing + stage_notes(trained) + ["examples per task: " + "; ".join(per_task)]
                             + reward_model_notes(cfg.reward_models) + list(kept.values())
                             + [f"not run by design: {p} on {t}" for p, t in sorted(skipped(cfg))
-                               if t in cfg.tasks and any(x.partition("=")[0] == p for x in cfg.policies)
+                               if t in cfg.envs and any(x.partition("=")[0] == p for x in cfg.policies)
                                and (p, t) not in not_made]
                             + left_out
                             + [f"not evaluated: policy {f.policy} on {f.task} ({f.message})" for f in failures])

@@ -1,7 +1,7 @@
 """The eval suite's Python API: generate with every policy on every task, score, bootstrap, tabulate.
 
     from evals.suite import SuiteConfig, evaluate_suite
-    df = evaluate_suite(SuiteConfig(tasks=("TextCount-v0",), model="tiny",
+    df = evaluate_suite(SuiteConfig(envs=("TextCount-v0",), model="tiny",
                                     policies=("base=tiny", "random", "reference"), limit=16))
 
 Returns a long-form DataFrame (policy, task, metric, value, ci_low, ci_high, n, higher_is_better).
@@ -79,7 +79,7 @@ class SuiteConfig(RunContext):
     """A leaderboard's envs, policies and budgets; ``model`` is the base model (its tokenizer, the KL
     reference, the win-rate baseline), ``device`` where policies, the reference and reward models run."""
 
-    tasks: tuple[str, ...] = ("TextSummarize-v0", "TextSentiment-v0")  # env ids
+    envs: tuple[str, ...] = ("TextSummarize-v0", "TextSentiment-v0")  # env ids
     policies: tuple[str, ...] = (f"base={DEFAULT_MODEL}", "random", "reference")
     reward_models: tuple[str, ...] = ()  # "TASK=PATH": rm_score metric and best-of-n reranking
     samples: tuple[str, ...] = ()  # "TASK=K": K seeded samples per prompt for model policies (default 1; last wins)
@@ -95,17 +95,17 @@ class SuiteConfig(RunContext):
 @dataclass(frozen=True)
 class Failure:
     policy: str
-    task: str
+    env: str
     message: str
 
 
 def _reward_models(cfg: SuiteConfig) -> dict[str, str]:
     out = {}
     for item in cfg.reward_models:
-        task, sep, path = item.partition("=")
+        env, sep, path = item.partition("=")
         if not sep:
             raise ValueError(f"bad reward model {item!r}: expected TASK=PATH")
-        out[task] = path
+        out[env] = path
     return out
 
 
@@ -114,21 +114,21 @@ def sample_counts(cfg: SuiteConfig) -> dict[str, int]:
     suite's own items override them; tasks not listed draw one sample."""
     out = {}
     for item in cfg.samples:
-        task, sep, k = item.partition("=")
-        if not sep or not task or not k.strip().isdigit() or not 1 <= int(k) <= MAX_SAMPLES:
+        env, sep, k = item.partition("=")
+        if not sep or not env or not k.strip().isdigit() or not 1 <= int(k) <= MAX_SAMPLES:
             raise ValueError(f"bad samples {item!r}: expected TASK=K with K an integer in 1..{MAX_SAMPLES}")
-        out[task] = int(k)
+        out[env] = int(k)
     return out
 
 
-def task_limits(cfg: SuiteConfig) -> dict[str, int | None]:
+def env_limits(cfg: SuiteConfig) -> dict[str, int | None]:
     """Test examples per task: ``cfg.limit`` unless ``cfg.limits`` names the task (a later item wins)."""
-    out: dict[str, int | None] = {task: cfg.limit for task in cfg.tasks}
+    out: dict[str, int | None] = {env: cfg.limit for env in cfg.envs}
     for item in cfg.limits:
-        task, sep, n = item.partition("=")
-        if not sep or not task or not n.strip().isdigit() or int(n) < 1:
+        env, sep, n = item.partition("=")
+        if not sep or not env or not n.strip().isdigit() or int(n) < 1:
             raise ValueError(f"bad limits {item!r}: expected TASK=N with N a positive integer")
-        out[task] = int(n)
+        out[env] = int(n)
     return out
 
 
@@ -136,10 +136,10 @@ def skipped(cfg: SuiteConfig) -> set[tuple[str, str]]:
     """``cfg.skip`` as (policy, task) pairs."""
     pairs = set()
     for item in cfg.skip:
-        policy, sep, task = item.partition("=")
-        if not sep or not policy or not task:
+        policy, sep, env = item.partition("=")
+        if not sep or not policy or not env:
             raise ValueError(f"bad skip {item!r}: expected POLICY=TASK")
-        pairs.add((policy, task))
+        pairs.add((policy, env))
     return pairs
 
 
@@ -147,17 +147,17 @@ def check_config(cfg: SuiteConfig) -> list[PolicySpec]:
     """Fail early on what can be checked without a model: unknown tasks, metrics, policy syntax."""
     from textenv.tasks import env_spec
 
-    for task in cfg.tasks:
+    for env in cfg.envs:
         try:
-            env_spec(task)
+            env_spec(env)
         except ValueError as exc:
-            raise ValueError(f"unknown task {task!r}: {exc}") from exc
+            raise ValueError(f"unknown task {env!r}: {exc}") from exc
     if cfg.metrics is not None:
         unknown = [m for m in cfg.metrics if not is_metric(m)]
         if unknown:
             raise ValueError(f"unknown metrics {unknown}; known: {sorted(METRICS)}, 'reward/<part>', 'pass@<k>'")
     sample_counts(cfg)
-    task_limits(cfg)
+    env_limits(cfg)
     skipped(cfg)
     specs = [parse_policy(p) for p in cfg.policies]
     names = [s.name for s in specs]
@@ -168,9 +168,9 @@ def check_config(cfg: SuiteConfig) -> list[PolicySpec]:
     return specs
 
 
-def _task_indices(envs, cfg: SuiteConfig, task: str) -> list[int]:
+def _env_indices(envs, cfg: SuiteConfig, env: str) -> list[int]:
     n = len(envs.unwrapped.setup.examples)
-    limit = task_limits(cfg).get(task, cfg.limit)
+    limit = env_limits(cfg).get(env, cfg.limit)
     return list(range(n if limit is None else min(n, limit)))
 
 
@@ -191,33 +191,33 @@ def generate_all(cfg: SuiteConfig, shard: tuple[int, int] = (0, 1),
     counts = sample_counts(cfg)
     skip = skipped(cfg)
     envs = {}
-    for task in cfg.tasks:
+    for env in cfg.envs:
         try:
-            envs[task] = make_envs(task, cfg.model, tokenizer, cfg.decoding, cfg.decoding.batch_size)
+            envs[env] = make_envs(env, cfg.model, tokenizer, cfg.decoding, cfg.decoding.batch_size)
         except Exception as exc:  # noqa: BLE001 - e.g. an empty test split: the other tasks still run
-            logger.error("task %s skipped: %s: %s", task, type(exc).__name__, exc)
-            failures.extend(Failure(s.name, task, f"{type(exc).__name__}: {exc}") for s in specs)
+            logger.error("env %s skipped: %s: %s", env, type(exc).__name__, exc)
+            failures.extend(Failure(s.name, env, f"{type(exc).__name__}: {exc}") for s in specs)
     sampling = Sampling(temperature=cfg.decoding.temperature, top_p=cfg.decoding.top_p)
     references: dict[int, LMActorCritic] = {}  # one base model per distinct tokenizer ("tiny" has one per task)
-    for task_envs in envs.values():
-        tok = task_envs.unwrapped.setup.tokenizer
+    for vec in envs.values():
+        tok = vec.unwrapped.setup.tokenizer
         if id(tok) not in references:
             references[id(tok)] = LMActorCritic.from_pretrained(cfg.model, tokenizer=tok, sampling=sampling).to(device)
     loaded_rms: dict[str, Any] = {}
     out: list[Generation] = []
     unit = 0  # batches are dealt to processes round-robin across all (policy, task) pairs
     for spec in specs:
-        for task, task_envs in envs.items():
-            setup = task_envs.unwrapped.setup
+        for env, vec in envs.items():
+            setup = vec.unwrapped.setup
             tok = setup.tokenizer
             reference = references[id(tok)]
             if spec.kind == "reference" and not setup.examples[0].references:
-                logger.info("task %s has no references: no 'reference' row", task)
+                logger.info("env %s has no references: no 'reference' row", env)
                 continue
-            if (spec.name, task) in skip:
-                logger.info("policy %r on %s: left out by the suite's design (skip)", spec.name, task)
+            if (spec.name, env) in skip:
+                logger.info("policy %r on %s: left out by the suite's design (skip)", spec.name, env)
                 continue
-            every = batches(_task_indices(task_envs, cfg, task), cfg.decoding.batch_size)
+            every = batches(_env_indices(vec, cfg, env), cfg.decoding.batch_size)
             mine = [b for j, b in enumerate(every) if (unit + j) % world == rank]
             unit += len(every)
             if not mine:
@@ -225,21 +225,21 @@ def generate_all(cfg: SuiteConfig, shard: tuple[int, int] = (0, 1),
             try:
                 policy = None
                 if spec.kind in ("model", "best_of_n", "majority_vote"):
-                    path = (spec.path or cfg.model).format(task=task)
+                    path = (spec.path or cfg.model).format(task=env)
                     policy = reference if path == cfg.model else load_policy(path, tok, cfg.decoding).to(device)
-                if task in rms and task not in loaded_rms:  # loaded once per task, not once per policy
-                    loaded_rms[task] = resolve("classifier", path=rms[task], device=str(device))
-                rm = loaded_rms.get(task)
-                for idx in tqdm(mine, desc=f"{spec.name} / {task}", disable=not cfg.progress, leave=False):
+                if env in rms and env not in loaded_rms:  # loaded once per task, not once per policy
+                    loaded_rms[env] = resolve("classifier", path=rms[env], device=str(device))
+                rm = loaded_rms.get(env)
+                for idx in tqdm(mine, desc=f"{spec.name} / {env}", disable=not cfg.progress, leave=False):
                     with autocast(device, cfg.precision):
-                        gens = generate(spec, task, task_envs, idx, cfg.seed, policy=policy, reward_model=rm,
-                                        samples=counts.get(task, 1))
+                        gens = generate(spec, env, vec, idx, cfg.seed, policy=policy, reward_model=rm,
+                                        samples=counts.get(env, 1))
                         _model_scores(gens, policy, reference, rm, setup, cfg.metrics)
                     out.extend(gens)
             except Exception as exc:  # noqa: BLE001 - one failing (policy, task) must not sink the table
-                logger.error("policy %r on %s skipped: %s: %s", spec.name, task, type(exc).__name__, exc)
-                failures.append(Failure(spec.name, task, f"{type(exc).__name__}: {exc}"))
-                out = [g for g in out if not (g.policy == spec.name and g.task == task)]
+                logger.error("policy %r on %s skipped: %s: %s", spec.name, env, type(exc).__name__, exc)
+                failures.append(Failure(spec.name, env, f"{type(exc).__name__}: {exc}"))
+                out = [g for g in out if not (g.policy == spec.name and g.task == env)]
     return out
 
 
@@ -304,14 +304,14 @@ def _pass_at_k_values(gs: Sequence[Generation]) -> tuple[int, list[float]]:
 
 
 @functools.cache
-def _task_metrics(task: str) -> tuple[str, ...]:
+def _task_metrics(env: str) -> tuple[str, ...]:
     """The task's own extra metrics (``Task.metrics``: ``"squad"`` on QA)."""
     from textenv.tasks import task_of
 
-    return task_of(task).metrics
+    return task_of(env).metrics
 
 
-def _group_rows(policy: str, task: str, gs: Sequence[Generation], base: Sequence[Generation] | None,
+def _group_rows(policy: str, env: str, gs: Sequence[Generation], base: Sequence[Generation] | None,
                 cfg: SuiteConfig) -> list[dict[str, Any]]:
     """The rows of one (policy, task): every per-sample value averaged over its prompt's samples,
     then bootstrapped over prompts (``n`` counts prompts). ``base`` pairs prompts for win_rate."""
@@ -327,7 +327,7 @@ def _group_rows(policy: str, task: str, gs: Sequence[Generation], base: Sequence
         if not means:
             return
         est, low, high = _ci(means, cfg, statistic)
-        rows.append({"policy": policy, "task": task, "metric": metric, "value": est, "ci_low": low,
+        rows.append({"policy": policy, "task": env, "metric": metric, "value": est, "ci_low": low,
                      "ci_high": high, "n": len(means), "higher_is_better": higher_is_better(metric)})
 
     texts = [g.text for g in gs]
@@ -347,7 +347,7 @@ def _group_rows(policy: str, task: str, gs: Sequence[Generation], base: Sequence
             add(key, rouge[key])
         for key in ("bleu", "chrf"):
             add(key, load_metric(key).compute(predictions=texts, references=refs)["sentence_scores"])
-        if "squad" in _task_metrics(task):
+        if "squad" in _task_metrics(env):
             from textenv.rewards.qa import answer_line  # what the env's QA rewards score
 
             squad = load_metric("squad").compute(predictions=[answer_line(t) for t in texts],
@@ -379,9 +379,9 @@ def score_generations(gens: Sequence[Generation], cfg: SuiteConfig) -> pd.DataFr
     for g in gens:
         groups.setdefault((g.policy, g.task), []).append(g)
     rows: list[dict[str, Any]] = []
-    for (policy, task), gs in groups.items():
-        base = groups.get((base_name, task)) if base_name is not None and policy != base_name else None
-        rows += _group_rows(policy, task, gs, base, cfg)
+    for (policy, env), gs in groups.items():
+        base = groups.get((base_name, env)) if base_name is not None and policy != base_name else None
+        rows += _group_rows(policy, env, gs, base, cfg)
     return make_frame(rows)
 
 

@@ -120,9 +120,9 @@ def test_evals_run_flags_map_onto_the_suite_config():
 
     quick = SUITES["quick"].config
     assert suite_config(RunConfig()) == dataclasses.replace(quick, device="auto")  # the CLI's default device
-    cfg = suite_config(RunConfig(tasks=("TextSentiment-v0",), policies=("base,ppo-task",), limit=16,
+    cfg = suite_config(RunConfig(envs=("TextSentiment-v0",), policies=("base,ppo-task",), limit=16,
                                  metrics=("reward", "length")))
-    assert cfg.tasks == ("TextSentiment-v0",) and cfg.limit == 16 and cfg.metrics == ("reward", "length")
+    assert cfg.envs == ("TextSentiment-v0",) and cfg.limit == 16 and cfg.metrics == ("reward", "length")
     assert [p.partition("=")[0] for p in cfg.policies] == ["base", "ppo-task"]
     only = suite_config(RunConfig(only=True, policy=("mine=some/path", "random"), model="tiny",
                                   reward_model=("TextCount-v0=rm",)))

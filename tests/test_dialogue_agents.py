@@ -114,7 +114,7 @@ def test_sft_learns_whole_conversations_laid_out_as_the_env_does():
 
 
 def test_the_suite_reports_conversations():
-    cfg = SuiteConfig(tasks=("TextDialogue-v0",), model="tiny", policies=("base=tiny", "random", "reference"),
+    cfg = SuiteConfig(envs=("TextDialogue-v0",), model="tiny", policies=("base=tiny", "random", "reference"),
                       limit=3, decoding=Decoding(temperature=0.7, max_new_tokens=80, batch_size=4), n_boot=50,
                       progress=False, metrics=None)
     df = evaluate_suite(cfg)

@@ -20,7 +20,7 @@ DEC = Decoding(temperature=0.7, max_new_tokens=8, batch_size=4)
 
 
 def _cfg(**kw):
-    base = dict(tasks=("TextCount-v0",), model="tiny", policies=("base=tiny", "random", "reference"), limit=10,
+    base = dict(envs=("TextCount-v0",), model="tiny", policies=("base=tiny", "random", "reference"), limit=10,
                 decoding=DEC, n_boot=200, progress=False)
     return SuiteConfig(**{**base, **kw})
 
@@ -105,7 +105,7 @@ def test_empty_split_is_reported_and_other_tasks_still_run():
                  vector_entry_point="textenv.vector:TextVectorEnv",
                  kwargs={"task": "textenv.tasks:count", "sizes": {"test": 0}})
     failures = []
-    df = evaluate_suite(_cfg(tasks=("TextCountEmptyTest-v0", "TextCount-v0"), policies=("random",)),
+    df = evaluate_suite(_cfg(envs=("TextCountEmptyTest-v0", "TextCount-v0"), policies=("random",)),
                         failures=failures)
     assert set(df.task) == {"TextCount-v0"}
     assert any("no examples in split 'test'" in f.message for f in failures)
@@ -129,7 +129,7 @@ def test_policy_that_only_emits_eos(tmp_path):
 
 
 def test_cli_bad_task_and_metric_exit_with_a_message(tmp_path):
-    for args, expected in ((["--tasks", "NoSuchTask-v0"], "unknown task 'NoSuchTask-v0'"),
+    for args, expected in ((["--envs", "NoSuchTask-v0"], "unknown task 'NoSuchTask-v0'"),
                            (["--metrics", "reward,bogus"], "unknown metrics ['bogus']")):
         out = subprocess.run([sys.executable, "-m", "evals.run", "--model", "tiny", "--only", "--policy", "random",
                               "--out", str(tmp_path), *args], capture_output=True, text=True, timeout=300)
@@ -139,7 +139,7 @@ def test_cli_bad_task_and_metric_exit_with_a_message(tmp_path):
 
 @pytest.mark.slow
 def test_two_process_accelerate_run_equals_one_process(tmp_path):
-    args = ["-m", "evals.run", "--model", "tiny", "--tasks", "TextCount-v0", "--only", "--policy", "base=tiny",
+    args = ["-m", "evals.run", "--model", "tiny", "--envs", "TextCount-v0", "--only", "--policy", "base=tiny",
             "--policy", "random", "--policy", "reference", "--limit", "12", "--no-progress"]
     one = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], capture_output=True, text=True,
                          timeout=600)
@@ -220,7 +220,7 @@ def test_scores_of_a_big_batch_equal_scores_one_by_one(tmp_path):
     from evals.generate import reference_nll, sample_logprobs
 
     same, moved, _ = _tiny_checkpoints(tmp_path, "TextSummarize-v0")
-    cfg = _cfg(tasks=("TextSummarize-v0",), policies=(f"moved={moved}",), limit=12,
+    cfg = _cfg(envs=("TextSummarize-v0",), policies=(f"moved={moved}",), limit=12,
                decoding=Decoding(temperature=0.7, max_new_tokens=6, batch_size=12))
     gens = generate_all(cfg)
     assert len(gens) == 12 and len({len(g.prompt_ids) for g in gens}) > 1
@@ -299,11 +299,11 @@ def test_quick_suite_rows_fit_their_tasks():
     from evals.run import QUICK_STAGES, SUITES
 
     cfg = SUITES["quick"].config
-    assert set(cfg.tasks) | set(SUITES["qa"].config.tasks) | set(SUITES["dialogue"].config.tasks) == set(QUICK_STAGES)
+    assert set(cfg.envs) | set(SUITES["qa"].config.envs) | set(SUITES["dialogue"].config.envs) == set(QUICK_STAGES)
     assert "TextReasoning-v0=4" in cfg.samples
     skip = {tuple(s.split("=")) for s in cfg.skip}
     for task, stages in QUICK_STAGES.items():
-        if task not in cfg.tasks:
+        if task not in cfg.envs:
             continue
         assert (("ppo-rm", task) in skip) == (stages["ppo_reward"] == "task")
         assert (("rm", task) in skip) == (stages.get("reward_model") is False)
@@ -322,7 +322,7 @@ def test_evaluating_a_given_checkpoint_trains_nothing_unless_asked(tmp_path, mon
     trained, seen = [], []
     monkeypatch.setattr(run, "make_checkpoints", lambda tasks, *a, **k: trained.append(tasks) or [])
     monkeypatch.setattr(run, "generate_all", lambda cfg, **k: seen.append(cfg) or [])
-    args = ["--tasks", "TextCount-v0", "--out", str(tmp_path / "lb")]
+    args = ["--envs", "TextCount-v0", "--out", str(tmp_path / "lb")]
     caplog.set_level(logging.INFO)
     assert run.main([*args, "--policy", "mine=smollm2-135m"]) == 1  # (no generations: stubbed)
     assert trained == []
@@ -343,7 +343,7 @@ def test_policies_narrows_the_suite_but_keeps_added_policies():
     """``--policies base,random --policy ppo=...`` used to drop the ppo row silently."""
     from evals.run import RunConfig, suite_config
 
-    cfg = suite_config(RunConfig(tasks=("TextCount-v0",), policies=("base,random",), policy=("ppo=some/run",)))
+    cfg = suite_config(RunConfig(envs=("TextCount-v0",), policies=("base,random",), policy=("ppo=some/run",)))
     assert [p.partition("=")[0] for p in cfg.policies] == ["base", "random", "ppo"]
     with pytest.raises(ValueError, match=r"unknown policy names \['nope'\]"):
         suite_config(RunConfig(policies=("base,nope",)))
@@ -361,9 +361,9 @@ def test_tasks_take_a_users_module_env_id(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     assert env_spec("my_counts:MyCount-v0").id == "MyCount-v0"
     assert task_of("my_counts:MyCount-v0").load("test")[0].text.count(" ") == 4  # "Count:" + 4 numbers
-    check_config(_cfg(tasks=("my_counts:MyCount-v0",)))
-    df = evaluate_suite(_cfg(tasks=("my_counts:MyCount-v0",), policies=("base=tiny",), limit=4))
+    check_config(_cfg(envs=("my_counts:MyCount-v0",)))
+    df = evaluate_suite(_cfg(envs=("my_counts:MyCount-v0",), policies=("base=tiny",), limit=4))
     assert set(df.task) == {"my_counts:MyCount-v0"}
     for bad, match in (("no_such_module:X-v0", "cannot import 'no_such_module'"), ("Nope-v0", "module:Env-vN")):
         with pytest.raises(ValueError, match=match):
-            check_config(_cfg(tasks=(bad,)))
+            check_config(_cfg(envs=(bad,)))

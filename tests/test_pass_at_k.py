@@ -74,11 +74,11 @@ def test_vote_policy_syntax() -> None:
 
 
 def test_sample_counts_parse_and_the_last_item_wins() -> None:
-    cfg = SuiteConfig(tasks=("TextCount-v0",), samples=("TextCount-v0=2", "TextReasoning-v0=4", "TextCount-v0=8"))
+    cfg = SuiteConfig(envs=("TextCount-v0",), samples=("TextCount-v0=2", "TextReasoning-v0=4", "TextCount-v0=8"))
     assert sample_counts(cfg) == {"TextCount-v0": 8, "TextReasoning-v0": 4}
     for bad in ("TextCount-v0", "TextCount-v0=0", "TextCount-v0=x", "=4", "TextCount-v0=65"):
         with pytest.raises(ValueError, match="TASK=K"):
-            check_config(SuiteConfig(tasks=("TextCount-v0",), policies=("random",), samples=(bad,)))
+            check_config(SuiteConfig(envs=("TextCount-v0",), policies=("random",), samples=(bad,)))
 
 
 def test_samples_flag_is_split_on_commas_and_appended_to_the_suites() -> None:
@@ -103,7 +103,7 @@ def test_k_samples_are_averaged_per_prompt_then_bootstrapped_over_prompts() -> N
     maj = [_gen("maj", 0, 0, 1.0), _gen("maj", 1, 0, 0.0)]
     gens = base + maj
     random.Random(0).shuffle(gens)  # the order they come back from processes in must not matter
-    cfg = SuiteConfig(tasks=("T",), model="tiny", policies=("base=tiny", "maj=vote:tiny"), n_boot=200)
+    cfg = SuiteConfig(envs=("T",), model="tiny", policies=("base=tiny", "maj=vote:tiny"), n_boot=200)
     df = score_generations(gens, cfg).set_index(["policy", "metric"])
     # base, prompt 0: rewards 1, 0, .5, 1 -> mean .625, 2 of 4 correct; prompt 1: all 0
     assert df.loc[("base", "reward"), "value"] == pytest.approx((0.625 + 0.0) / 2)
@@ -123,6 +123,6 @@ def test_k_samples_are_averaged_per_prompt_then_bootstrapped_over_prompts() -> N
 
 def test_pass_at_k_and_accuracy_respect_the_metrics_filter() -> None:
     gens = [_gen("base", i, j, float(j == 0)) for i in range(3) for j in range(2)]
-    cfg = SuiteConfig(tasks=("T",), model="tiny", policies=("base=tiny",), metrics=("pass@2",), n_boot=50)
+    cfg = SuiteConfig(envs=("T",), model="tiny", policies=("base=tiny",), metrics=("pass@2",), n_boot=50)
     df = score_generations(gens, cfg)
     assert list(df.metric) == ["pass@2"] and df.value.item() == 1.0 and df.n.item() == 3

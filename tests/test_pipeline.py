@@ -65,7 +65,7 @@ def test_each_suite_task_gets_its_own_ppo_preset():
         return _preset(ppo.PRESETS, preset, task, rm=reward == "rm")
 
     for suite in SUITES.values():
-        for task in suite.config.tasks:
+        for task in suite.config.envs:
             cfg = _ppo_presets(suite.preset, task)
             name = task.removeprefix("Text").split("-")[0].lower()
             assert cfg is ppo_presets()[f"{suite.preset}-{name}"], (suite.preset, task)

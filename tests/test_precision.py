@@ -124,7 +124,7 @@ def test_eval_batch_under_bf16():
     from evals.generate import Decoding
     from evals.suite import SuiteConfig, evaluate_suite
 
-    base = dict(tasks=("TextCount-v0",), model="tiny", policies=("base=tiny", "random"), limit=4,
+    base = dict(envs=("TextCount-v0",), model="tiny", policies=("base=tiny", "random"), limit=4,
                 decoding=Decoding(temperature=0.7, max_new_tokens=6, batch_size=4), n_boot=50, progress=False,
                 device="cpu")
     bf16 = evaluate_suite(SuiteConfig(**base, precision="bf16"))

@@ -83,7 +83,7 @@ def test_qa_env_passes_the_checker_and_scores_the_reference():
 
 
 def test_suite_reports_exact_match_and_f1_on_qa_only():
-    cfg = SuiteConfig(tasks=("TextQA-v0", "TextCount-v0"), model="tiny", policies=("base=tiny", "reference"),
+    cfg = SuiteConfig(envs=("TextQA-v0", "TextCount-v0"), model="tiny", policies=("base=tiny", "reference"),
                       limit=4, decoding=Decoding(temperature=0.7, max_new_tokens=6, batch_size=4), n_boot=50,
                       progress=False, metrics=None)
     df = evaluate_suite(cfg)
