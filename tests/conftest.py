@@ -32,3 +32,10 @@ def run_episode(env, actions, seed=0, options=None):
         t += 1
         if terminated or truncated:
             return observations, rewards, (terminated, truncated, info)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _sb3_logs_under_pytest_tmp(tmp_path_factory):
+    """SB3's ``learn`` makes a logger folder per call (``$TMPDIR/SB3-<time>``) unless ``$SB3_LOGDIR``
+    names one: keep the test runs' inside pytest's own temporary directories, which it prunes."""
+    os.environ.setdefault("SB3_LOGDIR", str(tmp_path_factory.mktemp("sb3")))
