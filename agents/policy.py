@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from agents.kvcache import CachedLM, RolloutState, pad, score_forward
@@ -173,6 +174,22 @@ class EpisodeBatch:
         """The episodes ``idx`` (a minibatch)."""
         sub = (None if t is None else t[idx] for t in (self.action_index, self.action_mask))
         return EpisodeBatch(self.input_ids[idx], self.attention_mask[idx], self.gen_len, *sub)
+
+    @classmethod
+    def cat(cls, parts: Sequence[EpisodeBatch], pad_token_id: int) -> EpisodeBatch:
+        """Batches as one, each widened to the widest (prompts on the left, generated tokens and
+        action columns on the right): the batch :meth:`from_episodes` builds from all their episodes."""
+        if len({b.action_index is None for b in parts}) > 1:
+            raise ValueError("cannot batch single-turn and multi-turn episodes together")
+        pm, gm = max(b.prompt_len for b in parts), max(b.gen_len for b in parts)
+        ids = torch.cat([F.pad(b.input_ids, (pm - b.prompt_len, gm - b.gen_len), value=pad_token_id) for b in parts])
+        mask = torch.cat([F.pad(b.attention_mask, (pm - b.prompt_len, gm - b.gen_len)) for b in parts])
+        if parts[0].action_index is None:
+            return cls(ids, mask, gm)
+        a = max(b.action_index.shape[1] for b in parts)
+        index, action_mask = (torch.cat([F.pad(t, (0, a - t.shape[1])) for t in ts]) for ts in
+                              zip(*((b.action_index, b.action_mask) for b in parts), strict=True))
+        return cls(ids, mask, gm, index, action_mask)
 
     @classmethod
     def from_episodes(cls, prompts: Sequence[Sequence[int]], generated: Sequence[Sequence[int]],
