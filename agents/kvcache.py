@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -35,7 +35,7 @@ def positions(mask: torch.Tensor) -> torch.Tensor:
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
-def pad(seqs: Sequence[Sequence[int] | np.ndarray], pad_token_id: int, side: str = "left",
+def pad(seqs: Sequence[Sequence[int] | np.ndarray], pad_token_id: int, side: Literal["left", "right"] = "left",
         width: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Token sequences as one ``(ids, attention_mask)`` batch of ``max(width, longest)`` columns, the
     one padding function of the agents: ``"left"`` for prompts (the layout every forward here uses:

@@ -208,14 +208,14 @@ def collect_rollout(envs, policy: LMActorCritic, indices: Sequence[int], seed: i
                 seq_ids[i], seq_mask[i] = last["input_ids"][p:], last["attention_mask"][p:]
         active &= ~done
     live, actions, logprobs, values, rewards, wheres = (np.stack(x, 1)[:n] for x in zip(*steps, strict=True))
-    pad = policy.pad_token_id
+    pad_id = policy.pad_token_id
     if turns:
         gen_ids, gen_mask, positions = _place_actions(seq_ids[:n], seq_mask[:n], live, actions, wheres, padded)
     else:  # a row's steps are a prefix of the rollout's: its actions are right-padded already
         gen_ids, gen_mask, positions = actions, live, None
     pm = int(prompt_mask.sum(1).max())  # the prompts are left-padded into the first p columns: keep the widest
     prompt_ids, prompt_mask = prompt_ids[:, p - pm:], prompt_mask[:, p - pm:]
-    ids = np.concatenate([np.where(prompt_mask == 1, prompt_ids, pad), np.where(gen_mask, gen_ids, pad)], 1)
+    ids = np.concatenate([np.where(prompt_mask == 1, prompt_ids, pad_id), np.where(gen_mask, gen_ids, pad_id)], 1)
     mask = np.concatenate([prompt_mask, gen_mask.astype(np.int64)], 1)
     batch = EpisodeBatch(torch.from_numpy(ids), torch.from_numpy(mask), gen_ids.shape[1],
                          *(() if positions is None else (torch.from_numpy(np.where(live, positions, 0)),
