@@ -18,8 +18,8 @@ masking model (:class:`agents.masking.TopKMasker`, no head).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ from torch import nn
 
 from textenv.models import forward_with_cache
 
-__all__ = ["CachedLM", "RolloutState", "left_pad", "positions", "score_forward"]
+__all__ = ["CachedLM", "RolloutState", "left_pad", "pad", "positions", "score_forward"]
 
 
 def positions(mask: torch.Tensor) -> torch.Tensor:
@@ -35,16 +35,28 @@ def positions(mask: torch.Tensor) -> torch.Tensor:
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
-def left_pad(seqs: list, pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token sequences as one left-padded ``(ids, attention_mask)`` batch (the layout every forward
-    here uses: the last real token of each row is in the last column)."""
-    n = max(len(x) for x in seqs)
+def pad(seqs: Sequence[Sequence[int] | np.ndarray], pad_token_id: int, side: Literal["left", "right"] = "left",
+        width: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token sequences as one ``(ids, attention_mask)`` batch of ``max(width, longest)`` columns, the
+    one padding function of the agents: ``"left"`` for prompts (the layout every forward here uses:
+    each row's last real token in the last column), ``"right"`` for what follows a prompt (generated
+    tokens, action columns, SFT sequences). ``pad_token_id`` fills the padding; any int does (labels
+    padded with -100)."""
+    if side not in ("left", "right"):
+        raise ValueError(f"side must be 'left' or 'right', got {side!r}")
+    n = max(width, max((len(x) for x in seqs), default=0))
     ids = torch.full((len(seqs), n), pad_token_id, dtype=torch.long)
     mask = torch.zeros_like(ids)
     for j, x in enumerate(seqs):
-        ids[j, n - len(x):] = torch.as_tensor(x)
-        mask[j, n - len(x):] = 1
+        cols = slice(n - len(x), n) if side == "left" else slice(0, len(x))
+        ids[j, cols] = torch.as_tensor(x, dtype=torch.long)
+        mask[j, cols] = 1
     return ids, mask
+
+
+def left_pad(seqs: Sequence[Sequence[int] | np.ndarray], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`pad` on the left: prompts as one batch."""
+    return pad(seqs, pad_token_id, "left")
 
 
 def score_forward(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -337,18 +349,12 @@ class CachedLM:
         from transformers import DynamicCache
 
         device = self.device
-        k = max(len(x) for x in blocks)
-        n_rows = len(rows)
-        ids = torch.full((n_rows, k), self.pad_token_id, dtype=torch.long)
-        new = torch.zeros(n_rows, k, dtype=state.cache_mask.dtype)
-        pos = state.next_pos[rows].view(n_rows, 1).repeat(1, k)
-        lengths = torch.as_tensor([len(x) for x in blocks])
-        for j, block in enumerate(blocks):
-            n = len(block)
-            ids[j, k - n:] = torch.as_tensor(block, dtype=torch.long)
-            new[j, k - n:] = 1
-            pos[j, k - n:] = state.next_pos[rows[j]] + torch.arange(n)
-        ids, new, pos = ids.to(device), new.to(device), pos.to(device)
+        ids, new = left_pad(blocks, self.pad_token_id)
+        k = ids.shape[1]
+        lengths = new.sum(1)
+        # each block counts on from its row's next position; its padding repeats that position
+        pos = state.next_pos[rows].view(-1, 1) + (torch.arange(k) - (k - lengths).view(-1, 1)).clamp(min=0)
+        ids, new, pos = ids.to(device), new.to(device=device, dtype=state.cache_mask.dtype), pos.to(device)
         rows_t = torch.as_tensor(rows, device=device)
         sub = DynamicCache([(layer.keys[rows_t], layer.values[rows_t]) for layer in state.cache.layers])
         mask = torch.cat([state.cache_mask[rows_t], new], dim=1)

@@ -23,9 +23,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from agents.kvcache import CachedLM, RolloutState, score_forward
+from agents.kvcache import CachedLM, RolloutState, pad, score_forward
 from textenv.io import MARKER, check_output_dir
 from textenv.models import load_model
 
@@ -175,31 +176,37 @@ class EpisodeBatch:
         return EpisodeBatch(self.input_ids[idx], self.attention_mask[idx], self.gen_len, *sub)
 
     @classmethod
+    def cat(cls, parts: Sequence[EpisodeBatch], pad_token_id: int) -> EpisodeBatch:
+        """Batches as one, each widened to the widest (prompts on the left, generated tokens and
+        action columns on the right): the batch :meth:`from_episodes` builds from all their episodes."""
+        if len({b.action_index is None for b in parts}) > 1:
+            raise ValueError("cannot batch single-turn and multi-turn episodes together")
+        pm, gm = max(b.prompt_len for b in parts), max(b.gen_len for b in parts)
+        ids = torch.cat([F.pad(b.input_ids, (pm - b.prompt_len, gm - b.gen_len), value=pad_token_id) for b in parts])
+        mask = torch.cat([F.pad(b.attention_mask, (pm - b.prompt_len, gm - b.gen_len)) for b in parts])
+        if parts[0].action_index is None:
+            return cls(ids, mask, gm)
+        a = max(b.action_index.shape[1] for b in parts)
+        index, action_mask = (torch.cat([F.pad(t, (0, a - t.shape[1])) for t in ts]) for ts in
+                              zip(*((b.action_index, b.action_mask) for b in parts), strict=True))
+        return cls(ids, mask, gm, index, action_mask)
+
+    @classmethod
     def from_episodes(cls, prompts: Sequence[Sequence[int]], generated: Sequence[Sequence[int]],
                       pad_token_id: int, positions: Sequence[Sequence[int]] | None = None) -> EpisodeBatch:
         """``positions``: each episode's action columns among its ``generated`` tokens (multi-turn);
         ``None`` when every generated token is an action."""
-        pm = max(len(p) for p in prompts)
-        gm = max(1, max(len(g) for g in generated))
-        ids = torch.full((len(prompts), pm + gm), pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for i, (p, g) in enumerate(zip(prompts, generated, strict=True)):
-            ids[i, pm - len(p):pm] = torch.as_tensor(list(p), dtype=torch.long)
-            mask[i, pm - len(p):pm] = 1
-            ids[i, pm:pm + len(g)] = torch.as_tensor(list(g), dtype=torch.long)
-            mask[i, pm:pm + len(g)] = 1
+        prompt_ids, prompt_mask = pad(prompts, pad_token_id, "left")
+        gen_ids, gen_mask = pad(generated, pad_token_id, "right", width=1)
+        ids, mask = torch.cat([prompt_ids, gen_ids], 1), torch.cat([prompt_mask, gen_mask], 1)
         if positions is None:
-            return cls(ids, mask, gm)
-        am = max(1, max(len(q) for q in positions))
-        index = torch.zeros((len(prompts), am), dtype=torch.long)
-        action_mask = torch.zeros((len(prompts), am))
+            return cls(ids, mask, gen_ids.shape[1])
         for i, (q, g) in enumerate(zip(positions, generated, strict=True)):
             if len(q) and not (0 <= min(q) and max(q) < len(g)):
                 raise ValueError(f"episode {i}: action columns {min(q)}..{max(q)} outside its {len(g)} "
                                  f"generated tokens")
-            index[i, :len(q)] = torch.as_tensor(list(q), dtype=torch.long)
-            action_mask[i, :len(q)] = 1
-        return cls(ids, mask, gm, index, action_mask)
+        index, action_mask = pad(positions, 0, "right", width=1)
+        return cls(ids, mask, gen_ids.shape[1], index, action_mask.float())
 
 
 class LMActorCritic(nn.Module):

@@ -1,9 +1,11 @@
 """PPO for language models on textenv, with a KL penalty to a frozen reference (the RLHF recipe).
 
-Read top to bottom: rollout (the Gymnasium vector env + the KV-cached policy) -> per-token rewards
-(task reward at the last token, ``-kl_coef * (logp - logp_ref)`` on every token) -> advantages (GAE
-with a value head, or critic-free GRPO / RLOO group baselines) -> clipped PPO update over
-minibatches and epochs -> KL controller -> logging and atomic checkpoints. The config and the named
+Read top to bottom (:meth:`PPOTrainer.step`): collect one :class:`agents.rollout.Rollout` (the
+Gymnasium vector env + the KV-cached policy; whole-batch tensors that the loss reads as they are) ->
+score it (KL to the reference, task scores) -> advantages (per-token rewards: task reward at the
+last token, ``-kl_coef * (logp - logp_ref)`` on every token; GAE with a value head, or critic-free
+GRPO / RLOO group baselines) -> clipped PPO update over minibatches and epochs -> KL controller ->
+logging and atomic checkpoints. The config and the named
 presets are in :mod:`agents.ppo_config`. Optional NLPO action masking (``--mask-top-k``): tokens are
 sampled and scored only among a frozen masking model's top-k next tokens (:mod:`agents.masking`).
 ``--loss-type`` picks how the policy loss is averaged (token, sequence, Dr. GRPO); ``--length-band``
@@ -28,8 +30,9 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -48,7 +51,7 @@ from agents.distributed import Dist, parameter_checksum
 from agents.masking import TopKMasker
 from agents.policy import EpisodeBatch, LMActorCritic, Sampling
 from agents.ppo_config import PRESETS, PPOConfig
-from agents.rollout import Episode, collect, episodes_to_batch
+from agents.rollout import Episode, Rollout, collect_rollout, outcomes
 from agents.tracking import Tracker, library_progress
 from textenv.devices import autocast
 from textenv.io import atomic_dir, remove_stale, require_complete
@@ -61,12 +64,13 @@ __all__ = ["PPOConfig", "PPOTrainer", "PRESETS", "main"]
 logger = logging.getLogger(__name__)
 
 
-def _task_scores(episodes: list[Episode], cfg: PPOConfig, dist: Dist | None = None) -> torch.Tensor:
+def _task_scores(episodes: Rollout | Sequence[Episode], cfg: PPOConfig, dist: Dist | None = None) -> torch.Tensor:
     """The task rewards PPO optimises: scaled, clipped, whitened (``whiten_scores``: with GAE at
     lam < 1 and a value head still near 0, an episode's early tokens get ``lam**k`` of its reward,
     so a positive offset such as a reward model's makes short episodes look better), then the
     missing-EOS penalty."""
-    scores = torch.tensor([e.score for e in episodes], dtype=torch.float32) * cfg.reward_scale
+    returns, ended = outcomes(episodes)
+    scores = returns.float() * cfg.reward_scale
     if cfg.reward_clip is not None:
         scores = scores.clamp(-cfg.reward_clip, cfg.reward_clip)
     if cfg.whiten_scores:
@@ -75,8 +79,7 @@ def _task_scores(episodes: list[Episode], cfg: PPOConfig, dist: Dist | None = No
         var = dist.mean(float(((scores - mean) ** 2).mean()))
         scores = (scores - mean) / math.sqrt(var + 1e-8)
     if cfg.missing_eos_penalty:
-        unfinished = torch.tensor([not e.info.get("ended_with_eos", False) for e in episodes])
-        scores = scores - cfg.missing_eos_penalty * unfinished.float()
+        scores = scores - cfg.missing_eos_penalty * torch.from_numpy(~ended).float()
     return scores
 
 
@@ -94,6 +97,19 @@ def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]
         pid, name = key.split(".", 1)
         state.setdefault(int(pid), {})[name] = value
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+class Scored(NamedTuple):
+    """One rollout scored for the update, on the trainer's device: its KL to the reference and its
+    task scores (``(N, A)`` over the agent's tokens, ``(N,)`` per episode)."""
+
+    mask: torch.Tensor  # (N, A) 1 where an action exists
+    kl: torch.Tensor  # (N, A) k1 = logp - logp_ref per action: the penalty
+    kl_k3: torch.Tensor  # (N, A) k3 >= 0, for logging
+    lengths: torch.Tensor  # (N,) actions per episode
+    scores: torch.Tensor  # (N,) task scores less the length penalty
+    length_penalty: torch.Tensor  # (N,)
+    allowed: torch.Tensor | None  # (N, G, V) NLPO: the masking model's allowed tokens at every position
 
 
 class PPOTrainer:
@@ -207,14 +223,15 @@ class PPOTrainer:
     def _autocast(self):
         return autocast(self.device, self.cfg.precision)
 
-    def rollout(self, it: int) -> tuple[list[Episode], float]:
+    def rollout(self, it: int) -> tuple[Rollout, float]:
+        """Iteration ``it``'s episodes, and the seconds they took."""
         seed = self.cfg.seed * 1_000_003 + it + 7919 * self.dist.rank
         gen = torch.Generator(device=self.device).manual_seed(seed)
         start = time.perf_counter()
         with self._autocast():
-            episodes = collect(self.envs, self.policy, self._prompt_indices(it), seed=seed, generator=gen,
-                               masker=self.masker)
-        return episodes, time.perf_counter() - start
+            rollout = collect_rollout(self.envs, self.policy, self._prompt_indices(it), seed=seed, generator=gen,
+                                      masker=self.masker)
+        return rollout, time.perf_counter() - start
 
     @torch.no_grad()
     def evaluate_heldout(self, n_samples: int = 4) -> tuple[dict[str, float], list[dict[str, Any]]]:
@@ -229,94 +246,115 @@ class PPOTrainer:
         setup = envs.unwrapped.setup
         indices = list(range(min(self.cfg.eval_prompts, len(setup.examples))))
         b = envs.unwrapped.num_envs
-        episodes: list[Episode] = []
+        parts = []
         with self._autocast():
             for start in range(0, len(indices), b):
                 chunk = indices[start:start + b]
-                episodes += collect(envs, self.policy, chunk, seed=self.cfg.seed, masker=self.masker,
-                                    row_seeds=[self.cfg.seed * 1_000_003 + i for i in chunk])
-            batch = episodes_to_batch(episodes, self.policy.pad_token_id)
-            ref_logp = self.policy.reference_logprobs(batch, self.reference).float().cpu()
-        kl = [float(sum(e.logprobs) - ref_logp[i, :len(e.actions)].sum()) for i, e in enumerate(episodes)]
+                parts.append(collect_rollout(envs, self.policy, chunk, seed=self.cfg.seed, masker=self.masker,
+                                             row_seeds=[self.cfg.seed * 1_000_003 + i for i in chunk]))
+            rollout = Rollout.cat(parts, self.policy.pad_token_id)  # one reference forward over every prompt
+            ref_logp = self.policy.reference_logprobs(rollout.batch, self.reference).float().cpu()
+        lengths = rollout.lengths.tolist()
+        # per episode, summed as Python floats (not a float32 tensor sum): the eval's KL as it always was
+        kl = [float(sum(rollout.logprobs[i, :n].tolist()) - ref_logp[i, :n].sum()) for i, n in enumerate(lengths)]
         metrics = {
-            "eval/reward_mean": float(np.mean([e.score for e in episodes])),
+            "eval/reward_mean": float(np.mean(rollout.scores.numpy())),
             "eval/kl": float(np.mean(kl)),
-            "eval/episode_length": float(np.mean([len(e.actions) for e in episodes])),
-            "eval/eos_rate": float(np.mean([bool(e.info.get("ended_with_eos")) for e in episodes])),
+            "eval/episode_length": float(np.mean(lengths)),
+            "eval/eos_rate": float(np.mean(rollout.ended_with_eos)),
         }
         if self.ref_length is not None:  # --length-band: the held-out length against the band's L0
             metrics["eval/length_ratio"] = metrics["eval/episode_length"] / self.ref_length
-        samples = [{"index": e.index, "prompt": e.info.get("prompt", ""), "text": e.info.get("text", ""),
-                    "reward": e.score, "kl": k} for e, k in list(zip(episodes, kl, strict=True))[:n_samples]]
+        samples = [{"index": rollout.index[i], "prompt": rollout.infos[i].get("prompt", ""),
+                    "text": rollout.infos[i].get("text", ""), "reward": float(rollout.scores[i]), "kl": kl[i]}
+                   for i in range(min(n_samples, len(rollout)))]
         return metrics, samples
 
     def step(self) -> dict[str, float]:
-        """Run one iteration; returns its metrics (``failures/skipped`` = 1 when it was skipped)."""
-        cfg, it = self.cfg, self.iteration + 1
+        """One iteration: collect -> score -> advantages -> update -> log. Returns its metrics
+        (``failures/skipped`` = 1 when it was skipped)."""
+        it = self.iteration + 1
         why = None
         try:
-            episodes, rollout_secs = self.rollout(it)
-            if not np.isfinite([e.score for e in episodes]).all():
+            rollout, rollout_secs = self.rollout(it)
+            if not torch.isfinite(rollout.scores).all():
                 why = "non-finite task reward"
         except RewardError as exc:
             why = f"reward failed: {exc}"
         if self.dist.any(why is not None):  # every process skips together
             return self._skip(it, why or "a reward failed on another process")
-        batch = episodes_to_batch(episodes, self.policy.pad_token_id)
-        mask = batch.mask.float().to(self.device)  # (N, A): the agent's tokens only
-        old_logp = torch.zeros_like(mask)
-        old_values = torch.zeros_like(mask)
-        for i, e in enumerate(episodes):
-            old_logp[i, :len(e.actions)] = torch.tensor(e.logprobs)
-            old_values[i, :len(e.actions)] = torch.tensor(e.values)
+        scored = self._score_rollout(rollout)
+        if not torch.isfinite(scored.scores).all():
+            return self._skip(it, "non-finite task reward")
+        targets = self._advantages(rollout, scored)
+        stats = self._update(rollout.batch, targets, it, scored.allowed)
+        if stats is None:
+            return self._skip(it, "non-finite loss")
+        self._after_update(it, scored, len(rollout))
+        return self._log(it, rollout, scored, stats, rollout_secs)
+
+    def _score_rollout(self, rollout: Rollout) -> Scored:
+        """The rollout's KL to the reference (per action) and its task scores; the first rollout
+        also fixes ``--length-band``'s L0 (``ref_length``)."""
+        cfg = self.cfg
+        mask = rollout.mask.float().to(self.device)  # (N, A): the agent's tokens only
+        old_logp = rollout.logprobs.to(self.device)
         allowed = None
         with self._autocast():
-            ref_logp = self.policy.reference_logprobs(batch, self.reference).float()
+            ref_logp = self.policy.reference_logprobs(rollout.batch, self.reference).float()
             if self.masker is not None:  # the same masking model as in the rollout: ratios start at 1
-                allowed = self.masker.allowed_for(batch)
+                allowed = self.masker.allowed_for(rollout.batch)
         kl = (old_logp - ref_logp) * mask  # k1 per token: the penalty
         kl_k3 = ((ref_logp - old_logp).exp() - 1 - (ref_logp - old_logp)) * mask  # k3: >= 0, for logging
         lengths = mask.sum(1).long()
         if cfg.length_band is not None and self.ref_length is None:  # before any update: L0 (>= 1, a divisor)
             self.ref_length = max(self.dist.mean(float(lengths.float().mean())), 1.0)
-        scores, length_pen = self._scores(episodes, lengths)
-        if not torch.isfinite(scores).all():
-            return self._skip(it, "non-finite task reward")
-        rollout = rollout_batch(scores, kl, mask, old_logp, old_values, self.kl.value, cfg.advantage,
-                                cfg.samples_per_prompt, cfg.gamma, cfg.lam, cfg.whiten_advantages,
-                                scale_group=cfg.loss_type != "dr_grpo")
-        stats = self._update(batch, rollout, it, allowed)
-        if stats is None:
-            return self._skip(it, "non-finite loss")
-        if self.masker is not None and cfg.mask_update_every and it % cfg.mask_update_every == 0:
+        scores, length_pen = self._scores(rollout, lengths)
+        return Scored(mask, kl, kl_k3, lengths, scores, length_pen, allowed)
+
+    def _advantages(self, rollout: Rollout, scored: Scored) -> RolloutBatch:
+        """Advantages and returns (:func:`agents.advantages.rollout_batch`) beside what the rollout recorded."""
+        cfg = self.cfg
+        return rollout_batch(scored.scores, scored.kl, scored.mask, rollout.logprobs.to(self.device),
+                             rollout.values.to(self.device), self.kl.value, cfg.advantage, cfg.samples_per_prompt,
+                             cfg.gamma, cfg.lam, cfg.whiten_advantages, scale_group=cfg.loss_type != "dr_grpo")
+
+    def _after_update(self, it: int, scored: Scored, n_episodes: int) -> None:
+        """What a successful update moves on: the NLPO masking model, the failure count, the KL coefficient."""
+        if self.masker is not None and self.cfg.mask_update_every and it % self.cfg.mask_update_every == 0:
             self.masker.refresh(self.policy.model)
         self.failures = 0
-        self.kl.update(self.dist.mean(float(kl.sum(1).mean())), len(episodes) * self.dist.world)
-        n_tokens = int(mask.sum())
+        self.kl.update(self.dist.mean(float(scored.kl.sum(1).mean())), n_episodes * self.dist.world)
+
+    def _log(self, it: int, rollout: Rollout, scored: Scored, stats: dict[str, float],
+             rollout_secs: float) -> dict[str, float]:
+        """The iteration's metrics (cleanrl's groups: ``charts/``, ``objective/``, ``losses/``, ``rewards/``)."""
+        returns = rollout.scores.numpy()
         metrics = {
-            "charts/reward_mean": self.dist.mean(float(np.mean([e.score for e in episodes]))),
-            "charts/reward_std": float(np.std([e.score for e in episodes])),
-            "charts/episode_length": float(lengths.float().mean()),
-            "charts/eos_rate": float(np.mean([bool(e.info.get("ended_with_eos")) for e in episodes])),
-            "charts/tokens_per_s": n_tokens / max(rollout_secs, 1e-9),
-            "objective/kl": self.dist.mean(float(kl.sum(1).mean())),
-            "objective/kl_k3": float(kl_k3.sum(1).mean()),
+            "charts/reward_mean": self.dist.mean(float(np.mean(returns))),
+            "charts/reward_std": float(np.std(returns)),
+            "charts/episode_length": float(scored.lengths.float().mean()),
+            "charts/eos_rate": float(np.mean(rollout.ended_with_eos)),
+            "charts/tokens_per_s": int(scored.mask.sum()) / max(rollout_secs, 1e-9),
+            "objective/kl": self.dist.mean(float(scored.kl.sum(1).mean())),
+            "objective/kl_k3": float(scored.kl_k3.sum(1).mean()),
             "objective/kl_coef": float(self.kl.value),
             "failures/skipped": 0.0,
             **stats,
         }
-        if cfg.length_band is not None:
-            metrics["charts/length_penalty_mean"] = self.dist.mean(float(length_pen.mean()))
+        if self.cfg.length_band is not None:
+            metrics["charts/length_penalty_mean"] = self.dist.mean(float(scored.length_penalty.mean()))
             metrics["charts/ref_length"] = float(self.ref_length)
         parts: dict[str, list[float]] = {}
-        for e in episodes:
-            for k, v in e.info.get("reward_parts", {}).items():
+        for info in rollout.infos:
+            for k, v in info.get("reward_parts", {}).items():
                 parts.setdefault(k, []).append(float(v))
         metrics.update({f"rewards/{k}/mean": float(np.mean(v)) for k, v in parts.items()})
         self.iteration = it
         return metrics
 
-    def _scores(self, episodes: list[Episode], lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _scores(self, episodes: Rollout | Sequence[Episode],
+                lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """:func:`_task_scores` minus the ``--length-band`` penalty on each episode's ``lengths``
         (generated tokens, EOS included, as ``mask.sum(1)`` counts them) around ``ref_length``;
         returns ``(scores, penalties)`` on the trainer's device."""
@@ -337,7 +375,7 @@ class PPOTrainer:
         self.iteration = it
         return {"failures/skipped": 1.0}
 
-    def _update(self, batch: EpisodeBatch, rollout: RolloutBatch, it: int,
+    def _update(self, batch: EpisodeBatch, targets: RolloutBatch, it: int,
                 allowed: torch.Tensor | None = None) -> dict[str, float] | None:
         """Epochs of minibatch steps on :func:`agents.advantages.ppo_loss`; ``None`` when a loss or a
         gradient is not finite (that minibatch is not applied)."""
@@ -359,7 +397,7 @@ class PPOTrainer:
                     with self._autocast(), checkpointed(self.policy.model, cfg.gradient_checkpointing):
                         scores = self.policy.evaluate(sub, with_values=cfg.advantage == "gae",
                                                       allowed=None if allowed is None else allowed[idx])
-                    loss, stats = ppo_loss(scores.logprobs, scores.entropy, scores.values, rollout.rows(idx), cfg,
+                    loss, stats = ppo_loss(scores.logprobs, scores.entropy, scores.values, targets.rows(idx), cfg,
                                            max_tokens=self.setup.max_new_tokens)
                     if self.dist.any(not torch.isfinite(loss)):  # nothing of this minibatch is applied
                         self.optimizer.zero_grad(set_to_none=True)
@@ -380,8 +418,8 @@ class PPOTrainer:
                 self.optimizer.step()
             if cfg.target_approx_kl is not None and self.dist.mean(float(np.mean(epoch_kl))) > cfg.target_approx_kl:
                 break
-        real = rollout.mask > 0
-        y, v = rollout.returns[real], rollout.old_values[real]
+        real = targets.mask > 0
+        y, v = targets.returns[real], targets.old_values[real]
         var_y = float(y.var()) if y.numel() > 1 else float("nan")
         explained = float("nan") if cfg.advantage != "gae" or not var_y > 0 else 1 - float((y - v).var()) / var_y
         return {

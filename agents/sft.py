@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 import textenv  # noqa: F401  (registers the env ids)
 from agents.config import arg, cli, parse_config, resolve_device, save_config
 from agents.distributed import Dist, parameter_checksum
+from agents.kvcache import pad
 from agents.tracking import library_progress
 from textenv.context import ENV_HELP, EnvContext
 from textenv.core import TaskSetup
@@ -155,14 +156,8 @@ def conversation(setup: TaskSetup, index: int) -> tuple[list[int], list[int]]:
 def collate(batch: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad a batch (positions then start at 0 for every row, as in generation without
     padding); padding has attention 0 and label ``-100``."""
-    width = max(len(ids) for ids, _ in batch)
-    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for row, (ids, lab) in enumerate(batch):
-        input_ids[row, :len(ids)] = torch.tensor(ids)
-        labels[row, :len(lab)] = torch.tensor(lab)
-        mask[row, :len(ids)] = 1
+    input_ids, mask = pad([ids for ids, _ in batch], pad_id, "right")
+    labels, _ = pad([lab for _, lab in batch], IGNORE, "right", width=input_ids.shape[1])
     return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
 
 

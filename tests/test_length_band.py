@@ -24,10 +24,12 @@ def _trimmed_rollouts(monkeypatch, lengths_by_iteration: dict[int, list[int]]) -
     original = PPOTrainer.rollout
 
     def rollout(self, it):
-        episodes, secs = original(self, it)
-        for e, n in zip(episodes, lengths_by_iteration.get(it, []), strict=False):
-            e.actions, e.logprobs, e.values = e.actions[:n], e.logprobs[:n], e.values[:n]
-        return episodes, secs
+        record, secs = original(self, it)
+        cut = lengths_by_iteration.get(it)
+        if cut:  # the rollout record's generated tokens past n are masked out (its mask is the batch's)
+            gen = record.batch.attention_mask[:len(cut), -record.batch.gen_len:]
+            gen *= torch.arange(gen.shape[1]) < torch.tensor(cut)[:, None]
+        return record, secs
 
     monkeypatch.setattr(PPOTrainer, "rollout", rollout)
 
