@@ -102,7 +102,7 @@ class Generation:
     (filled by the suite in the same process, so they shard with the generation)."""
 
     policy: str
-    task: str
+    task: str  # the env id (the leaderboard schema's "task" column)
     index: int
     prompt: str
     text: str
@@ -155,23 +155,23 @@ def _outcome(info: dict[str, Any], setup, index: int) -> dict[str, Any]:
             "reward": float(info["return"]), "parts": {k: float(v) for k, v in info["return_parts"].items()}}
 
 
-def _record(name: str, task: str, ep, setup) -> Generation:
+def _record(name: str, env: str, ep, setup) -> Generation:
     eos = setup.eos_token_id
     if ep.positions is not None:  # multi-turn: the whole sequence after the prompt, actions at ``positions``
         tokens, positions = list(ep.sequence), list(ep.positions)
     else:
         tokens, positions = [t for t in ep.actions if t != eos], None
-    return Generation(policy=name, task=task, index=ep.index, **_outcome(ep.info, setup, ep.index), token_ids=tokens,
+    return Generation(policy=name, task=env, index=ep.index, **_outcome(ep.info, setup, ep.index), token_ids=tokens,
                       prompt_ids=[int(t) for t in ep.prompt_ids], logprobs=[float(x) for x in ep.logprobs],
                       positions=positions)
 
 
-def _driven_batch(name: str, task: str, envs, idx: list[int], seed: int, choose) -> list[Generation]:
+def _driven_batch(name: str, env: str, envs, idx: list[int], seed: int, choose) -> list[Generation]:
     """Generations of a policy without a model: ``choose(infos)`` gives every row's next token (the
     rows that finished are given a pad token), ``infos`` being the previous step's vector info
     (``None`` before the first step). One episode per example of ``idx``."""
-    env = envs.unwrapped
-    setup, b, eos = env.setup, env.num_envs, env.setup.eos_token_id
+    vec = envs.unwrapped
+    setup, b, eos = vec.setup, vec.num_envs, vec.setup.eos_token_id
     padded = idx + [idx[0]] * (b - len(idx))
     obs, _ = envs.reset(seed=seed, options={"index": padded})
     p = setup.max_prompt_tokens
@@ -188,7 +188,7 @@ def _driven_batch(name: str, task: str, envs, idx: list[int], seed: int, choose)
         for i in np.flatnonzero(active):
             tokens[i].append(int(actions[i]))
             if term[i] or trunc[i]:
-                out[i] = Generation(policy=name, task=task, index=padded[i],
+                out[i] = Generation(policy=name, task=env, index=padded[i],
                                     **_outcome(row_info(final, int(i)), setup, padded[i]),
                                     token_ids=[t for t in tokens[i] if t != eos],
                                     prompt_ids=[int(t) for t in prompts[i]])
@@ -196,14 +196,14 @@ def _driven_batch(name: str, task: str, envs, idx: list[int], seed: int, choose)
     return [out[i] for i in range(len(idx))]
 
 
-def _random_batch(name: str, task: str, envs, idx: list[int], seed: int) -> list[Generation]:
+def _random_batch(name: str, env: str, envs, idx: list[int], seed: int) -> list[Generation]:
     """Uniformly random tokens until EOS or the budget: the floor of every metric."""
     b, vocab = envs.unwrapped.num_envs, envs.unwrapped.setup.vocab_size
     rngs = [np.random.default_rng(row_seed(seed, i)) for i in idx + [idx[0]] * (b - len(idx))]
-    return _driven_batch(name, task, envs, idx, seed, lambda _: np.array([int(r.integers(vocab)) for r in rngs]))
+    return _driven_batch(name, env, envs, idx, seed, lambda _: np.array([int(r.integers(vocab)) for r in rngs]))
 
 
-def _replay_batch(name: str, task: str, envs, idx: list[int], seed: int) -> list[Generation]:
+def _replay_batch(name: str, env: str, envs, idx: list[int], seed: int) -> list[Generation]:
     """A multi-turn task's reference: each conversation's real replies typed into the env turn by
     turn (a reply ends with EOS, or where the env's ``max_turn_tokens`` cuts it), so they are scored
     in their context exactly as a policy's turns are."""
@@ -225,29 +225,29 @@ def _replay_batch(name: str, task: str, envs, idx: list[int], seed: int) -> list
                 actions[i] = replies[i][turn[i]][pos[i]]
         return actions
 
-    return _driven_batch(name, task, envs, idx, seed, choose)
+    return _driven_batch(name, env, envs, idx, seed, choose)
 
 
-def _reference_batch(name: str, task: str, setup, idx: list[int]) -> list[Generation]:
+def _reference_batch(name: str, env: str, setup, idx: list[int]) -> list[Generation]:
     """The task's reference as the completion: the upper bound where references exist."""
     out = []
     for i in idx:
         ex = setup.examples[i]
         if not ex.references:
-            raise ValueError(f"task {task!r} has no references; the 'reference' policy does not apply")
+            raise ValueError(f"task {env!r} has no references; the 'reference' policy does not apply")
         enc = setup.encode(i)
         text = ex.references[0]
         ids = setup.tokenizer(text, add_special_tokens=False)["input_ids"]
         totals, parts = setup.score([Completion(prompt=enc.text, text=text, token_ids=tuple(ids),
                                                 references=ex.references, metadata=ex.metadata)])
-        out.append(Generation(policy=name, task=task, index=i, prompt=enc.text, text=text,
+        out.append(Generation(policy=name, task=env, index=i, prompt=enc.text, text=text,
                               references=list(ex.references), reward=totals[0],
                               parts={k: v[0] for k, v in parts.items()}, token_ids=list(ids),
                               prompt_ids=enc.ids.tolist()))
     return out
 
 
-def _samples(spec: PolicySpec, task: str, envs, policy: LMActorCritic, idx: list[int], seed: int,
+def _samples(spec: PolicySpec, env: str, envs, policy: LMActorCritic, idx: list[int], seed: int,
              n: int, packed: bool = False) -> list[Generation]:
     """``n`` samples of each prompt in ``idx``, returned prompt-major (all of ``idx[0]``'s, then
     ``idx[1]``'s), sample j of example i drawn from ``row_seed(seed, i, j)``.
@@ -270,7 +270,7 @@ def _samples(spec: PolicySpec, task: str, envs, policy: LMActorCritic, idx: list
         episodes = collect(envs, policy, [idx[k] for k, _ in call], seed=seed,
                            row_seeds=[row_seed(seed, idx[k], j) for k, j in call])
         for (k, j), ep in zip(call, episodes, strict=True):
-            rows[k, j] = _record(spec.name, task, ep, setup)
+            rows[k, j] = _record(spec.name, env, ep, setup)
             rows[k, j].sample = j
     return [rows[key] for key in flat]
 
@@ -289,28 +289,28 @@ def _pick(gens: list[Generation], n: int, choose) -> list[Generation]:
     return out
 
 
-def generate(spec: PolicySpec, task: str, envs, idx: list[int], seed: int, policy: LMActorCritic | None = None,
+def generate(spec: PolicySpec, env: str, envs, idx: list[int], seed: int, policy: LMActorCritic | None = None,
              reward_model: Any = None, samples: int = 1) -> list[Generation]:
     """Generations of ``spec`` for the examples ``idx`` (one batch): ``samples`` per prompt for a
     model policy (prompt-major), one per prompt for every other kind."""
     setup = envs.unwrapped.setup
     if spec.kind == "random":
-        return _random_batch(spec.name, task, envs, idx, seed)
+        return _random_batch(spec.name, env, envs, idx, seed)
     if spec.kind == "reference":
         if setup.turns > 1:
-            return _replay_batch(spec.name, task, envs, idx, seed)
-        return _reference_batch(spec.name, task, setup, idx)
+            return _replay_batch(spec.name, env, envs, idx, seed)
+        return _reference_batch(spec.name, env, setup, idx)
     if policy is None:
         raise ValueError(f"policy {spec.name!r} needs a loaded model")
     if spec.kind == "model":
-        return _samples(spec, task, envs, policy, idx, seed, samples)
+        return _samples(spec, env, envs, policy, idx, seed, samples)
     if spec.kind == "majority_vote":  # the answer most of n samples give; ties to the earliest
-        gens = _samples(spec, task, envs, policy, idx, seed, spec.n)
+        gens = _samples(spec, env, envs, policy, idx, seed, spec.n)
         return _pick(gens, spec.n, lambda group: majority([extract_answer(g.text).strip() for g in group]))
     # best-of-n: n samples per prompt through the env, the reward model keeps the best
     if reward_model is None:
-        raise ValueError(f"policy {spec.name!r} (best-of-n) needs a reward model for task {task!r}")
-    gens = _samples(spec, task, envs, policy, idx, seed, spec.n, packed=True)
+        raise ValueError(f"policy {spec.name!r} (best-of-n) needs a reward model for task {env!r}")
+    gens = _samples(spec, env, envs, policy, idx, seed, spec.n, packed=True)
     rm = [float(v) for v in reward_model([Completion(prompt=g.prompt, text=g.text) for g in gens])]
     for g, v in zip(gens, rm, strict=True):
         g.scores["bon_rm_score"] = v
