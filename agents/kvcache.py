@@ -100,13 +100,19 @@ def _shared_prompt_forward(model: nn.Module, input_ids: torch.Tensor, attention_
                                     output_hidden_states=True, logits_to_keep=1)
     if cache is None:
         return None
-    for layer in cache.layers:  # each row reads its own prompt's keys and values (gradients add up)
-        layer.keys, layer.values = layer.keys[inverse], layer.values[inverse]
+    # Each row reads its own prompt's keys and values, gradients adding up over the group. By
+    # index_select, not x[inverse]: indexing's backward (index_put_ with accumulate) sums a group's
+    # gradients in a thread-dependent order on the CPU, so GRPO/RLOO updates were not reproducible.
+    def rows_of(x: torch.Tensor) -> torch.Tensor:
+        return x.index_select(0, inverse)
+
+    for layer in cache.layers:
+        layer.keys, layer.values = rows_of(layer.keys), rows_of(layer.values)
     gen, _ = forward_with_cache(model, input_ids[:, p:], cache, attention_mask=attention_mask,
                                 position_ids=positions(attention_mask)[:, p:], output_hidden_states=True)
     # the prompt's last position predicts the first generated token
-    logits = torch.cat([out.logits[:, -1:][inverse], gen.logits], 1)[:, -logits_to_keep:]
-    hidden = torch.cat([out.hidden_states[-1][:, -1:][inverse], gen.hidden_states[-1]], 1)
+    logits = torch.cat([rows_of(out.logits[:, -1:]), gen.logits], 1)[:, -logits_to_keep:]
+    hidden = torch.cat([rows_of(out.hidden_states[-1][:, -1:]), gen.hidden_states[-1]], 1)
     return logits, hidden
 
 

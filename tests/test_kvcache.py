@@ -248,6 +248,30 @@ def test_scoring_shares_a_repeated_prompt_and_gives_the_plain_forwards_values_an
     model.zero_grad(set_to_none=True)
 
 
+def test_a_shared_prompt_spreads_to_its_rows_without_accumulating_indexing(lm):
+    """GRPO/RLOO updates must be reproducible: a group's prompt reaches its rows by ``index_select``,
+    whose CPU backward sums the rows' gradients in a fixed order. ``x[inverse]`` (``IndexBackward0``,
+    index_put_ with accumulate) summed them in a thread-dependent order: the same update differed
+    at 1e-9 run to run, and 12 iterations turned that into a different leaderboard row."""
+    rows = [([5, 6, 7], [8, 9, 10, 11]), ([5, 6, 7], [12]), ([3, 4, 5, 6, 7, 8], [9, 10]), ([5, 6, 7], [8, 9, 13])]
+    obs = _obs(rows)
+    ids, mask = torch.as_tensor(obs["input_ids"]), torch.as_tensor(obs["attention_mask"])
+    logits, _ = score_forward(lm.model, ids, mask, G + 1, prompt_len=P)
+    seen, todo = set(), [logits.grad_fn]
+    while todo:
+        fn = todo.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        todo += [f for f, _ in fn.next_functions]
+    names = {type(fn).__name__ for fn in seen}
+    assert "IndexSelectBackward0" in names and "IndexBackward0" not in names, sorted(names)
+    first = _grads(lm.model, logits.log_softmax(-1).amax(-1).sum())
+    again = _grads(lm.model, score_forward(lm.model, ids, mask, G + 1, prompt_len=P)[0].log_softmax(-1).amax(-1).sum())
+    assert all(torch.equal(first[n], again[n]) for n in first)
+    lm.model.zero_grad(set_to_none=True)
+
+
 def test_scoring_takes_the_plain_forward_for_distinct_prompts_and_under_activation_checkpointing():
     tok = tiny_tokenizer()
     _, model = load_model("tiny", tokenizer=tok)
