@@ -209,6 +209,28 @@ class EpisodeBatch:
         return cls(ids, mask, gen_ids.shape[1], index, action_mask.float())
 
 
+def _check_adapter(model: Any, adapter: Path) -> None:
+    """peft loads an adapter file by name matching and says nothing about weights that matched no
+    layer: an adapter whose keys fit nothing would load as the bare base model (a policy evaluated
+    as trained, a resume from a fresh adapter). Every adapter weight the model has must come from
+    the file, and every weight in the file must land."""
+    from peft import get_peft_model_state_dict
+    from safetensors import SafetensorError, safe_open
+
+    file = adapter / "adapter_model.safetensors"
+    try:
+        with safe_open(str(file), "pt") as f:
+            saved = set(f.keys())
+    except (OSError, SafetensorError) as exc:
+        raise ValueError(f"LoRA adapter {file} cannot be read ({exc}); the checkpoint is damaged") from None
+    expected = set(get_peft_model_state_dict(model).keys())
+    missing, unexpected = sorted(expected - saved), sorted(saved - expected)
+    if missing or unexpected:
+        raise ValueError(f"LoRA adapter {file} does not fit its base model: {len(missing)} adapter weights missing, "
+                         f"{len(unexpected)} unexpected (e.g. {(unexpected or missing)[0]}); the checkpoint is "
+                         "damaged or was not written for this base")
+
+
 class LMActorCritic(nn.Module):
     """A causal LM with a value head. Build with :meth:`from_pretrained`."""
 
@@ -241,6 +263,8 @@ class LMActorCritic(nn.Module):
 
             tok, base = load_model(meta["lora_base"], tokenizer=tokenizer, seed=seed)
             model = PeftModel.from_pretrained(base, path / "adapter", is_trainable=True)
+            _check_adapter(model, path / "adapter")
+            model.textenv_base = meta["lora_base"]  # saved again as a LoRA policy on the same base
         else:
             tok, model = load_model(name, tokenizer=tokenizer, seed=seed)
             if lora is not None:

@@ -187,3 +187,24 @@ def test_chunked_prefill_of_prompts_of_different_lengths_matches_a_full_forward(
         n = len(e.actions)
         torch.testing.assert_close(scores.logprobs[i, :n], torch.tensor(e.logprobs), atol=1e-5, rtol=0)
         torch.testing.assert_close(scores.values[i, :n], torch.tensor(e.values), atol=1e-5, rtol=0)
+
+
+def test_a_lora_checkpoint_whose_adapter_fits_nothing_is_refused(tmp_path):
+    """peft matches adapter weights by name and says nothing when none match: the policy would be the
+    bare base model, evaluated as trained or resumed from a fresh adapter."""
+    from safetensors.torch import load_file, save_file
+
+    from textenv.io import atomic_dir
+
+    tok = gym.make("TextCount-v0", model="tiny").unwrapped.tokenizer
+    policy = LMActorCritic.from_pretrained("tiny", tokenizer=tok, lora={"r": 2, "lora_alpha": 4,
+                                                                         "target_modules": "all-linear"})
+    with atomic_dir(tmp_path / "lora") as tmp:
+        policy.save_pretrained(tmp)
+    again = LMActorCritic.from_pretrained(str(tmp_path / "lora"), tokenizer=tok)  # a sound one loads
+    assert again.is_lora and getattr(again.model, "textenv_base", None) == "tiny"
+    file = tmp_path / "lora" / "adapter" / "adapter_model.safetensors"
+    weights = load_file(file)
+    save_file({k.replace("lora_", "lorax_"): v for k, v in weights.items()}, file)
+    with pytest.raises(ValueError, match="adapter .* does not fit its base model: 16 adapter weights missing"):
+        LMActorCritic.from_pretrained(str(tmp_path / "lora"), tokenizer=tok)
