@@ -64,6 +64,17 @@ def _text(x: Any) -> str:
     raise TypeError(f"expected a string or a list of chat messages, got {type(x).__name__}")
 
 
+def _references(refs: Any) -> tuple[str, ...]:
+    """One row's references as the reward records them: a plain string is one reference (not its
+    characters), a list or tuple is several, None none."""
+    if refs is None:
+        return ()
+    if isinstance(refs, str):
+        return (refs,)
+    if not isinstance(refs, (list, tuple)) or not all(isinstance(r, str) for r in refs):
+        raise TypeError(f"references must be a string or a list of strings per row, got {refs!r}")
+    return tuple(refs)
+
 class TRLReward:
     """A textenv reward as a TRL reward function. Scores go through :func:`textenv.rewards.score`,
     so a failing or non-finite reward raises a ``RewardError`` naming it instead of training on NaN.
@@ -78,7 +89,7 @@ class TRLReward:
         n = len(completions)
         refs = references if references is not None else [()] * n
         metas = metadata if metadata is not None else [{}] * n
-        batch = [Completion(prompt=_text(p), text=_text(c), references=tuple(r or ()),
+        batch = [Completion(prompt=_text(p), text=_text(c), references=_references(r),
                             metadata=json.loads(m) if isinstance(m, str) else dict(m or {}))
                  for p, c, r, m in zip(prompts, completions, refs, metas, strict=True)]
         totals, _ = score(self.reward, batch)

@@ -106,3 +106,13 @@ def test_the_vs_trl_benchmark_refuses_a_reward_model_for_grpo_and_a_group_of_one
         main(["--model", "tiny", "--reward-model", "/nonexistent"])
     with pytest.raises(ValueError, match=r"--samples >= 2 \(--algo grpo\)"):
         main(["--model", "tiny", "--samples", "1"])
+
+
+def test_a_plain_string_reference_counts_as_one_reference_not_its_characters():
+    text = "the cat sat on the mat"
+    reward = trl_reward("rougeL")
+    assert reward(prompts=["p"], completions=[text], references=[text]) == pytest.approx([1.0])
+    assert reward(prompts=["p"], completions=[text], references=[[text]]) == pytest.approx([1.0])
+    assert reward(prompts=["p"], completions=[text], references=[None]) == reward(prompts=["p"], completions=[text])
+    with pytest.raises(TypeError, match="references must be a string or a list of strings"):
+        reward(prompts=["p"], completions=[text], references=[[1, 2]])
