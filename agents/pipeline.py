@@ -24,6 +24,7 @@ Layout under ``--out`` (default ``runs/pipeline/<env>__<model>``)::
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import shutil
@@ -36,9 +37,9 @@ from agents import ppo, reward_model, sft
 from agents.config import arg, cli, parse_config
 from agents.tracking import StageMemory
 from textenv.context import ENV_HELP, EnvContext
-from textenv.io import atomic_dir, ensure_replaceable, is_complete, remove_stale
+from textenv.io import FolderLock, atomic_dir, atomic_write, ensure_replaceable, is_complete, remove_stale
 
-__all__ = ["PipelineConfig", "main", "run_pipeline"]
+__all__ = ["PipelineConfig", "Stage", "main", "plan_stages", "recipe_changes", "run_pipeline"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,8 @@ class PipelineConfig(EnvContext):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.ppo_iterations is not None and self.ppo_iterations < 1:
+            raise ValueError(f"ppo_iterations must be >= 1 (or None: the preset's), got {self.ppo_iterations}")
         if self.reward_model is False and self.ppo_reward != "task":
             raise ValueError(f"--reward-model false with --ppo-reward {self.ppo_reward}: PPO on the reward model "
                              "needs it; use --ppo-reward task")
@@ -86,7 +89,7 @@ def _preset(presets: dict[str, Any], preset: str, env_id: str, rm: bool = False)
     return presets[next(n for n in names if n in presets)]
 
 
-def _run_ppo(cfg: PipelineConfig, dirs: dict[str, Path], reward: str) -> dict[str, Any]:
+def _ppo_config(cfg: PipelineConfig, dirs: dict[str, Path], reward: str) -> ppo.PPOConfig:
     pcfg = dataclasses.replace(
         _preset(ppo.PRESETS, cfg.preset, cfg.env, rm=reward == "rm"), env=cfg.env, model=str(dirs["sft"]),
         seed=cfg.seed, device=cfg.device, precision=cfg.precision, runs=str(dirs["ppo_runs"]),
@@ -95,17 +98,21 @@ def _run_ppo(cfg: PipelineConfig, dirs: dict[str, Path], reward: str) -> dict[st
     )
     if cfg.ppo_iterations is not None:
         pcfg = dataclasses.replace(pcfg, iterations=cfg.ppo_iterations)
+    return pcfg
+
+
+def _run_ppo(pcfg: ppo.PPOConfig, out: Path) -> dict[str, Any]:
     trainer = ppo.PPOTrainer(pcfg)
     history = trainer.train()
     ppo.plot_rewards(trainer.dir)
     kept = "best" if pcfg.keep_best else "final"  # --keep-best: the best held-out eval's weights
     kept_iteration = trainer.best_iteration if pcfg.keep_best else trainer.iteration
-    with atomic_dir(dirs[f"ppo_{reward}"]) as tmp:
+    with atomic_dir(out) as tmp:
         shutil.copytree(trainer.dir / kept, tmp, dirs_exist_ok=True)
         (tmp / "ppo_run.json").write_text(json.dumps({"run": str(trainer.dir), "kept": kept,
                                                       "iteration": kept_iteration}))
     if pcfg.keep_best:
-        logger.info("%s ppo_%s: kept best/ from iteration %d (held-out reward %.4f)", cfg.env, reward,
+        logger.info("%s %s: kept best/ from iteration %d (held-out reward %.4f)", pcfg.env, out.name,
                     trainer.best_iteration, trainer.best_eval)
     rewards = [m["charts/reward_mean"] for m in history if "charts/reward_mean" in m]
     held = [m["eval/reward_mean"] for m in history if "eval/reward_mean" in m]
@@ -121,7 +128,7 @@ def _check_root(dirs: dict[str, Path]) -> None:
     root = dirs["root"]
     if root.exists() and not root.is_dir():
         raise FileExistsError(f"--out {root} is a file, not a folder")
-    ours = {p.name for k, p in dirs.items() if k != "root"}
+    ours = {p.name for k, p in dirs.items() if k != "root"} | {RECIPES}
     foreign = sorted(p.name for p in root.iterdir() if p.name not in ours
                      and not any(p.name.startswith(f".{name}.") for name in ours)) if root.is_dir() else []
     if foreign:
@@ -129,59 +136,149 @@ def _check_root(dirs: dict[str, Path]) -> None:
                               "empty folder")
 
 
-def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
-    """Run the missing stages; return the checkpoint paths and each stage's metrics (or 'cached')."""
-    dirs = stage_dirs(cfg)
-    _check_root(dirs)
-    for stage in ("sft", "reward_model", "ppo_task", "ppo_rm"):  # a user's folder is refused before any work
-        ensure_replaceable(dirs[stage])
-        remove_stale(dirs[stage], older_than=3600)  # temp folders of killed stages (~0.5 GB each)
-    report: dict[str, Any] = {k: str(v) for k, v in dirs.items()}
-    with StageMemory() as meter:  # each stage's peak memory from here on is its own
-        _run_stages(cfg, dirs, report, meter)
-    return report
+@dataclass(frozen=True)
+class Stage:
+    """One stage as this run would build it: its checkpoint folder, the config its trainer gets,
+    and its recipe (that config and the recipes of the stages it starts from): a finished stage is
+    reused only when the recipe it was built with is this one."""
+
+    name: str  # "sft", "reward_model", "ppo_task", "ppo_rm"
+    config: Any  # SFTConfig, RewardModelConfig or PPOConfig
+    recipe: dict[str, Any]
 
 
-def _run_stages(cfg: PipelineConfig, dirs: dict[str, Path], report: dict[str, Any], meter: StageMemory) -> None:
-    clock = time.perf_counter()
+RECIPES = "stages.json"  # beside the stage folders: each finished stage's recipe
+_NOT_RECIPE = ("progress",)  # fields that change what a stage prints, never what it computes
 
-    def done(stage: str) -> None:
-        nonlocal clock
-        mem = meter.lap()
-        secs, clock = time.perf_counter() - clock, time.perf_counter()
-        report[f"{stage}_resources"] = {"seconds": round(secs, 1), **{k: round(v, 2) for k, v in mem.items()}}
-        logger.info("%s %s: %.0f s, peak RSS %.2f GB", cfg.env, stage, secs, mem.get("peak_gb", float("nan")))
 
-    if is_complete(dirs["sft"]):
-        logger.info("SFT checkpoint %s exists: skipped", dirs["sft"])
-        report["sft_metrics"] = "cached"
-    else:
-        # a task without references (sentiment) has no demonstrations: adapt to its domain text instead
-        mode = "sft" if _has_references(cfg.env) else "domain"
-        scfg = dataclasses.replace(_preset(sft.PRESETS, cfg.preset, cfg.env), env=cfg.env, model=cfg.model,
-                                   seed=cfg.seed, device=cfg.device, precision=cfg.precision, out=str(dirs["sft"]),
-                                   mode=mode, progress=cfg.progress)
-        report["sft_metrics"] = {k: v for k, v in sft.train_sft(scfg).items() if k != "history"}
-        done("sft")
+def _model_fingerprint(model: str) -> str:
+    """A base model as a recipe sees it: its name, or for a local folder its files' names, sizes and
+    modification times (a folder whose weights changed is another start)."""
+    path = Path(model)
+    if not path.is_dir():
+        return model
+    files = sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns)
+                   for p in path.rglob("*") if p.is_file())
+    return f"{path.resolve()}#{hashlib.sha256(json.dumps(files).encode()).hexdigest()[:16]}"
+
+
+def _recipe(config: Any, root: Path, **inputs: dict[str, Any]) -> dict[str, Any]:
+    """``config`` as JSON values with paths under ``root`` written relative to it (a moved pipeline
+    folder is the same pipeline), minus :data:`_NOT_RECIPE`, plus the recipes of its inputs."""
+    prefix = str(root)
+
+    def rel(value: Any) -> Any:
+        return f"<out>{value[len(prefix):]}" if isinstance(value, str) and value.startswith(prefix) else value
+
+    fields = json.loads(json.dumps(dataclasses.asdict(config), default=str))
+    return {"config": {k: rel(v) for k, v in fields.items() if k not in _NOT_RECIPE}, "inputs": inputs}
+
+
+def plan_stages(cfg: PipelineConfig, dirs: dict[str, Path]) -> list[Stage]:
+    """Every stage this run may need, its config built (and so checked) before any training."""
+    root = dirs["root"]
+    # a task without references (sentiment) has no demonstrations: adapt to its domain text instead
+    mode = "sft" if _has_references(cfg.env) else "domain"
+    scfg = dataclasses.replace(_preset(sft.PRESETS, cfg.preset, cfg.env), env=cfg.env, model=cfg.model,
+                               seed=cfg.seed, device=cfg.device, precision=cfg.precision, out=str(dirs["sft"]),
+                               mode=mode, progress=cfg.progress)
+    stages = [Stage("sft", scfg, _recipe(scfg, root, base={"model": _model_fingerprint(cfg.model)}))]
+    sft_recipe = stages[0].recipe
     rewards = ("task", "rm") if cfg.ppo_reward == "both" else (cfg.ppo_reward,)
-    if not (cfg.reward_model or ("rm" in rewards and cfg.reward_model is None)):
-        report["reward_model_metrics"] = "not trained (--ppo-reward task)"
-    elif is_complete(dirs["reward_model"]):
-        logger.info("reward-model checkpoint %s exists: skipped", dirs["reward_model"])
-        report["reward_model_metrics"] = "cached"
-    else:
+    if cfg.reward_model or ("rm" in rewards and cfg.reward_model is None):
         rcfg = dataclasses.replace(_preset(reward_model.PRESETS, cfg.preset, cfg.env), env=cfg.env,
                                    model=str(dirs["sft"]), seed=cfg.seed, device=cfg.device, precision=cfg.precision,
                                    out=str(dirs["reward_model"]), progress=cfg.progress)
-        report["reward_model_metrics"] = reward_model.train_reward_model(rcfg)
-        done("reward_model")
+        stages.append(Stage("reward_model", rcfg, _recipe(rcfg, root, sft=sft_recipe)))
     for reward in rewards:
-        if is_complete(dirs[f"ppo_{reward}"]):
-            logger.info("PPO checkpoint %s exists: skipped", dirs[f"ppo_{reward}"])
-            report[f"ppo_{reward}_metrics"] = "cached"
-        else:
-            report[f"ppo_{reward}_metrics"] = _run_ppo(cfg, dirs, reward)
-            done(f"ppo_{reward}")
+        pcfg = _ppo_config(cfg, dirs, reward)
+        inputs = {"sft": sft_recipe, **({"reward_model": stages[1].recipe} if reward == "rm" else {})}
+        stages.append(Stage(f"ppo_{reward}", pcfg, _recipe(pcfg, root, **inputs)))
+    return stages
+
+
+def recipe_changes(old: Any, new: Any, where: str = "") -> list[str]:
+    """What differs between two recipes, as ``"path: old -> new"`` lines (empty when equal).
+
+    >>> recipe_changes({"config": {"seed": 0, "lr": 1.0}}, {"config": {"seed": 1, "lr": 1.0}})
+    ['config.seed: 0 -> 1']
+    """
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new), key=str):
+            path = f"{where}.{key}" if where else str(key)
+            out += recipe_changes(old.get(key, "<absent>"), new.get(key, "<absent>"), path)
+        return out
+    return [] if old == new else [f"{where}: {old!r} -> {new!r}"]
+
+
+def _read_recipes(root: Path) -> dict[str, Any]:
+    path = root / RECIPES
+    if not path.is_file():
+        return {}
+    try:
+        recipes = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        logger.warning("%s is not valid JSON: every finished stage there is rebuilt", path)
+        return {}
+    return recipes if isinstance(recipes, dict) else {}
+
+
+def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
+    """Run the stages that are missing or were built with other settings; return the checkpoint
+    paths and each stage's metrics ('cached' for a stage reused as it is)."""
+    dirs = stage_dirs(cfg)
+    _check_root(dirs)
+    stages = plan_stages(cfg, dirs)  # every stage's settings checked before any work
+    for stage in ("sft", "reward_model", "ppo_task", "ppo_rm"):  # a user's folder is refused before any work
+        ensure_replaceable(dirs[stage])
+    dirs["root"].mkdir(parents=True, exist_ok=True)
+    lock = FolderLock(dirs["root"], "pipeline folder")  # two pipelines on one --out would build the same stages
+    try:
+        for stage in ("sft", "reward_model", "ppo_task", "ppo_rm"):
+            remove_stale(dirs[stage])  # temp folders of killed stages (~0.5 GB each): no other writer, we hold the lock
+        report: dict[str, Any] = {k: str(v) for k, v in dirs.items()}
+        if not any(s.name == "reward_model" for s in stages):
+            report["reward_model_metrics"] = "not trained (--ppo-reward task)"
+        with StageMemory() as meter:  # each stage's peak memory from here on is its own
+            _run_stages(stages, dirs, report, meter)
+    finally:
+        lock.release()
+    return report
+
+
+def _run_stages(stages: list[Stage], dirs: dict[str, Path], report: dict[str, Any], meter: StageMemory) -> None:
+    clock = time.perf_counter()
+    recipes = _read_recipes(dirs["root"])
+    for stage in stages:
+        out = dirs[stage.name]
+        if is_complete(out):
+            changes = (recipe_changes(recipes[stage.name], stage.recipe) if stage.name in recipes
+                       else ["no record of the settings it was built with"])
+            if not changes:
+                logger.info("%s checkpoint %s exists, built with these settings: skipped", stage.name, out)
+                report[f"{stage.name}_metrics"] = "cached"
+                continue
+            logger.warning("%s checkpoint %s was built with other settings (%s): rebuilding it", stage.name, out,
+                           "; ".join(changes[:5]) + ("; ..." if len(changes) > 5 else ""))
+        recipes.pop(stage.name, None)  # the old record goes before the stage is rebuilt: a kill leaves none
+        atomic_write(dirs["root"] / RECIPES, json.dumps(recipes, indent=1))
+        report[f"{stage.name}_metrics"] = _train_stage(stage, out)
+        recipes[stage.name] = stage.recipe
+        atomic_write(dirs["root"] / RECIPES, json.dumps(recipes, indent=1))
+        mem = meter.lap()
+        secs, clock = time.perf_counter() - clock, time.perf_counter()
+        report[f"{stage.name}_resources"] = {"seconds": round(secs, 1), **{k: round(v, 2) for k, v in mem.items()}}
+        logger.info("%s %s: %.0f s, peak RSS %.2f GB", stage.config.env, stage.name, secs,
+                    mem.get("peak_gb", float("nan")))
+
+
+def _train_stage(stage: Stage, out: Path) -> Any:
+    if stage.name == "sft":
+        return {k: v for k, v in sft.train_sft(stage.config).items() if k != "history"}
+    if stage.name == "reward_model":
+        return reward_model.train_reward_model(stage.config)
+    return _run_ppo(stage.config, out)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -197,3 +197,77 @@ def test_pipeline_progress_false_silences_every_stage(tmp_path):
     for bar in ("sft TextCount-v0:", "reward model:", "eval:", "Writing model shards", "TextCount-v0:  "):
         assert bar not in out.stderr, bar
     assert (tmp_path / "ppo_rm" / "COMPLETE").exists()
+
+
+def _fake_stages(monkeypatch):
+    """Stages that write a finished folder at once and record what they were asked to build."""
+    from agents import pipeline
+    from textenv.io import atomic_dir
+
+    built = []
+
+    def fake(stage, out):
+        built.append((stage.name, stage.config.seed))
+        with atomic_dir(out) as tmp:
+            (tmp / "weights.txt").write_text(str(stage.config.seed))
+        return {"built": True}
+
+    monkeypatch.setattr(pipeline, "_train_stage", fake)
+    return built
+
+
+def test_a_finished_stage_is_reused_only_when_built_with_the_same_settings(tmp_path, monkeypatch, caplog):
+    built = _fake_stages(monkeypatch)
+    base = dict(env="TextCount-v0", model="tiny", preset="tiny", ppo_reward="task", ppo_iterations=1,
+                out=str(tmp_path / "p"), progress=False)
+    run_pipeline(PipelineConfig(**base))
+    assert built == [("sft", 0), ("ppo_task", 0)]
+    again = run_pipeline(PipelineConfig(**base))
+    assert again["sft_metrics"] == again["ppo_task_metrics"] == "cached" and len(built) == 2
+    other_seed = run_pipeline(PipelineConfig(**base, seed=1))  # the audit's case: was "cached" with seed 0's weights
+    assert built[2:] == [("sft", 1), ("ppo_task", 1)]
+    assert other_seed["sft_metrics"] == other_seed["ppo_task_metrics"] == {"built": True}
+    assert "config.seed: 0 -> 1" in caplog.text
+    assert (tmp_path / "p" / "sft" / "weights.txt").read_text() == "1"
+    # a PPO setting alone rebuilds PPO only; its SFT start is the same
+    more = run_pipeline(PipelineConfig(**{**base, "ppo_iterations": 2}, seed=1))
+    assert more["sft_metrics"] == "cached" and built[4:] == [("ppo_task", 1)]
+    assert "config.iterations: 1 -> 2" in caplog.text
+    # a finished stage with no record of its settings (an older pipeline's) is rebuilt, not trusted
+    (tmp_path / "p" / "stages.json").unlink()
+    run_pipeline(PipelineConfig(**{**base, "ppo_iterations": 2}, seed=1))
+    assert built[5:] == [("sft", 1), ("ppo_task", 1)] and "no record of the settings" in caplog.text
+
+
+def test_an_upstream_change_rebuilds_every_stage_built_on_it(tmp_path, monkeypatch):
+    from agents.pipeline import plan_stages, recipe_changes, stage_dirs
+
+    cfg = PipelineConfig(env="TextCount-v0", model="tiny", preset="tiny", out=str(tmp_path / "p"))
+    a = {s.name: s.recipe for s in plan_stages(cfg, stage_dirs(cfg))}
+    b = {s.name: s.recipe for s in plan_stages(cfg.__class__(**{**cfg.__dict__, "seed": 3}), stage_dirs(cfg))}
+    assert set(a) == {"sft", "reward_model", "ppo_task", "ppo_rm"}
+    assert "inputs.sft.config.seed: 0 -> 3" in recipe_changes(a["ppo_rm"], b["ppo_rm"])
+    assert "inputs.reward_model.config.seed: 0 -> 3" in recipe_changes(a["ppo_rm"], b["ppo_rm"])
+    # paths are recorded relative to --out: a moved pipeline folder is the same pipeline
+    moved = PipelineConfig(**{**cfg.__dict__, "out": str(tmp_path / "elsewhere")})
+    assert {s.name: s.recipe for s in plan_stages(moved, stage_dirs(moved))} == a
+
+
+def test_zero_ppo_iterations_is_refused_before_any_stage_trains(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "agents.pipeline", "--env", "TextCount-v0", "--model", "tiny",
+                           "--preset", "tiny", "--ppo-iterations", "0", "--out", str(tmp_path / "p")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "ppo_iterations must be >= 1" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "p").exists()
+
+
+def test_two_pipelines_on_one_folder_do_not_build_together(tmp_path, monkeypatch):
+    from textenv.io import FolderLock
+
+    _fake_stages(monkeypatch)
+    (tmp_path / "p").mkdir()
+    lock = FolderLock(tmp_path / "p")  # another pipeline at work there
+    with pytest.raises(BlockingIOError, match="in use"):
+        run_pipeline(PipelineConfig(env="TextCount-v0", model="tiny", preset="tiny", ppo_reward="task",
+                                    out=str(tmp_path / "p")))
+    lock.release()
