@@ -53,10 +53,12 @@ from agents.policy import EpisodeBatch, LMActorCritic, Sampling
 from agents.ppo_config import PRESETS, PPOConfig
 from agents.rollout import Episode, Rollout, collect_rollout, outcomes
 from agents.tracking import Tracker, library_progress
+from textenv.cli import RunFailed
 from textenv.devices import autocast
-from textenv.io import atomic_dir, remove_stale, require_complete
+from textenv.io import FolderLock, atomic_dir, refuse_symlinks, remove_stale, require_complete
 from textenv.models import checkpointed, freeze_below
 from textenv.rewards import RewardError
+from textenv.trust import refuse_config_code
 from textenv.vector import policy_envs
 
 __all__ = ["PPOConfig", "PPOTrainer", "PRESETS", "main"]
@@ -156,16 +158,27 @@ class PPOTrainer:
                    else FixedKLController(cfg.kl_coef))
         self.iteration = 0
         self.failures = 0
+        self.updates = 0  # iterations whose update was applied, over the whole run (resumes included)
+        self.last_skip = ""
         self.best_eval, self.best_iteration = -math.inf, -1  # --keep-best: the best held-out eval so far
         self.ref_length: float | None = None  # --length-band's L0, measured on the first rollout
         self.dist = Dist()  # under `accelerate launch`: one prompt shard per process, averaged gradients
+        self.lock: FolderLock | None = None  # one writer per run folder, held until train() returns
         if cfg.resume:
-            self.dir = Path(cfg.resume)
-            for name in ("checkpoint", "final", "best"):  # what killed writes left: complete copies are restored
-                remove_stale(self.dir / name)
-            self._load_checkpoint(self.dir / "checkpoint")
+            self.dir = refuse_symlinks(Path(cfg.resume))  # nothing written through a link out of the folder
+            if self.dist.is_main:
+                self.lock = FolderLock(self.dir, "--resume run folder")
+            try:
+                for name in ("checkpoint", "final", "best"):  # what killed writes left: complete copies are restored
+                    remove_stale(self.dir / name)
+                self._load_checkpoint(self.dir / "checkpoint")
+            except BaseException:
+                if self.lock is not None:
+                    self.lock.release()
+                raise
         elif self.dist.is_main:
             self.dir = run_dir(cfg.runs, cfg.env, cfg.exp_name, cfg.seed)
+            self.lock = FolderLock(self.dir, "run folder")
         else:
             self.dir = Path(cfg.runs)  # other processes write nothing
         self.tracker = None
@@ -189,7 +202,8 @@ class PPOTrainer:
             tensors, meta = _optimizer_tensors(self.optimizer)
             save_file(tensors, tmp / "optimizer.safetensors")
             state = {"iteration": self.iteration, "kl_coef": self.kl.value, "failures": self.failures,
-                     "best_eval": self.best_eval, "best_iteration": self.best_iteration, "ref_length": self.ref_length,
+                     "updates": self.updates, "best_eval": self.best_eval, "best_iteration": self.best_iteration,
+                     "ref_length": self.ref_length,
                      "optimizer": meta, "config": dataclasses.asdict(self.cfg)}
             if self.masker is not None and self.cfg.mask_update_every:  # it is no longer the starting policy
                 self.masker.save(tmp / "mask_model.safetensors")
@@ -205,6 +219,7 @@ class PPOTrainer:
         state = json.loads((path / "trainer_state.json").read_text())
         _load_optimizer(self.optimizer, load_file(path / "optimizer.safetensors"), state["optimizer"])
         self.iteration, self.kl.value, self.failures = state["iteration"], state["kl_coef"], state["failures"]
+        self.updates = state.get("updates", self.iteration - self.failures)  # older checkpoints: a lower bound
         self.best_eval, self.best_iteration = state.get("best_eval", -math.inf), state.get("best_iteration", -1)
         self.ref_length = state.get("ref_length")
         if self.masker is not None and self.cfg.mask_update_every:
@@ -324,6 +339,7 @@ class PPOTrainer:
         if self.masker is not None and self.cfg.mask_update_every and it % self.cfg.mask_update_every == 0:
             self.masker.refresh(self.policy.model)
         self.failures = 0
+        self.updates += 1
         self.kl.update(self.dist.mean(float(scored.kl.sum(1).mean())), n_episodes * self.dist.world)
 
     def _log(self, it: int, rollout: Rollout, scored: Scored, stats: dict[str, float],
@@ -369,9 +385,10 @@ class PPOTrainer:
 
     def _skip(self, it: int, why: str) -> dict[str, float]:
         self.failures += 1
+        self.last_skip = why
         logger.warning("iteration %d skipped (%s); %d consecutive failure(s)", it, why, self.failures)
         if self.failures >= self.cfg.max_failures:
-            raise RuntimeError(f"PPO stopped: {self.failures} consecutive iterations failed, last: {why}")
+            raise RunFailed(f"PPO stopped: {self.failures} consecutive iterations failed, last: {why}")
         self.iteration = it
         return {"failures/skipped": 1.0}
 
@@ -446,9 +463,18 @@ class PPOTrainer:
                     self.best_eval)
 
     def train(self) -> list[dict[str, float]]:
-        """Run to ``cfg.iterations`` (from where a resumed run stopped); the per-iteration metrics."""
-        with library_progress(self.cfg.progress):
-            return self._train()
+        """Run to ``cfg.iterations`` (from where a resumed run stopped); the per-iteration metrics.
+        The run folder's lock is released when it returns: the run is then over."""
+        try:
+            with library_progress(self.cfg.progress):
+                return self._train()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Release the run folder (:meth:`train` does when it returns) for another trainer to resume."""
+        if self.lock is not None:
+            self.lock.release()
 
     def _train(self) -> list[dict[str, float]]:
         from tqdm.auto import tqdm
@@ -483,6 +509,9 @@ class PPOTrainer:
             bar.close()
             if self.tracker is not None:
                 self.tracker.close()
+        if self.updates == 0:  # final/ would be the starting weights, read downstream as a trained policy
+            raise RunFailed(f"PPO learned nothing: all {self.iteration} iterations were skipped (last: "
+                            f"{self.last_skip}); no final/ written")
         self.save_checkpoint(self.dir / "final")
         if self.dist.world > 1:
             logger.info("process %d/%d parameter checksum %s", self.dist.rank, self.dist.world,
@@ -527,14 +556,22 @@ def resume_config(cfg: PPOConfig, argv: list[str]) -> PPOConfig:
     may change without changing what the run computes (``--iterations`` to extend it, ``--progress``,
     ``--tensorboard``, ``--checkpoint-every``, ``--eval-every``); each change is logged. A flag left
     out keeps the run's value (an 8-iteration run resumed without ``--iterations`` stays at 8)."""
-    path = Path(cfg.resume) / "config.json"
+    run = Path(cfg.resume)
+    path = run / "config.json"
+    if (run / "trainer_state.json").is_file() or (run / "policy.json").is_file():
+        raise ValueError(f"--resume {run} is a checkpoint folder inside a run; give the run folder itself: "
+                         f"--resume {run.parent}")
     if not path.is_file():
         raise FileNotFoundError(f"--resume {cfg.resume}: no config.json there (not a textenv PPO run folder)")
-    saved = json.loads(path.read_text())
-    code = {k: saved[k] for k in ("env", "reward") if isinstance(saved.get(k), str) and ":" in saved[k]}
-    if code and not cfg.trust_config_code:
-        raise PermissionError(f"--resume {cfg.resume}: its config.json names code to import ({code}); importing "
-                              "runs that code, so pass --trust-config-code only if you trust this run folder")
+    try:
+        saved = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"--resume {cfg.resume}: its config.json is not valid JSON ({exc})") from None
+    fields = {f.name for f in dataclasses.fields(PPOConfig)}
+    if not isinstance(saved, dict) or set(saved) - fields:
+        unknown = sorted(set(saved) - fields) if isinstance(saved, dict) else type(saved).__name__
+        raise ValueError(f"--resume {cfg.resume}: its config.json is not a PPO run's config (unknown: {unknown})")
+    refuse_config_code(saved, f"--resume {cfg.resume}: its config.json", cfg.trust_config_code)
     given = {a.split("=", 1)[0][2:].replace("-", "_") for a in argv if a.startswith("--")}
     allowed = {"iterations", "progress", "tensorboard", "checkpoint_every", "eval_every", "trust_config_code"}
     changes = {k: getattr(cfg, k) for k in sorted(given & allowed) if saved.get(k) != getattr(cfg, k)}

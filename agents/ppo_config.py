@@ -128,6 +128,34 @@ class PPOConfig(EnvContext):
                 raise ValueError(f"length_band must be two numbers 0 <= lo <= hi, got {self.length_band}")
         if not self.length_coef >= 0:
             raise ValueError(f"length_coef must be >= 0, got {self.length_coef}")
+        self._check_ranges()
+
+    def _check_ranges(self) -> None:
+        """Every number its range (written ``not x > 0`` so that NaN fails too): a negative clip norm
+        is gradient ascent, a zero one no update at all, a negative KL coefficient rewards drifting
+        from the reference, a negative reward clip maps every reward to one value. Each would train
+        (backwards or not at all) and exit 0, so each is refused when the config is parsed."""
+        positive = ("lr", "max_grad_norm", "clip_range", "clip_range_value", "temperature", "reward_scale",
+                    "reward_clip", "target_approx_kl", "kl_target")
+        for name in positive:
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be > 0, got {value}")
+        for name in ("vf_coef", "ent_coef", "kl_coef", "lora_r", "top_k"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("gamma", "lam", "top_p"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if not self.top_p > 0:
+            raise ValueError(f"top_p must be > 0 (1: off), got {self.top_p}")
+        if not self.kl_horizon >= 1 or not self.train_layers >= -1:
+            raise ValueError(f"need kl_horizon >= 1 and train_layers >= -1 (all), got {self.kl_horizon}, "
+                             f"{self.train_layers}")
+        for name in ("exp_name", "eval_split"):
+            value = getattr(self, name)
+            if not value or "/" in value or "\\" in value or value.startswith(".") or not value.isprintable():
+                raise ValueError(f"{name} {value!r} must be a plain name (no path separators, not hidden)")
     tensorboard: bool = arg(True, "write TensorBoard events beside metrics.csv")
     progress: bool = arg(True, "show a progress bar")
 

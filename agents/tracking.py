@@ -7,6 +7,7 @@ import csv
 import json
 import logging
 import math
+import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -63,7 +64,9 @@ class Tracker:
     def log_samples(self, step: int, samples: list[Mapping[str, object]]) -> None:
         """A few sample texts: one JSON line per sample in ``samples.jsonl`` and a TensorBoard
         text panel (``eval/samples``), so a reader sees what the reward numbers stand for."""
-        with (self.dir / "samples.jsonl").open("a", encoding="utf-8") as f:
+        # O_NOFOLLOW: a link planted at samples.jsonl is an error, never a write into the file it names
+        fd = os.open(self.dir / "samples.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+        with os.fdopen(fd, "a", encoding="utf-8") as f:
             for sample in samples:
                 f.write(json.dumps({"iteration": step, **sample}, default=str) + "\n")
         if self.writer is not None and samples:

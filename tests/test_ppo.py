@@ -262,6 +262,7 @@ def test_resume_restores_a_checkpoint_a_kill_left_between_renames_and_removes_te
     os.replace(ckpt, trainer.dir / f".checkpoint.old-{os.getpid()}")  # the kill point: old out, new not in
     resumed = PPOTrainer(_cfg(tmp_path, iterations=2, resume=str(trainer.dir)))
     assert resumed.iteration == 1 and ckpt.is_dir()
+    resumed.close()  # the run folder is free for the next trainer
     assert sorted(p.name for p in trainer.dir.iterdir() if p.name.startswith(".")) == []
     # a checkpoint whose weights are not the model's is refused, not resumed as a random model
     from safetensors.torch import save_file
@@ -353,3 +354,120 @@ def test_dr_grpo_does_not_divide_group_advantages_by_their_std(tmp_path, monkeyp
 def test_bad_loss_type_is_refused_with_its_name(tmp_path):
     with pytest.raises(ValueError, match="unknown loss_type 'bnpo'"):
         PPOTrainer(_cfg(tmp_path, loss_type="bnpo"))
+
+
+# -- hardening: what a careless or hostile user can do to a run -----------------------------------------
+
+
+@pytest.mark.parametrize("reward", [
+    {"evil:fn": 1.0},  # a mapping's key
+    {"rougeL": 1.0, "pkg.evil:fn": 0.5},
+    ["rougeL", "evil:fn"],  # a list element
+    {"rougeL": {"nested": "evil:Reward"}},  # nested
+])
+def test_resume_refuses_code_named_anywhere_in_a_saved_config(tmp_path, monkeypatch, reward):
+    import json
+
+    from agents.ppo import resume_config
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "evil.py").write_text("open(__file__ + '.imported', 'w').close()\ndef fn(cs): return [0.0] * len(cs)\n")
+    monkeypatch.syspath_prepend(str(run))
+    saved = {**dataclasses.asdict(_cfg(tmp_path)), "reward": reward}
+    (run / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(PermissionError, match="evil:.*--trust-config-code"):
+        resume_config(PPOConfig(resume=str(run)), ["--resume", str(run)])
+    assert not (run / "evil.py.imported").exists()
+
+
+def test_resume_given_a_checkpoint_folder_names_the_run_folder(tmp_path):
+    from agents.ppo import resume_config
+
+    trainer = PPOTrainer(_cfg(tmp_path, iterations=1))
+    trainer.train()
+    ckpt = trainer.dir / "checkpoint"
+    with pytest.raises(ValueError, match=f"checkpoint folder.*--resume {trainer.dir}$"):
+        resume_config(PPOConfig(resume=str(ckpt)), ["--resume", str(ckpt)])
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "config.json").write_text('{"activation_function": "gelu"}')
+    with pytest.raises(ValueError, match=r"not a PPO run's config \(unknown: \['activation_function'\]\)"):
+        resume_config(PPOConfig(resume=str(tmp_path / "x")), ["--resume", str(tmp_path / "x")])
+
+
+def test_resume_refuses_a_symlink_in_the_run_folder_and_writes_nothing_through_it(tmp_path):
+    trainer = PPOTrainer(_cfg(tmp_path / "runs", iterations=1, eval_every=1, eval_prompts=2))
+    trainer.train()
+    outside = tmp_path / "precious.txt"
+    outside.write_text("mine\n")
+    samples = trainer.dir / "samples.jsonl"
+    samples.unlink()
+    samples.symlink_to(outside)
+    with pytest.raises(ValueError, match="symbolic link.*samples.jsonl"):
+        PPOTrainer(_cfg(tmp_path / "runs", iterations=2, eval_every=1, eval_prompts=2, resume=str(trainer.dir)))
+    assert outside.read_text() == "mine\n"
+    # the tracker never follows a link either, whoever planted it after the check
+    from agents.tracking import Tracker
+
+    with pytest.raises(OSError):
+        Tracker(trainer.dir, tensorboard=False).log_samples(3, [{"text": "x"}])
+    assert outside.read_text() == "mine\n"
+
+
+def test_a_second_writer_on_the_same_run_folder_is_refused(tmp_path):
+    trainer = PPOTrainer(_cfg(tmp_path, iterations=1))
+    trainer.train()  # the lock goes with the end of train()
+    first = PPOTrainer(_cfg(tmp_path, iterations=2, resume=str(trainer.dir)))
+    with pytest.raises(BlockingIOError, match="in use by another writer"):
+        PPOTrainer(_cfg(tmp_path, iterations=2, resume=str(trainer.dir)))
+    first.train()
+    assert PPOTrainer(_cfg(tmp_path, iterations=2, resume=str(trainer.dir))).iteration == 2
+
+
+@pytest.mark.parametrize("field, value", [
+    ("max_grad_norm", -1.0), ("max_grad_norm", 0.0), ("reward_clip", -1.0), ("clip_range", -0.2),
+    ("clip_range_value", 0.0), ("kl_coef", -1.0), ("gamma", 1.5), ("lam", -0.5), ("vf_coef", -0.1),
+    ("ent_coef", -0.01), ("reward_scale", 0.0), ("temperature", 0.0), ("top_p", 0.0), ("top_k", -1),
+    ("kl_target", -1.0), ("target_approx_kl", 0.0), ("kl_horizon", 0), ("train_layers", -2), ("lr", math.nan),
+    ("exp_name", "../escape"), ("eval_split", ""),
+])
+def test_every_hyperparameter_is_refused_outside_its_range(field, value):
+    with pytest.raises(ValueError, match=field):
+        PPOConfig(**{**TINY, field: value})
+
+
+def test_a_nonsense_hyperparameter_is_one_line_exit_2_before_anything_is_written(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "agents.ppo", "--preset", "tiny", "--runs", str(tmp_path / "runs"),
+                           "--max-grad-norm=-1"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert [line for line in proc.stderr.splitlines() if line.startswith("error:")] == [
+        "error: ValueError: max_grad_norm must be > 0, got -1.0 (--debug shows the traceback)"]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_run_whose_every_iteration_failed_exits_1_without_final(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "agents.ppo", "--preset", "tiny", "--iterations", "2",
+                           "--prompts-per-iter", "4", "--epochs", "1", "--minibatch-size", "4", "--max-new-tokens", "6",
+                           "--progress", "false", "--tensorboard", "false", "--runs", str(tmp_path),
+                           "--reward", "os:getcwd"], capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert "error: PPO learned nothing: all 2 iterations were skipped" in proc.stderr
+    (run,) = tmp_path.iterdir()
+    assert not (run / "final").exists()
+
+
+def test_a_run_with_one_applied_update_writes_final(tmp_path, monkeypatch):
+    import textenv.rewards.synthetic as synthetic
+
+    calls = {"n": 0}
+    original = synthetic.IncreasingNumbers.__call__
+
+    def first_fails(self, completions):
+        calls["n"] += 1
+        return [math.nan] * len(completions) if calls["n"] == 1 else original(self, completions)
+
+    monkeypatch.setattr(synthetic.IncreasingNumbers, "__call__", first_fails)
+    trainer = PPOTrainer(_cfg(tmp_path, iterations=2))
+    trainer.train()
+    assert trainer.updates == 1 and (trainer.dir / "final").is_dir()

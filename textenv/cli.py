@@ -20,9 +20,15 @@ import typing
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
-__all__ = ["arg", "cli", "parse_config"]
+__all__ = ["RunFailed", "arg", "cli", "parse_config"]
 
 T = TypeVar("T")
+
+
+class RunFailed(RuntimeError):
+    """A run that ended without the result it exists for (a training run whose every iteration was
+    skipped): one line on stderr and exit code 1, with nothing written that a later stage could
+    take for a result."""
 
 
 def cli(main: Any, argv: Sequence[str] | None = None) -> None:
@@ -34,6 +40,11 @@ def cli(main: Any, argv: Sequence[str] | None = None) -> None:
     argv = [a for a in argv if a != "--debug"]
     try:
         code = main(argv)
+    except RunFailed as exc:
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
     except Exception as exc:  # noqa: BLE001 - sorted below: user errors get one line, bugs a traceback
         user_error = isinstance(exc, (ValueError, TypeError, OSError)) or type(exc).__module__ == "gymnasium.error"
         if debug or not user_error:

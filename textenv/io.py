@@ -32,8 +32,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-__all__ = ["MARKER", "atomic_dir", "atomic_open", "atomic_write", "check_output_dir", "ensure_replaceable",
-           "is_complete", "recover_dir", "remove_stale", "require_complete"]
+__all__ = ["MARKER", "FolderLock", "atomic_dir", "atomic_open", "atomic_write", "check_output_dir",
+           "ensure_replaceable", "is_complete", "recover_dir", "refuse_symlinks", "remove_stale", "require_complete"]
 
 MARKER = "COMPLETE"
 _TMP = ".tmp-"  # hidden temporary siblings: .<name>.tmp-XXXX
@@ -199,3 +199,57 @@ def atomic_dir(target: str | Path, own: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def refuse_symlinks(folder: str | Path, what: str = "run folder") -> Path:
+    """``folder`` as a :class:`Path` when nothing inside it is a symbolic link; otherwise a one-line
+    error naming the link. A run folder is the project's own: a link inside it (``samples.jsonl`` ->
+    a file of the user's) would make an append or a replace write outside it."""
+    folder = Path(folder)
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        for name in dirs + files:
+            path = Path(root) / name
+            if path.is_symlink():
+                raise ValueError(f"{what} {folder} holds a symbolic link, {path} -> {os.readlink(path)}; textenv "
+                                 "never writes through links: replace it by a plain file or remove it")
+    return folder
+
+
+class FolderLock:
+    """An exclusive lock on a folder for as long as one process writes it (``flock`` on the folder
+    itself, so no lock file is left behind and a killed process's lock goes with it). A second
+    writer, say the same ``--resume`` started twice, gets a one-line error instead of two runs
+    interleaving their checkpoints. Where ``fcntl`` does not exist (Windows) it locks nothing.
+
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> lock = FolderLock(folder, "run folder")
+    >>> FolderLock(folder, "run folder")
+    Traceback (most recent call last):
+    ...
+    BlockingIOError: run folder ... is in use by another writer ...
+    >>> lock.release(); FolderLock(folder).release()
+    """
+
+    def __init__(self, folder: str | Path, what: str = "folder") -> None:
+        self.fd: int | None = None
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            return
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise BlockingIOError(f"{what} {folder} is in use by another writer (a run still going, perhaps the "
+                                  "same command started twice): wait for it to end or use another folder") from None
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor drops the lock
+            self.fd = None
+
+    def __del__(self) -> None:
+        self.release()
