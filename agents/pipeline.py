@@ -39,7 +39,7 @@ from agents.tracking import StageMemory
 from textenv.context import ENV_HELP, EnvContext
 from textenv.io import FolderLock, atomic_dir, atomic_write, ensure_replaceable, is_complete, remove_stale
 
-__all__ = ["PipelineConfig", "Stage", "main", "plan_stages", "recipe_changes", "run_pipeline"]
+__all__ = ["PipelineConfig", "Stage", "main", "outdated_stages", "plan_stages", "recipe_changes", "run_pipeline"]
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +148,9 @@ class Stage:
 
 
 RECIPES = "stages.json"  # beside the stage folders: each finished stage's recipe
-_NOT_RECIPE = ("progress",)  # fields that change what a stage prints, never what it computes
+# fields that change what a stage prints or where it runs, not what it is: a checkpoint trained with
+# --device auto on a CPU is the one an eval with --device cpu asks for
+_NOT_RECIPE = ("progress", "device")
 
 
 def _model_fingerprint(model: str) -> str:
@@ -224,6 +226,30 @@ def _read_recipes(root: Path) -> dict[str, Any]:
     return recipes if isinstance(recipes, dict) else {}
 
 
+def _changes(recipes: dict[str, Any], stage: Stage, rebuilt: set[str]) -> list[str]:
+    """Why a finished ``stage`` cannot be reused as it is (empty: it can); ``rebuilt``: the stages
+    this run rebuilds before it (a stage started from one of them is rebuilt too)."""
+    if stage.name not in recipes:
+        return ["no record of the settings it was built with"]
+    return ([f"its input {name} is rebuilt" for name in stage.recipe["inputs"] if name in rebuilt]
+            + recipe_changes(recipes[stage.name], stage.recipe))
+
+
+def outdated_stages(cfg: PipelineConfig) -> dict[str, list[str]]:
+    """The finished stages in ``cfg``'s folder that :func:`run_pipeline` would rebuild (built with other
+    settings, or with no record of them), each with the differences; what an eval suite asks before
+    it evaluates a pipeline's checkpoints."""
+    dirs = stage_dirs(cfg)
+    recipes = _read_recipes(dirs["root"]) if dirs["root"].is_dir() else {}
+    outdated: dict[str, list[str]] = {}
+    for stage in plan_stages(cfg, dirs):
+        if not is_complete(dirs[stage.name]):
+            outdated[stage.name] = []  # missing: built anyway, and so is every stage on it
+        elif changes := _changes(recipes, stage, set(outdated)):
+            outdated[stage.name] = changes
+    return {name: changes for name, changes in outdated.items() if changes}
+
+
 def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     """Run the stages that are missing or were built with other settings; return the checkpoint
     paths and each stage's metrics ('cached' for a stage reused as it is)."""
@@ -250,17 +276,18 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
 def _run_stages(stages: list[Stage], dirs: dict[str, Path], report: dict[str, Any], meter: StageMemory) -> None:
     clock = time.perf_counter()
     recipes = _read_recipes(dirs["root"])
+    rebuilt: set[str] = set()
     for stage in stages:
         out = dirs[stage.name]
         if is_complete(out):
-            changes = (recipe_changes(recipes[stage.name], stage.recipe) if stage.name in recipes
-                       else ["no record of the settings it was built with"])
+            changes = _changes(recipes, stage, rebuilt)
             if not changes:
                 logger.info("%s checkpoint %s exists, built with these settings: skipped", stage.name, out)
                 report[f"{stage.name}_metrics"] = "cached"
                 continue
             logger.warning("%s checkpoint %s was built with other settings (%s): rebuilding it", stage.name, out,
                            "; ".join(changes[:5]) + ("; ..." if len(changes) > 5 else ""))
+        rebuilt.add(stage.name)
         recipes.pop(stage.name, None)  # the old record goes before the stage is rebuilt: a kill leaves none
         atomic_write(dirs["root"] / RECIPES, json.dumps(recipes, indent=1))
         report[f"{stage.name}_metrics"] = _train_stage(stage, out)

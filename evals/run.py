@@ -34,7 +34,7 @@ import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from agents.distributed import Dist
 from agents.tracking import StageMemory, peak_rss_gb
@@ -151,20 +151,47 @@ def make_checkpoints(envs: tuple[str, ...], preset: str, model: str, device: str
     """Run the missing pipeline stages (SFT -> reward model -> PPO on the task reward and/or the
     reward model; the quick suite's per-task choice in :data:`QUICK_STAGES`) for every task; return
     each task's pipeline report (stage times and peak memory)."""
-    from agents.pipeline import PipelineConfig, run_pipeline
+    from agents.pipeline import run_pipeline
+
+    return [{"env": env, **run_pipeline(_pipeline_config(env, preset, model, device, precision, progress))}
+            for env in envs]
+
+
+def _pipeline_config(env: str, preset: str, model: str, device: str = "auto", precision: str = "auto",
+                     progress: bool = True) -> Any:
+    """The :class:`agents.pipeline.PipelineConfig` that makes a suite's checkpoints for ``env``."""
+    from agents.pipeline import PipelineConfig
 
     stages = QUICK_STAGES if preset == "quick" else {}
-    return [{"env": env, **run_pipeline(PipelineConfig(
-        env=env, model=model, preset=preset, out=PIPELINE.format(task=env), device=device,
-        precision=precision, progress=progress, **stages.get(env, {})))}  # type: ignore[arg-type]
-        for env in envs]
+    return PipelineConfig(env=env, model=model, preset=preset, out=PIPELINE.format(task=env), device=device,
+                          precision=precision, progress=progress, **stages.get(env, {}))  # type: ignore[arg-type]
 
 
-def missing_checkpoints(cfg: SuiteConfig) -> list[tuple[str, str, str]]:
+def _outdated(cfg: SuiteConfig, preset: str, env: str, memo: dict[str, dict[str, list[str]]]) -> dict[str, list[str]]:
+    """The finished stages of ``env``'s suite pipeline that it would rebuild (built with other settings)."""
+    from agents.pipeline import outdated_stages
+
+    if env not in memo:
+        memo[env] = {}
+        if Path(PIPELINE.format(task=env)).is_dir():
+            memo[env] = outdated_stages(_pipeline_config(env, preset, cfg.model, cfg.device, cfg.precision))
+            for stage, changes in memo[env].items():
+                logger.warning("%s on %s was built with other settings than the suite's (%s)", stage, env,
+                               "; ".join(changes[:3]))
+    return memo[env]
+
+
+def missing_checkpoints(cfg: SuiteConfig, preset: str | None = None) -> list[tuple[str, str, str]]:
     """``(policy, task, path)`` of each suite checkpoint (under ``runs/pipeline/``) that the run
-    would evaluate and that is not there yet."""
+    would evaluate and that is not there yet, or (given the suite's ``preset``) was built with
+    other settings than the suite's pipeline would use now."""
     from evals.generate import parse_policy
     from textenv.io import is_complete
+
+    memo: dict[str, dict[str, list[str]]] = {}
+
+    def missing(env: str, path: str) -> bool:
+        return not is_complete(path) or (preset is not None and Path(path).name in _outdated(cfg, preset, env, memo))
 
     out = []
     skip = skipped(cfg)
@@ -177,12 +204,12 @@ def missing_checkpoints(cfg: SuiteConfig) -> list[tuple[str, str, str]]:
             path = spec.path.format(task=env)
             if (spec.name, env) not in skip:
                 uses.add(env)
-                if not is_complete(path):
+                if missing(env, path):
                     out.append((spec.name, env, path))
     root = PIPELINE.split("{task}")[0]
     for item in cfg.reward_models:  # the suite's reward models (rm_score, best-of-n) come from the pipeline too
         env, _, path = item.partition("=")
-        if env in uses and path.startswith(root) and not is_complete(path):
+        if env in uses and path.startswith(root) and missing(env, path):
             out.append(("reward_model", env, path))
     return out
 
@@ -327,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     if args.make and args.no_make:
         raise ValueError("--make and --no-make contradict each other")
-    missing = missing_checkpoints(cfg)
+    missing = missing_checkpoints(cfg, suite.preset)
     # a run that names its own checkpoints (--policy) never trains the suite's unless --make asks
     train = bool(missing) and not args.no_make and (args.make or not args.policy) and cfg.model == DEFAULT_MODEL
     trained: list[dict] = []
@@ -343,7 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     elif missing:
         why = ("--no-make" if args.no_make else "--policy given (add --make to train it)" if args.policy
                else f"the suite trains them for {DEFAULT_MODEL} only")
-        left_out = [f"not evaluated: {p} on {t} ({path} not made: {why})" for p, t, path in missing]
+        left_out = [f"not evaluated: {p} on {t} ({path} not made, or made with other settings: {why})"
+                    for p, t, path in missing]
         for line in left_out:
             logger.warning(line)
         not_made = {(p, t) for p, t, _ in missing}

@@ -367,3 +367,34 @@ def test_tasks_take_a_users_module_env_id(tmp_path, monkeypatch):
     for bad, match in (("no_such_module:X-v0", "cannot import 'no_such_module'"), ("Nope-v0", "module:Env-vN")):
         with pytest.raises(ValueError, match=match):
             check_config(_cfg(envs=(bad,)))
+
+
+def test_a_suite_checkpoint_built_with_other_settings_counts_as_missing(tmp_path, monkeypatch, caplog):
+    """The eval suite used to evaluate any finished folder under runs/pipeline/, whatever settings
+    built it; now it asks the pipeline, which rebuilds a stage whose recorded recipe differs."""
+    import json
+
+    from agents import pipeline
+    from evals import run
+    from evals.suite import SuiteConfig
+    from textenv.io import atomic_dir
+
+    def fake(stage, out):
+        with atomic_dir(out) as tmp:
+            (tmp / "w.txt").write_text("x")
+        return {}
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(pipeline, "_train_stage", fake)
+    pipeline.run_pipeline(run._pipeline_config("TextCount-v0", "tiny", "tiny"))
+    root = run.PIPELINE.format(task="TextCount-v0")
+    cfg = SuiteConfig(envs=("TextCount-v0",), model="tiny", policies=(f"sft={run.PIPELINE}/sft",
+                                                                      f"ppo-task={run.PIPELINE}/ppo_task"))
+    assert run.missing_checkpoints(cfg, "tiny") == []
+    recipes = json.loads((tmp_path / root / "stages.json").read_text())
+    recipes["sft"]["config"]["seed"] = 7  # as if an older pipeline had trained SFT on another seed
+    (tmp_path / root / "stages.json").write_text(json.dumps(recipes))
+    assert run.missing_checkpoints(cfg, "tiny") == [("sft", "TextCount-v0", f"{root}/sft"),
+                                                     ("ppo-task", "TextCount-v0", f"{root}/ppo_task")]
+    assert "config.seed: 7 -> 0" in caplog.text
+    assert run.missing_checkpoints(cfg) == []  # without the suite's preset: finished folders only
