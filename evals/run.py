@@ -39,6 +39,7 @@ from typing import Literal
 from agents.distributed import Dist
 from agents.tracking import StageMemory, peak_rss_gb
 from evals.generate import Decoding, Generation
+from evals.report import collect_run_info, leaderboard_paths, write_leaderboard
 from evals.suite import (
     Failure,
     SuiteConfig,
@@ -319,14 +320,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_config(RunConfig, argv,
                         description="Leaderboards comparing base, SFT, reward-model best-of-n and PPO policies.")
     suite = SUITES[args.suite]
+    if args.make and args.no_make:
+        raise ValueError("--make and --no-make contradict each other: pass one of them")
+    leaderboard_paths(args.out, args.name or args.suite)  # an unwritable output fails now, not after the run
     cfg = suite_config(args)
     check_config(cfg)
     resolve_device(cfg.device)
     dist = Dist()  # one process unless launched with accelerate
     is_main = dist.is_main
     start = time.perf_counter()
-    if args.make and args.no_make:
-        raise ValueError("--make and --no-make contradict each other")
     missing = missing_checkpoints(cfg)
     # a run that names its own checkpoints (--policy) never trains the suite's unless --make asks
     train = bool(missing) and not args.no_make and (args.make or not args.policy) and cfg.model == DEFAULT_MODEL
@@ -375,8 +377,6 @@ def main(argv: list[str] | None = None) -> int:
     kept = kept_start_notes(cfg.policies, cfg.envs)
     for (policy, env) in kept:
         df.loc[(df["policy"] == policy) & (df["task"] == env), "policy"] = f"{policy} (= sft)"
-    from evals.report import collect_run_info, write_leaderboard
-
     eval_secs = time.perf_counter() - start - train_secs
     peak = peak_rss_gb()
     timing = [f"wall time {(train_secs + eval_secs) / 60:.1f} min (training {train_secs:.0f} s, evaluation "

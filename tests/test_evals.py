@@ -367,3 +367,43 @@ def test_tasks_take_a_users_module_env_id(tmp_path, monkeypatch):
     for bad, match in (("no_such_module:X-v0", "cannot import 'no_such_module'"), ("Nope-v0", "module:Env-vN")):
         with pytest.raises(ValueError, match=match):
             check_config(_cfg(envs=(bad,)))
+
+
+EV = ["--envs", "TextCount-v0", "--model", "tiny", "--only", "--policy", "random", "--limit", "4", "--metrics",
+      "reward", "length", "--no-progress"]
+
+
+def _fails_before_any_work(argv, monkeypatch, capsys) -> str:
+    """Run ``evals.run`` as the command does; return its one-line error after checking the exit code
+    is 2 and that nothing was trained or generated first."""
+    from evals import run
+    from textenv.cli import cli
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("training or evaluation started before the arguments were checked")
+
+    monkeypatch.setattr(run, "generate_all", no_work)
+    monkeypatch.setattr(run, "make_checkpoints", no_work)
+    with pytest.raises(SystemExit) as exit_:
+        cli(run.main, argv)
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and err.startswith("error: ") and "\n" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--out", "{tmp}/a_file"], "a_file is a file, not a folder"),
+    (["--out", "{tmp}/a_file/sub"], "a_file is a file, not a folder"),
+    (["--out", "{tmp}", "--name", "../x"], "holds a path separator"),
+    (["--out", "{tmp}", "--name", ".hidden"], "starts with '.'"),
+    (["--out", "{tmp}", "--name", "two\nlines"], "holds a control character"),
+    (["--out", "{tmp}", "--name", "x" * 201], "longer than 200 bytes"),
+    (["--out", "{tmp}", "--name", "lb"], "lb.png exists and is a folder"),
+])
+def test_an_unwritable_leaderboard_fails_before_the_evaluation(tmp_path, monkeypatch, capsys, flags, expected):
+    """``--out <a file>`` and ``--name ../x`` used to fail only after the whole evaluation."""
+    (tmp_path / "a_file").write_text("mine")
+    (tmp_path / "lb.png").mkdir()
+    err = _fails_before_any_work([*EV, *(f.replace("{tmp}", str(tmp_path)) for f in flags)], monkeypatch, capsys)
+    assert expected in err and ("--out" in err or "--name" in err or "remove it" in err), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "lb.png"]  # nothing made
