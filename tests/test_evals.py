@@ -407,3 +407,15 @@ def test_an_unwritable_leaderboard_fails_before_the_evaluation(tmp_path, monkeyp
     err = _fails_before_any_work([*EV, *(f.replace("{tmp}", str(tmp_path)) for f in flags)], monkeypatch, capsys)
     assert expected in err and ("--out" in err or "--name" in err or "remove it" in err), err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "lb.png"]  # nothing made
+
+
+@pytest.mark.parametrize("name", ["two\nlines", "a\rb", "tab\there", "esc\x1b[1m", "a\u2028b", "rtl\u202eb",
+                                  "back\\slash", " padded"])
+def test_policy_names_that_break_the_table_are_refused_when_parsed(tmp_path, monkeypatch, capsys, name):
+    """A ``--policy`` name with a newline used to split its leaderboard row in two, after the run."""
+    from evals.suite import check_config
+
+    err = _fails_before_any_work([*EV, "--out", str(tmp_path), "--policy", f"{name}=tiny"], monkeypatch, capsys)
+    assert "bad policy name" in err and "--policy NAME=PATH" in err, err
+    assert list(tmp_path.iterdir()) == []
+    check_config(_cfg(policies=("a|b=tiny", "ppo (v2)=tiny")))  # a '|' is escaped in the table: allowed
