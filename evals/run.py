@@ -394,12 +394,12 @@ def main(argv: list[str] | None = None) -> int:
                                if t in cfg.envs and any(x.partition("=")[0] == p for x in cfg.policies)
                                and (p, t) not in not_made]
                             + left_out
-                            + [f"not evaluated: policy {f.policy} on {f.task} ({f.message})" for f in failures])
+                            + [f"not evaluated: policy {f.policy} on {f.env} ({f.message})" for f in failures])
     paths = write_leaderboard(df, args.out, args.name or args.suite, info)
     secs = time.perf_counter() - start
     print(f"wrote {', '.join(str(p) for p in paths.values())} in {secs:.0f} s")
     for f in failures:
-        print(f"failed: policy {f.policy!r} on {f.task}: {f.message}", file=sys.stderr)
+        print(f"failed: policy {f.policy!r} on {f.env}: {f.message}", file=sys.stderr)
     return 1 if failures else 0  # the table (its header names what is missing) is written either way
 
 

@@ -419,3 +419,15 @@ def test_policy_names_that_break_the_table_are_refused_when_parsed(tmp_path, mon
     assert "bad policy name" in err and "--policy NAME=PATH" in err, err
     assert list(tmp_path.iterdir()) == []
     check_config(_cfg(policies=("a|b=tiny", "ppo (v2)=tiny")))  # a '|' is escaped in the table: allowed
+
+
+def test_a_failing_policy_is_named_and_the_other_rows_are_written(tmp_path, capsys):
+    """A policy that fails (a missing checkpoint) used to crash the run when it reported the failure
+    (``Failure.task`` had become ``Failure.env``), losing the table."""
+    from evals import run
+
+    code = run.main([*EV, "--policy", f"gone={tmp_path / 'nope'}", "--out", str(tmp_path / "lb"), "--name", "lb"])
+    assert code == 1
+    assert set(read_leaderboard_csv(tmp_path / "lb" / "lb.csv").policy) == {"random"}
+    assert "not evaluated: policy gone on TextCount-v0" in (tmp_path / "lb" / "lb.md").read_text()
+    assert "failed: policy 'gone' on TextCount-v0" in capsys.readouterr().err
