@@ -119,12 +119,13 @@ def _locked(folder: Path) -> Iterator[None]:
     their renames (nor sweep each other's temporary files); best effort where flock is missing."""
     try:
         import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
+
+        fd = os.open(folder, os.O_RDONLY)
+    except (ImportError, OSError):  # not POSIX, or an unreadable folder: unserialised, as atomic_write is
         yield
         return
-    fd = os.open(folder, os.O_RDONLY)
     try:
-        with contextlib.suppress(OSError):  # a filesystem without flock: unserialised, as atomic_write is
+        with contextlib.suppress(OSError):  # a filesystem without flock
             fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
