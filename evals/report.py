@@ -15,6 +15,7 @@ import math
 import os
 import platform
 import subprocess
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -25,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from evals.metrics import UNRANKED, pass_k_of
-from textenv.io import atomic_write
+from textenv.io import atomic_write_group, ensure_file_replaceable
 
 # "task" holds the env id: the leaderboard CSV schema, which committed tables and their readers share
 COLUMNS = ["policy", "task", "metric", "value", "ci_low", "ci_high", "n", "higher_is_better"]
@@ -36,6 +37,10 @@ _VERSIONED = ("torch", "transformers", "gymnasium", "evaluate", "textenv")
 HEADLINE_METRICS = ("reward", "rougeL", "length")
 """Plotted by default: the numbers a reader compares first (length, so a reward won by shortening
 or lengthening replies shows); everything else is in the tables."""
+
+EXTENSIONS = ("csv", "md", "png")
+"""The files of one leaderboard, ``<name>.<ext>`` each."""
+_MAX_NAME_BYTES = 200  # leaves room for the hidden ".<name>.png.tmp-XXXXXXXX" within a 255-byte file name
 
 _ORDER = ("base", "sft", "rm", "vote", "ppo-task", "ppo-rm")
 _BASELINES = ("random", "reference")
@@ -411,27 +416,62 @@ def plot_leaderboard(df: pd.DataFrame, path: str | os.PathLike[str],
     return panels
 
 
+def has_control_characters(text: str) -> bool:
+    """True when ``text`` holds a character that breaks a line or a table row where it is shown:
+    control and format characters (newline, tab, escape, bidi overrides), line and paragraph
+    separators."""
+    return any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp") for c in text)
+
+
+def check_leaderboard_name(name: str) -> str:
+    """``name`` when it can be a leaderboard's file stem: a plain file name (no folder, not hidden,
+    no control characters, at most 200 bytes); otherwise a one-line error saying what to pass."""
+    why = ("is empty" if not name
+           else "holds a path separator" if os.sep in name or (os.altsep and os.altsep in name)
+           else "starts with '.' (hidden, or a folder)" if name.startswith(".")
+           else "holds a control character" if has_control_characters(name)
+           else f"is longer than {_MAX_NAME_BYTES} bytes" if len(os.fsencode(name)) > _MAX_NAME_BYTES
+           else None)
+    if why:
+        raise ValueError(f"leaderboard name {name!r} {why}: pass a plain file name such as 'quick' (--name), and "
+                         "the folder as --out")
+    return name
+
+
+def leaderboard_paths(directory: str | os.PathLike[str], name: str) -> dict[str, Path]:
+    """The files ``write_leaderboard(df, directory, name, ...)`` writes, by extension, once checked
+    that it can: a valid name (:func:`check_leaderboard_name`), ``directory`` a folder or creatable
+    (no file on its path) and writable, each target absent or a regular file. Call it before the
+    evaluation, so that an unwritable output fails in a second, not after the run."""
+    check_leaderboard_name(name)
+    out = Path(directory)
+    existing = out.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(f"leaderboard folder {out} cannot be made: {existing} is a file, not a folder; "
+                                 "choose another folder (--out)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"leaderboard folder {out}: {existing} is not writable; choose another folder (--out)")
+    return {ext: ensure_file_replaceable(out / f"{name}.{ext}") for ext in EXTENSIONS}
+
+
 def write_leaderboard(df: pd.DataFrame, directory: str | os.PathLike[str], suite: str,
                       info: RunInfo) -> dict[str, Path]:
     """Write ``<suite>.csv``, ``.md`` and ``.png`` into ``directory``, all or nothing.
 
-    All three are rendered in memory first and written only once every render succeeded, each by
-    :func:`textenv.io.atomic_write` (temp file, fsync, rename): on a failed render the previous
-    leaderboard is untouched. Leaderboards are committed and read by other tools, so a CSV that
-    disagrees with its Markdown is worse than a stale pair; only a kill between two of the three
-    replaces could mix old and new files.
+    The targets are checked first (:func:`leaderboard_paths`), all three are rendered in memory,
+    then replaced together by :func:`textenv.io.atomic_write_group`: a failed render, a full disk
+    or a folder in place of one of them leaves the previous three as they were, and no temporary
+    file behind. Leaderboards are committed and read by other tools, so a CSV that disagrees with
+    its Markdown is worse than a stale pair.
     """
-    if not suite or os.sep in suite or suite.startswith(".") or (os.altsep and os.altsep in suite):
-        raise ValueError(f"suite must be a plain file stem, got {suite!r}")
+    final = leaderboard_paths(directory, suite)
     if info.suite != suite:
         raise ValueError(f"info.suite {info.suite!r} does not match suite {suite!r}")
     df = make_frame(df.to_dict("records"))
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    final = {ext: out / f"{suite}.{ext}" for ext in ("csv", "md", "png")}
     png = io.BytesIO()  # everything is rendered before the first file is replaced
     plot_leaderboard(df, png)
     rendered = {"csv": df.to_csv(index=False), "md": to_markdown(df, info), "png": png.getvalue()}
-    for ext, data in rendered.items():
-        atomic_write(final[ext], data)
+    atomic_write_group({final[ext]: rendered[ext] for ext in EXTENSIONS})
     return final

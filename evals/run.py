@@ -39,6 +39,7 @@ from typing import Any, Literal
 from agents.distributed import Dist
 from agents.tracking import StageMemory, peak_rss_gb
 from evals.generate import Decoding, Generation
+from evals.report import collect_run_info, leaderboard_paths, write_leaderboard
 from evals.suite import (
     Failure,
     SuiteConfig,
@@ -346,14 +347,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_config(RunConfig, argv,
                         description="Leaderboards comparing base, SFT, reward-model best-of-n and PPO policies.")
     suite = SUITES[args.suite]
+    if args.make and args.no_make:
+        raise ValueError("--make and --no-make contradict each other: pass one of them")
+    leaderboard_paths(args.out, args.name or args.suite)  # an unwritable output fails now, not after the run
     cfg = suite_config(args)
     check_config(cfg)
     resolve_device(cfg.device)
     dist = Dist()  # one process unless launched with accelerate
     is_main = dist.is_main
     start = time.perf_counter()
-    if args.make and args.no_make:
-        raise ValueError("--make and --no-make contradict each other")
     missing = missing_checkpoints(cfg, suite.preset)
     # a run that names its own checkpoints (--policy) never trains the suite's unless --make asks
     train = bool(missing) and not args.no_make and (args.make or not args.policy) and cfg.model == DEFAULT_MODEL
@@ -403,8 +405,6 @@ def main(argv: list[str] | None = None) -> int:
     kept = kept_start_notes(cfg.policies, cfg.envs)
     for (policy, env) in kept:
         df.loc[(df["policy"] == policy) & (df["task"] == env), "policy"] = f"{policy} (= sft)"
-    from evals.report import collect_run_info, write_leaderboard
-
     eval_secs = time.perf_counter() - start - train_secs
     peak = peak_rss_gb()
     timing = [f"wall time {(train_secs + eval_secs) / 60:.1f} min (training {train_secs:.0f} s, evaluation "
@@ -422,12 +422,12 @@ def main(argv: list[str] | None = None) -> int:
                                if t in cfg.envs and any(x.partition("=")[0] == p for x in cfg.policies)
                                and (p, t) not in not_made]
                             + left_out
-                            + [f"not evaluated: policy {f.policy} on {f.task} ({f.message})" for f in failures])
+                            + [f"not evaluated: policy {f.policy} on {f.env} ({f.message})" for f in failures])
     paths = write_leaderboard(df, args.out, args.name or args.suite, info)
     secs = time.perf_counter() - start
     print(f"wrote {', '.join(str(p) for p in paths.values())} in {secs:.0f} s")
     for f in failures:
-        print(f"failed: policy {f.policy!r} on {f.task}: {f.message}", file=sys.stderr)
+        print(f"failed: policy {f.policy!r} on {f.env}: {f.message}", file=sys.stderr)
     return 1 if failures else 0  # the table (its header names what is missing) is written either way
 
 

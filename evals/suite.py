@@ -65,11 +65,11 @@ from evals.metrics import (
     per_prompt_means,
     win_rate_values,
 )
-from evals.report import make_frame
+from evals.report import has_control_characters, make_frame
 from textenv.context import RunContext
 from textenv.models import DEFAULT_MODEL
 
-__all__ = ["Failure", "SuiteConfig", "evaluate_suite", "generate_all", "score_generations"]
+__all__ = ["Failure", "SuiteConfig", "check_policy_name", "evaluate_suite", "generate_all", "score_generations"]
 
 logger = logging.getLogger(__name__)
 
@@ -143,8 +143,23 @@ def skipped(cfg: SuiteConfig) -> set[tuple[str, str]]:
     return pairs
 
 
+def check_policy_name(name: str) -> str:
+    """``name`` when it can head a leaderboard row; a name with a control character (a newline, a
+    tab), a backslash (it would unescape the ``\\|`` that keeps a ``|`` inside its cell) or leading
+    or trailing spaces (Markdown drops them, so two rows would read alike) is refused when the
+    flags are parsed, not when the table is written after the run."""
+    why = ("holds a control character (a newline breaks the Markdown table)" if has_control_characters(name)
+           else "holds a backslash (Markdown drops it or splits the cell at a following |)" if "\\" in name
+           else "starts or ends with a space" if name != name.strip()
+           else None)
+    if why:
+        raise ValueError(f"bad policy name {name!r}: it {why}; name it with letters, digits, '-' or '_' "
+                         "(--policy NAME=PATH)")
+    return name
+
+
 def check_config(cfg: SuiteConfig) -> list[PolicySpec]:
-    """Fail early on what can be checked without a model: unknown tasks, metrics, policy syntax."""
+    """Fail early on what can be checked without a model: unknown tasks, metrics, policy syntax and names."""
     from textenv.tasks import env_spec
 
     for env in cfg.envs:
@@ -160,7 +175,7 @@ def check_config(cfg: SuiteConfig) -> list[PolicySpec]:
     env_limits(cfg)
     skipped(cfg)
     specs = [parse_policy(p) for p in cfg.policies]
-    names = [s.name for s in specs]
+    names = [check_policy_name(s.name) for s in specs]
     if len(set(names)) != len(names):
         raise ValueError(f"policy names must be unique, got {names}")
     if cfg.limit is not None and cfg.limit < 1:

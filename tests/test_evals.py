@@ -398,3 +398,67 @@ def test_a_suite_checkpoint_built_with_other_settings_counts_as_missing(tmp_path
                                                      ("ppo-task", "TextCount-v0", f"{root}/ppo_task")]
     assert "config.seed: 7 -> 0" in caplog.text
     assert run.missing_checkpoints(cfg) == []  # without the suite's preset: finished folders only
+
+
+EV = ["--envs", "TextCount-v0", "--model", "tiny", "--only", "--policy", "random", "--limit", "4", "--metrics",
+      "reward", "length", "--no-progress"]
+
+
+def _fails_before_any_work(argv, monkeypatch, capsys) -> str:
+    """Run ``evals.run`` as the command does; return its one-line error after checking the exit code
+    is 2 and that nothing was trained or generated first."""
+    from evals import run
+    from textenv.cli import cli
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("training or evaluation started before the arguments were checked")
+
+    monkeypatch.setattr(run, "generate_all", no_work)
+    monkeypatch.setattr(run, "make_checkpoints", no_work)
+    with pytest.raises(SystemExit) as exit_:
+        cli(run.main, argv)
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and err.startswith("error: ") and "\n" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--out", "{tmp}/a_file"], "a_file is a file, not a folder"),
+    (["--out", "{tmp}/a_file/sub"], "a_file is a file, not a folder"),
+    (["--out", "{tmp}", "--name", "../x"], "holds a path separator"),
+    (["--out", "{tmp}", "--name", ".hidden"], "starts with '.'"),
+    (["--out", "{tmp}", "--name", "two\nlines"], "holds a control character"),
+    (["--out", "{tmp}", "--name", "x" * 201], "longer than 200 bytes"),
+    (["--out", "{tmp}", "--name", "lb"], "lb.png exists and is a folder"),
+])
+def test_an_unwritable_leaderboard_fails_before_the_evaluation(tmp_path, monkeypatch, capsys, flags, expected):
+    """``--out <a file>`` and ``--name ../x`` used to fail only after the whole evaluation."""
+    (tmp_path / "a_file").write_text("mine")
+    (tmp_path / "lb.png").mkdir()
+    err = _fails_before_any_work([*EV, *(f.replace("{tmp}", str(tmp_path)) for f in flags)], monkeypatch, capsys)
+    assert expected in err and ("--out" in err or "--name" in err or "remove it" in err), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "lb.png"]  # nothing made
+
+
+@pytest.mark.parametrize("name", ["two\nlines", "a\rb", "tab\there", "esc\x1b[1m", "a\u2028b", "rtl\u202eb",
+                                  "back\\slash", " padded"])
+def test_policy_names_that_break_the_table_are_refused_when_parsed(tmp_path, monkeypatch, capsys, name):
+    """A ``--policy`` name with a newline used to split its leaderboard row in two, after the run."""
+    from evals.suite import check_config
+
+    err = _fails_before_any_work([*EV, "--out", str(tmp_path), "--policy", f"{name}=tiny"], monkeypatch, capsys)
+    assert "bad policy name" in err and "--policy NAME=PATH" in err, err
+    assert list(tmp_path.iterdir()) == []
+    check_config(_cfg(policies=("a|b=tiny", "ppo (v2)=tiny")))  # a '|' is escaped in the table: allowed
+
+
+def test_a_failing_policy_is_named_and_the_other_rows_are_written(tmp_path, capsys):
+    """A policy that fails (a missing checkpoint) used to crash the run when it reported the failure
+    (``Failure.task`` had become ``Failure.env``), losing the table."""
+    from evals import run
+
+    code = run.main([*EV, "--policy", f"gone={tmp_path / 'nope'}", "--out", str(tmp_path / "lb"), "--name", "lb"])
+    assert code == 1
+    assert set(read_leaderboard_csv(tmp_path / "lb" / "lb.csv").policy) == {"random"}
+    assert "not evaluated: policy gone on TextCount-v0" in (tmp_path / "lb" / "lb.md").read_text()
+    assert "failed: policy 'gone' on TextCount-v0" in capsys.readouterr().err

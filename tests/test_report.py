@@ -1,7 +1,9 @@
 """Leaderboard schema, rendering and the all-or-nothing write. Fast: no model, no git, tiny plots."""
 
+import errno
 import math
 import os
+import tempfile
 
 import pandas as pd
 import pytest
@@ -204,8 +206,81 @@ def test_write_leaderboard_failure_leaves_old_files(rows, info, tmp_path, monkey
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # untouched, no temp files
 
 
+def _replace_attempt(rows, info, tmp_path):
+    """Write a leaderboard, then return its bytes and a frame whose rendering differs in all three files."""
+    write_leaderboard(make_frame(rows), tmp_path, "smoke", info)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    return before, make_frame([*rows[:-1], row("base", "count", "reward", 0.75, 0.5, 0.9, n=12)])
+
+
+def test_write_leaderboard_on_a_full_disk_keeps_the_old_three(rows, info, tmp_path, monkeypatch):
+    """The PNG (written third) hits a full disk: its temporary file's writes go to /dev/full, whose
+    writes fail with ENOSPC as a full disk's do. The CSV and Markdown used to be replaced already."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("needs /dev/full")
+    before, changed = _replace_attempt(rows, info, tmp_path)
+    real_mkstemp = tempfile.mkstemp
+
+    def full_disk_for_the_png(*args, **kwargs):
+        fd, path = real_mkstemp(*args, **kwargs)
+        if ".png" in kwargs.get("prefix", ""):
+            full = os.open("/dev/full", os.O_WRONLY)
+            os.dup2(full, fd)
+            os.close(full)
+        return fd, path
+
+    monkeypatch.setattr(tempfile, "mkstemp", full_disk_for_the_png)
+    with pytest.raises(OSError) as raised:
+        write_leaderboard(changed, tmp_path, "smoke", info)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # byte-identical, no temp files
+    assert raised.value.errno == errno.ENOSPC
+    assert "smoke.png" in str(raised.value) and "left as they were: free some space" in str(raised.value)
+
+
+def test_write_leaderboard_refuses_a_folder_in_place_of_a_file_before_writing(rows, info, tmp_path):
+    before, changed = _replace_attempt(rows, info, tmp_path)
+    (tmp_path / "smoke.png").unlink()
+    (tmp_path / "smoke.png").mkdir()
+    del before["smoke.png"]
+    with pytest.raises(IsADirectoryError) as raised:
+        write_leaderboard(changed, tmp_path, "smoke", info)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["smoke.csv", "smoke.md", "smoke.png"]
+    assert "smoke.png exists and is a folder" in str(raised.value) and "remove it" in str(raised.value)
+
+
+def test_write_leaderboard_puts_the_old_files_back_when_a_rename_fails(rows, info, tmp_path, monkeypatch):
+    """The third rename fails after two files were replaced: the first two are put back (the one
+    that did not exist before is removed again)."""
+    before, changed = _replace_attempt(rows, info, tmp_path)
+    (tmp_path / "smoke.md").unlink()
+    del before["smoke.md"]
+    real_replace = os.replace
+
+    def png_rename_fails(src, dst):
+        if str(dst).endswith("smoke.png") and ".tmp-" in str(src):
+            raise OSError(errno.EIO, "Input/output error")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", png_rename_fails)
+    with pytest.raises(OSError) as raised:
+        write_leaderboard(changed, tmp_path, "smoke", info)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no backups or temp files left
+    assert "were put back" in str(raised.value)
+
+
+def test_write_leaderboard_sweeps_the_temporary_files_of_killed_writes(rows, info, tmp_path):
+    write_leaderboard(make_frame(rows), tmp_path, "smoke", info)
+    stale = [tmp_path / ".smoke.csv.tmp-k1ll3d", tmp_path / ".smoke.png.tmp-x", tmp_path / ".smoke.md.old-4242"]
+    for path in stale:
+        path.write_bytes(b"half")
+    (tmp_path / ".other.csv.tmp-x").write_bytes(b"not ours")
+    write_leaderboard(make_frame(rows), tmp_path, "smoke", info)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.csv.tmp-x", "smoke.csv", "smoke.md", "smoke.png"]
+
+
 def test_write_leaderboard_rejects_bad_suite(rows, info, tmp_path):
-    with pytest.raises(ValueError, match="suite"):
+    with pytest.raises(ValueError, match="path separator"):
         write_leaderboard(make_frame(rows), tmp_path, "../smoke", info)
     with pytest.raises(ValueError, match="other"):
         write_leaderboard(make_frame(rows), tmp_path, "other", info)

@@ -6,6 +6,10 @@ rename itself survives a power cut: a reader (or a run killed at any point) sees
 the new one, never a half-written file. A folder also gets a ``COMPLETE`` marker, written last,
 that every loader requires.
 
+Several files that belong together (a leaderboard's CSV, Markdown and PNG) are replaced by
+:func:`atomic_write_group`: every new file is written and synced before the first rename, and a
+rename that fails puts the previous versions back, so they change together or not at all.
+
 Replacing an existing folder takes two renames (``target`` out, the new one in); a kill between
 them leaves no ``target`` but a complete hidden copy, which :func:`recover_dir` puts back (the next
 write or load does it). Temporary folders of killed writes are removed by :func:`remove_stale`.
@@ -24,16 +28,18 @@ write or load does it). Temporary folders of killed writes are removed by :func:
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO
 
-__all__ = ["MARKER", "FolderLock", "atomic_dir", "atomic_open", "atomic_write", "check_output_dir",
-           "ensure_replaceable", "is_complete", "recover_dir", "refuse_symlinks", "remove_stale", "require_complete"]
+__all__ = ["MARKER", "FolderLock", "atomic_dir", "atomic_open", "atomic_write", "atomic_write_group",
+           "check_output_dir", "ensure_file_replaceable", "ensure_replaceable", "is_complete", "recover_dir",
+           "refuse_symlinks", "remove_stale", "require_complete"]
 
 MARKER = "COMPLETE"
 _TMP = ".tmp-"  # hidden temporary siblings: .<name>.tmp-XXXX
@@ -93,6 +99,126 @@ def atomic_write(path: str | Path, data: str | bytes) -> None:
     """Replace ``path`` with ``data`` (text is UTF-8) atomically."""
     with atomic_open(path, "wb") as f:
         f.write(data.encode("utf-8") if isinstance(data, str) else data)
+
+
+def ensure_file_replaceable(path: str | Path) -> Path:
+    """``path`` as a :class:`Path` when a file may be written there: absent or a regular file (a link
+    to one). Otherwise (a folder, a device) a one-line error; call it before any work so that a long
+    run does not fail at its last step."""
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        kind = "a folder" if path.is_dir() else "not a regular file"
+        raise (IsADirectoryError if path.is_dir() else FileExistsError)(
+            f"{path} exists and is {kind}; refusing to replace it: remove it or choose another name")
+    return path
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """Hold :class:`FolderLock` on ``folder`` (waiting for it) so that two group writes into it never
+    interleave their renames (nor sweep each other's temporary files); best effort where the folder
+    cannot be opened or locked."""
+    try:
+        lock = FolderLock(folder, wait=True)
+    except OSError:  # an unreadable folder, a filesystem without flock: unserialised, as atomic_write is
+        lock = None
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _write_synced(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd``, sync and close it."""
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _swap_in(tmps: Mapping[Path, Path]) -> None:
+    """Rename each temporary file over its target, keeping each previous version as a hidden hard
+    link (``.<name>.old-<pid>``) until all renames succeeded; a failed rename puts them back."""
+    done: list[tuple[Path, Path | None]] = []  # (target, its previous version) of each rename made
+    backups: list[Path] = []
+    try:
+        for target, tmp in tmps.items():
+            backup = None
+            if target.exists():
+                backup = target.with_name(f".{target.name}{_OLD}{os.getpid()}")
+                backup.unlink(missing_ok=True)
+                backups.append(backup)
+                try:
+                    os.link(target, backup)
+                except OSError:  # a filesystem without hard links
+                    shutil.copy2(target, backup)
+            try:
+                os.replace(tmp, target)
+            except OSError as exc:
+                raise OSError(exc.errno, f"replacing {target} failed ({exc.strerror or exc}); "
+                              f"{', '.join(t.name for t in tmps)} were put back as they were") from exc
+            done.append((target, backup))
+    except BaseException as exc:
+        for target, backup in reversed(done):
+            try:
+                if backup is None:
+                    target.unlink()  # it did not exist before
+                else:
+                    os.replace(backup, target)
+            except OSError as undo:
+                exc.add_note(f"could not put back {target} ({undo})"
+                             + (f"; its previous version is {backup}" if backup else ""))
+                if backup is not None:
+                    backups.remove(backup)  # kept for the user to restore
+        raise
+    finally:
+        for backup in backups:
+            backup.unlink(missing_ok=True)
+        _fsync_dir(next(iter(tmps)).parent)
+
+
+def atomic_write_group(files: Mapping[str | Path, str | bytes]) -> None:
+    """Replace several files of one folder together (text is UTF-8): all or none change.
+
+    Before any target changes: every target is checked (absent or a regular file), the hidden
+    temporary and backup files of killed earlier writes are removed, and every new file is written
+    and synced beside its target; a failed write (a full disk) removes the temporary files and
+    leaves every target as it was. Then each is renamed into place; if a rename fails, the previous
+    versions (kept as hidden links until the last rename) are put back. Only a kill during the
+    renames themselves (microseconds) can leave some targets new and others old. Writers of one
+    folder are serialised by a lock on it.
+    """
+    targets = {Path(p): d.encode("utf-8") if isinstance(d, str) else d for p, d in files.items()}
+    folders = {t.parent for t in targets}
+    if len(folders) != 1:
+        raise ValueError(f"atomic_write_group writes into one folder, got {sorted(map(str, folders))}")
+    for target in targets:
+        ensure_file_replaceable(target)
+    folder = folders.pop()
+    folder.mkdir(parents=True, exist_ok=True)
+    tmps: dict[Path, Path] = {}
+    with _locked(folder):
+        for target in targets:
+            remove_stale(target)  # under the lock, any temporary file is a killed write's
+        try:
+            for target, data in targets.items():
+                try:
+                    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}{_TMP}")
+                    tmps[target] = Path(tmp)
+                    _write_synced(fd, data)
+                    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private
+                except OSError as exc:
+                    raise OSError(exc.errno, f"writing {target} failed ({exc.strerror or exc}); "
+                                  f"{', '.join(t.name for t in targets)} left as they were"
+                                  + (": free some space" if exc.errno == errno.ENOSPC else "")) from exc
+            _swap_in(tmps)
+        finally:
+            for tmp in tmps.values():
+                tmp.unlink(missing_ok=True)
 
 
 def is_complete(path: str | Path) -> bool:
@@ -219,7 +345,8 @@ class FolderLock:
     """An exclusive lock on a folder for as long as one process writes it (``flock`` on the folder
     itself, so no lock file is left behind and a killed process's lock goes with it). A second
     writer, say the same ``--resume`` started twice, gets a one-line error instead of two runs
-    interleaving their checkpoints. Where ``fcntl`` does not exist (Windows) it locks nothing.
+    interleaving their checkpoints; ``wait`` waits for the other writer instead. Where ``fcntl``
+    does not exist (Windows) it locks nothing.
 
     >>> import tempfile
     >>> folder = tempfile.mkdtemp()
@@ -231,7 +358,7 @@ class FolderLock:
     >>> lock.release(); FolderLock(folder).release()
     """
 
-    def __init__(self, folder: str | Path, what: str = "folder") -> None:
+    def __init__(self, folder: str | Path, what: str = "folder", wait: bool = False) -> None:
         self.fd: int | None = None
         try:
             import fcntl
@@ -239,9 +366,11 @@ class FolderLock:
             return
         fd = os.open(folder, os.O_RDONLY)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except OSError as exc:
             os.close(fd)
+            if not isinstance(exc, BlockingIOError):
+                raise
             raise BlockingIOError(f"{what} {folder} is in use by another writer (a run still going, perhaps the "
                                   "same command started twice): wait for it to end or use another folder") from None
         self.fd = fd
