@@ -25,6 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,8 +40,8 @@ from agents.preferences import Pair, length_matched, make_pairs, sample_pairs, t
 from agents.tracking import library_progress
 from textenv.context import ENV_HELP, EnvContext
 from textenv.devices import autocast
-from textenv.io import atomic_dir, ensure_replaceable
-from textenv.models import DEFAULT_MODEL, freeze_below, is_tiny, load_tokenizer, model_path, tiny_model
+from textenv.io import atomic_dir, check_output_dir, ensure_replaceable
+from textenv.models import DEFAULT_MODEL, freeze_below, is_tiny, load_checked, load_tokenizer, model_path, tiny_model
 
 __all__ = ["PRESETS", "RewardModelConfig", "accuracy_report", "bradley_terry_loss", "load_reward_model", "main",
            "pairwise_accuracy", "score_texts", "train_reward_model"]
@@ -60,7 +61,9 @@ def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torc
 def load_reward_model(model: str = DEFAULT_MODEL, tokenizer: Any = None, seed: int = 0):
     """``(tokenizer, AutoModelForSequenceClassification with one output)`` whose trunk is the
     causal LM ``model`` (``DEFAULT_MODEL``, "tiny" — built for ``tokenizer`` — or a local directory,
-    which may also be a saved reward model). The new score head is seeded by ``seed``."""
+    which may also be a saved reward model). The new score head is seeded by ``seed``. A directory
+    is checked as :func:`textenv.models.load_model` checks one: a trunk tensor missing from it is a
+    one-line error naming it, not a reward model trained on randomly initialised blocks."""
     from transformers import AutoModelForSequenceClassification
 
     with torch.random.fork_rng(devices=[]):
@@ -76,7 +79,9 @@ def load_reward_model(model: str = DEFAULT_MODEL, tokenizer: Any = None, seed: i
         else:
             tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model)
             path = model_path(model)
-            rm = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+            if Path(path).exists():
+                check_output_dir(path, "model")
+            rm = load_checked(AutoModelForSequenceClassification, path, new_head=True, num_labels=1)
     rm.config.pad_token_id = tokenizer.pad_token_id
     tokenizer.truncation_side = "left"  # as SequenceClassifier: keep the completion
     tokenizer.padding_side = "right"  # as SequenceClassifier: scores independent of the batch

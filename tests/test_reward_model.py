@@ -175,3 +175,54 @@ def test_classifier_reward_reads_what_the_reward_model_was_trained_on(trained):
     out, _ = trained
     assert SequenceClassifier(out).max_length == 32  # the fixture's RewardModelConfig(max_length=32)
     assert SequenceClassifier(out, max_length=64).max_length == 64
+
+
+def _tiny_sft_checkpoint(path, drop: str | None = None):
+    """A tiny SFT-style checkpoint (LM + tokenizer, COMPLETE); ``drop`` removes the tensors whose
+    names start with it from its safetensors."""
+    from safetensors.torch import load_file, save_file
+
+    from textenv.io import atomic_dir
+    from textenv.models import tiny_model
+
+    tok = task_setup("TextCount-v0", "train", "tiny").tokenizer
+    with atomic_dir(path) as tmp:
+        tiny_model(tok).save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+    if drop:
+        weights = load_file(path / "model.safetensors")
+        save_file({k: v for k, v in weights.items() if not k.startswith(drop)}, path / "model.safetensors",
+                  metadata={"format": "pt"})
+    return path
+
+
+def test_reward_model_trunk_loads_from_a_whole_sft_checkpoint(tmp_path):
+    """The new score head is the one tensor a reward model may lack; the trunk is the checkpoint's."""
+    from safetensors.torch import load_file
+
+    from agents.reward_model import load_reward_model
+
+    ck = _tiny_sft_checkpoint(tmp_path / "sft")
+    _, model = load_reward_model(str(ck), seed=3)
+    state = model.state_dict()
+    for name, tensor in load_file(ck / "model.safetensors").items():
+        torch.testing.assert_close(state[name], tensor)
+    torch.testing.assert_close(model.score.weight, load_reward_model(str(ck), seed=3)[1].score.weight)
+
+
+def test_reward_model_refuses_a_checkpoint_with_missing_blocks(tmp_path):
+    """Audit #9: the trunk came from a plain ``from_pretrained``, so a checkpoint missing a block
+    trained a reward model on random layers (exit 0). Now: the check ``agents.ppo`` makes."""
+    from agents.reward_model import load_reward_model
+
+    ck = _tiny_sft_checkpoint(tmp_path / "sft", drop="transformer.h.1.")  # a GPT-2 block: 12 tensors
+    with pytest.raises(ValueError, match=f"{ck}.*12 missing"):
+        load_reward_model(str(ck))
+    proc = subprocess.run([sys.executable, "-m", "agents.reward_model", "--model", str(ck), "--env", "TextCount-v0",
+                           "--samples-per-prompt", "0", "--limit", "8", "--eval-limit", "8", "--max-length", "32",
+                           "--device", "cpu", "--out", str(tmp_path / "rm")], capture_output=True, text=True,
+                          timeout=180)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(ck) in errors[0] and "12 missing" in errors[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and not (tmp_path / "rm").exists()
