@@ -34,13 +34,13 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 import textenv  # noqa: F401  (registers the envs)
-from agents.config import arg, cli, parse_config, resolve_device, save_config
+from agents.config import arg, cli, parse_config, prepare_out, resolve_device, save_config
 from agents.distributed import Dist
 from agents.preferences import Pair, length_matched, make_pairs, sample_pairs, task_setup
 from agents.tracking import library_progress
 from textenv.context import ENV_HELP, EnvContext
 from textenv.devices import autocast
-from textenv.io import atomic_dir, check_output_dir, ensure_replaceable
+from textenv.io import atomic_dir, check_output_dir
 from textenv.models import DEFAULT_MODEL, freeze_below, is_tiny, load_checked, load_tokenizer, model_path, tiny_model
 
 __all__ = ["PRESETS", "RewardModelConfig", "accuracy_report", "bradley_terry_loss", "load_reward_model", "main",
@@ -232,7 +232,7 @@ def train_reward_model(config: RewardModelConfig, tokenizer: Any = None) -> dict
     """
     start = time.perf_counter()
     device = resolve_device(config.device)
-    out = ensure_replaceable(config.out or f"runs/reward_model/{config.env}")
+    out = prepare_out(config.out or f"runs/reward_model/{config.env}", sweep=Dist().is_main)  # before any work
     torch.manual_seed(config.seed)
     if tokenizer is None:
         tokenizer = task_setup(config.env, "train", config.model).tokenizer

@@ -32,14 +32,14 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 import textenv  # noqa: F401  (registers the env ids)
-from agents.config import arg, cli, parse_config, resolve_device, save_config
+from agents.config import arg, cli, parse_config, prepare_out, resolve_device, save_config
 from agents.distributed import Dist, parameter_checksum
 from agents.kvcache import pad
 from agents.tracking import library_progress
 from textenv.context import ENV_HELP, EnvContext
 from textenv.core import TaskSetup
 from textenv.devices import autocast
-from textenv.io import atomic_dir, ensure_replaceable
+from textenv.io import atomic_dir
 from textenv.models import enable_checkpointing, load_model
 from textenv.tasks import task_of
 
@@ -367,11 +367,12 @@ def save_checkpoint(result: SFTResult, config: SFTConfig, out: str | Path) -> Pa
 
 
 def train_sft(config: SFTConfig, tokenizer: Any = None) -> dict[str, Any]:
-    """Train (:func:`fit`), write the checkpoint to ``config.out`` and return the metrics."""
-    out = ensure_replaceable(config.out or Path("runs") / "sft" / config.env)  # before hours of training
+    """Train (:func:`fit`), write the checkpoint to ``config.out`` and return the metrics. The output
+    path is checked (and swept of killed runs' temporary folders) before any training."""
+    dist = Dist()
+    out = prepare_out(config.out or Path("runs") / "sft" / config.env, sweep=dist.is_main)
     with library_progress(config.progress):
         result = fit(config, tokenizer)
-        dist = Dist()
         if dist.is_main:  # identical weights everywhere: one process writes
             save_checkpoint(result, config, out)
         dist.barrier()

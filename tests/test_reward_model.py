@@ -177,6 +177,47 @@ def test_classifier_reward_reads_what_the_reward_model_was_trained_on(trained):
     assert SequenceClassifier(out, max_length=64).max_length == 64
 
 
+@pytest.mark.parametrize("out", ["/proc/textenv-rm", "{tmp}/a-file/ckpt"])
+def test_unwritable_out_is_refused_before_any_work(tmp_path, monkeypatch, out):
+    """Audit #14: ``--out`` that cannot be written fails before pairs are sampled or a model loads."""
+    import os
+
+    import agents.reward_model as rm
+
+    if out.startswith("/proc") and not os.path.isdir("/proc"):
+        pytest.skip("no /proc here")
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.setattr(rm, "build_pairs", lambda *a, **k: pytest.fail("built pairs before checking --out"))
+    out = out.format(tmp=tmp_path)
+    with pytest.raises(OSError, match=f"cannot write {out}"):
+        rm.train_reward_model(RewardModelConfig(env="TextCount-v0", model="tiny", device="cpu", out=out))
+    assert not os.path.exists(out)
+
+
+def test_a_run_sweeps_temporary_folders_that_killed_runs_left(tmp_path, monkeypatch):
+    """Audit #4: a killed run's ``.<out>.tmp-*`` folder is removed when the next run starts; one
+    touched within the last hour may be a live run's and stays."""
+    import os
+
+    import agents.reward_model as rm
+
+    stale, live = tmp_path / ".rm.tmp-killed", tmp_path / ".rm.tmp-live"
+    for folder in (stale, live):
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"half a model")
+    os.utime(stale, (0, os.path.getmtime(stale) - 2 * 3600))
+
+    def build_checks(*args, **kwargs):
+        assert not stale.exists() and live.exists()  # swept at the start, before any work
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(rm, "build_pairs", build_checks)
+    with pytest.raises(RuntimeError, match="stop here"):
+        rm.train_reward_model(RewardModelConfig(env="TextCount-v0", model="tiny", device="cpu",
+                                                out=str(tmp_path / "rm")))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".rm.tmp-live"]
+
+
 def _tiny_sft_checkpoint(path, drop: str | None = None):
     """A tiny SFT-style checkpoint (LM + tokenizer, COMPLETE); ``drop`` removes the tensors whose
     names start with it from its safetensors."""

@@ -137,3 +137,39 @@ def test_two_process_accelerate_sft_keeps_parameters_identical(tmp_path):
     sums = dict(re.findall(r"process (\d)/2 parameter checksum ([0-9a-f]{64})", out.stderr + out.stdout))
     assert set(sums) == {"0", "1"} and sums["0"] == sums["1"]
     assert (tmp_path / "ck" / "COMPLETE").exists()
+
+
+@pytest.mark.parametrize("out", ["/proc/textenv-sft", "{tmp}/a-file/ckpt"])
+def test_unwritable_out_is_refused_before_training(tmp_path, monkeypatch, out):
+    """Audit #14: ``--out /proc/x`` failed only when the trained model was written."""
+    import agents.sft
+
+    if out.startswith("/proc") and not os.path.isdir("/proc"):
+        pytest.skip("no /proc here")
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.setattr(agents.sft, "fit", lambda *a, **k: pytest.fail("trained before checking --out"))
+    out = out.format(tmp=tmp_path)
+    with pytest.raises(OSError, match=f"cannot write {out}"):
+        train_sft(dataclasses.replace(CONFIG, out=out))
+    assert not os.path.exists(out)
+
+
+def test_a_run_sweeps_temporary_folders_that_killed_runs_left(tmp_path, monkeypatch):
+    """Audit #4: a killed run's ``.<out>.tmp-*`` folder (a model's size) is removed when the next run
+    starts; one touched within the last hour may be a live run's and stays."""
+    import agents.sft
+
+    stale, live = tmp_path / ".ckpt.tmp-killed", tmp_path / ".ckpt.tmp-live"
+    for folder in (stale, live):
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"half a model")
+    os.utime(stale, (0, os.path.getmtime(stale) - 2 * 3600))
+
+    def fit_checks(*args, **kwargs):
+        assert not stale.exists() and live.exists()  # swept at the start, before training
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(agents.sft, "fit", fit_checks)
+    with pytest.raises(RuntimeError, match="stop here"):
+        train_sft(dataclasses.replace(CONFIG, out=str(tmp_path / "ckpt")))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ckpt.tmp-live"]
