@@ -1,4 +1,5 @@
-"""What the learners share besides their configs' CLI: run and output directories, and saved configs.
+"""What the learners share besides their configs' CLI: run and output directories, saved configs and
+the range checks of their numeric fields.
 
 The dataclass -> ``--help`` CLI (:func:`arg`, :func:`parse_config`) lives in :mod:`textenv.cli`,
 where every package's commands can use it; it is re-exported here for the learners.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -17,7 +19,7 @@ from textenv.cli import arg, cli, parse_config
 from textenv.devices import resolve_device
 from textenv.io import atomic_write, ensure_replaceable, remove_stale
 
-__all__ = ["STALE_AFTER_S", "arg", "cli", "parse_config", "prepare_out", "resolve_device", "run_dir",
+__all__ = ["STALE_AFTER_S", "arg", "check_numbers", "cli", "parse_config", "prepare_out", "resolve_device", "run_dir",
            "save_config"]
 
 # A temporary folder untouched this long belongs to a killed write, not a live one: a checkpoint's
@@ -46,6 +48,22 @@ def run_dir(root: str | Path, env_id: str, name: str, seed: int) -> Path:
 def save_config(config: Any, path: str | Path) -> None:
     """Write ``config`` as JSON, atomically (a kill mid-write keeps the previous file)."""
     atomic_write(path, json.dumps(dataclasses.asdict(config), indent=2, default=str))
+
+
+def check_numbers(config: Any, low: float, *names: str, above: bool = False, high: float | None = None) -> None:
+    """Refuse a field of ``config`` among ``names`` that is not a finite number ``>= low`` (``> low``
+    with ``above``; ``<= high`` when given): a one-line error naming the field, raised where the
+    config is built (at parse time, before a model loads). ``None`` passes: in an optional field it
+    names the default behaviour ("all epochs", "all examples"), which no number stands for."""
+    for name in names:
+        value = getattr(config, name)
+        if value is None:
+            continue
+        ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+              and (value > low if above else value >= low) and (high is None or value <= high))
+        if not ok:
+            bound = f"{'>' if above else '>='} {low:g}" + (f" and <= {high:g}" if high is not None else "")
+            raise ValueError(f"{name} must be {bound}, got {value!r}")
 
 
 def prepare_out(target: str | Path, sweep: bool = True) -> Path:

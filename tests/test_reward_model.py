@@ -177,6 +177,46 @@ def test_classifier_reward_reads_what_the_reward_model_was_trained_on(trained):
     assert SequenceClassifier(out, max_length=64).max_length == 64
 
 
+@pytest.mark.parametrize("flags, field", [
+    (["--max-steps", "0"], "max_steps"), (["--max-steps", "-1"], "max_steps"), (["--epochs", "0"], "epochs"),
+    (["--batch-size", "0"], "batch_size"), (["--lr", "0"], "lr"), (["--lr", "nan"], "lr"),
+    (["--max-length", "0"], "max_length"), (["--limit", "-1"], "limit"), (["--eval-limit", "-1"], "eval_limit"),
+    (["--sample-prompts", "-1"], "sample_prompts"), (["--eval-sample-prompts", "-1"], "eval_sample_prompts"),
+    (["--sample-margin", "-0.1"], "sample_margin"), (["--sample-temperature", "0"], "sample_temperature"),
+    (["--sample-max-new-tokens", "0"], "sample_max_new_tokens"), (["--train-layers", "-2"], "train_layers"),
+    (["--weight-decay", "-1"], "weight_decay"), (["--samples-per-prompt", "1"], "samples_per_prompt"),
+    (["--eval-split", "dev"], "eval_split"),
+    (["--kinds", "bogus"], "bogus"), (["--kinds", "swap,bogus"], "bogus"),
+])
+def test_bad_values_are_refused_at_parse_time(tmp_path, monkeypatch, capsys, flags, field):
+    """Audit #15: every numeric field has its range and ``--kinds`` its known names, checked when
+    the flags are parsed: one line naming the field, exit 2, nothing written."""
+    from agents.reward_model import main
+    from textenv.cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        cli(main, ["--preset", "tiny", "--out", str(tmp_path / "out"), *flags])
+    assert exc.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and field in errors[0], errors
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_pair_kinds_name_the_known_ones():
+    """Audit #15: ``--kinds bogus`` silently dropped every task pair; a kind the task does not make
+    (sentiment pairs on the counting task) is refused too, naming those it makes."""
+    from agents.preferences import TASK_PAIR_KINDS
+    from textenv.cli import parse_config
+
+    with pytest.raises(ValueError, match="unknown pair kinds.*bogus.*" + ", ".join(TASK_PAIR_KINDS)):
+        parse_config(RewardModelConfig, ["--kinds", "bogus"])
+    assert parse_config(RewardModelConfig, ["--kinds", "swap, truncate"]).kind_filter() == ("swap", "truncate")
+    assert parse_config(RewardModelConfig, []).kind_filter() is None
+    with pytest.raises(ValueError, match="makes no pairs of kinds sentiment.*it makes .*swap"):
+        make_pairs("TextCount-v0", "validation", "tiny", limit=8, kinds=("sentiment",))
+
+
 @pytest.mark.parametrize("out", ["/proc/textenv-rm", "{tmp}/a-file/ckpt"])
 def test_unwritable_out_is_refused_before_any_work(tmp_path, monkeypatch, out):
     """Audit #14: ``--out`` that cannot be written fails before pairs are sampled or a model loads."""
