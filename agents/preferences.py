@@ -35,9 +35,14 @@ from textenv.rewards import Completion, resolve
 from textenv.tasks import Example, first_third, task_of
 from textenv.vector import policy_envs
 
-__all__ = ["Pair", "length_matched", "make_pairs", "rank_candidates", "sample_pairs", "task_setup"]
+__all__ = ["TASK_PAIR_KINDS", "Pair", "length_matched", "make_pairs", "rank_candidates", "sample_pairs",
+           "task_setup"]
 
 logger = logging.getLogger(__name__)
+
+# The kinds of the tasks' own pairs (textenv.tasks: reference_pairs, _truncations, sentiment's pairs):
+# what a reward model's ``--kinds`` may name. Sampled pairs are "sampled"; ``samples_per_prompt`` rules them.
+TASK_PAIR_KINDS = ("swap", "shuffle", "truncate", "short", "sentiment")
 
 
 @dataclass(frozen=True)
@@ -77,20 +82,25 @@ def make_pairs(env_id: str, split: str = "train", model: str = DEFAULT_MODEL, to
                limit: int | None = None, seed: int = 0, kinds: Sequence[str] | None = None) -> list[Pair]:
     """The task's own preference pairs (:attr:`textenv.tasks.Task.pairs`) for ``split``, with the
     prompt rendered as the env renders it (``model``/``tokenizer`` decide the chat template, so
-    build pairs with the reward model's tokenizer). ``kinds`` keeps only pairs of those kinds;
+    build pairs with the reward model's tokenizer). ``kinds`` keeps only pairs of those kinds (a
+    filter that keeps none of the task's pairs is an error naming the kinds it makes);
     ``limit`` keeps the first N. Identical for the same arguments."""
     setup = task_setup(env_id, split, model, tokenizer)
     if setup.task.pairs is None:
         raise ValueError(f"task {setup.task.name!r} defines no preference pairs; use sampled pairs "
                          "(samples_per_prompt > 0) ranked by its reward")
-    out = []
+    out, made = [], set()
     for pref in setup.task.pairs(split, np.random.default_rng(seed)):
+        made.add(pref.kind)
         if kinds is not None and pref.kind not in kinds:
             continue
         prompt = setup.prompt_text(setup.examples[pref.index])
         out.append(Pair(prompt, _spaced(prompt, pref.chosen), _spaced(prompt, pref.rejected), pref.kind))
         if limit is not None and len(out) >= limit:
             break
+    if kinds is not None and made and not out:
+        raise ValueError(f"task {setup.task.name!r} makes no pairs of kinds {', '.join(kinds or ())} in split "
+                         f"{split!r}; it makes {', '.join(sorted(made))}")
     return out
 
 

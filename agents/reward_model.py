@@ -25,6 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,14 +34,15 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 import textenv  # noqa: F401  (registers the envs)
-from agents.config import arg, cli, parse_config, resolve_device, save_config
+from agents.config import arg, check_numbers, cli, parse_config, prepare_out, resolve_device, save_config
 from agents.distributed import Dist
-from agents.preferences import Pair, length_matched, make_pairs, sample_pairs, task_setup
+from agents.preferences import TASK_PAIR_KINDS, Pair, length_matched, make_pairs, sample_pairs, task_setup
 from agents.tracking import library_progress
 from textenv.context import ENV_HELP, EnvContext
 from textenv.devices import autocast
-from textenv.io import atomic_dir, ensure_replaceable
-from textenv.models import DEFAULT_MODEL, freeze_below, is_tiny, load_tokenizer, model_path, tiny_model
+from textenv.io import atomic_dir, check_output_dir
+from textenv.models import DEFAULT_MODEL, freeze_below, is_tiny, load_checked, load_tokenizer, model_path, tiny_model
+from textenv.tasks import SPLITS
 
 __all__ = ["PRESETS", "RewardModelConfig", "accuracy_report", "bradley_terry_loss", "load_reward_model", "main",
            "pairwise_accuracy", "score_texts", "train_reward_model"]
@@ -60,7 +62,9 @@ def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torc
 def load_reward_model(model: str = DEFAULT_MODEL, tokenizer: Any = None, seed: int = 0):
     """``(tokenizer, AutoModelForSequenceClassification with one output)`` whose trunk is the
     causal LM ``model`` (``DEFAULT_MODEL``, "tiny" — built for ``tokenizer`` — or a local directory,
-    which may also be a saved reward model). The new score head is seeded by ``seed``."""
+    which may also be a saved reward model). The new score head is seeded by ``seed``. A directory
+    is checked as :func:`textenv.models.load_model` checks one: a trunk tensor missing from it is a
+    one-line error naming it, not a reward model trained on randomly initialised blocks."""
     from transformers import AutoModelForSequenceClassification
 
     with torch.random.fork_rng(devices=[]):
@@ -76,7 +80,9 @@ def load_reward_model(model: str = DEFAULT_MODEL, tokenizer: Any = None, seed: i
         else:
             tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model)
             path = model_path(model)
-            rm = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+            if Path(path).exists():
+                check_output_dir(path, "model")
+            rm = load_checked(AutoModelForSequenceClassification, path, new_head=True, num_labels=1)
     rm.config.pad_token_id = tokenizer.pad_token_id
     tokenizer.truncation_side = "left"  # as SequenceClassifier: keep the completion
     tokenizer.padding_side = "right"  # as SequenceClassifier: scores independent of the batch
@@ -152,20 +158,22 @@ class RewardModelConfig(EnvContext):
 
     env: str = arg("TextSummarize-v0", ENV_HELP)
     epochs: int = arg(1, "passes over the training pairs")
-    max_steps: int = arg(-1, "stop after this many optimizer steps (-1: run all epochs)")
+    max_steps: int | None = arg(None, "stop after this many optimizer steps, >= 1 (None: run all epochs)")
     batch_size: int = arg(8, "pairs per optimizer step (2x sequences per forward)")
     lr: float = arg(1e-5, "AdamW learning rate")
     max_length: int = arg(512, "tokens per prompt+completion (left-truncated, as the classifier reward)")
     out: str | None = arg(None, "checkpoint directory (default: runs/reward_model/<env>)")
     limit: int | None = arg(None, "at most this many of the task's own training pairs (None: all; 0: none)")
-    kinds: str = arg("all", "comma-separated kinds of the task's pairs to keep (e.g. 'swap,truncate'), or 'all'")
+    kinds: str = arg("all", "comma-separated kinds of the task's pairs to keep, or 'all'; the kinds: "
+                            + ", ".join(TASK_PAIR_KINDS))
     samples_per_prompt: int = arg(4, "completions the policy samples per prompt for labeler-ranked pairs "
                                      "(0: no sampled pairs)")
     sample_prompts: int = arg(64, "training prompts that get sampled completions")
-    sample_margin: float = arg(0.1, "least difference of the task's reward between the two sides of a sampled pair")
+    sample_margin: float = arg(0.1, "least difference (>= 0) of the task's reward between the two sides of a "
+                                    "sampled pair")
     sample_temperature: float = arg(1.0, "sampling temperature of the policy's completions")
     sample_max_new_tokens: int | None = arg(None, "token budget of sampled completions (default: the task's)")
-    eval_split: str = arg("validation", "held-out split for pairwise accuracy")
+    eval_split: str = arg("validation", f"held-out split for pairwise accuracy: one of {', '.join(SPLITS)}")
     eval_limit: int | None = arg(200, "at most this many of the task's own held-out pairs (None: all)")
     eval_sample_prompts: int = arg(32, "held-out prompts that get sampled completions")
     train_layers: int = arg(-1, "train only the top N transformer blocks + head (-1: all)")
@@ -174,13 +182,27 @@ class RewardModelConfig(EnvContext):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("epochs", "batch_size", "max_length"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_numbers(self, 1, "epochs", "max_steps", "batch_size", "max_length", "sample_max_new_tokens")
+        check_numbers(self, 0, "limit", "eval_limit", "sample_prompts", "eval_sample_prompts", "sample_margin",
+                      "weight_decay")
+        check_numbers(self, 0, "lr", "sample_temperature", above=True)
+        check_numbers(self, -1, "train_layers")
         if self.samples_per_prompt == 1 or self.samples_per_prompt < 0:
             raise ValueError(f"samples_per_prompt must be 0 or >= 2, got {self.samples_per_prompt}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.eval_split not in SPLITS:
+            raise ValueError(f"unknown eval_split {self.eval_split!r}; expected one of {', '.join(SPLITS)}")
+        self.kind_filter()  # an unknown kind would drop every task pair and train on sampled pairs alone
+
+    def kind_filter(self) -> tuple[str, ...] | None:
+        """The task pair kinds that ``kinds`` keeps (``None``: all); unknown kinds are an error."""
+        if self.kinds == "all":
+            return None
+        kinds = tuple(k.strip() for k in self.kinds.split(","))
+        unknown = [k for k in kinds if k not in TASK_PAIR_KINDS]
+        if unknown:
+            raise ValueError(f"unknown pair kinds {unknown} in kinds {self.kinds!r}; expected 'all' or a "
+                             f"comma-separated list of {', '.join(TASK_PAIR_KINDS)}")
+        return kinds
 
 
 PRESETS: dict[str, RewardModelConfig] = {
@@ -205,7 +227,7 @@ PRESETS: dict[str, RewardModelConfig] = {
 def build_pairs(config: RewardModelConfig, tokenizer: Any, split: str, device: torch.device) -> list[Pair]:
     """The task's own pairs plus the policy's labeler-ranked samples for ``split``."""
     held = split != "train"
-    kinds = None if config.kinds == "all" else tuple(k.strip() for k in config.kinds.split(","))
+    kinds = config.kind_filter()
     limit = config.eval_limit if held else config.limit
     pairs = []
     if limit != 0:
@@ -227,7 +249,7 @@ def train_reward_model(config: RewardModelConfig, tokenizer: Any = None) -> dict
     """
     start = time.perf_counter()
     device = resolve_device(config.device)
-    out = ensure_replaceable(config.out or f"runs/reward_model/{config.env}")
+    out = prepare_out(config.out or f"runs/reward_model/{config.env}", sweep=Dist().is_main)  # before any work
     torch.manual_seed(config.seed)
     if tokenizer is None:
         tokenizer = task_setup(config.env, "train", config.model).tokenizer
@@ -256,7 +278,7 @@ def train_reward_model(config: RewardModelConfig, tokenizer: Any = None) -> dict
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     total = config.epochs * steps_per_epoch
-    total = min(total, config.max_steps) if config.max_steps > 0 else total
+    total = min(total, config.max_steps) if config.max_steps is not None else total
     rng = np.random.default_rng(config.seed)
     model.train()
     step, losses, accs = 0, [], []

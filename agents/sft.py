@@ -32,14 +32,14 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 import textenv  # noqa: F401  (registers the env ids)
-from agents.config import arg, cli, parse_config, resolve_device, save_config
+from agents.config import arg, check_numbers, cli, parse_config, prepare_out, resolve_device, save_config
 from agents.distributed import Dist, parameter_checksum
 from agents.kvcache import pad
 from agents.tracking import library_progress
 from textenv.context import ENV_HELP, EnvContext
 from textenv.core import TaskSetup
 from textenv.devices import autocast
-from textenv.io import atomic_dir, ensure_replaceable
+from textenv.io import atomic_dir
 from textenv.models import enable_checkpointing, load_model
 from textenv.tasks import task_of
 
@@ -59,13 +59,13 @@ class SFTConfig(EnvContext):
     mode: Literal["sft", "domain"] = arg("sft", "'sft': loss on reference completions after the env's "
                                          "prompt; 'domain': LM loss on the task's raw text")
     epochs: int = arg(3, "passes over the training examples")
-    max_steps: int | None = arg(None, "stop after this many optimizer steps (None: run all epochs)")
+    max_steps: int | None = arg(None, "stop after this many optimizer steps, >= 1 (None: run all epochs)")
     batch_size: int = arg(8, "sequences per micro-batch")
     grad_accum: int = arg(1, "micro-batches per optimizer step")
     lr: float = arg(5e-5, "peak AdamW learning rate (linear warmup, then linear decay to 0)")
     weight_decay: float = arg(0.0, "AdamW weight decay on matrices (not on biases or norms)")
     warmup_steps: int = arg(20, "optimizer steps of linear learning-rate warmup")
-    max_grad_norm: float = arg(1.0, "clip the global gradient norm to this (<= 0: no clipping)")
+    max_grad_norm: float | None = arg(1.0, "clip the global gradient norm to this (None: no clipping)")
     max_length: int = arg(640, "tokens per sequence; prompts lose their first tokens first, as in the env")
     eval_every: int = arg(0, "evaluate on the validation split every N optimizer steps (0: at start and end)")
     eval_limit: int | None = arg(None, "use at most N validation examples (None: all)")
@@ -76,9 +76,12 @@ class SFTConfig(EnvContext):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("epochs", "batch_size", "grad_accum"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.mode not in ("sft", "domain"):
+            raise ValueError(f"unknown mode {self.mode!r}; expected 'sft' or 'domain'")
+        check_numbers(self, 1, "epochs", "max_steps", "batch_size", "grad_accum", "eval_limit", "limit")
+        check_numbers(self, 2, "max_length")  # at least one prompt and one completion token
+        check_numbers(self, 0, "lr", "max_grad_norm", above=True)
+        check_numbers(self, 0, "weight_decay", "warmup_steps", "eval_every")
 
 
 PRESETS: dict[str, SFTConfig] = {
@@ -271,7 +274,7 @@ def fit(config: SFTConfig, tokenizer: Any = None) -> SFTResult:
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
-    warmup = max(config.warmup_steps, 0)
+    warmup = config.warmup_steps
 
     def lr_factor(step: int) -> float:
         if step < warmup:
@@ -303,7 +306,7 @@ def fit(config: SFTConfig, tokenizer: Any = None) -> SFTResult:
                 step_loss += float(loss.detach())
                 tokens += int(g["attention_mask"].sum())
             dist.average_gradients(model.parameters())
-            if config.max_grad_norm > 0:
+            if config.max_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
             optimizer.step()
             scheduler.step()
@@ -367,11 +370,12 @@ def save_checkpoint(result: SFTResult, config: SFTConfig, out: str | Path) -> Pa
 
 
 def train_sft(config: SFTConfig, tokenizer: Any = None) -> dict[str, Any]:
-    """Train (:func:`fit`), write the checkpoint to ``config.out`` and return the metrics."""
-    out = ensure_replaceable(config.out or Path("runs") / "sft" / config.env)  # before hours of training
+    """Train (:func:`fit`), write the checkpoint to ``config.out`` and return the metrics. The output
+    path is checked (and swept of killed runs' temporary folders) before any training."""
+    dist = Dist()
+    out = prepare_out(config.out or Path("runs") / "sft" / config.env, sweep=dist.is_main)
     with library_progress(config.progress):
         result = fit(config, tokenizer)
-        dist = Dist()
         if dist.is_main:  # identical weights everywhere: one process writes
             save_checkpoint(result, config, out)
         dist.barrier()

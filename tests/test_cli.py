@@ -156,3 +156,26 @@ def test_every_config_checks_its_run_context_when_parsed(module, flags, match):
                and issubclass(v, RunContext) and v.__module__ in (module, "agents.ppo_config"))
     with pytest.raises(ValueError, match=match):
         parse_config(cls, flags)
+
+
+@pytest.mark.parametrize("module", ["agents.ppo", "agents.sft", "agents.reward_model", "agents.pipeline", "evals.run"])
+def test_every_entry_point_help_is_formatted(module):
+    """Audit #15: a ``%`` in a help text ("~30% slower") made argparse print a raw dict."""
+    out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-1000:]
+    assert "{'option_strings'" not in out.stdout and "--seed" in out.stdout
+
+
+def test_percent_in_a_help_text_is_shown_literally(capsys):
+    from dataclasses import dataclass
+
+    from textenv.cli import arg, parse_config
+
+    @dataclass(frozen=True)
+    class Config:
+        share: float = arg(0.5, "share of the batch, 50% by default (%(default)s is not a template)")
+
+    with pytest.raises(SystemExit) as exc:
+        parse_config(Config, ["--help"], prog="x")
+    assert exc.value.code == 0
+    assert "50% by default (%(default)s is not a template) (default: 0.5)" in " ".join(capsys.readouterr().out.split())

@@ -175,3 +175,135 @@ def test_classifier_reward_reads_what_the_reward_model_was_trained_on(trained):
     out, _ = trained
     assert SequenceClassifier(out).max_length == 32  # the fixture's RewardModelConfig(max_length=32)
     assert SequenceClassifier(out, max_length=64).max_length == 64
+
+
+@pytest.mark.parametrize("flags, field", [
+    (["--max-steps", "0"], "max_steps"), (["--max-steps", "-1"], "max_steps"), (["--epochs", "0"], "epochs"),
+    (["--batch-size", "0"], "batch_size"), (["--lr", "0"], "lr"), (["--lr", "nan"], "lr"),
+    (["--max-length", "0"], "max_length"), (["--limit", "-1"], "limit"), (["--eval-limit", "-1"], "eval_limit"),
+    (["--sample-prompts", "-1"], "sample_prompts"), (["--eval-sample-prompts", "-1"], "eval_sample_prompts"),
+    (["--sample-margin", "-0.1"], "sample_margin"), (["--sample-temperature", "0"], "sample_temperature"),
+    (["--sample-max-new-tokens", "0"], "sample_max_new_tokens"), (["--train-layers", "-2"], "train_layers"),
+    (["--weight-decay", "-1"], "weight_decay"), (["--samples-per-prompt", "1"], "samples_per_prompt"),
+    (["--eval-split", "dev"], "eval_split"),
+    (["--kinds", "bogus"], "bogus"), (["--kinds", "swap,bogus"], "bogus"),
+])
+def test_bad_values_are_refused_at_parse_time(tmp_path, monkeypatch, capsys, flags, field):
+    """Audit #15: every numeric field has its range and ``--kinds`` its known names, checked when
+    the flags are parsed: one line naming the field, exit 2, nothing written."""
+    from agents.reward_model import main
+    from textenv.cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        cli(main, ["--preset", "tiny", "--out", str(tmp_path / "out"), *flags])
+    assert exc.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and field in errors[0], errors
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_pair_kinds_name_the_known_ones():
+    """Audit #15: ``--kinds bogus`` silently dropped every task pair; a kind the task does not make
+    (sentiment pairs on the counting task) is refused too, naming those it makes."""
+    from agents.preferences import TASK_PAIR_KINDS
+    from textenv.cli import parse_config
+
+    with pytest.raises(ValueError, match="unknown pair kinds.*bogus.*" + ", ".join(TASK_PAIR_KINDS)):
+        parse_config(RewardModelConfig, ["--kinds", "bogus"])
+    assert parse_config(RewardModelConfig, ["--kinds", "swap, truncate"]).kind_filter() == ("swap", "truncate")
+    assert parse_config(RewardModelConfig, []).kind_filter() is None
+    with pytest.raises(ValueError, match="makes no pairs of kinds sentiment.*it makes .*swap"):
+        make_pairs("TextCount-v0", "validation", "tiny", limit=8, kinds=("sentiment",))
+
+
+@pytest.mark.parametrize("out", ["/proc/textenv-rm", "{tmp}/a-file/ckpt"])
+def test_unwritable_out_is_refused_before_any_work(tmp_path, monkeypatch, out):
+    """Audit #14: ``--out`` that cannot be written fails before pairs are sampled or a model loads."""
+    import os
+
+    import agents.reward_model as rm
+
+    if out.startswith("/proc") and not os.path.isdir("/proc"):
+        pytest.skip("no /proc here")
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.setattr(rm, "build_pairs", lambda *a, **k: pytest.fail("built pairs before checking --out"))
+    out = out.format(tmp=tmp_path)
+    with pytest.raises(OSError, match=f"cannot write {out}"):
+        rm.train_reward_model(RewardModelConfig(env="TextCount-v0", model="tiny", device="cpu", out=out))
+    assert not os.path.exists(out)
+
+
+def test_a_run_sweeps_temporary_folders_that_killed_runs_left(tmp_path, monkeypatch):
+    """Audit #4: a killed run's ``.<out>.tmp-*`` folder is removed when the next run starts; one
+    touched within the last hour may be a live run's and stays."""
+    import os
+
+    import agents.reward_model as rm
+
+    stale, live = tmp_path / ".rm.tmp-killed", tmp_path / ".rm.tmp-live"
+    for folder in (stale, live):
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"half a model")
+    os.utime(stale, (0, os.path.getmtime(stale) - 2 * 3600))
+
+    def build_checks(*args, **kwargs):
+        assert not stale.exists() and live.exists()  # swept at the start, before any work
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(rm, "build_pairs", build_checks)
+    with pytest.raises(RuntimeError, match="stop here"):
+        rm.train_reward_model(RewardModelConfig(env="TextCount-v0", model="tiny", device="cpu",
+                                                out=str(tmp_path / "rm")))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".rm.tmp-live"]
+
+
+def _tiny_sft_checkpoint(path, drop: str | None = None):
+    """A tiny SFT-style checkpoint (LM + tokenizer, COMPLETE); ``drop`` removes the tensors whose
+    names start with it from its safetensors."""
+    from safetensors.torch import load_file, save_file
+
+    from textenv.io import atomic_dir
+    from textenv.models import tiny_model
+
+    tok = task_setup("TextCount-v0", "train", "tiny").tokenizer
+    with atomic_dir(path) as tmp:
+        tiny_model(tok).save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+    if drop:
+        weights = load_file(path / "model.safetensors")
+        save_file({k: v for k, v in weights.items() if not k.startswith(drop)}, path / "model.safetensors",
+                  metadata={"format": "pt"})
+    return path
+
+
+def test_reward_model_trunk_loads_from_a_whole_sft_checkpoint(tmp_path):
+    """The new score head is the one tensor a reward model may lack; the trunk is the checkpoint's."""
+    from safetensors.torch import load_file
+
+    from agents.reward_model import load_reward_model
+
+    ck = _tiny_sft_checkpoint(tmp_path / "sft")
+    _, model = load_reward_model(str(ck), seed=3)
+    state = model.state_dict()
+    for name, tensor in load_file(ck / "model.safetensors").items():
+        torch.testing.assert_close(state[name], tensor)
+    torch.testing.assert_close(model.score.weight, load_reward_model(str(ck), seed=3)[1].score.weight)
+
+
+def test_reward_model_refuses_a_checkpoint_with_missing_blocks(tmp_path):
+    """Audit #9: the trunk came from a plain ``from_pretrained``, so a checkpoint missing a block
+    trained a reward model on random layers (exit 0). Now: the check ``agents.ppo`` makes."""
+    from agents.reward_model import load_reward_model
+
+    ck = _tiny_sft_checkpoint(tmp_path / "sft", drop="transformer.h.1.")  # a GPT-2 block: 12 tensors
+    with pytest.raises(ValueError, match=f"{ck}.*12 missing"):
+        load_reward_model(str(ck))
+    proc = subprocess.run([sys.executable, "-m", "agents.reward_model", "--model", str(ck), "--env", "TextCount-v0",
+                           "--samples-per-prompt", "0", "--limit", "8", "--eval-limit", "8", "--max-length", "32",
+                           "--device", "cpu", "--out", str(tmp_path / "rm")], capture_output=True, text=True,
+                          timeout=180)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(ck) in errors[0] and "12 missing" in errors[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and not (tmp_path / "rm").exists()

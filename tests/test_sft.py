@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from agents.sft import IGNORE, SFTConfig, build_example, collate, fit, save_checkpoint, train_sft
+from textenv.cli import parse_config
 from textenv.core import TaskSetup
 from textenv.io import is_complete
 from textenv.models import load_model
@@ -137,3 +138,67 @@ def test_two_process_accelerate_sft_keeps_parameters_identical(tmp_path):
     sums = dict(re.findall(r"process (\d)/2 parameter checksum ([0-9a-f]{64})", out.stderr + out.stdout))
     assert set(sums) == {"0", "1"} and sums["0"] == sums["1"]
     assert (tmp_path / "ck" / "COMPLETE").exists()
+
+
+@pytest.mark.parametrize("flags, field", [
+    (["--max-steps", "0"], "max_steps"), (["--max-steps", "-1"], "max_steps"), (["--epochs", "0"], "epochs"),
+    (["--batch-size", "0"], "batch_size"), (["--grad-accum", "0"], "grad_accum"), (["--lr", "0"], "lr"),
+    (["--lr", "-0.00001"], "lr"), (["--lr", "nan"], "lr"), (["--lr", "inf"], "lr"),
+    (["--weight-decay", "-0.1"], "weight_decay"), (["--warmup-steps", "-1"], "warmup_steps"),
+    (["--max-grad-norm", "0"], "max_grad_norm"), (["--max-grad-norm", "-1"], "max_grad_norm"),
+    (["--max-length", "1"], "max_length"), (["--eval-every", "-1"], "eval_every"),
+    (["--eval-limit", "0"], "eval_limit"), (["--limit", "0"], "limit"),
+])
+def test_bad_counts_and_rates_are_refused_at_parse_time(tmp_path, monkeypatch, capsys, flags, field):
+    """Audit #15: ``--max-steps 0`` trained nothing and died on a NaN loss. Every numeric field has
+    its range, checked when the flags are parsed: one line, exit 2, nothing written."""
+    from agents.sft import main
+    from textenv.cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        cli(main, ["--preset", "tiny", "--out", str(tmp_path / "out"), *flags])
+    assert exc.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and field in errors[0], errors
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_max_grad_norm_none_means_no_clipping():
+    assert parse_config(SFTConfig, ["--max-grad-norm", "none"]).max_grad_norm is None
+
+
+@pytest.mark.parametrize("out", ["/proc/textenv-sft", "{tmp}/a-file/ckpt"])
+def test_unwritable_out_is_refused_before_training(tmp_path, monkeypatch, out):
+    """Audit #14: ``--out /proc/x`` failed only when the trained model was written."""
+    import agents.sft
+
+    if out.startswith("/proc") and not os.path.isdir("/proc"):
+        pytest.skip("no /proc here")
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.setattr(agents.sft, "fit", lambda *a, **k: pytest.fail("trained before checking --out"))
+    out = out.format(tmp=tmp_path)
+    with pytest.raises(OSError, match=f"cannot write {out}"):
+        train_sft(dataclasses.replace(CONFIG, out=out))
+    assert not os.path.exists(out)
+
+
+def test_a_run_sweeps_temporary_folders_that_killed_runs_left(tmp_path, monkeypatch):
+    """Audit #4: a killed run's ``.<out>.tmp-*`` folder (a model's size) is removed when the next run
+    starts; one touched within the last hour may be a live run's and stays."""
+    import agents.sft
+
+    stale, live = tmp_path / ".ckpt.tmp-killed", tmp_path / ".ckpt.tmp-live"
+    for folder in (stale, live):
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"half a model")
+    os.utime(stale, (0, os.path.getmtime(stale) - 2 * 3600))
+
+    def fit_checks(*args, **kwargs):
+        assert not stale.exists() and live.exists()  # swept at the start, before training
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(agents.sft, "fit", fit_checks)
+    with pytest.raises(RuntimeError, match="stop here"):
+        train_sft(dataclasses.replace(CONFIG, out=str(tmp_path / "ckpt")))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ckpt.tmp-live"]

@@ -96,6 +96,12 @@ def _prog() -> str | None:
     return f"python -m {name.removesuffix('.__main__')}" if name else None
 
 
+def _literal(text: str) -> str:
+    """``text`` as argparse shows it: argparse %-formats every help string (``%(default)s``), so a
+    plain ``%`` ("~30% slower") breaks ``--help``; doubled, it prints as written."""
+    return text.replace("%", "%%")
+
+
 def _is_tuple(tp: Any) -> bool:
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         return any(_is_tuple(a) for a in typing.get_args(tp))
@@ -118,9 +124,9 @@ def parse_config(cls: type[T], argv: Sequence[str] | None = None,
     for f in dataclasses.fields(cls):
         conv, extra = _converter(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=conv,
-                            default=argparse.SUPPRESS, help=f"{f.metadata.get('help', '')} (default: {default!r})",
-                            **extra)
+        help_text = f"{f.metadata.get('help', '')} (default: {default!r})"
+        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=conv, default=argparse.SUPPRESS,
+                            help=_literal(help_text), **extra)
     ns = vars(parser.parse_args(argv))
     preset = ns.pop("preset", None) if presets else None  # without presets, a "preset" field is a plain field
     for name, value in ns.items():  # a sequence flag replaces the preset's value, in the field's own type

@@ -251,10 +251,14 @@ def load_model(
     return tokenizer, model.eval()
 
 
-def load_checked(auto_class, path: str | Path, **kwargs):
+def load_checked(auto_class, path: str | Path, new_head: bool = False, **kwargs):
     """``auto_class.from_pretrained(path)`` that refuses weights not matching the folder's config:
     a missing, unexpected or wrongly shaped tensor is a one-line error naming the folder, never a
-    model with randomly initialised layers that evaluates (or resumes training) as if it were real."""
+    model with randomly initialised layers that evaluates (or resumes training) as if it were real.
+
+    ``new_head``: ``auto_class`` puts a fresh head on the checkpoint's trunk (a reward model's score
+    head on an SFT LM), so tensors outside the trunk (``base_model_prefix``) may be missing (the new
+    head, seeded by the caller) or unexpected (the LM's own head); every trunk tensor must load."""
     from transformers.utils import logging as hf_logging
 
     verbosity = hf_logging.get_verbosity()
@@ -264,8 +268,11 @@ def load_checked(auto_class, path: str | Path, **kwargs):
     finally:
         hf_logging.set_verbosity(verbosity)
     problems = []
+    trunk = f"{model.base_model_prefix}."
     for key in ("missing_keys", "unexpected_keys", "mismatched_keys"):
         names = sorted(str(k if isinstance(k, str) else k[0]) for k in (info.get(key) or ()))
+        if new_head and key != "mismatched_keys":
+            names = [n for n in names if n.startswith(trunk)]
         if names:
             problems.append(f"{len(names)} {key.replace('_keys', '')} (e.g. {names[0]})")
     if problems:
