@@ -197,3 +197,29 @@ def test_a_dense_reward_difference_that_overflows_is_refused_and_changes_nothing
                 env.step(6)
             _, reward, *_ = env.step(6)
             assert reward == 0.5 - 1e308
+
+
+def _draws(env, n=4):
+    """What an env draws next: the prompts of ``n`` unseeded resets, then one number from its RNG."""
+    indices = [env.reset()[1]["index"] for _ in range(n)]
+    return indices, env.unwrapped.np_random.random()
+
+
+@pytest.mark.parametrize("seed,options", [
+    (123, {"bogus": 1}),
+    (123, {"index": 10**9}),
+    (123, {"index": "3"}),
+    (-5, None),
+    ("x", None),
+    (True, None),
+])
+def test_a_refused_reset_leaves_the_rng_as_it_was(seed, options):
+    """Seed and options are checked before the env reseeds: after a refused reset the env draws what
+    an identical env that never saw the call draws."""
+    env, twin = gym.make("TextCount-v0", model="tiny"), gym.make("TextCount-v0", model="tiny")
+    env.reset(seed=0)
+    twin.reset(seed=0)
+    with pytest.raises((ValueError, TypeError, IndexError)):
+        env.reset(seed=seed, options=options)
+    assert _draws(env) == _draws(twin)
+

@@ -21,7 +21,7 @@ from textenv.models import DEFAULT_MODEL, is_tiny, load_tokenizer
 from textenv.rewards import Completion, RewardError, resolve, score
 from textenv.tasks import Example, Task, resolve_task
 
-__all__ = ["PromptTruncationWarning", "TaskSetup", "EncodedPrompt"]
+__all__ = ["PromptTruncationWarning", "TaskSetup", "EncodedPrompt", "check_seed"]
 
 logger = logging.getLogger(__name__)
 
@@ -211,6 +211,18 @@ def check_action(action: Any, vocab_size: int) -> int:
     if not 0 <= action < vocab_size:
         raise ValueError(f"action {action} is out of range: token ids are in [0, {vocab_size})")
     return int(action)
+
+
+def check_seed(seed: Any, name: str = "seed") -> int | None:
+    """A reset seed (``None`` or an integer >= 0, numpy integers included) or a clear error, checked
+    before anything is reseeded, so a refused reset leaves every generator as it was."""
+    if seed is None:
+        return None
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer >= 0 or None, got {type(seed).__name__} {seed!r}")
+    if seed < 0:
+        raise ValueError(f"{name} must be an integer >= 0 or None, got {seed}")
+    return int(seed)
 
 
 def _budget(name: str, value: Any, default: int) -> int:

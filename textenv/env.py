@@ -8,7 +8,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from textenv.core import TaskSetup, check_action, check_dense
+from textenv.core import TaskSetup, check_action, check_dense, check_seed
 from textenv.render import text_image
 from textenv.tasks import Task
 from textenv.turns import TurnState, check_turn_task, plan_move, turn_info
@@ -113,16 +113,26 @@ class TextEnv(gym.Env[dict[str, np.ndarray], int]):
     def reset(
         self, *, seed: int | None = None, options: Mapping[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        super().reset(seed=seed)
+        # Seed and options are checked before the env reseeds, and the RNG is put back if the prompt
+        # cannot be encoded: a refused reset leaves the env, its RNG included, as it was.
+        seed = check_seed(seed)
         options = dict(options or {})
         unknown = sorted(set(options) - {"index"})
         if unknown:
             raise ValueError(f"unknown reset options {unknown}; the only option is 'index'")
-        if "index" in options:
-            index = self.setup.check_index(options["index"])
-        else:
-            index = int(self.np_random.integers(len(self.setup.examples)))
-        enc = self.setup.encode(index)
+        index = self.setup.check_index(options["index"]) if "index" in options else None
+        rng, rng_seed = self._np_random, self._np_random_seed
+        rng_state = rng.bit_generator.state if rng is not None else None
+        super().reset(seed=seed)
+        try:
+            if index is None:
+                index = int(self.np_random.integers(len(self.setup.examples)))
+            enc = self.setup.encode(index)
+        except BaseException:
+            self._np_random, self._np_random_seed = rng, rng_seed
+            if rng is not None:
+                rng.bit_generator.state = rng_state
+            raise
         self.setup.write_prompt(self._ids, self._mask, enc)
         self._index = index
         self._generated = []
