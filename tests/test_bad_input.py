@@ -223,3 +223,19 @@ def test_a_refused_reset_leaves_the_rng_as_it_was(seed, options):
         env.reset(seed=seed, options=options)
     assert _draws(env) == _draws(twin)
 
+
+def test_prompt_template_size_is_limited_up_front():
+    from textenv.core import MAX_TEMPLATE_CHARS
+
+    ok = "x" * (MAX_TEMPLATE_CHARS - len("{text}")) + "{text}"
+    gym.make("TextCount-v0", model="tiny", prompt_template=ok)
+    with pytest.raises(ValueError, match=f"prompt_template has {MAX_TEMPLATE_CHARS + 1:,} characters.*"
+                                         f"at most {MAX_TEMPLATE_CHARS:,}"):
+        gym.make("TextCount-v0", model="tiny", prompt_template="x" + ok)
+
+
+@pytest.mark.parametrize("value", ["{{ messages }}", 1, "yes"])
+def test_chat_template_is_a_switch_not_a_template(value):
+    with pytest.raises(ValueError, match=r"chat_template must be True, False or None"):
+        gym.make("TextCount-v0", model="tiny", chat_template=value)
+    gym.make("TextCount-v0", model="tiny", chat_template=False)
