@@ -197,3 +197,45 @@ def test_a_dense_reward_difference_that_overflows_is_refused_and_changes_nothing
                 env.step(6)
             _, reward, *_ = env.step(6)
             assert reward == 0.5 - 1e308
+
+
+def _draws(env, n=4):
+    """What an env draws next: the prompts of ``n`` unseeded resets, then one number from its RNG."""
+    indices = [env.reset()[1]["index"] for _ in range(n)]
+    return indices, env.unwrapped.np_random.random()
+
+
+@pytest.mark.parametrize("seed,options", [
+    (123, {"bogus": 1}),
+    (123, {"index": 10**9}),
+    (123, {"index": "3"}),
+    (-5, None),
+    ("x", None),
+    (True, None),
+])
+def test_a_refused_reset_leaves_the_rng_as_it_was(seed, options):
+    """Seed and options are checked before the env reseeds: after a refused reset the env draws what
+    an identical env that never saw the call draws."""
+    env, twin = gym.make("TextCount-v0", model="tiny"), gym.make("TextCount-v0", model="tiny")
+    env.reset(seed=0)
+    twin.reset(seed=0)
+    with pytest.raises((ValueError, TypeError, IndexError)):
+        env.reset(seed=seed, options=options)
+    assert _draws(env) == _draws(twin)
+
+
+def test_prompt_template_size_is_limited_up_front():
+    from textenv.core import MAX_TEMPLATE_CHARS
+
+    ok = "x" * (MAX_TEMPLATE_CHARS - len("{text}")) + "{text}"
+    gym.make("TextCount-v0", model="tiny", prompt_template=ok)
+    with pytest.raises(ValueError, match=f"prompt_template has {MAX_TEMPLATE_CHARS + 1:,} characters.*"
+                                         f"at most {MAX_TEMPLATE_CHARS:,}"):
+        gym.make("TextCount-v0", model="tiny", prompt_template="x" + ok)
+
+
+@pytest.mark.parametrize("value", ["{{ messages }}", 1, "yes"])
+def test_chat_template_is_a_switch_not_a_template(value):
+    with pytest.raises(ValueError, match=r"chat_template must be True, False or None"):
+        gym.make("TextCount-v0", model="tiny", chat_template=value)
+    gym.make("TextCount-v0", model="tiny", chat_template=False)

@@ -181,3 +181,14 @@ def test_text_actions_play_one_agent_turn_per_reply():
     assert info["turn"] == 1 and info["reply_tokens"] == 8 and info["dropped_tokens"] > 0
     _, _, terminated, truncated, info = env.step("bye")
     assert terminated and info["turns"][2] == "bye" and len(info["conversation"]) == 6
+
+
+def test_more_turns_than_the_data_has_names_turns_and_the_most_it_has():
+    import re
+
+    with pytest.raises(ValueError, match=r"turns=1000000.*split 'validation'.*at most turns=\d+") as exc:
+        _make(turns=10**6, split="validation")
+    most = int(re.search(r"at most turns=(\d+)", str(exc.value)).group(1))
+    assert _make(turns=most, split="validation", max_new_tokens=4096).setup.turns == most
+    with pytest.raises(ValueError, match=f"at most turns={most}"):
+        _make(turns=most + 1, split="validation")

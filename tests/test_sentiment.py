@@ -10,6 +10,7 @@ import collections
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -267,3 +268,49 @@ def test_cli(cache: Path, trained: tuple[Path, dict]) -> None:
     assert len(lines) == 2 and lines[0].startswith("sentiment=") and lines[1].endswith("so sad")
     bad = subprocess.run([*cmd, "retrain"], capture_output=True, text=True, env=env)
     assert bad.returncode == 2 and "unknown command 'retrain'" in bad.stderr
+
+
+# --- damaged caches and heads (no embedding model runs) ------------------------------------------
+
+
+def _bad_cache(kind: str, n: int, path: Path) -> None:
+    """Write a wrong embeddings cache of ``kind`` where the corpus's cache file belongs."""
+    if kind == "truncated":
+        np.save(path, np.zeros((n, 384), np.float32))
+        path.write_bytes(path.read_bytes()[: 4096])
+        return
+    arrays = {"columns": np.zeros((n, 10), np.float32), "rows": np.zeros((n - 1, 384), np.float32),
+              "dtype": np.zeros((n, 384), np.float64), "ndim": np.zeros(n, np.float32)}
+    np.save(path, arrays[kind])
+
+
+@pytest.mark.parametrize("kind", ["columns", "rows", "dtype", "ndim", "truncated"])
+def test_a_wrong_embeddings_cache_is_named_and_left_alone(kind: str, tmp_path: Path, monkeypatch) -> None:
+    """A cache file of the wrong shape or dtype is a one-line error naming it and the fix, before
+    anything is trained or written (it once trained and saved a head of the wrong width)."""
+    monkeypatch.setenv("TEXTENV_CACHE", str(tmp_path))
+    tweets = load_tweets()
+    path = tmp_path / "sentiment" / f"embeddings-{sentiment_train._corpus_key(tweets)}.npy"
+    path.parent.mkdir(parents=True)
+    _bad_cache(kind, len(tweets), path)
+    before = path.read_bytes()
+    match = rf"{re.escape(str(path))}.*expected \({len(tweets)}, 384\) float32.*delete it"
+    with pytest.raises(ValueError, match=match) as exc:
+        train_sentiment_classifier(out_dir=tmp_path / "head", max_train=50, max_test=20, epochs=1)
+    assert "\n" not in str(exc.value)
+    assert not (tmp_path / "head").exists() and path.read_bytes() == before
+
+
+def test_a_head_of_the_wrong_width_is_refused_when_loaded(tmp_path: Path) -> None:
+    """A head trained on wrong inputs (an old damaged cache) is named when loaded, not at scoring."""
+    from safetensors.torch import save_file
+
+    from textenv.rewards.sentiment.vader import VADER_FEATURES
+
+    head = sentiment_train._make_head(14, 0, len(LABELS))
+    save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(tmp_path / "head.safetensors"))
+    config = {"labels": list(LABELS), "in_dim": 14, "hidden": 0, "vader_features": list(VADER_FEATURES),
+              "ngram": None}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=rf"{re.escape(str(tmp_path))}.*in_dim 14.*388.*train --out"):
+        SentimentClassifier(tmp_path).load()

@@ -126,3 +126,33 @@ def test_vector_reward_error_leaves_every_sub_env_unchanged():
     _, rewards, term, _, _ = env.step(np.array([eos, 5]))
     assert list(term) == [True, False] and list(rewards) == [1.0, 0.0]
     assert isinstance(Completion(prompt="", text=""), Completion)
+
+
+@pytest.mark.parametrize("seed,options", [
+    ([5, "x"], None),
+    ([5, -1], None),
+    (-3, None),
+    (2.5, None),
+    (7, {"index": [1, 10**9]}),
+    (7, {"bogus": 1}),
+])
+def test_a_refused_vector_reset_reseeds_no_sub_env(seed, options):
+    """Every seed and option is checked before any sub-env is reseeded: after a refused reset the env
+    draws what an identical env that never saw the call draws."""
+    env = gym.make_vec("TextCount-v0", num_envs=2, model="tiny")
+    twin = gym.make_vec("TextCount-v0", num_envs=2, model="tiny")
+    env.reset(seed=0)
+    twin.reset(seed=0)
+    with pytest.raises((ValueError, TypeError, IndexError)):
+        env.reset(seed=seed, options=options)
+    for _ in range(4):
+        (obs_a, info_a), (obs_b, info_b) = env.reset(), twin.reset()
+        assert list(info_a["index"]) == list(info_b["index"])
+        np.testing.assert_array_equal(obs_a["input_ids"], obs_b["input_ids"])
+
+
+def test_numpy_integer_seeds_are_seeds():
+    env = gym.make_vec("TextCount-v0", num_envs=2, model="tiny")
+    _, a = env.reset(seed=[np.int64(3), np.int32(4)])
+    _, b = env.reset(seed=3)
+    assert list(a["index"]) == list(b["index"])

@@ -68,3 +68,55 @@ def test_a_reward_that_raises_leaves_no_half_played_reply():
     base = env.unwrapped
     assert base._generated == [] and not base._done
     np.testing.assert_array_equal(base._obs()["input_ids"], obs0["input_ids"])
+
+
+class _CountingTokenizer:
+    """The env's tokenizer, counting the characters it is asked to tokenise."""
+
+    def __init__(self, tok):
+        self.tok, self.chars = tok, []
+
+    def __call__(self, text, **kwargs):
+        self.chars.append(len(text))
+        return self.tok(text, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.tok, name)
+
+
+def test_a_reply_longer_than_the_budget_could_hold_is_refused_before_tokenising():
+    from textenv.wrappers import REPLY_CHARS_PER_TOKEN
+
+    env = TextActions(gym.make("TextCount-v0", model="tiny", max_new_tokens=4))
+    twin = TextActions(gym.make("TextCount-v0", model="tiny", max_new_tokens=4))
+    limit = max(REPLY_CHARS_PER_TOKEN * 4, env.action_space.max_length)
+    obs0, _ = env.reset(seed=0)
+    twin.reset(seed=0)
+    setup = env.unwrapped.setup
+    spy = setup.tokenizer = _CountingTokenizer(setup.tokenizer)
+    for reply in ("7" * (limit + 1), " 1 2" * 2_500_000):  # the second is 10 MB
+        with pytest.raises(ValueError, match=f"reply has {len(reply):,} characters.*at most {limit:,}"):
+            env.step(reply)
+    assert spy.chars == []  # refused before tokenising
+    np.testing.assert_array_equal(env.unwrapped._obs()["input_ids"], obs0["input_ids"])
+    reply = " 1 2" * (limit // 4)  # at the limit: played, the rest dropped as before
+    assert len(reply) == limit
+    a, b = env.step(reply), twin.step(reply)
+    assert spy.chars == [limit]
+    assert a[1:4] == b[1:4] and a[3] and a[4]["dropped_tokens"] == b[4]["dropped_tokens"] > 0
+
+
+def test_the_reply_limit_follows_the_tokens_left_in_a_turn():
+    from textenv.wrappers import REPLY_CHARS_PER_TOKEN
+
+    env = TextActions(gym.make("TextDialogue-v0", model="tiny", max_turn_tokens=8, max_new_tokens=40),
+                      max_length=10)
+    env.reset(seed=0, options={"index": 1})
+    assert env.unwrapped.tokens_left() == 8
+    for _ in range(3):
+        env.unwrapped.step(7)
+    assert env.unwrapped.tokens_left() == 5
+    with pytest.raises(ValueError, match=f"at most {5 * REPLY_CHARS_PER_TOKEN}"):
+        env.step("a" * (5 * REPLY_CHARS_PER_TOKEN + 1))
+    _, _, _, _, info = env.step("a" * 5 * REPLY_CHARS_PER_TOKEN)
+    assert info["turn"] == 0 and info["reply_tokens"] == 5

@@ -21,12 +21,17 @@ from textenv.models import DEFAULT_MODEL, is_tiny, load_tokenizer
 from textenv.rewards import Completion, RewardError, resolve, score
 from textenv.tasks import Example, Task, resolve_task
 
-__all__ = ["PromptTruncationWarning", "TaskSetup", "EncodedPrompt"]
+__all__ = ["MAX_TEMPLATE_CHARS", "PromptTruncationWarning", "TaskSetup", "EncodedPrompt", "check_seed"]
 
 logger = logging.getLogger(__name__)
 
 # The tiny tokenizer is trained on at most this many training examples (prompts + references).
 _TINY_CORPUS_EXAMPLES = 2000
+
+MAX_TEMPLATE_CHARS = 10_000
+"""The longest ``prompt_template`` an env accepts, in characters: ample for an instruction around
+``{text}``, and the tiny tokenizer, trained on every formatted prompt, builds in about a second at this
+size (a 1 MB template took minutes)."""
 
 
 class PromptTruncationWarning(UserWarning):
@@ -63,10 +68,14 @@ class TaskSetup:
     ) -> None:
         self.task = resolve_task(task, **task_kwargs)
         self.split = split
+        # the cheap checks first: nothing is loaded or built for arguments that are refused
+        self.template = check_template(prompt_template if prompt_template is not None else self.task.template)
+        if chat_template is not None and not isinstance(chat_template, bool):
+            raise ValueError(f"chat_template must be True, False or None (the task's choice): it switches the "
+                             f"tokenizer's own chat template on or off, got {chat_template!r}")
         self.examples: list[Example] = self.task.load(split)
         if not self.examples:
             raise ValueError(f"task {self.task.name!r} has no examples in split {split!r}")
-        self.template = check_template(prompt_template if prompt_template is not None else self.task.template)
         self.max_prompt_tokens = _budget("max_prompt_tokens", max_prompt_tokens, self.task.max_prompt_tokens)
         self.max_new_tokens = _budget("max_new_tokens", max_new_tokens, self.task.max_new_tokens)
         if tokenizer is None:
@@ -213,6 +222,18 @@ def check_action(action: Any, vocab_size: int) -> int:
     return int(action)
 
 
+def check_seed(seed: Any, name: str = "seed") -> int | None:
+    """A reset seed (``None`` or an integer >= 0, numpy integers included) or a clear error, checked
+    before anything is reseeded, so a refused reset leaves every generator as it was."""
+    if seed is None:
+        return None
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer >= 0 or None, got {type(seed).__name__} {seed!r}")
+    if seed < 0:
+        raise ValueError(f"{name} must be an integer >= 0 or None, got {seed}")
+    return int(seed)
+
+
 def _budget(name: str, value: Any, default: int) -> int:
     """A token budget: ``None`` means the task's default; anything else must be an integer >= 1 (``0``
     does not quietly mean "the default", and ``2.5`` is not rounded)."""
@@ -224,9 +245,14 @@ def _budget(name: str, value: Any, default: int) -> int:
 
 def check_template(template: Any) -> str:
     """``template`` if formatting a sample prompt with it works and shows the prompt text: ``"{{text}}"``
-    (a literal ``{text}``) and unknown fields (``"{text} {other}"``) are refused, naming the problem."""
+    (a literal ``{text}``), unknown fields (``"{text} {other}"``) and templates over
+    :data:`MAX_TEMPLATE_CHARS` characters are refused, naming the problem."""
     if not isinstance(template, str):
         raise ValueError(f"prompt_template must be a string containing '{{text}}', got {template!r}")
+    if len(template) > MAX_TEMPLATE_CHARS:
+        raise ValueError(f"prompt_template has {len(template):,} characters, more than the limit: at most "
+                         f"{MAX_TEMPLATE_CHARS:,} (textenv.core.MAX_TEMPLATE_CHARS); put long text in the task's "
+                         "examples, not the template")
     sample = "\x00sample prompt\x00"
     try:
         formatted = template.format(text=sample)

@@ -8,7 +8,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from textenv.core import TaskSetup, check_action, check_dense
+from textenv.core import TaskSetup, check_action, check_dense, check_seed
 from textenv.render import text_image
 from textenv.tasks import Task
 from textenv.turns import TurnState, check_turn_task, plan_move, turn_info
@@ -56,8 +56,9 @@ class TextEnv(gym.Env[dict[str, np.ndarray], int]):
       tokenizer object instead.
     - ``reward``: a reward name (``"rougeL"``), a ``"pkg.mod:fn"`` path, a callable, or a mapping
       ``{name: weight}`` (see :mod:`textenv.rewards`); default: the task's.
-    - ``max_prompt_tokens``, ``max_new_tokens``, ``prompt_template`` (with ``{text}``),
-      ``chat_template`` (use the tokenizer's chat template; default: the task's choice).
+    - ``max_prompt_tokens``, ``max_new_tokens``, ``prompt_template`` (with ``{text}``, at most
+      ``textenv.core.MAX_TEMPLATE_CHARS`` = 10,000 characters), ``chat_template`` (``True``/``False``:
+      use the tokenizer's chat template or not; default ``None``: the task's choice).
     - ``dense_reward``: see Rewards. ``render_mode``: ``None``, ``"ansi"`` (the prompt and the text so
       far) or ``"rgb_array"`` (the same text drawn into an image, for ``RecordVideo`` and SB3's
       ``make_vec_env`` default); another mode is accepted, as Gymnasium does, but ``render()`` raises.
@@ -113,16 +114,26 @@ class TextEnv(gym.Env[dict[str, np.ndarray], int]):
     def reset(
         self, *, seed: int | None = None, options: Mapping[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        super().reset(seed=seed)
+        # Seed and options are checked before the env reseeds, and the RNG is put back if the prompt
+        # cannot be encoded: a refused reset leaves the env, its RNG included, as it was.
+        seed = check_seed(seed)
         options = dict(options or {})
         unknown = sorted(set(options) - {"index"})
         if unknown:
             raise ValueError(f"unknown reset options {unknown}; the only option is 'index'")
-        if "index" in options:
-            index = self.setup.check_index(options["index"])
-        else:
-            index = int(self.np_random.integers(len(self.setup.examples)))
-        enc = self.setup.encode(index)
+        index = self.setup.check_index(options["index"]) if "index" in options else None
+        rng, rng_seed = self._np_random, self._np_random_seed
+        rng_state = rng.bit_generator.state if rng is not None else None
+        super().reset(seed=seed)
+        try:
+            if index is None:
+                index = int(self.np_random.integers(len(self.setup.examples)))
+            enc = self.setup.encode(index)
+        except BaseException:
+            self._np_random, self._np_random_seed = rng, rng_seed
+            if rng is not None:
+                rng.bit_generator.state = rng_state
+            raise
         self.setup.write_prompt(self._ids, self._mask, enc)
         self._index = index
         self._generated = []
@@ -177,6 +188,18 @@ class TextEnv(gym.Env[dict[str, np.ndarray], int]):
         self._generated = [*self._generated, *move.write]
         self._done = move.terminated or move.truncated
         return self._obs(), float(reward), move.terminated, move.truncated, info
+
+    def tokens_left(self) -> int:
+        """How many more tokens the running episode (on a multi-turn task, the agent's current turn)
+        takes before it is cut; 0 when none is running. :class:`textenv.wrappers.TextActions` bounds a
+        reply's length with it before tokenising."""
+        if self._index is None or self._done:
+            return 0
+        n = len(self._generated)
+        left = self.setup.max_new_tokens - n
+        if self.setup.turns > 1:
+            left = min(left, self.setup.max_turn_tokens - (n - self._turn.start))
+        return left
 
     def _checkpoint(self) -> tuple:
         """The episode's state, for :meth:`_rollback` (``TextActions`` plays a reply all or nothing)."""

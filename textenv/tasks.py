@@ -446,6 +446,17 @@ def dialogue_reward() -> Any:
                     LengthPenalty(target=16, tolerance=13, scale=16, eos_penalty=0.5): 1.0}, name="dialogue")
 
 
+def _agent_turns(turns: Sequence[str], max_turn_words: int) -> int:
+    """How many agent turns a conversation can give: its leading turns that are non-empty and at
+    most ``max_turn_words`` words long, in (other side, agent) pairs."""
+    whole = 0
+    for text in turns:
+        if not text.strip() or len(text.split()) > max_turn_words:
+            break
+        whole += 1
+    return whole // 2
+
+
 def dialogue(turns: int = 3, max_turn_words: int = 64, max_turn_tokens: int = 40, max_prompt_tokens: int = 128,
              max_new_tokens: int = 320) -> Task:
     """Chat with a person, turn by turn: the other side's turns are replayed from a real conversation
@@ -456,6 +467,7 @@ def dialogue(turns: int = 3, max_turn_words: int = 64, max_turn_tokens: int = 40
     runs out of turns and no inserted turn is empty). ``max_turn_tokens`` ends an agent turn that
     has not emitted EOS; ``max_new_tokens`` is the room for the whole conversation after the prompt.
     Reward per agent turn: :func:`dialogue_reward`; the real reply is that turn's reference.
+    More ``turns`` than any conversation of a split has is a ``ValueError`` that says how many it has.
     """
     from textenv.data.chitchat import load_conversations, split_conversations
 
@@ -465,14 +477,19 @@ def dialogue(turns: int = 3, max_turn_words: int = 64, max_turn_tokens: int = 40
     def load(split: str) -> list[Example]:
         _check_split(split)
         out = []
-        for conv in split_conversations(load_conversations(), split):
-            used = conv.turns[:2 * turns]
-            if len(used) < 2 * turns or any(not t.strip() or len(t.split()) > max_turn_words for t in used):
+        convs = split_conversations(load_conversations(), split)
+        for conv in convs:
+            if _agent_turns(conv.turns, max_turn_words) < turns:
                 continue
+            used = conv.turns[:2 * turns]
             # "user": the turn the first reply answers (the env sets it per turn; with turns=1 it stays)
             out.append(Example(text=used[0], references=(used[1],),
                                metadata={"id": conv.id, "user": used[0], "user_turns": used[2::2],
                                          "replies": used[1::2]}))
+        if not out:  # named here: the env's "no examples in split" would not say that turns is too many
+            most = max((_agent_turns(c.turns, max_turn_words) for c in convs), default=0)
+            raise ValueError(f"turns={turns} is more than any conversation in split {split!r} has: with "
+                             f"max_turn_words={max_turn_words} it has at most turns={most}")
         return out
 
     return Task("dialogue", load, reward=dialogue_reward(), system=DIALOGUE_SYSTEM,

@@ -12,6 +12,7 @@ Only finished sub-envs are touched one by one (decode, reset).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -21,7 +22,7 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from textenv.core import TaskSetup, check_dense
+from textenv.core import TaskSetup, check_dense, check_seed
 from textenv.models import env_model_kwargs
 from textenv.render import text_image
 from textenv.tasks import Task
@@ -101,6 +102,9 @@ class TextVectorEnv(VectorEnv):
     def reset(
         self, *, seed: int | Sequence[int | None] | None = None, options: Mapping[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        # Every seed and option is checked, and every prompt drawn and encoded, before any sub-env is
+        # reseeded or written: a refused reset leaves all of them, generators included, as they were.
+        seeds = self._check_seeds(seed)
         options = dict(options or {})
         unknown = sorted(set(options) - {"index"})
         if unknown:
@@ -111,24 +115,33 @@ class TextVectorEnv(VectorEnv):
             if len(raw) != self.num_envs:
                 raise ValueError(f"options['index'] needs {self.num_envs} indices, got {len(raw)}")
             indices = [self.setup.check_index(i) for i in raw]
-        if seed is None:
-            seeds: list[int | None] = [None] * self.num_envs
-        elif isinstance(seed, (int, np.integer)):
-            seeds = [int(seed) + i for i in range(self.num_envs)]
-        else:
-            seeds = list(seed)
-            if len(seeds) != self.num_envs:
-                raise ValueError(f"reset(seed=...) needs {self.num_envs} seeds, got {len(seeds)}")
-        if self._rngs is None:
-            self._rngs = [seeding.np_random(s)[0] for s in seeds]
-        else:
-            for i, s in enumerate(seeds):
-                if s is not None:
-                    self._rngs[i] = seeding.np_random(s)[0]
+        rngs = [seeding.np_random(s)[0] if s is not None or self._rngs is None else copy.deepcopy(self._rngs[i])
+                for i, s in enumerate(seeds)]
+        drawn = [int(rngs[i].integers(len(self.setup.examples))) if index is None else index
+                 for i, index in enumerate(indices)]
+        for index in drawn:
+            self.setup.encode(index)  # cached: a prompt that cannot be encoded fails here, before any write
+        self._rngs = rngs
         infos: dict[str, Any] = {}
         for i in range(self.num_envs):
-            infos = self._add_info(infos, self._reset_one(i, indices[i]), i)
+            infos = self._add_info(infos, self._reset_one(i, drawn[i]), i)
         return self._obs(), infos
+
+    def _check_seeds(self, seed: Any) -> list[int | None]:
+        """One seed per sub-env from ``reset(seed=...)``: ``None``, an int ``s`` (sub-env ``i`` gets
+        ``s + i``) or a sequence of ``num_envs`` ints or ``None``s, each checked."""
+        if seed is None:
+            return [None] * self.num_envs
+        if isinstance(seed, (int, np.integer)) and not isinstance(seed, (bool, np.bool_)):
+            first = check_seed(seed)
+            return [first + i for i in range(self.num_envs)]
+        if isinstance(seed, (str, bytes)) or not isinstance(seed, (Sequence, np.ndarray)):
+            raise TypeError(f"reset(seed=...) takes an int, None or {self.num_envs} of them, "
+                            f"got {type(seed).__name__} {seed!r}")
+        seeds = list(seed)
+        if len(seeds) != self.num_envs:
+            raise ValueError(f"reset(seed=...) needs {self.num_envs} seeds, got {len(seeds)}")
+        return [check_seed(s, f"seed[{i}]") for i, s in enumerate(seeds)]
 
     def _check_actions(self, actions: Any) -> np.ndarray:
         arr = np.asarray(actions)

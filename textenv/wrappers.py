@@ -18,10 +18,16 @@ from typing import Any
 import gymnasium as gym
 from gymnasium import spaces
 
-__all__ = ["TextActions"]
+__all__ = ["REPLY_CHARS_PER_TOKEN", "TextActions"]
 
 CHARSET = string.ascii_letters + string.digits + string.punctuation + " "
-"""Characters ``action_space.sample()`` draws from; ``step`` accepts any string."""
+"""Characters ``action_space.sample()`` draws from; ``step`` accepts any string within the length limit."""
+
+REPLY_CHARS_PER_TOKEN = 32
+"""A reply may have this many characters per token the episode (or turn) has left, or the action
+space's ``max_length`` if more; a longer one is refused before it is tokenised. A token is rarely
+over 16 characters, so nothing the budget could hold is refused, and a 10 MB reply (once 21 s of
+tokenising per step, all but a few tokens then dropped) costs nothing."""
 
 
 class TextActions(gym.Wrapper, gym.utils.RecordConstructorArgs):
@@ -40,7 +46,9 @@ class TextActions(gym.Wrapper, gym.utils.RecordConstructorArgs):
     the observation then holds the other side's next turn (``info["turn"]``, ``info["turn_text"]``).
 
     An empty reply is an empty completion (only EOS is played). A reply that is not a string is a
-    ``TypeError`` before any token is played; a reward that raises leaves the env as it was
+    ``TypeError`` before any token is played, and one longer than :data:`REPLY_CHARS_PER_TOKEN` (32)
+    characters per token left (``env.unwrapped.tokens_left()``; or than ``action_space.max_length``,
+    if more) a ``ValueError`` before it is tokenised, the env unchanged; a reward that raises leaves the env as it was
     before the reply (no half-played reply), as the token env does for one token.
     Observations are the wrapped env's (fixed-size token arrays); ``info["prompt"]`` from
     ``reset`` holds the prompt text.
@@ -63,6 +71,12 @@ class TextActions(gym.Wrapper, gym.utils.RecordConstructorArgs):
         base = self.env.unwrapped
         if base._index is None or base._done:
             raise gym.error.ResetNeeded("step() called before reset() or after the episode ended; call reset()")
+        left = base.tokens_left()
+        limit = max(self.action_space.max_length, REPLY_CHARS_PER_TOKEN * left)
+        if len(action) > limit:
+            raise ValueError(f"reply has {len(action):,} characters, more than {left} tokens can hold: at most "
+                             f"{limit:,} ({REPLY_CHARS_PER_TOKEN} per token left, or the action space's max_length); "
+                             "cut it before stepping (generate at most that many tokens)")
         ids = self._setup.tokenizer(action, add_special_tokens=False)["input_ids"] if action else []
         tokens = [*ids, self._setup.eos_token_id]
         saved = base._checkpoint()

@@ -41,6 +41,7 @@ HEAD_FILE = "head.safetensors"
 NGRAM_FILE = "ngram.safetensors"
 CONFIG_FILE = "config.json"
 _EMBED_MODEL = "all-MiniLM-L6-v2"
+_EMBED_DIM = 384  # all-MiniLM-L6-v2's embedding width
 
 
 # --- embeddings --------------------------------------------------------------------------------
@@ -61,7 +62,8 @@ def corpus_embeddings(
     Backed by one ``.npy`` per corpus (keyed by a hash of the texts) under
     ``cache_dir("sentiment")``: rows not embedded yet are NaN and are filled on demand, so a small
     run embeds only what it uses and a full run embeds the rest once. Texts are embedded sorted by
-    length, which cuts padding and roughly halves the time on a CPU.
+    length, which cuts padding and roughly halves the time on a CPU. A cache file of another shape or
+    dtype, or one that cannot be read, is a ``ValueError`` that says to delete it.
     """
     from tqdm import tqdm
 
@@ -69,9 +71,10 @@ def corpus_embeddings(
 
     idx = np.arange(len(tweets)) if indices is None else np.asarray(indices, dtype=np.int64)
     path = cache_dir("sentiment") / f"embeddings-{_corpus_key(tweets)}.npy"
-    store = np.load(path) if path.exists() else None
-    if store is None or store.shape[0] != len(tweets):
-        store = np.full((len(tweets), 384), np.nan, dtype=np.float32)
+    if path.exists():
+        store = _read_embeddings_cache(path, len(tweets))
+    else:
+        store = np.full((len(tweets), _EMBED_DIM), np.nan, dtype=np.float32)
     missing = np.unique(idx[np.isnan(store[idx, 0])])
     if missing.size:
         logger.info("embedding %d tweets with MiniLM (cached in %s)", len(missing), path)
@@ -87,6 +90,24 @@ def corpus_embeddings(
         _atomic_save_npy(path, store)
         logger.info("embedded %d tweets in %.1fs", len(missing), time.perf_counter() - t0)
     return store[idx]
+
+
+def _read_embeddings_cache(path: Path, rows: int) -> np.ndarray:
+    """The cache at ``path``, checked to be ``(rows, 384)`` float32 (one row per tweet, MiniLM's
+    width): a damaged or foreign file once trained and saved a head of the wrong width without a word.
+    Anything else is a one-line error naming the file and the fix, raised before anything is trained
+    or written."""
+    expected = f"expected ({rows}, {_EMBED_DIM}) float32: delete it (it will be rebuilt on the next run)"
+    try:
+        store = np.load(path)
+    except (OSError, ValueError, EOFError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else ""
+        raise ValueError(f"the embeddings cache {path} cannot be read ({type(exc).__name__}: {reason}), "
+                         f"{expected}") from None
+    if not isinstance(store, np.ndarray) or store.shape != (rows, _EMBED_DIM) or store.dtype != np.float32:
+        found = f"a {store.shape} {store.dtype} array" if isinstance(store, np.ndarray) else type(store).__name__
+        raise ValueError(f"the embeddings cache {path} holds {found}, {expected}")
+    return store
 
 
 def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
@@ -162,6 +183,12 @@ def load_head(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     config = json.loads((path / CONFIG_FILE).read_text())
     if tuple(config["labels"]) != LABELS:
         raise ValueError(f"{path}: head labels {config['labels']} differ from {LABELS}")
+    inputs = _EMBED_DIM + len(config.get("vader_features") or ())
+    if config["in_dim"] != inputs:  # else the first scoring fails with a shape error
+        raise ValueError(f"{path}: the head's in_dim {config['in_dim']} does not match its inputs ({_EMBED_DIM} "
+                         f"MiniLM dims + {inputs - _EMBED_DIM} VADER features = {inputs}), as a head trained on "
+                         f"a wrong embeddings cache has: retrain it with "
+                         f"`python -m textenv.rewards.sentiment train --out {path}`")
     head = _make_head(
         config["in_dim"], config["hidden"], len(config["labels"]), config.get("dropout", 0.1)
     )
