@@ -130,3 +130,20 @@ def test_every_other_shell_command_parses():
             parse_config(cls, argv[argv.index("-m") + 2:], presets)
             seen += 1
     assert seen >= 10
+
+
+def test_every_flag_the_readme_names_is_a_field_of_an_entry_point():
+    """The prose's flags (``--length-band LO HI``, ``--trust-config-code``...) must be accepted by some
+    command: a renamed or removed field fails here, not in a reader's terminal."""
+    import dataclasses
+
+    from agents import pipeline, ppo, reward_model, sft
+    from evals import run
+    from textenv import __main__ as demo
+
+    fields = {f"--{f.name.replace('_', '-')}" for cls in (ppo.PPOConfig, sft.SFTConfig, reward_model.RewardModelConfig,
+                                                           pipeline.PipelineConfig, run.RunConfig, demo.DemoConfig)
+              for f in dataclasses.fields(cls)} | {"--preset", "--help", "--debug"}
+    external = {"--index-url", "--no-deps", "--multi_gpu", "--num_processes"}  # pip's and accelerate's
+    named = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9_-]*", README.read_text(encoding="utf-8")))
+    assert named - fields - external == set()
