@@ -17,6 +17,8 @@ Layout under ``--out`` (default ``runs/pipeline/<env>__<model>``)::
     ppo_task/       the PPO policy (agents.ppo) started from the SFT model, rewarded by the task's
                     own reward (VADER, ROUGE-L...): ``--ppo-reward task`` or ``both``
     ppo_rm/         the same, rewarded by the reward model: ``--ppo-reward rm`` or ``both``
+    ppo_task_seed1/ with ``--rl-seeds 0 1 2``: the same RL stage trained with another seed (and
+                    ``ppo_rm_seed1/``...), from the same SFT model
     ppo_runs/       the PPO run directories: metrics.csv (with held-out eval/ rows), TensorBoard
                     events, samples.jsonl, reward.png, checkpoints
 """
@@ -27,6 +29,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -58,21 +61,37 @@ class PipelineConfig(EnvContext):
                                           "--ppo-reward task only)")
     ppo_iterations: int | None = arg(None, "override the PPO preset's iterations")
     out: str | None = arg(None, "root of the checkpoints (default runs/pipeline/<env>__<model>)")
+    rl_seeds: tuple[int, ...] = arg((), "train each RL stage once per seed, all from the same SFT model (and reward "
+                                        "model): ppo_task/ for --seed, ppo_task_seed<S>/ for another seed S "
+                                        "(training variance for evals.run --seeds); empty: --seed only")
     progress: bool = arg(True, "show every stage's progress bars")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.ppo_iterations is not None and self.ppo_iterations < 1:
             raise ValueError(f"ppo_iterations must be >= 1 (or None: the preset's), got {self.ppo_iterations}")
+        if any(not isinstance(s, int) or s < 0 for s in self.rl_seeds) or len(set(self.rl_seeds)) < len(self.rl_seeds):
+            raise ValueError(f"rl_seeds must be distinct integers >= 0, got {list(self.rl_seeds)}")
         if self.reward_model is False and self.ppo_reward != "task":
             raise ValueError(f"--reward-model false with --ppo-reward {self.ppo_reward}: PPO on the reward model "
                              "needs it; use --ppo-reward task")
 
 
+def rl_stage(reward: str, seed: int | None = None, base_seed: int = 0) -> str:
+    """The folder of the RL stage on ``reward`` ("task" or "rm") trained with ``seed``: ``ppo_task``
+    for the pipeline's own seed, ``ppo_task_seed<S>`` for another one."""
+    return f"ppo_{reward}" if seed is None or seed == base_seed else f"ppo_{reward}_seed{seed}"
+
+
+def _rl_seeds(cfg: PipelineConfig) -> tuple[int, ...]:
+    return tuple(dict.fromkeys(cfg.rl_seeds)) or (cfg.seed,)
+
+
 def stage_dirs(cfg: PipelineConfig) -> dict[str, Path]:
     root = Path(cfg.out or Path("runs") / "pipeline" / f"{cfg.env}__{Path(cfg.model).name}")
+    rl = {rl_stage(r, s, cfg.seed): root / rl_stage(r, s, cfg.seed) for s in _rl_seeds(cfg) for r in ("task", "rm")}
     return {"root": root, "sft": root / "sft", "reward_model": root / "reward_model", "ppo_task": root / "ppo_task",
-            "ppo_rm": root / "ppo_rm", "ppo_runs": root / "ppo_runs"}
+            "ppo_rm": root / "ppo_rm", **rl, "ppo_runs": root / "ppo_runs"}
 
 
 def _has_references(env_id: str) -> bool:
@@ -89,10 +108,10 @@ def _preset(presets: dict[str, Any], preset: str, env_id: str, rm: bool = False)
     return presets[next(n for n in names if n in presets)]
 
 
-def _ppo_config(cfg: PipelineConfig, dirs: dict[str, Path], reward: str) -> ppo.PPOConfig:
+def _ppo_config(cfg: PipelineConfig, dirs: dict[str, Path], reward: str, seed: int) -> ppo.PPOConfig:
     pcfg = dataclasses.replace(
         _preset(ppo.PRESETS, cfg.preset, cfg.env, rm=reward == "rm"), env=cfg.env, model=str(dirs["sft"]),
-        seed=cfg.seed, device=cfg.device, precision=cfg.precision, runs=str(dirs["ppo_runs"]),
+        seed=seed, device=cfg.device, precision=cfg.precision, runs=str(dirs["ppo_runs"]),
         exp_name=f"pipeline-{reward}", progress=cfg.progress,
         reward_model=str(dirs["reward_model"]) if reward == "rm" else None,
     )
@@ -129,8 +148,12 @@ def _check_root(dirs: dict[str, Path]) -> None:
     if root.exists() and not root.is_dir():
         raise FileExistsError(f"--out {root} is a file, not a folder")
     ours = {p.name for k, p in dirs.items() if k != "root"} | {RECIPES}
-    foreign = sorted(p.name for p in root.iterdir() if p.name not in ours
-                     and not any(p.name.startswith(f".{name}.") for name in ours)) if root.is_dir() else []
+
+    def is_ours(name: str) -> bool:  # a stage, another seed's RL stage, or a hidden temporary copy of one
+        return (name in ours or any(name.startswith(f".{o}.") for o in ours)
+                or re.fullmatch(r"\.?ppo_(task|rm)_seed\d+(\..*)?", name) is not None)
+
+    foreign = sorted(p.name for p in root.iterdir() if not is_ours(p.name)) if root.is_dir() else []
     if foreign:
         raise FileExistsError(f"--out {root} is not a pipeline folder (it holds {foreign[:3]}); give a new or "
                               "empty folder")
@@ -148,9 +171,10 @@ class Stage:
 
 
 RECIPES = "stages.json"  # beside the stage folders: each finished stage's recipe
-# fields that change what a stage prints or where it runs, not what it is: a checkpoint trained with
-# --device auto on a CPU is the one an eval with --device cpu asks for
-_NOT_RECIPE = ("progress", "device")
+# fields that change what a stage prints or the hardware it ran on, not what it is: a checkpoint
+# trained with --device auto on a CPU (fp32 there; "auto" is bf16 on a GPU) is the one an eval with
+# --device cpu or --precision bf16 asks for
+_NOT_RECIPE = ("progress", "device", "precision")
 
 
 def _model_fingerprint(model: str) -> str:
@@ -192,10 +216,11 @@ def plan_stages(cfg: PipelineConfig, dirs: dict[str, Path]) -> list[Stage]:
                                    model=str(dirs["sft"]), seed=cfg.seed, device=cfg.device, precision=cfg.precision,
                                    out=str(dirs["reward_model"]), progress=cfg.progress)
         stages.append(Stage("reward_model", rcfg, _recipe(rcfg, root, sft=sft_recipe)))
-    for reward in rewards:
-        pcfg = _ppo_config(cfg, dirs, reward)
-        inputs = {"sft": sft_recipe, **({"reward_model": stages[1].recipe} if reward == "rm" else {})}
-        stages.append(Stage(f"ppo_{reward}", pcfg, _recipe(pcfg, root, **inputs)))
+    for seed in _rl_seeds(cfg):
+        for reward in rewards:
+            pcfg = _ppo_config(cfg, dirs, reward, seed)
+            inputs = {"sft": sft_recipe, **({"reward_model": stages[1].recipe} if reward == "rm" else {})}
+            stages.append(Stage(rl_stage(reward, seed, cfg.seed), pcfg, _recipe(pcfg, root, **inputs)))
     return stages
 
 
@@ -256,13 +281,13 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     dirs = stage_dirs(cfg)
     _check_root(dirs)
     stages = plan_stages(cfg, dirs)  # every stage's settings checked before any work
-    for stage in ("sft", "reward_model", "ppo_task", "ppo_rm"):  # a user's folder is refused before any work
-        ensure_replaceable(dirs[stage])
+    for stage in stages:  # a user's folder is refused before any work
+        ensure_replaceable(dirs[stage.name])
     dirs["root"].mkdir(parents=True, exist_ok=True)
     lock = FolderLock(dirs["root"], "pipeline folder")  # two pipelines on one --out would build the same stages
     try:
-        for stage in ("sft", "reward_model", "ppo_task", "ppo_rm"):
-            remove_stale(dirs[stage])  # temp folders of killed stages (~0.5 GB each): no other writer, we hold the lock
+        for stage in stages:
+            remove_stale(dirs[stage.name])  # killed stages' temp folders (~0.5 GB each); we hold the lock
         report: dict[str, Any] = {k: str(v) for k, v in dirs.items()}
         if not any(s.name == "reward_model" for s in stages):
             report["reward_model_metrics"] = "not trained (--ppo-reward task)"

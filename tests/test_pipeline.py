@@ -271,3 +271,18 @@ def test_two_pipelines_on_one_folder_do_not_build_together(tmp_path, monkeypatch
         run_pipeline(PipelineConfig(env="TextCount-v0", model="tiny", preset="tiny", ppo_reward="task",
                                     out=str(tmp_path / "p")))
     lock.release()
+
+
+def test_rl_seeds_train_each_rl_stage_per_seed_from_one_sft(tmp_path, monkeypatch):
+    built = _fake_stages(monkeypatch)
+    base = dict(env="TextCount-v0", model="tiny", preset="tiny", ppo_reward="task", out=str(tmp_path / "p"))
+    run_pipeline(PipelineConfig(**base))
+    report = run_pipeline(PipelineConfig(**base, rl_seeds=(0, 1, 2)))
+    assert built == [("sft", 0), ("ppo_task", 0), ("ppo_task_seed1", 1), ("ppo_task_seed2", 2)]  # SFT, seed 0 reused
+    assert report["ppo_task_metrics"] == "cached" and report["ppo_task_seed2_metrics"] == {"built": True}
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["ppo_task", "ppo_task_seed1", "ppo_task_seed2",
+                                                                 "sft", "stages.json"]
+    run_pipeline(PipelineConfig(**base))  # the other seeds' folders are the pipeline's own, not a user's
+    assert len(built) == 4
+    with pytest.raises(ValueError, match="rl_seeds must be distinct"):
+        PipelineConfig(**base, rl_seeds=(1, 1))
