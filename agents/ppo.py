@@ -50,7 +50,7 @@ from agents.config import cli, parse_config, resolve_device, run_dir, save_confi
 from agents.distributed import Dist, parameter_checksum
 from agents.masking import TopKMasker
 from agents.policy import EpisodeBatch, LMActorCritic, Sampling
-from agents.ppo_config import PRESETS, PPOConfig
+from agents.ppo_config import PRESETS, PPOConfig, resume_config
 from agents.rollout import Episode, Rollout, collect_rollout, outcomes
 from agents.tracking import Tracker, library_progress
 from textenv.cli import RunFailed
@@ -58,7 +58,6 @@ from textenv.devices import autocast
 from textenv.io import FolderLock, atomic_dir, refuse_symlinks, remove_stale, require_complete
 from textenv.models import checkpointed, freeze_below
 from textenv.rewards import RewardError
-from textenv.trust import refuse_config_code
 from textenv.vector import policy_envs
 
 __all__ = ["PPOConfig", "PPOTrainer", "PRESETS", "main"]
@@ -549,38 +548,6 @@ def plot_rewards(run: str | Path) -> Path:
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
-
-
-def resume_config(cfg: PPOConfig, argv: list[str]) -> PPOConfig:
-    """The run's own saved config, except ``resume`` and the fields given on the command line that
-    may change without changing what the run computes (``--iterations`` to extend it, ``--progress``,
-    ``--tensorboard``, ``--checkpoint-every``, ``--eval-every``); each change is logged. A flag left
-    out keeps the run's value (an 8-iteration run resumed without ``--iterations`` stays at 8)."""
-    run = Path(cfg.resume)
-    path = run / "config.json"
-    if (run / "trainer_state.json").is_file() or (run / "policy.json").is_file():
-        raise ValueError(f"--resume {run} is a checkpoint folder inside a run; give the run folder itself: "
-                         f"--resume {run.parent}")
-    if not path.is_file():
-        raise FileNotFoundError(f"--resume {cfg.resume}: no config.json there (not a textenv PPO run folder)")
-    try:
-        saved = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"--resume {cfg.resume}: its config.json is not valid JSON ({exc})") from None
-    fields = {f.name for f in dataclasses.fields(PPOConfig)}
-    if not isinstance(saved, dict) or set(saved) - fields:
-        unknown = sorted(set(saved) - fields) if isinstance(saved, dict) else type(saved).__name__
-        raise ValueError(f"--resume {cfg.resume}: its config.json is not a PPO run's config (unknown: {unknown})")
-    refuse_config_code(saved, f"--resume {cfg.resume}: its config.json", cfg.trust_config_code)
-    given = {a.split("=", 1)[0][2:].replace("-", "_") for a in argv if a.startswith("--")}
-    allowed = {"iterations", "progress", "tensorboard", "checkpoint_every", "eval_every", "trust_config_code"}
-    changes = {k: getattr(cfg, k) for k in sorted(given & allowed) if saved.get(k) != getattr(cfg, k)}
-    for key, value in changes.items():
-        logger.info("resume: %s %r -> %r (given on the command line)", key, saved.get(key), value)
-    ignored = sorted(given - allowed - {"resume", "preset"})
-    if ignored:
-        logger.warning("resume: keeping the run's own %s (only %s may change on resume)", ignored, sorted(allowed))
-    return PPOConfig(**{**saved, **changes, "resume": cfg.resume, "trust_config_code": cfg.trust_config_code})
 
 
 def main(argv: list[str] | None = None) -> PPOTrainer:

@@ -1,21 +1,28 @@
-"""What a PPO run is: :class:`PPOConfig` (every field a ``--flag`` of ``python -m agents.ppo``) and
-the named budgets (:data:`PRESETS`, ``--preset``), with the measurements that chose them.
+"""What a PPO run is: :class:`PPOConfig` (every field a ``--flag`` of ``python -m agents.ppo``), the
+named budgets (:data:`PRESETS`, ``--preset``) with the measurements that chose them, and
+:func:`resume_config`, the config a resumed run continues with.
 
 Kept apart from the trainer (:mod:`agents.ppo`) so a preset's numbers and their reasons read on
-their own; :mod:`agents.ppo` re-exports both.
+their own; :mod:`agents.ppo` re-exports them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from agents.advantages import LOSS_TYPES
 from agents.config import arg
 from textenv.context import EnvContext
+from textenv.trust import refuse_config_code
 
-__all__ = ["PPOConfig", "PRESETS"]
+__all__ = ["PPOConfig", "PRESETS", "resume_config"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -213,3 +220,35 @@ PRESETS["quick-dialogue-rm"] = dataclasses.replace(PRESETS["quick-dialogue"], wh
 PRESETS["quick-summarize-rm"] = dataclasses.replace(PRESETS["quick-summarize"], temperature=1.0, kl_coef=0.2,
                                                     iterations=10, checkpoint_every=10, eval_every=10,
                                                     eval_prompts=16, keep_best=False)
+
+
+def resume_config(cfg: PPOConfig, argv: list[str]) -> PPOConfig:
+    """The run's own saved config, except ``resume`` and the fields given on the command line that
+    may change without changing what the run computes (``--iterations`` to extend it, ``--progress``,
+    ``--tensorboard``, ``--checkpoint-every``, ``--eval-every``); each change is logged. A flag left
+    out keeps the run's value (an 8-iteration run resumed without ``--iterations`` stays at 8)."""
+    run = Path(cfg.resume)
+    path = run / "config.json"
+    if (run / "trainer_state.json").is_file() or (run / "policy.json").is_file():
+        raise ValueError(f"--resume {run} is a checkpoint folder inside a run; give the run folder itself: "
+                         f"--resume {run.parent}")
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume {cfg.resume}: no config.json there (not a textenv PPO run folder)")
+    try:
+        saved = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"--resume {cfg.resume}: its config.json is not valid JSON ({exc})") from None
+    fields = {f.name for f in dataclasses.fields(PPOConfig)}
+    if not isinstance(saved, dict) or set(saved) - fields:
+        unknown = sorted(set(saved) - fields) if isinstance(saved, dict) else type(saved).__name__
+        raise ValueError(f"--resume {cfg.resume}: its config.json is not a PPO run's config (unknown: {unknown})")
+    refuse_config_code(saved, f"--resume {cfg.resume}: its config.json", cfg.trust_config_code)
+    given = {a.split("=", 1)[0][2:].replace("-", "_") for a in argv if a.startswith("--")}
+    allowed = {"iterations", "progress", "tensorboard", "checkpoint_every", "eval_every", "trust_config_code"}
+    changes = {k: getattr(cfg, k) for k in sorted(given & allowed) if saved.get(k) != getattr(cfg, k)}
+    for key, value in changes.items():
+        logger.info("resume: %s %r -> %r (given on the command line)", key, saved.get(key), value)
+    ignored = sorted(given - allowed - {"resume", "preset"})
+    if ignored:
+        logger.warning("resume: keeping the run's own %s (only %s may change on resume)", ignored, sorted(allowed))
+    return PPOConfig(**{**saved, **changes, "resume": cfg.resume, "trust_config_code": cfg.trust_config_code})
