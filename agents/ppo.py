@@ -9,7 +9,9 @@ logging and atomic checkpoints. The config and the named
 presets are in :mod:`agents.ppo_config`. Optional NLPO action masking (``--mask-top-k``): tokens are
 sampled and scored only among a frozen masking model's top-k next tokens (:mod:`agents.masking`).
 ``--loss-type`` picks how the policy loss is averaged (token, sequence, Dr. GRPO); ``--length-band``
-penalises replies that leave a band around the starting policy's mean length.
+penalises replies that leave a band around the starting policy's mean length. Each iteration also
+logs whether it had anything to learn from (:mod:`agents.learning_signal`: ``signal/`` keys), warns
+after a stretch without, and stops a run whose reward never varied.
 
     python -m agents.ppo --preset tiny                                 # tiny model, TextCount-v0
     python -m agents.ppo --env TextSentiment-v0 --preset quick          # the default model
@@ -48,6 +50,7 @@ from agents.advantages import (
 )
 from agents.config import cli, parse_config, resolve_device, run_dir, save_config
 from agents.distributed import Dist, parameter_checksum
+from agents.learning_signal import SignalMonitor, signal_stats
 from agents.masking import TopKMasker
 from agents.policy import EpisodeBatch, LMActorCritic, Sampling
 from agents.ppo_config import PRESETS, PPOConfig, resume_config
@@ -127,6 +130,8 @@ class PPOTrainer:
             reward = {"reward": resolve("classifier", path=cfg.reward_model)}
         self.envs = policy_envs(cfg.env, cfg.model, cfg.num_envs, max_new_tokens=cfg.max_new_tokens, **reward)
         self.setup = self.envs.unwrapped.setup
+        self.monitor = SignalMonitor(cfg.signal_patience, cfg.max_zero_std_groups, cfg.advantage != "gae",
+                                     self.setup.max_new_tokens)
         self.eval_envs = None
         if cfg.eval_every:
             # The same task and budgets on held-out prompts, scored by the task's own reward even
@@ -202,7 +207,7 @@ class PPOTrainer:
             save_file(tensors, tmp / "optimizer.safetensors")
             state = {"iteration": self.iteration, "kl_coef": self.kl.value, "failures": self.failures,
                      "updates": self.updates, "best_eval": self.best_eval, "best_iteration": self.best_iteration,
-                     "ref_length": self.ref_length,
+                     "ref_length": self.ref_length, "signal": self.monitor.state_dict(),
                      "optimizer": meta, "config": dataclasses.asdict(self.cfg)}
             if self.masker is not None and self.cfg.mask_update_every:  # it is no longer the starting policy
                 self.masker.save(tmp / "mask_model.safetensors")
@@ -221,6 +226,7 @@ class PPOTrainer:
         self.updates = state.get("updates", self.iteration - self.failures)  # older checkpoints: a lower bound
         self.best_eval, self.best_iteration = state.get("best_eval", -math.inf), state.get("best_iteration", -1)
         self.ref_length = state.get("ref_length")
+        self.monitor.load_state_dict(state.get("signal"))
         if self.masker is not None and self.cfg.mask_update_every:
             self.masker.load(path / "mask_model.safetensors")
         logger.info("resumed from %s at iteration %d", path, self.iteration)
@@ -297,6 +303,8 @@ class PPOTrainer:
             why = f"reward failed: {exc}"
         if self.dist.any(why is not None):  # every process skips together
             return self._skip(it, why or "a reward failed on another process")
+        signal = signal_stats(rollout.scores.numpy(), rollout.ended_with_eos, self.cfg.samples_per_prompt, self.dist)
+        self.monitor.observe(it, signal)  # warns after a stretch without signal; may stop
         scored = self._score_rollout(rollout)
         if not torch.isfinite(scored.scores).all():
             return self._skip(it, "non-finite task reward")
@@ -305,7 +313,7 @@ class PPOTrainer:
         if stats is None:
             return self._skip(it, "non-finite loss")
         self._after_update(it, scored, len(rollout))
-        return self._log(it, rollout, scored, stats, rollout_secs)
+        return {**self._log(it, rollout, scored, stats, rollout_secs), **signal.metrics()}
 
     def _score_rollout(self, rollout: Rollout) -> Scored:
         """The rollout's KL to the reference (per action) and its task scores; the first rollout

@@ -101,11 +101,18 @@ class PPOConfig(EnvContext):
                                          "(a 'pkg.mod:fn' reward or a 'pkg.mod:Env' env): only for run "
                                          "folders you trust, as importing runs their code")
     max_failures: int = arg(3, "stop after this many consecutive skipped (non-finite) iterations")
+    signal_patience: int = arg(3, "iterations a judgement on the learning signal spans: this many in a row "
+                                  "without usable signal log a warning; a task reward that was one value for "
+                                  "every episode of the first this-many iterations stops the run (exit 1, no "
+                                  "final/)")
+    max_zero_std_groups: float = arg(0.9, "an iteration has no usable signal when more than this share of its "
+                                          "groups (grpo/rloo) got one task reward for all their samples, or when "
+                                          "every episode got the same reward (logged: signal/frac_zero_std_groups)")
 
     def __post_init__(self) -> None:  # noqa: C901 - one flat list of one-line checks
         super().__post_init__()
         for name in ("iterations", "prompts_per_iter", "samples_per_prompt", "epochs", "minibatch_size", "grad_accum",
-                     "checkpoint_every", "max_failures"):
+                     "checkpoint_every", "max_failures", "signal_patience"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0 or (self.max_new_tokens is not None and self.max_new_tokens < 1):
@@ -135,6 +142,8 @@ class PPOConfig(EnvContext):
                 raise ValueError(f"length_band must be two numbers 0 <= lo <= hi, got {self.length_band}")
         if not self.length_coef >= 0:
             raise ValueError(f"length_coef must be >= 0, got {self.length_coef}")
+        if not 0 <= self.max_zero_std_groups <= 1:
+            raise ValueError(f"max_zero_std_groups must be in [0, 1], got {self.max_zero_std_groups}")
         self._check_ranges()
 
     def _check_ranges(self) -> None:
