@@ -1,5 +1,5 @@
 """Whether a run is learning anything: each iteration's signal metrics, a warning for a stretch
-without usable signal, and a stop for a reward that never varied.
+without usable signal, a stop for a reward that never varied, and the difficulty schedule.
 
 A policy gradient learns only from differences between rewards. A GRPO/RLOO group whose samples
 all score the same has zero advantage on every token (TRL logs the share of such groups as
@@ -8,11 +8,15 @@ rank; a reward read off a finished answer scores every episode cut at the token 
 (TRL's quickstart truncated 97-99% of its completions and trained on zeros). Such a run still looks
 busy (the losses move, the KL penalty alone pulls the policy), so :class:`SignalMonitor` says so in
 the log, and stops a run whose every reward has been one value since its first iteration.
+
+:class:`DifficultySchedule` is the usual cure for all-zero groups on a verifiable task: start on the
+easiest problems and move up a level when the policy solves enough of them.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -20,7 +24,7 @@ import numpy as np
 from agents.distributed import Dist
 from textenv.cli import RunFailed
 
-__all__ = ["SignalMonitor", "SignalStats", "signal_stats"]
+__all__ = ["DifficultySchedule", "SignalMonitor", "SignalStats", "signal_stats"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,8 +82,9 @@ class SignalMonitor:
     with one reward for all their samples (group advantages only: GAE's baseline is the value head),
     or every reward of the iteration equal (any advantage). ``patience`` such iterations in a row
     log one warning (one per stretch: a new stretch warns again); a reward that was one value in
-    every episode of the first ``patience`` iterations stops the run with
-    :class:`textenv.cli.RunFailed`, as its policy could only follow the KL penalty.
+    every episode of the first ``patience`` iterations (counted again when a difficulty schedule
+    moves up) stops the run with :class:`textenv.cli.RunFailed`, as its policy could only follow
+    the KL penalty.
 
     ``budget``: the episodes' token budget, named when truncation is the likely cause. The counts
     are part of a checkpoint (:meth:`state_dict`), so a resumed run judges as the uninterrupted one."""
@@ -104,13 +109,18 @@ class SignalMonitor:
         if stats.frac_truncated >= 0.5:
             tips.insert(0, f"{stats.frac_truncated:.0%} of the episodes were cut at the {self.budget}-token budget "
                            f"(a reward read off a finished answer scores them all alike): raise --max-new-tokens")
-        tips.append("on TextReasoning-v0, try an easier difficulty=" if stats.accuracy < 0.5 else
+        tips.append("on TextReasoning-v0, start easier with --difficulty-schedule" if stats.accuracy < 0.5 else
                     "the problems may be too easy: raise the env's difficulty")
         return "; ".join(tips)
 
-    def observe(self, it: int, stats: SignalStats) -> None:
+    def observe(self, it: int, stats: SignalStats, task_changed: bool = False) -> None:
         """Judge iteration ``it``: warn when it completes a stretch of ``patience`` iterations
-        without signal; raise :class:`RunFailed` when the reward has been one value all run."""
+        without signal; raise :class:`RunFailed` when the reward has been one value all run.
+        ``task_changed``: ``it`` was the last iteration on the old task (a difficulty schedule moved
+        up, the cure for a reward that no longer varies): the judgement starts again after it."""
+        if task_changed:
+            self.streak, self.observed, self.constant, self.varied = 0, 0, None, False
+            return
         self.observed += 1
         if not self.varied:
             self.varied = not stats.identical or (self.constant is not None and stats.reward_min != self.constant)
@@ -134,3 +144,37 @@ class SignalMonitor:
         state = state or {"varied": True}
         self.streak, self.observed = int(state.get("streak", 0)), int(state.get("observed", 0))
         self.constant, self.varied = state.get("constant"), bool(state.get("varied", True))
+
+
+class DifficultySchedule:
+    """A curriculum over a task's difficulty ``levels`` (easiest first): training starts at the
+    first and moves up one level when the share of correct answers (reward >= 1) over the last
+    ``window`` iterations at the current level reaches ``threshold``; the last level is kept.
+    Only the iterations' shares decide, so a resumed run (:meth:`state_dict`) moves as the
+    uninterrupted one."""
+
+    def __init__(self, threshold: float, levels: Sequence[int], window: int) -> None:
+        if not levels:
+            raise ValueError("a difficulty schedule needs at least one level")
+        self.threshold, self.levels, self.window = threshold, tuple(levels), window
+        self.level = self.levels[0]
+        self.recent: list[float] = []  # the accuracies of the last iterations at this level
+
+    def observe(self, accuracy: float) -> bool:
+        """Record one iteration's accuracy; True when the level rose (the train env must follow)."""
+        self.recent = [*self.recent, accuracy][-self.window:]
+        at = self.levels.index(self.level)
+        if len(self.recent) < self.window or float(np.mean(self.recent)) < self.threshold or at + 1 == len(self.levels):
+            return False
+        logger.info("difficulty %d -> %d: %.0f%% correct over the last %d iterations", self.level,
+                    self.levels[at + 1], 100 * float(np.mean(self.recent)), self.window)
+        self.level, self.recent = self.levels[at + 1], []
+        return True
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"level": self.level, "recent": list(self.recent)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["level"] not in self.levels:
+            raise ValueError(f"checkpoint difficulty {state['level']!r} is not one of the levels {self.levels}")
+        self.level, self.recent = state["level"], [float(x) for x in state["recent"]]

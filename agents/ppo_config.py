@@ -18,6 +18,7 @@ from typing import Literal
 from agents.advantages import LOSS_TYPES
 from agents.config import arg
 from textenv.context import EnvContext
+from textenv.tasks import difficulty_levels
 from textenv.trust import refuse_config_code
 
 __all__ = ["PPOConfig", "PRESETS", "resume_config"]
@@ -103,11 +104,16 @@ class PPOConfig(EnvContext):
     max_failures: int = arg(3, "stop after this many consecutive skipped (non-finite) iterations")
     signal_patience: int = arg(3, "iterations a judgement on the learning signal spans: this many in a row "
                                   "without usable signal log a warning; a task reward that was one value for "
-                                  "every episode of the first this-many iterations stops the run (exit 1, no "
-                                  "final/)")
+                                  "every episode of the first this-many iterations (or of as many after a "
+                                  "--difficulty-schedule step) stops the run (exit 1, no final/); "
+                                  "--difficulty-schedule averages its accuracy over this many")
     max_zero_std_groups: float = arg(0.9, "an iteration has no usable signal when more than this share of its "
                                           "groups (grpo/rloo) got one task reward for all their samples, or when "
                                           "every episode got the same reward (logged: signal/frac_zero_std_groups)")
+    difficulty_schedule: float | None = arg(
+        None, "ACCURACY: TextReasoning-v0 only: train from difficulty 1 and move up a level (up to 5) when the "
+              "share of correct answers (task reward >= 1) over the last signal_patience iterations at the level "
+              "reaches this (logged: signal/difficulty); the held-out eval stays on the env's own level (None: off)")
 
     def __post_init__(self) -> None:  # noqa: C901 - one flat list of one-line checks
         super().__post_init__()
@@ -144,6 +150,10 @@ class PPOConfig(EnvContext):
             raise ValueError(f"length_coef must be >= 0, got {self.length_coef}")
         if not 0 <= self.max_zero_std_groups <= 1:
             raise ValueError(f"max_zero_std_groups must be in [0, 1], got {self.max_zero_std_groups}")
+        if self.difficulty_schedule is not None:
+            if not 0 < self.difficulty_schedule <= 1:
+                raise ValueError(f"difficulty_schedule must be an accuracy in (0, 1], got {self.difficulty_schedule}")
+            difficulty_levels(self.env)  # a task without levels is refused here, before a model loads
         self._check_ranges()
 
     def _check_ranges(self) -> None:
