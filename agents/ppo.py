@@ -9,7 +9,10 @@ logging and atomic checkpoints. The config and the named
 presets are in :mod:`agents.ppo_config`. Optional NLPO action masking (``--mask-top-k``): tokens are
 sampled and scored only among a frozen masking model's top-k next tokens (:mod:`agents.masking`).
 ``--loss-type`` picks how the policy loss is averaged (token, sequence, Dr. GRPO); ``--length-band``
-penalises replies that leave a band around the starting policy's mean length.
+penalises replies that leave a band around the starting policy's mean length. Each iteration also
+logs whether it had anything to learn from (:mod:`agents.learning_signal`: ``signal/`` keys), warns
+after a stretch without, and stops a run whose reward never varied; ``--difficulty-schedule`` raises
+a reasoning task's level as the policy learns.
 
     python -m agents.ppo --preset tiny                                 # tiny model, TextCount-v0
     python -m agents.ppo --env TextSentiment-v0 --preset quick          # the default model
@@ -36,6 +39,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+from gymnasium.vector import VectorEnv
 
 import textenv  # noqa: F401 - registers the env ids
 from agents.advantages import (
@@ -48,9 +52,10 @@ from agents.advantages import (
 )
 from agents.config import cli, parse_config, resolve_device, run_dir, save_config
 from agents.distributed import Dist, parameter_checksum
+from agents.learning_signal import DifficultySchedule, SignalMonitor, SignalStats, signal_stats
 from agents.masking import TopKMasker
 from agents.policy import EpisodeBatch, LMActorCritic, Sampling
-from agents.ppo_config import PRESETS, PPOConfig
+from agents.ppo_config import PRESETS, PPOConfig, resume_config
 from agents.rollout import Episode, Rollout, collect_rollout, outcomes
 from agents.tracking import Tracker, library_progress
 from textenv.cli import RunFailed
@@ -58,7 +63,7 @@ from textenv.devices import autocast
 from textenv.io import FolderLock, atomic_dir, refuse_symlinks, remove_stale, require_complete
 from textenv.models import checkpointed, freeze_below
 from textenv.rewards import RewardError
-from textenv.trust import refuse_config_code
+from textenv.tasks import difficulty_levels
 from textenv.vector import policy_envs
 
 __all__ = ["PPOConfig", "PPOTrainer", "PRESETS", "main"]
@@ -126,8 +131,14 @@ class PPOTrainer:
             from textenv.rewards import resolve
 
             reward = {"reward": resolve("classifier", path=cfg.reward_model)}
-        self.envs = policy_envs(cfg.env, cfg.model, cfg.num_envs, max_new_tokens=cfg.max_new_tokens, **reward)
+        self.train_reward = reward
+        self.schedule = None  # --difficulty-schedule: the train env's level
+        if cfg.difficulty_schedule is not None:
+            self.schedule = DifficultySchedule(cfg.difficulty_schedule, difficulty_levels(cfg.env), cfg.signal_patience)
+        self.envs = self._train_envs()
         self.setup = self.envs.unwrapped.setup
+        self.monitor = SignalMonitor(cfg.signal_patience, cfg.max_zero_std_groups, cfg.advantage != "gae",
+                                     self.setup.max_new_tokens)
         self.eval_envs = None
         if cfg.eval_every:
             # The same task and budgets on held-out prompts, scored by the task's own reward even
@@ -187,6 +198,20 @@ class PPOTrainer:
             self.tracker = Tracker(self.dir, tensorboard=cfg.tensorboard,
                                    resume_step=self.iteration if cfg.resume else None)
 
+    def _train_envs(self, tokenizer: Any = None) -> VectorEnv:
+        """The train split's vector env; with ``--difficulty-schedule``, at the schedule's level (the
+        held-out env stays on the env's own level, so its numbers compare with runs without one)."""
+        level = {} if self.schedule is None else {"difficulty": self.schedule.level}
+        return policy_envs(self.cfg.env, self.cfg.model, self.cfg.num_envs, tokenizer=tokenizer,
+                           max_new_tokens=self.cfg.max_new_tokens, **self.train_reward, **level)
+
+    def _follow_difficulty(self) -> None:
+        """Rebuild the train env at the schedule's new level, on the policy's tokenizer. Its prompts
+        are the level's own seeded train split, so a resumed run draws the same ones."""
+        self.envs.close()
+        self.envs = self._train_envs(self.setup.tokenizer)
+        self.setup = self.envs.unwrapped.setup
+
     # -- checkpoints -----------------------------------------------------------------------
 
     def save_checkpoint(self, directory: Path | None = None) -> Path:
@@ -203,7 +228,8 @@ class PPOTrainer:
             save_file(tensors, tmp / "optimizer.safetensors")
             state = {"iteration": self.iteration, "kl_coef": self.kl.value, "failures": self.failures,
                      "updates": self.updates, "best_eval": self.best_eval, "best_iteration": self.best_iteration,
-                     "ref_length": self.ref_length,
+                     "ref_length": self.ref_length, "signal": self.monitor.state_dict(),
+                     "difficulty": None if self.schedule is None else self.schedule.state_dict(),
                      "optimizer": meta, "config": dataclasses.asdict(self.cfg)}
             if self.masker is not None and self.cfg.mask_update_every:  # it is no longer the starting policy
                 self.masker.save(tmp / "mask_model.safetensors")
@@ -222,6 +248,10 @@ class PPOTrainer:
         self.updates = state.get("updates", self.iteration - self.failures)  # older checkpoints: a lower bound
         self.best_eval, self.best_iteration = state.get("best_eval", -math.inf), state.get("best_iteration", -1)
         self.ref_length = state.get("ref_length")
+        self.monitor.load_state_dict(state.get("signal"))
+        if self.schedule is not None and state.get("difficulty") is not None:
+            self.schedule.load_state_dict(state["difficulty"])
+            self._follow_difficulty()
         if self.masker is not None and self.cfg.mask_update_every:
             self.masker.load(path / "mask_model.safetensors")
         logger.info("resumed from %s at iteration %d", path, self.iteration)
@@ -298,6 +328,9 @@ class PPOTrainer:
             why = f"reward failed: {exc}"
         if self.dist.any(why is not None):  # every process skips together
             return self._skip(it, why or "a reward failed on another process")
+        signal = signal_stats(rollout.scores.numpy(), rollout.ended_with_eos, self.cfg.samples_per_prompt, self.dist)
+        rose, difficulty = self._advance_difficulty(signal)  # the next iteration's level
+        self.monitor.observe(it, signal, task_changed=rose)  # warns after a stretch without signal; may stop
         scored = self._score_rollout(rollout)
         if not torch.isfinite(scored.scores).all():
             return self._skip(it, "non-finite task reward")
@@ -306,7 +339,18 @@ class PPOTrainer:
         if stats is None:
             return self._skip(it, "non-finite loss")
         self._after_update(it, scored, len(rollout))
-        return self._log(it, rollout, scored, stats, rollout_secs)
+        return {**self._log(it, rollout, scored, stats, rollout_secs), **signal.metrics(), **difficulty}
+
+    def _advance_difficulty(self, signal: SignalStats) -> tuple[bool, dict[str, float]]:
+        """``--difficulty-schedule``: whether the train env moved up a level for the next iteration,
+        and the metrics of this one (the level it trained at, its accuracy)."""
+        if self.schedule is None:
+            return False, {}
+        metrics = {"signal/difficulty": float(self.schedule.level), "signal/accuracy": signal.accuracy}
+        rose = self.schedule.observe(signal.accuracy)
+        if rose:
+            self._follow_difficulty()
+        return rose, metrics
 
     def _score_rollout(self, rollout: Rollout) -> Scored:
         """The rollout's KL to the reference (per action) and its task scores; the first rollout
@@ -549,38 +593,6 @@ def plot_rewards(run: str | Path) -> Path:
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
-
-
-def resume_config(cfg: PPOConfig, argv: list[str]) -> PPOConfig:
-    """The run's own saved config, except ``resume`` and the fields given on the command line that
-    may change without changing what the run computes (``--iterations`` to extend it, ``--progress``,
-    ``--tensorboard``, ``--checkpoint-every``, ``--eval-every``); each change is logged. A flag left
-    out keeps the run's value (an 8-iteration run resumed without ``--iterations`` stays at 8)."""
-    run = Path(cfg.resume)
-    path = run / "config.json"
-    if (run / "trainer_state.json").is_file() or (run / "policy.json").is_file():
-        raise ValueError(f"--resume {run} is a checkpoint folder inside a run; give the run folder itself: "
-                         f"--resume {run.parent}")
-    if not path.is_file():
-        raise FileNotFoundError(f"--resume {cfg.resume}: no config.json there (not a textenv PPO run folder)")
-    try:
-        saved = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"--resume {cfg.resume}: its config.json is not valid JSON ({exc})") from None
-    fields = {f.name for f in dataclasses.fields(PPOConfig)}
-    if not isinstance(saved, dict) or set(saved) - fields:
-        unknown = sorted(set(saved) - fields) if isinstance(saved, dict) else type(saved).__name__
-        raise ValueError(f"--resume {cfg.resume}: its config.json is not a PPO run's config (unknown: {unknown})")
-    refuse_config_code(saved, f"--resume {cfg.resume}: its config.json", cfg.trust_config_code)
-    given = {a.split("=", 1)[0][2:].replace("-", "_") for a in argv if a.startswith("--")}
-    allowed = {"iterations", "progress", "tensorboard", "checkpoint_every", "eval_every", "trust_config_code"}
-    changes = {k: getattr(cfg, k) for k in sorted(given & allowed) if saved.get(k) != getattr(cfg, k)}
-    for key, value in changes.items():
-        logger.info("resume: %s %r -> %r (given on the command line)", key, saved.get(key), value)
-    ignored = sorted(given - allowed - {"resume", "preset"})
-    if ignored:
-        logger.warning("resume: keeping the run's own %s (only %s may change on resume)", ignored, sorted(allowed))
-    return PPOConfig(**{**saved, **changes, "resume": cfg.resume, "trust_config_code": cfg.trust_config_code})
 
 
 def main(argv: list[str] | None = None) -> PPOTrainer:

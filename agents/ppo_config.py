@@ -1,21 +1,29 @@
-"""What a PPO run is: :class:`PPOConfig` (every field a ``--flag`` of ``python -m agents.ppo``) and
-the named budgets (:data:`PRESETS`, ``--preset``), with the measurements that chose them.
+"""What a PPO run is: :class:`PPOConfig` (every field a ``--flag`` of ``python -m agents.ppo``), the
+named budgets (:data:`PRESETS`, ``--preset``) with the measurements that chose them, and
+:func:`resume_config`, the config a resumed run continues with.
 
 Kept apart from the trainer (:mod:`agents.ppo`) so a preset's numbers and their reasons read on
-their own; :mod:`agents.ppo` re-exports both.
+their own; :mod:`agents.ppo` re-exports them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from agents.advantages import LOSS_TYPES
 from agents.config import arg
 from textenv.context import EnvContext
+from textenv.tasks import difficulty_levels
+from textenv.trust import refuse_config_code
 
-__all__ = ["PPOConfig", "PRESETS"]
+__all__ = ["PPOConfig", "PRESETS", "resume_config"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -94,11 +102,23 @@ class PPOConfig(EnvContext):
                                          "(a 'pkg.mod:fn' reward or a 'pkg.mod:Env' env): only for run "
                                          "folders you trust, as importing runs their code")
     max_failures: int = arg(3, "stop after this many consecutive skipped (non-finite) iterations")
+    signal_patience: int = arg(3, "iterations a judgement on the learning signal spans: this many in a row "
+                                  "without usable signal log a warning; a task reward that was one value for "
+                                  "every episode of the first this-many iterations (or of as many after a "
+                                  "--difficulty-schedule step) stops the run (exit 1, no final/); "
+                                  "--difficulty-schedule averages its accuracy over this many")
+    max_zero_std_groups: float = arg(0.9, "an iteration has no usable signal when more than this share of its "
+                                          "groups (grpo/rloo) got one task reward for all their samples, or when "
+                                          "every episode got the same reward (logged: signal/frac_zero_std_groups)")
+    difficulty_schedule: float | None = arg(
+        None, "ACCURACY: TextReasoning-v0 only: train from difficulty 1 and move up a level (up to 5) when the "
+              "share of correct answers (task reward >= 1) over the last signal_patience iterations at the level "
+              "reaches this (logged: signal/difficulty); the held-out eval stays on the env's own level (None: off)")
 
     def __post_init__(self) -> None:  # noqa: C901 - one flat list of one-line checks
         super().__post_init__()
         for name in ("iterations", "prompts_per_iter", "samples_per_prompt", "epochs", "minibatch_size", "grad_accum",
-                     "checkpoint_every", "max_failures"):
+                     "checkpoint_every", "max_failures", "signal_patience"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0 or (self.max_new_tokens is not None and self.max_new_tokens < 1):
@@ -128,6 +148,12 @@ class PPOConfig(EnvContext):
                 raise ValueError(f"length_band must be two numbers 0 <= lo <= hi, got {self.length_band}")
         if not self.length_coef >= 0:
             raise ValueError(f"length_coef must be >= 0, got {self.length_coef}")
+        if not 0 <= self.max_zero_std_groups <= 1:
+            raise ValueError(f"max_zero_std_groups must be in [0, 1], got {self.max_zero_std_groups}")
+        if self.difficulty_schedule is not None:
+            if not 0 < self.difficulty_schedule <= 1:
+                raise ValueError(f"difficulty_schedule must be an accuracy in (0, 1], got {self.difficulty_schedule}")
+            difficulty_levels(self.env)  # a task without levels is refused here, before a model loads
         self._check_ranges()
 
     def _check_ranges(self) -> None:
@@ -213,3 +239,35 @@ PRESETS["quick-dialogue-rm"] = dataclasses.replace(PRESETS["quick-dialogue"], wh
 PRESETS["quick-summarize-rm"] = dataclasses.replace(PRESETS["quick-summarize"], temperature=1.0, kl_coef=0.2,
                                                     iterations=10, checkpoint_every=10, eval_every=10,
                                                     eval_prompts=16, keep_best=False)
+
+
+def resume_config(cfg: PPOConfig, argv: list[str]) -> PPOConfig:
+    """The run's own saved config, except ``resume`` and the fields given on the command line that
+    may change without changing what the run computes (``--iterations`` to extend it, ``--progress``,
+    ``--tensorboard``, ``--checkpoint-every``, ``--eval-every``); each change is logged. A flag left
+    out keeps the run's value (an 8-iteration run resumed without ``--iterations`` stays at 8)."""
+    run = Path(cfg.resume)
+    path = run / "config.json"
+    if (run / "trainer_state.json").is_file() or (run / "policy.json").is_file():
+        raise ValueError(f"--resume {run} is a checkpoint folder inside a run; give the run folder itself: "
+                         f"--resume {run.parent}")
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume {cfg.resume}: no config.json there (not a textenv PPO run folder)")
+    try:
+        saved = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"--resume {cfg.resume}: its config.json is not valid JSON ({exc})") from None
+    fields = {f.name for f in dataclasses.fields(PPOConfig)}
+    if not isinstance(saved, dict) or set(saved) - fields:
+        unknown = sorted(set(saved) - fields) if isinstance(saved, dict) else type(saved).__name__
+        raise ValueError(f"--resume {cfg.resume}: its config.json is not a PPO run's config (unknown: {unknown})")
+    refuse_config_code(saved, f"--resume {cfg.resume}: its config.json", cfg.trust_config_code)
+    given = {a.split("=", 1)[0][2:].replace("-", "_") for a in argv if a.startswith("--")}
+    allowed = {"iterations", "progress", "tensorboard", "checkpoint_every", "eval_every", "trust_config_code"}
+    changes = {k: getattr(cfg, k) for k in sorted(given & allowed) if saved.get(k) != getattr(cfg, k)}
+    for key, value in changes.items():
+        logger.info("resume: %s %r -> %r (given on the command line)", key, saved.get(key), value)
+    ignored = sorted(given - allowed - {"resume", "preset"})
+    if ignored:
+        logger.warning("resume: keeping the run's own %s (only %s may change on resume)", ignored, sorted(allowed))
+    return PPOConfig(**{**saved, **changes, "resume": cfg.resume, "trust_config_code": cfg.trust_config_code})

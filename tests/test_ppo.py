@@ -184,7 +184,7 @@ def test_resume_keeps_the_runs_own_budget_unless_given(tmp_path, caplog):
     cli = PPOConfig(resume=str(run))  # every other field at its default (iterations=20, lr=1e-5)
     kept = resume_config(cli, ["--resume", str(run)])
     assert kept.iterations == 8 and kept.lr == 3e-3 and kept.resume == str(run)
-    with caplog.at_level(logging.INFO, logger="agents.ppo"):
+    with caplog.at_level(logging.INFO, logger="agents.ppo_config"):
         extended = resume_config(dataclasses.replace(cli, iterations=40, lr=1.0),
                                  ["--resume", str(run), "--iterations=40", "--lr", "1.0"])
     assert extended.iterations == 40 and extended.lr == 3e-3  # the budget may change; the algorithm may not

@@ -25,8 +25,8 @@ from textenv.cache import package_dir
 from textenv.data.detokenize import detokenize
 
 __all__ = ["ARITHMETIC_LEVELS", "SPLITS", "UNANSWERABLE_ANSWER", "Example", "Preference", "Task", "count",
-           "dialogue", "dialogue_reward", "env_spec", "first_third", "qa", "reasoning", "reference_pairs",
-           "resolve_task", "sentiment", "summarize", "task_of"]
+           "dialogue", "dialogue_reward", "difficulty_levels", "env_spec", "first_third", "qa", "reasoning",
+           "reference_pairs", "resolve_task", "sentiment", "summarize", "task_of"]
 
 SPLITS = ("train", "validation", "test")
 
@@ -386,6 +386,19 @@ def reasoning(dataset: str = "basic_arithmetic", difficulty: int | None = None,
                 template="{text}\nGive only the final answer.",
                 max_prompt_tokens=max_prompt_tokens, max_new_tokens=max_new_tokens,
                 pairs=functools.partial(reference_pairs, load))
+
+
+def difficulty_levels(env_id: str) -> tuple[int, ...]:
+    """The ``difficulty=`` levels of ``env_id``'s task, easiest first, for a schedule that raises
+    the level while training (``agents.ppo --difficulty-schedule``): :data:`ARITHMETIC_LEVELS` for a
+    :func:`reasoning` task on ``basic_arithmetic`` (``TextReasoning-v0``). Read off the registration,
+    so nothing is generated; any other env is a one-line ``ValueError``."""
+    kwargs = env_spec(env_id).kwargs
+    arithmetic = kwargs.get("dataset", "basic_arithmetic") == "basic_arithmetic"
+    if kwargs.get("task") not in ("textenv.tasks:reasoning", reasoning) or not arithmetic:
+        raise ValueError(f"{env_id!r} has no difficulty levels; a difficulty schedule needs TextReasoning-v0 "
+                         "(reasoning-gym's basic_arithmetic, levels 1-5)")
+    return tuple(sorted(ARITHMETIC_LEVELS))
 
 
 # ---------------------------------------------------------------------------------------------
