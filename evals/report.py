@@ -419,7 +419,9 @@ def _bars(ax, sub: pd.DataFrame, env: str, metric: str, unranked: frozenset[str]
     higher = bool(sub["higher_is_better"].iloc[0]) if len(sub) else True
     title = f"{env}: {_header_name(metric, higher, unranked) if is_delta else metric}"
     title += "" if metric in unranked else " ↑" if higher else " ↓"
-    if is_delta:
+    if is_delta:  # 0 drawn inside the axis, not on its edge where the bars start
+        ax.use_sticky_edges = False
+        ax.margins(x=0.08)
         ax.axvline(0.0, lw=1, color="black")
     elif reference is not None and math.isfinite(reference):
         low, high = ax.get_xlim()
