@@ -9,6 +9,7 @@ import functools
 import math
 import os
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,11 +55,76 @@ them but never highlights a best run."""
 
 REWARD_PART_PREFIX = "reward/"
 PASS_AT_PREFIX = "pass@"
+DELTA_PREFIX = "delta/"
+"""``delta/<metric>``: a policy's paired difference from its start on ``<metric>`` (:mod:`evals.paired`)."""
 
 CORRECT_REWARD = 1.0
 """A sample is correct (``accuracy``, ``pass@k``) when its task reward is at least this: a verifier's
 full score. Graded rewards (ROUGE, VADER, the count task's share of increasing pairs) reach it only
 with a perfect completion, so there ``accuracy`` is the share of perfect completions."""
+
+
+HEADLINE_DELTA = "Δ"
+"""In a :class:`TaskMetrics` headline: where the ``delta/<first headline metric>`` column goes."""
+HEADLINE_PASS_AT_K = "pass@k"
+"""In a :class:`TaskMetrics` headline: every ``pass@<k>`` metric the task has, by k."""
+
+N_GRAM_METRICS: frozenset[str] = frozenset({"rouge1", "rouge2", "rougeL", "bleu", "chrf", "distinct1", "distinct2",
+                                            "bertscore"})
+"""Overlap and diversity of words: meaningless for a one-number answer (ROUGE-2 of "42" is 0 for every policy)."""
+
+
+@dataclass(frozen=True)
+class TaskMetrics:
+    """What a task's leaderboard table shows and what is not computed for it at all.
+
+    ``headline``: the metrics a reader compares, in reading order, shown in the Markdown table and
+    the PNG (every computed metric stays in the CSV). Its first entry is the metric of the paired
+    difference from each policy's start; :data:`HEADLINE_DELTA` marks where that column goes and
+    :data:`HEADLINE_PASS_AT_K` stands for the task's ``pass@<k>`` metrics. ``not_computed``: metrics
+    that cannot mean anything for the task, left out of every file (and their cost saved).
+    """
+
+    headline: tuple[str, ...]
+    not_computed: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        first = self.headline[0] if self.headline else None
+        if first is None or first in (HEADLINE_DELTA, HEADLINE_PASS_AT_K) or first in self.not_computed:
+            raise ValueError(f"a task's headline must start with a metric it computes, got {self.headline}")
+
+    @property
+    def delta_metric(self) -> str:
+        """The metric of the paired difference from a policy's start (the headline's first)."""
+        return self.headline[0]
+
+
+DEFAULT_TASK_METRICS = TaskMetrics(("reward", HEADLINE_DELTA, "length"))
+"""TextCount-v0 and any task without an entry in :data:`TASK_METRICS` (a user's own task)."""
+
+TASK_METRICS: dict[str, TaskMetrics] = {
+    "reasoning": TaskMetrics(("accuracy", HEADLINE_PASS_AT_K, HEADLINE_DELTA, "length", "kl_to_ref"),
+                             not_computed=N_GRAM_METRICS),
+    "summarize": TaskMetrics(("rougeL", "bertscore", HEADLINE_DELTA, "length", "kl_to_ref")),
+    "sentiment": TaskMetrics(("reward", HEADLINE_DELTA, "length", "kl_to_ref", "distinct2")),  # reward: VADER
+    "qa": TaskMetrics(("f1", "exact_match", HEADLINE_DELTA, "length", "kl_to_ref")),
+    "dialogue": TaskMetrics(("reward", HEADLINE_DELTA, "length")),  # reward: the conversation's return
+}
+"""Task family (:attr:`textenv.tasks.Task.name` up to its first ``/``: ``reasoning/basic_arithmetic``
+is ``reasoning``) -> its :class:`TaskMetrics`. A user's task may add its own entry."""
+
+
+@functools.cache
+def task_metrics(env: str) -> TaskMetrics:
+    """The :class:`TaskMetrics` of env id ``env``, found through its task's name; the default for a
+    task without an entry, and for a name that is no env id (a hand-built frame's ``"t"``)."""
+    from textenv.tasks import task_of
+
+    try:
+        name = task_of(env).name
+    except (ValueError, TypeError, ImportError, OSError):
+        return DEFAULT_TASK_METRICS
+    return TASK_METRICS.get(name.partition("/")[0], DEFAULT_TASK_METRICS)
 
 
 def pass_k_of(name: str) -> int | None:
@@ -70,9 +136,15 @@ def pass_k_of(name: str) -> int | None:
     return None
 
 
+def delta_of(name: str) -> str | None:
+    """``<metric>`` of a ``delta/<metric>`` name (one level: no delta of a delta), else None."""
+    metric = name.removeprefix(DELTA_PREFIX)
+    return metric if name.startswith(DELTA_PREFIX) and metric and not metric.startswith(DELTA_PREFIX) else None
+
+
 def higher_is_better(name: str) -> bool:
     """Direction of metric ``name``, including the dynamic ``reward/<part>`` and ``pass@<k>`` columns
-    (always True).
+    (always True) and ``delta/<metric>`` (its metric's).
 
     Raises KeyError for an unknown name rather than guessing a direction, because a wrong guess would
     silently mark the worst run as best.
@@ -83,7 +155,11 @@ def higher_is_better(name: str) -> bool:
         return True
     if pass_k_of(name) is not None:
         return True
-    raise KeyError(f"unknown metric {name!r}; expected one of {sorted(METRICS)}, 'reward/<part>' or 'pass@<k>'")
+    metric = delta_of(name)
+    if metric is not None:
+        return higher_is_better(metric)
+    raise KeyError(f"unknown metric {name!r}; expected one of {sorted(METRICS)}, 'reward/<part>', 'pass@<k>' "
+                   "or 'delta/<metric>'")
 
 
 def is_metric(name: str) -> bool:
@@ -238,6 +314,11 @@ def per_prompt_means(values: Sequence[float | None], prompts: Sequence[int]) -> 
     with no value left is dropped. With one sample per prompt this returns the values themselves, bit
     for bit (the mean of one float is that float).
     """
+    return list(prompt_means(values, prompts).values())
+
+
+def prompt_means(values: Sequence[float | None], prompts: Sequence[int]) -> dict[int, float]:
+    """:func:`per_prompt_means` keyed by prompt id, so two policies' values can be paired by prompt."""
     if len(values) != len(prompts):
         raise ValueError(f"{len(values)} values but {len(prompts)} prompt ids; expected one id per value")
     groups: dict[int, list[float]] = {}
@@ -245,4 +326,4 @@ def per_prompt_means(values: Sequence[float | None], prompts: Sequence[int]) -> 
         bucket = groups.setdefault(p, [])
         if v is not None and not (isinstance(v, float) and math.isnan(v)):
             bucket.append(float(v))
-    return [math.fsum(vs) / len(vs) for vs in groups.values() if vs]
+    return {p: math.fsum(vs) / len(vs) for p, vs in groups.items() if vs}

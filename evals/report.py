@@ -1,7 +1,9 @@
 """Leaderboards: one tidy frame of scores in, a CSV, a Markdown table and a PNG out.
 
-Every eval run ends as rows of ``(policy, task, metric, value, ci_low, ci_high, n, higher_is_better)``
-(long format, as lm-evaluation-harness reports: each metric declares its direction). This module
+Every eval run ends as rows of ``(policy, task, metric, value, ci_low, ci_high, n, higher_is_better,
+start, p_value)`` (long format, as lm-evaluation-harness reports: each metric declares its direction;
+``delta/<metric>`` rows hold a policy's paired difference from the policy named in ``start``, with
+its permutation ``p_value``, :mod:`evals.paired`). This module
 fixes that schema (:func:`make_frame`), renders it for people (:func:`to_markdown`,
 :func:`plot_leaderboard`) with the provenance a reader needs to trust or reproduce a number
 (:class:`RunInfo`: commit, date, seeds, model, decoding, versions), and writes all three files so
@@ -21,22 +23,32 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from evals.metrics import UNRANKED, pass_k_of
+from evals.metrics import (
+    DELTA_PREFIX,
+    HEADLINE_DELTA,
+    HEADLINE_PASS_AT_K,
+    UNRANKED,
+    delta_of,
+    pass_k_of,
+    task_metrics,
+)
+from evals.paired import verdict
 from textenv.io import atomic_write_group, ensure_file_replaceable
 
 # "task" holds the env id: the leaderboard CSV schema, which committed tables and their readers share
-COLUMNS = ["policy", "task", "metric", "value", "ci_low", "ci_high", "n", "higher_is_better"]
+REQUIRED_COLUMNS = ["policy", "task", "metric", "value", "ci_low", "ci_high", "n", "higher_is_better"]
+COLUMNS = [*REQUIRED_COLUMNS, "start", "p_value"]
+"""``start`` and ``p_value`` are filled on ``delta/<metric>`` rows only; a row (or a CSV written before
+they existed) without them reads as ``""`` and NaN."""
 _STR_COLUMNS = ("policy", "task", "metric")
-_FLOAT_COLUMNS = ("value", "ci_low", "ci_high")
+_FLOAT_COLUMNS = ("value", "ci_low", "ci_high", "p_value")
 _SORT = ["task", "metric", "policy"]
 _VERSIONED = ("torch", "transformers", "gymnasium", "evaluate", "textenv")
-HEADLINE_METRICS = ("reward", "rougeL", "length")
-"""Plotted by default: the numbers a reader compares first (length, so a reward won by shortening
-or lengthening replies shows); everything else is in the tables."""
 
 EXTENSIONS = ("csv", "md", "png")
 """The files of one leaderboard, ``<name>.<ext>`` each."""
@@ -70,16 +82,6 @@ def _same_values(tdf: pd.DataFrame, a: str, b: str) -> bool:
         np.allclose(va.sort_index().to_numpy(), vb.sort_index().to_numpy(), equal_nan=True))
 
 
-def _reasoning_metrics(metrics: Iterable[str]) -> list[str]:
-    """``accuracy`` then the ``pass@k`` columns by k, when a task has pass@k (it was sampled K > 1
-    times, which a suite asks for on the tasks whose correctness it cares about); else none, so
-    graded tasks do not get a panel of near-zero accuracies."""
-    passes = sorted((m for m in metrics if pass_k_of(m) is not None), key=pass_k_of)
-    if not passes:
-        return []
-    return [m for m in ("accuracy",) if m in metrics] + passes
-
-
 def make_frame(rows: Iterable[Mapping[str, object]]) -> pd.DataFrame:
     """Build the one leaderboard frame every other function takes, with fixed dtypes and order.
 
@@ -87,18 +89,19 @@ def make_frame(rows: Iterable[Mapping[str, object]]) -> pd.DataFrame:
     (task, metric, policy) makes every rendering deterministic whatever order the rows came in.
     Strings use ``astype(str)``: the installed pandas' default string dtype, on both paths.
     Raises ValueError naming the problem: missing or unexpected columns, empty names, NaN or
-    non-integer ``n``, duplicate (policy, task, metric) rows, or a metric whose direction differs
-    between rows of one task.
+    non-integer ``n``, duplicate (policy, task, metric) rows, a metric whose direction differs
+    between rows of one task, a ``delta/`` row without its ``start`` or another row with one, or a
+    p-value outside [0, 1]. ``start`` and ``p_value`` may be left out (``""`` and NaN).
     """
     records = [dict(r) for r in rows]
     present = set().union(*(r.keys() for r in records)) if records else set(COLUMNS)
-    missing = [c for c in COLUMNS if any(c not in r for r in records)]
+    missing = [c for c in REQUIRED_COLUMNS if any(c not in r for r in records)]
     if missing:
         raise ValueError(f"leaderboard rows are missing column(s) {missing}; expected {COLUMNS}")
     extra = sorted(present - set(COLUMNS))
     if extra:
         raise ValueError(f"leaderboard rows have unexpected column(s) {extra}; expected {COLUMNS}")
-    data: dict[str, list[object]] = {c: [r[c] for r in records] for c in COLUMNS}
+    data: dict[str, list[object]] = {c: [r.get(c) for r in records] for c in COLUMNS}
     for c in _STR_COLUMNS:
         bad = [v for v in data[c] if not isinstance(v, str) or not v]
         if bad:
@@ -107,9 +110,13 @@ def make_frame(rows: Iterable[Mapping[str, object]]) -> pd.DataFrame:
         data[c] = [_to_float(v, c) for v in data[c]]
     data["n"] = [_to_count(v) for v in data["n"]]
     data["higher_is_better"] = [_to_bool(v) for v in data["higher_is_better"]]
+    data["start"] = [_to_start(s, m) for s, m in zip(data["start"], data["metric"], strict=True)]
+    bad_p = [p for p in data["p_value"] if not (math.isnan(p) or 0.0 <= p <= 1.0)]  # type: ignore[arg-type]
+    if bad_p:
+        raise ValueError(f"column 'p_value' must hold probabilities in [0, 1] or nothing, got {bad_p[0]!r}")
 
     df = pd.DataFrame(data, columns=COLUMNS)
-    df = df.astype({**dict.fromkeys(_STR_COLUMNS, str), **dict.fromkeys(_FLOAT_COLUMNS, "float64"),
+    df = df.astype({**dict.fromkeys((*_STR_COLUMNS, "start"), str), **dict.fromkeys(_FLOAT_COLUMNS, "float64"),
                     "n": "int64", "higher_is_better": "bool"})
     dup = df.duplicated(["policy", "task", "metric"], keep=False)
     if dup.any():
@@ -129,6 +136,17 @@ def _to_float(v: object, column: str) -> float:
         return float(v)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise ValueError(f"column {column!r} must be numeric, got {v!r}") from None
+
+
+def _to_start(v: object, metric: object) -> str:
+    """A ``delta/`` row's start policy (required), ``""`` on any other row."""
+    start = "" if v is None or (isinstance(v, float) and math.isnan(v)) else v
+    if not isinstance(start, str):
+        raise ValueError(f"column 'start' must hold a policy name, got {v!r}")
+    if bool(start) != (delta_of(str(metric)) is not None):
+        raise ValueError(f"row of metric {metric!r}: " + ("a delta/ row must name its start policy" if not start
+                                                          else f"only delta/ rows name a start, got {start!r}"))
+    return start
 
 
 def _to_count(v: object) -> int:
@@ -237,12 +255,60 @@ def _n_label(ns: Iterable[int]) -> str:
     return str(values[0]) if len(values) == 1 else f"{values[0]}–{values[-1]}"
 
 
-def to_markdown(df: pd.DataFrame, info: RunInfo, unranked: frozenset[str] = UNRANKED) -> str:
+def _signed(v: float) -> str:
+    """:func:`_fmt` with a sign, for differences: ``+0.054``, ``-0.012``; an exact 0 has none."""
+    text = _fmt(v)
+    return text if math.isnan(v) or v == 0 else f"+{text}" if v > 0 else text
+
+
+def _delta_cell(r: Any) -> str:  # a row of the frame, from itertuples
+    """``+0.054 [+0.012, +0.097] vs sft: better (p=0.003)``; better or worse only when the interval
+    excludes 0 (:func:`evals.paired.verdict`)."""
+    if math.isnan(r.value):
+        return "n/a"
+    ci = "" if math.isnan(r.ci_low) or math.isnan(r.ci_high) else f" [{_signed(r.ci_low)}, {_signed(r.ci_high)}]"
+    p = "" if math.isnan(r.p_value) else f" (p={r.p_value:.2g})"
+    return f"{_signed(r.value)}{ci} vs {_md(r.start)}: {verdict((r.ci_low, r.ci_high), r.higher_is_better)}{p}"
+
+
+def table_metrics(env: str, available: Iterable[str], metrics: Sequence[str] | None = None) -> list[str]:
+    """The columns of ``env``'s table (and panels of its plot), in reading order, among the
+    ``available`` metrics: the task's headline (:func:`evals.metrics.task_metrics`: its
+    ``pass@k`` metrics by k, its ``delta/`` column where the headline puts it), or the given
+    ``metrics`` each followed by its ``delta/`` column where there is one. A task that has none of
+    its headline metrics (a frame of other metrics) shows every metric it has."""
+    have = set(available)
+    if metrics is not None:
+        return [c for m in metrics for c in (m, DELTA_PREFIX + m) if c in have]
+    spec = task_metrics(env)
+    out: list[str] = []
+    for item in spec.headline:
+        if item == HEADLINE_PASS_AT_K:
+            out += sorted((m for m in have if pass_k_of(m) is not None), key=pass_k_of)  # type: ignore[arg-type]
+        elif item == HEADLINE_DELTA:
+            out += [m for m in (DELTA_PREFIX + spec.delta_metric,) if m in have]
+        elif item in have:
+            out.append(item)
+    return out or sorted(m for m in have if delta_of(m) is None)
+
+
+def _header_name(metric: str, higher: bool, unranked: frozenset[str]) -> str:
+    base = delta_of(metric)
+    if base is not None:
+        return f"Δ {_md(base)} vs start"
+    return _md(metric) if metric in unranked else f"{_md(metric)} {'↑' if higher else '↓'}"
+
+
+def to_markdown(df: pd.DataFrame, info: RunInfo, unranked: frozenset[str] = UNRANKED,
+                metrics: Sequence[str] | None = None) -> str:
     """Render the leaderboard: a provenance header, then one policies × metrics table per task.
 
-    The best policy per metric is bold (max if higher is better, else min; exact ties all bold);
-    NaN is "n/a" and never best; ``unranked`` metrics (e.g. length, where neither direction is
-    "better") are shown but never bold. The same frame and info always give the same bytes.
+    Each table shows the task's headline metrics in reading order (:func:`table_metrics`; ``metrics``
+    names other columns for every task) and names the rest, which stay in the CSV. The best policy
+    per metric is bold (max if higher is better, else min; exact ties all bold); NaN is "n/a" and
+    never best; ``unranked`` metrics (e.g. length, where neither direction is "better") and the
+    ``Δ vs start`` column are never bold: that column says better or worse only where its paired
+    interval excludes 0. The same frame and info always give the same bytes.
     """
     df = make_frame(df.to_dict("records"))
     versions = ", ".join(f"{k} {v}" for k, v in info.versions.items()) or "unknown"
@@ -265,36 +331,61 @@ def to_markdown(df: pd.DataFrame, info: RunInfo, unranked: frozenset[str] = UNRA
         f"bold; never for unranked metrics: {', '.join(sorted(unranked)) or 'none'}). n: examples scored per policy; "
         "n/a: no value; —: not evaluated.",
     ]
+    if any(delta_of(m) is not None for m in df["metric"]):
+        lines += ["", "Δ vs start: the mean over prompts of the row's difference from the policy it was trained "
+                  "or sampled from (named in the cell: RL from SFT, SFT from base, best-of-n and vote from the policy "
+                  "they sample), on the prompts both scored, with a paired bootstrap 95% interval and a two-sided "
+                  "permutation p-value; a row is better or worse only when that interval excludes 0, else \"no clear "
+                  "difference\"."]
     if any(pass_k_of(m) is not None for m in df["metric"]):
         lines += ["", "Sampled tasks: each metric is first averaged over a prompt's K samples, so n and the "
                   "intervals count prompts. accuracy: share of samples with the task's full reward (≥ 1, a "
                   "verifier's correct), i.e. pass@1; pass@k: unbiased estimator (Chen et al. 2021) that one of k "
                   "samples is correct."]
     for env, tdf in df.groupby("task", sort=True):
-        metrics = sorted(tdf["metric"].unique())
-        policies = policy_order(tdf["policy"])
-        higher = tdf.groupby("metric")["higher_is_better"].first()
-        cells = {(r.policy, r.metric): r for r in tdf.itertuples(index=False)}
-        best: dict[str, set[str]] = {}
-        for m in metrics:
-            vals = tdf[(tdf["metric"] == m) & tdf["value"].notna()]
-            if m in unranked or vals.empty:
-                continue
-            top = vals["value"].max() if higher[m] else vals["value"].min()
-            best[m] = set(vals.loc[vals["value"] == top, "policy"])
-        header = ["policy"] + [_md(m) if m in unranked else f"{_md(m)} {'↑' if higher[m] else '↓'}"
-                               for m in metrics] + ["n"]
-        lines += ["", f"## {_md(str(env))}", "", "| " + " | ".join(header) + " |",
-                  "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
-        for p in policies:
-            row = [_md(p)]
-            for m in metrics:
-                r = cells.get((p, m))
-                text = "—" if r is None else _cell(r.value, r.ci_low, r.ci_high)
-                row.append(f"**{text}**" if p in best.get(m, ()) else text)
-            row.append(_n_label(tdf.loc[tdf["policy"] == p, "n"]))
-            lines.append("| " + " | ".join(row) + " |")
+        lines += ["", f"## {_md(str(env))}", "", *_task_table(str(env), tdf, unranked, metrics)]
     return "\n".join(lines) + "\n"
+
+
+def _task_table(env: str, tdf: pd.DataFrame, unranked: frozenset[str], metrics: Sequence[str] | None) -> list[str]:
+    """One task's table: its columns (:func:`table_metrics`), the best values bold, then a line
+    naming the metrics left to the CSV and those not computed for the task."""
+    available = sorted(tdf["metric"].unique())
+    shown = table_metrics(env, available, metrics)
+    policies = policy_order(tdf["policy"])
+    higher = tdf.groupby("metric")["higher_is_better"].first()
+    cells = {(r.policy, r.metric): r for r in tdf.itertuples(index=False)}
+    best: dict[str, set[str]] = {}
+    for m in shown:
+        vals = tdf[(tdf["metric"] == m) & tdf["value"].notna()]
+        if m in unranked or delta_of(m) is not None or vals.empty:
+            continue
+        top = vals["value"].max() if higher[m] else vals["value"].min()
+        best[m] = set(vals.loc[vals["value"] == top, "policy"])
+    header = ["policy"] + [_header_name(m, bool(higher[m]), unranked) for m in shown] + ["n"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    scored = tdf[tdf["metric"].map(lambda m: delta_of(m) is None)]  # n: examples scored, not pairs
+    for p in policies:
+        row = [_md(p)]
+        for m in shown:
+            r = cells.get((p, m))
+            if r is None:
+                text = "—"
+            else:
+                text = _delta_cell(r) if delta_of(m) is not None else _cell(r.value, r.ci_low, r.ci_high)
+            row.append(f"**{text}**" if p in best.get(m, ()) else text)
+        ns = scored.loc[scored["policy"] == p, "n"]
+        row.append(_n_label(ns) if len(ns) else "—")
+        lines.append("| " + " | ".join(row) + " |")
+    rest = [m for m in available if m not in shown]
+    not_computed = [m for m in sorted(task_metrics(env).not_computed) if m not in available] if metrics is None else []
+    if rest or not_computed:
+        lines.append("")
+        if rest:
+            lines.append(f"Also in the CSV: {', '.join(_md(m) for m in rest)}.")
+        if not_computed:
+            lines.append(f"Not computed here (no meaning for this task's answers): {', '.join(not_computed)}.")
+    return lines
 
 
 def read_leaderboard_csv(path: str | os.PathLike[str]) -> pd.DataFrame:
@@ -312,20 +403,27 @@ def _bars(ax, sub: pd.DataFrame, env: str, metric: str, unranked: frozenset[str]
     """One bar per policy with its CI, in :func:`policy_order`; a missing value is left out rather
     than read as zero. The ``reference`` policy is a dashed line, not a bar, and where it lies
     far beyond every other policy (ROUGE of the reference itself is 1) it is only named, so the
-    real policies keep the axis."""
+    real policies keep the axis. A ``delta/`` panel labels each bar with its start and draws 0:
+    a bar whose interval crosses that line is no clear difference."""
     sub = sub.dropna(subset=["value"])
     reference = float(sub.loc["reference", "value"]) if "reference" in sub.index else None
     sub = sub.loc[[p for p in policy_order(sub.index) if p != "reference"]]
-    policies = list(sub.index)
+    is_delta = delta_of(metric) is not None
+    policies = [f"{p} vs {sub.loc[p, 'start']}" if is_delta else p for p in sub.index]
     y = np.arange(len(policies))
     value = sub["value"].to_numpy()
     err = np.nan_to_num(np.vstack([value - sub["ci_low"].to_numpy(), sub["ci_high"].to_numpy() - value]))
     ax.barh(y, value, xerr=np.clip(err, 0, None), capsize=3, color="tab:blue", alpha=0.8)
     ax.set_yticks(y, policies, fontsize=8)
     ax.invert_yaxis()
-    arrow = "" if metric in unranked else " ↑" if bool(sub["higher_is_better"].iloc[0]) else " ↓"
-    title = f"{env}: {metric}{arrow}"
-    if reference is not None and math.isfinite(reference):
+    higher = bool(sub["higher_is_better"].iloc[0]) if len(sub) else True
+    title = f"{env}: {_header_name(metric, higher, unranked) if is_delta else metric}"
+    title += "" if metric in unranked else " ↑" if higher else " ↓"
+    if is_delta:  # 0 drawn inside the axis, not on its edge where the bars start
+        ax.use_sticky_edges = False
+        ax.margins(x=0.08)
+        ax.axvline(0.0, lw=1, color="black")
+    elif reference is not None and math.isfinite(reference):
         low, high = ax.get_xlim()
         if low <= reference <= high + 0.25 * (high - low):
             ax.axvline(reference, ls="--", lw=1, color="gray", label=f"reference {_fmt(reference)}")
@@ -360,16 +458,15 @@ def _reward_vs_kl(ax, tdf: pd.DataFrame, env: str) -> None:
 
 def plot_leaderboard(df: pd.DataFrame, path: str | os.PathLike[str],
                      metrics: Sequence[str] | None = None) -> dict[str, list[str]]:
-    """PNG: one row per task with its headline metrics (a bar per policy with its CI) and, where
-    policies have a KL to the base model, a reward-vs-KL panel. A task draws only the panels it has
-    data for (no empty panels).
+    """PNG: one row per task with the columns of its table (:func:`table_metrics`: its headline
+    metrics, or the given ``metrics``), a bar per policy with its CI; the ``Δ vs start`` panel
+    draws each row's paired difference against 0. Where the task's policies have a reward and a
+    KL to the base model, the KL panel is the reward-vs-KL picture instead (it shows both, each
+    with its CI). A task draws only the panels it has data for (no empty panels), and a metric whose
+    values equal an earlier panel's for every policy (summaries' reward is ROUGE-L) is not drawn twice.
 
     Uses a bare ``Figure`` on the Agg canvas, not pyplot, so it touches no global backend state
-    and is safe in tests and worker threads. Default metrics: those of ``HEADLINE_METRICS``
-    present, else the first metric in the frame, plus on each task with a ``pass@k`` its
-    ``accuracy`` and ``pass@k`` (:func:`_reasoning_metrics`); a metric whose values equal an
-    earlier panel's for every policy (summaries' reward is ROUGE-L) is not drawn twice. Returns
-    the panels drawn per task.
+    and is safe in tests and worker threads. Returns the panels drawn per task.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -378,24 +475,20 @@ def plot_leaderboard(df: pd.DataFrame, path: str | os.PathLike[str],
     if df.empty:
         raise ValueError("cannot plot an empty leaderboard")
     available = sorted(df["metric"].unique())
-    extra: dict[str, list[str]] = {}  # per task, the default's reasoning panels
-    if metrics is None:
-        metrics = [m for m in HEADLINE_METRICS if m in available] or available[:1]
-        extra = {t: _reasoning_metrics(set(tdf.dropna(subset=["value"])["metric"])) for t, tdf in df.groupby("task")}
-    unknown = [m for m in metrics if m not in available]
-    if unknown or not metrics:
-        raise ValueError(f"metrics {unknown or list(metrics)} not in the leaderboard; available: {available}")
+    unknown = [m for m in metrics or () if m not in available]
+    if unknown or (metrics is not None and not metrics):
+        raise ValueError(f"metrics {unknown or list(metrics or ())} not in the leaderboard; available: {available}")
     envs = sorted(df["task"].unique())
     panels: dict[str, list[str]] = {}
     for env in envs:
         tdf = df[df["task"] == env]
         have = set(tdf.dropna(subset=["value"])["metric"])
         panels[env] = []
-        for m in [m for m in metrics if m in have] + list(extra.get(env, ())):
+        for m in table_metrics(env, have, metrics):
+            if m == "kl_to_ref" and "reward" in have:
+                m = "reward vs KL"
             if m not in panels[env] and not any(_same_values(tdf, p, m) for p in panels[env]):
                 panels[env].append(m)
-        if {"reward", "kl_to_ref"} <= have:
-            panels[env].append("reward vs KL")
     width = max(max(len(v) for v in panels.values()), 1)
     n_pol = df["policy"].nunique()
     fig = Figure(figsize=(4.5 * width, (0.35 * n_pol + 1.6) * len(envs)), layout="constrained")
@@ -404,7 +497,7 @@ def plot_leaderboard(df: pd.DataFrame, path: str | os.PathLike[str],
     for sf, env in zip(subfigs, envs, strict=True):
         tdf = df[df["task"] == env]
         if not panels[env]:
-            sf.suptitle(f"{env}: none of {list(metrics)} evaluated", fontsize=9)
+            sf.suptitle(f"{env}: none of {list(metrics or ())} evaluated", fontsize=9)
             continue
         axes = np.atleast_1d(sf.subplots(1, len(panels[env]), squeeze=False)[0])
         for ax, panel in zip(axes, panels[env], strict=True):
@@ -457,8 +550,11 @@ def leaderboard_paths(directory: str | os.PathLike[str], name: str) -> dict[str,
 
 
 def write_leaderboard(df: pd.DataFrame, directory: str | os.PathLike[str], suite: str,
-                      info: RunInfo) -> dict[str, Path]:
+                      info: RunInfo, metrics: Sequence[str] | None = None) -> dict[str, Path]:
     """Write ``<suite>.csv``, ``.md`` and ``.png`` into ``directory``, all or nothing.
+
+    The Markdown and PNG show each task's headline metrics, or the ``metrics`` a run asked for
+    (those of them it has); the CSV has every row.
 
     The targets are checked first (:func:`leaderboard_paths`), all three are rendered in memory,
     then replaced together by :func:`textenv.io.atomic_write_group`: a failed render, a full disk
@@ -470,8 +566,9 @@ def write_leaderboard(df: pd.DataFrame, directory: str | os.PathLike[str], suite
     if info.suite != suite:
         raise ValueError(f"info.suite {info.suite!r} does not match suite {suite!r}")
     df = make_frame(df.to_dict("records"))
+    shown = None if metrics is None else [m for m in metrics if m in set(df["metric"])] or None
     png = io.BytesIO()  # everything is rendered before the first file is replaced
-    plot_leaderboard(df, png)
-    rendered = {"csv": df.to_csv(index=False), "md": to_markdown(df, info), "png": png.getvalue()}
+    plot_leaderboard(df, png, metrics=shown)
+    rendered = {"csv": df.to_csv(index=False), "md": to_markdown(df, info, metrics=shown), "png": png.getvalue()}
     atomic_write_group({final[ext]: rendered[ext] for ext in EXTENSIONS})
     return final

@@ -11,6 +11,7 @@ verifier task, majority vote only where answers are extracted) are left out by t
     python -m evals.run                                   # the quick suite, everything
     python -m evals.run --envs TextSentiment-v0 --policies base,ppo-task --limit 16
     python -m evals.run --policy mine=path/to/checkpoint  # add any checkpoint (repeatable)
+    python -m evals.run --policy mine=path/to/checkpoint --start mine=sft  # its Δ against the sft row
     python -m evals.run --suite full                      # GPU-sized budgets
     accelerate launch --multi_gpu --num_processes 2 -m evals.run ...  # shards batches, same table
                                                           # (--multi_gpu starts the processes; CPUs work too)
@@ -55,7 +56,7 @@ from textenv.context import RunContext
 from textenv.devices import resolve_device
 from textenv.models import DEFAULT_MODEL
 
-__all__ = ["SUITES", "RunConfig", "main", "suite_config"]
+__all__ = ["SUITES", "RunConfig", "main", "parse_start", "suite_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,11 +81,24 @@ _POLICIES = (
     "reference",
 )
 
+# Each trained or sampled row's start, for its paired difference (the pipeline trains SFT from the
+# base model and RL from SFT; best-of-n and vote sample SFT).
+_STARTS = (("sft", "base"), ("rm", "sft"), ("vote", "sft"), ("ppo-task", "sft"), ("ppo-rm", "sft"))
+
+
+def _starts(policies: tuple[str, ...], starts: tuple[tuple[str, str], ...] = _STARTS) -> tuple[tuple[str, str], ...]:
+    """The pairs of ``starts`` whose two policies are both among ``policies``."""
+    names = {p.partition("=")[0] for p in policies}
+    return tuple((a, b) for a, b in starts if a in names and b in names)
+
 _FULL_ENVS = ("TextSummarize-v0", "TextSentiment-v0", "TextReasoning-v0")
 _REASONING = "TextReasoning-v0"
 
 _QA = "TextQA-v0"
 _DIALOGUE = "TextDialogue-v0"
+_QA_POLICIES = tuple(p for p in _POLICIES if p.split("=")[0] in ("base", "sft", "ppo-task", "random", "reference"))
+_DIALOGUE_POLICIES = tuple(p for p in _POLICIES if p.split("=")[0] in
+                           ("base", "sft", "ppo-task", "ppo-rm", "random", "reference"))
 
 # What the quick presets train per task (agents.pipeline --ppo-reward, --reward-model): sentiment runs
 # PPO on VADER and on its reward model; summaries train a reward model for best-of-n only (PPO on it
@@ -105,7 +119,7 @@ QUICK_MINUTES = {"TextSummarize-v0": 10.1, "TextSentiment-v0": 17.2, _REASONING:
 
 SUITES: dict[str, Suite] = {
     "quick": Suite(
-        SuiteConfig(envs=_FULL_ENVS, policies=_POLICIES,
+        SuiteConfig(envs=_FULL_ENVS, policies=_POLICIES, starts=_starts(_POLICIES),
                     reward_models=tuple(f"{t}={PIPELINE.format(task=t)}/reward_model"
                                         for t in ("TextSummarize-v0", "TextSentiment-v0")),
                     limit=64, limits=(f"{_REASONING}=128",), samples=(f"{_REASONING}=4",),
@@ -117,7 +131,8 @@ SUITES: dict[str, Suite] = {
                 "one exists; reasoning's ppo-task is GRPO), 32 new tokens, best-of-4 (reasoning: majority vote of 4)",
     ),
     "full": Suite(
-        SuiteConfig(envs=_FULL_ENVS, policies=_POLICIES, skip=("vote=TextSummarize-v0", "vote=TextSentiment-v0"),
+        SuiteConfig(envs=_FULL_ENVS, policies=_POLICIES, starts=_starts(_POLICIES),
+                    skip=("vote=TextSummarize-v0", "vote=TextSentiment-v0"),
                     reward_models=tuple(f"{t}={PIPELINE.format(task=t)}/reward_model" for t in _FULL_ENVS),
                     limit=256, decoding=Decoding(temperature=0.7, max_new_tokens=None, batch_size=64)),
         preset="default",
@@ -126,9 +141,8 @@ SUITES: dict[str, Suite] = {
     ),
     # Question answering over a passage (Disfl-QA): SFT on the train answers, then GRPO on token F1.
     "qa": Suite(
-        SuiteConfig(envs=(_QA,), policies=tuple(p for p in _POLICIES if p.split("=")[0] in
-                                                 ("base", "sft", "ppo-task", "random", "reference")),
-                    limit=None, decoding=Decoding(temperature=0.7, max_new_tokens=24, batch_size=32)),
+        SuiteConfig(envs=(_QA,), policies=_QA_POLICIES, starts=_starts(_QA_POLICIES), limit=None,
+                    decoding=Decoding(temperature=0.7, max_new_tokens=24, batch_size=32)),
         preset="quick",
         budgets="CPU quick presets (agents.sft --preset quick-qa, agents.ppo --preset quick-qa: GRPO on token F1, "
                 "4 answers per question), 24 new tokens, every test question",
@@ -136,8 +150,7 @@ SUITES: dict[str, Suite] = {
     # Three-turn conversations (Chit-Chat Challenge): SFT on whole conversations, a reward model on
     # first turns, then RLOO on the conversation's return under the heuristic reward and under the RM.
     "dialogue": Suite(
-        SuiteConfig(envs=(_DIALOGUE,), policies=tuple(p for p in _POLICIES if p.split("=")[0] in
-                                                       ("base", "sft", "ppo-task", "ppo-rm", "random", "reference")),
+        SuiteConfig(envs=(_DIALOGUE,), policies=_DIALOGUE_POLICIES, starts=_starts(_DIALOGUE_POLICIES),
                     reward_models=(f"{_DIALOGUE}={PIPELINE.format(task=_DIALOGUE)}/reward_model",),
                     limit=64, decoding=Decoding(temperature=0.7, max_new_tokens=None, batch_size=32)),
         preset="quick",
@@ -295,6 +308,9 @@ class RunConfig(RunContext):
     policy: tuple[str, ...] = arg((), "add policies: NAME=PATH, NAME=bon:PATH (best-of-n), NAME=vote:PATH "
                                       "(majority vote), 'random' or 'reference' (repeatable)")
     only: bool = arg(False, "evaluate only the --policy entries")
+    start: tuple[str, ...] = arg((), "NAME=START: policy NAME was trained or sampled from policy START; its row "
+                                     "gets the paired difference from it (repeatable; the suite's own and "
+                                     "bon:/vote:/checkpoint records are found without it)")
     reward_model: tuple[str, ...] = arg((), "TASK=PATH: a task's reward model (rm_score metric, best-of-n "
                                             "reranking; repeatable)")
     samples: tuple[str, ...] = arg((), "TASK=K: K seeded samples per prompt for model policies on TASK, for "
@@ -314,6 +330,16 @@ def _items(values: tuple[str, ...] | None) -> tuple[str, ...] | None:
     return None if values is None else tuple(v for item in values for v in item.split(",") if v)
 
 
+def parse_start(text: str) -> tuple[str, str]:
+    """``"NAME=START"`` (``--start``) as ``(policy, start policy)``; the names are checked against the
+    run's policies with the rest of the config (:func:`evals.suite.check_config`)."""
+    policy, sep, start = text.partition("=")
+    if not sep or not policy or not start:
+        raise ValueError(f"bad --start {text!r}: expected NAME=START, a policy's name and the name of the policy it "
+                         "was trained or sampled from (e.g. --start mine=sft)")
+    return policy, start
+
+
 def suite_config(run: RunConfig) -> SuiteConfig:
     """The suite's :class:`SuiteConfig` with the flags of ``run`` applied."""
     cfg = SUITES[run.suite].config
@@ -327,6 +353,7 @@ def suite_config(run: RunConfig) -> SuiteConfig:
             raise ValueError(f"--policies: unknown policy names {unknown}; the suite's: {names}"
                              + (" (none: --only)" if run.only else ""))
         policies = tuple(p for p, n in zip(policies, names, strict=True) if n in keep)
+    starts = _starts(policies, cfg.starts) + tuple(parse_start(s) for s in run.start)  # the suite's own rows' first
     policies += run.policy
     model = run.model
     if run.model != cfg.model:  # the default base entry follows --model
@@ -335,7 +362,7 @@ def suite_config(run: RunConfig) -> SuiteConfig:
         cfg, policies=policies, model=model, seed=run.seed, progress=not run.no_progress,
         envs=_items(run.envs) or cfg.envs, reward_models=cfg.reward_models + run.reward_model,
         samples=cfg.samples + (_items(run.samples) or ()),
-        metrics=_items(run.metrics), limit=run.limit if run.limit is not None else cfg.limit,
+        starts=starts, metrics=_items(run.metrics), limit=run.limit if run.limit is not None else cfg.limit,
         limits=() if run.limit is not None else cfg.limits,  # --limit applies to every task
         device=run.device, precision=run.precision,
     )
@@ -423,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
                                and (p, t) not in not_made]
                             + left_out
                             + [f"not evaluated: policy {f.policy} on {f.env} ({f.message})" for f in failures])
-    paths = write_leaderboard(df, args.out, args.name or args.suite, info)
+    paths = write_leaderboard(df, args.out, args.name or args.suite, info, metrics=cfg.metrics)
     secs = time.perf_counter() - start
     print(f"wrote {', '.join(str(p) for p in paths.values())} in {secs:.0f} s")
     for f in failures:

@@ -22,15 +22,22 @@ Samples (``SuiteConfig.samples``, ``"TASK=K"``): every per-example metric is ave
 prompt's K samples first and then bootstrapped over prompts, so ``n`` and the CIs count prompts.
 Every task also reports ``accuracy`` (pass@1: the share of samples whose reward is at least 1, a
 verifier's full score), and a task with K > 1 reports ``pass@K`` (Chen et al. 2021's unbiased
-estimator; with n = k samples, "any of the K is correct").
+estimator; with n = k samples, "any of the K is correct"). Metrics that mean nothing for a task
+(:func:`evals.metrics.task_metrics`: n-gram overlap of a one-number answer) are not computed.
+
+Starts (:func:`policy_starts`): each policy trained or sampled from another one of the run gets a
+``delta/<metric>`` row, its paired difference from that start on the task's first headline metric
+(:mod:`evals.paired`), over the prompts both scored.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -52,6 +59,7 @@ from evals.generate import (
 )
 from evals.metrics import (
     CORRECT_REWARD,
+    DELTA_PREFIX,
     METRICS,
     PASS_AT_PREFIX,
     bootstrap_ci,
@@ -62,14 +70,17 @@ from evals.metrics import (
     load_metric,
     pass_at_k,
     per_example_lengths,
-    per_prompt_means,
+    prompt_means,
+    task_metrics,
     win_rate_values,
 )
+from evals.paired import paired_difference
 from evals.report import has_control_characters, make_frame
 from textenv.context import RunContext
 from textenv.models import DEFAULT_MODEL
 
-__all__ = ["Failure", "SuiteConfig", "check_policy_name", "evaluate_suite", "generate_all", "score_generations"]
+__all__ = ["Failure", "SuiteConfig", "check_policy_name", "evaluate_suite", "generate_all", "policy_starts",
+           "recorded_start", "score_generations"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +98,7 @@ class SuiteConfig(RunContext):
     limit: int | None = 32
     limits: tuple[str, ...] = ()  # "TASK=N": that task's number of test examples instead of limit
     skip: tuple[str, ...] = ()  # "POLICY=TASK": a pair left out by design (e.g. no reward model on a verifier task)
+    starts: tuple[tuple[str, str], ...] = ()  # (policy, its start policy), before what policy_starts infers
     decoding: Decoding = Decoding()
     n_boot: int = 1000
     progress: bool = True
@@ -178,6 +190,12 @@ def check_config(cfg: SuiteConfig) -> list[PolicySpec]:
     names = [check_policy_name(s.name) for s in specs]
     if len(set(names)) != len(names):
         raise ValueError(f"policy names must be unique, got {names}")
+    for policy, start in cfg.starts:
+        unknown = [n for n in (policy, start) if n not in names]
+        if unknown or policy == start:
+            raise ValueError(f"bad start {policy}={start}: " + (f"{unknown[0]!r} is not a policy of the run {names}"
+                                                                 if unknown else "a policy cannot start from itself")
+                             + "; expected NAME=START with two of the run's policy names (--start)")
     if cfg.limit is not None and cfg.limit < 1:
         raise ValueError(f"limit must be >= 1, got {cfg.limit}")
     return specs
@@ -249,7 +267,7 @@ def generate_all(cfg: SuiteConfig, shard: tuple[int, int] = (0, 1),
                     with autocast(device, cfg.precision):
                         gens = generate(spec, env, vec, idx, cfg.seed, policy=policy, reward_model=rm,
                                         samples=counts.get(env, 1))
-                        _model_scores(gens, policy, reference, rm, setup, cfg.metrics)
+                        _model_scores(gens, policy, reference, rm, setup, metric_wanted(cfg, env))
                     out.extend(gens)
             except Exception as exc:  # noqa: BLE001 - one failing (policy, task) must not sink the table
                 logger.error("policy %r on %s skipped: %s: %s", spec.name, env, type(exc).__name__, exc)
@@ -258,14 +276,19 @@ def generate_all(cfg: SuiteConfig, shard: tuple[int, int] = (0, 1),
     return out
 
 
-def _model_scores(gens: list[Generation], policy, reference, rm, setup, metrics: Sequence[str] | None) -> None:
-    """Per-example scores that need a model, computed batch by batch (so they shard); only those
-    of the requested ``metrics`` (None: all)."""
+def metric_wanted(cfg: SuiteConfig, env: str) -> Callable[[str], bool]:
+    """Whether the suite computes a metric on ``env``: one of ``cfg.metrics`` (None: all) and not
+    one that means nothing for the task (:attr:`evals.metrics.TaskMetrics.not_computed`)."""
+    meaningless = task_metrics(env).not_computed
+    asked = None if cfg.metrics is None else frozenset(cfg.metrics)
+    return lambda name: name not in meaningless and (asked is None or name in asked)
+
+
+def _model_scores(gens: list[Generation], policy, reference, rm, setup, wanted: Callable[[str], bool]) -> None:
+    """Per-example scores that need a model, computed batch by batch (so they shard); only the
+    ``wanted`` ones (:func:`metric_wanted`)."""
     from textenv.rewards import Completion
     from textenv.rewards.embed import BertScore
-
-    def wanted(name: str) -> bool:
-        return metrics is None or name in metrics
 
     eos = setup.eos_token_id
     if gens[0].references and wanted("bertscore"):
@@ -300,12 +323,6 @@ def _ci(values: Sequence[float], cfg: SuiteConfig, statistic: Callable = np.mean
     return bootstrap_ci(np.asarray(values, dtype=float), n_boot=cfg.n_boot, seed=cfg.seed, statistic=statistic)
 
 
-def _prompt_means(gs: Sequence[Generation], values: Sequence[float]) -> dict[int, float]:
-    """Example index -> the mean of ``values`` (aligned with ``gs``) over that prompt's samples."""
-    ids = list(dict.fromkeys(g.index for g in gs))
-    return dict(zip(ids, per_prompt_means(values, [g.index for g in gs]), strict=True))
-
-
 def _pass_at_k_values(gs: Sequence[Generation]) -> tuple[int, list[float]]:
     """(k, per-prompt pass@k) with k the fewest samples any prompt has; k = 1 means one sample each
     (pass@1 is ``accuracy``, so no pass@k column)."""
@@ -326,24 +343,35 @@ def _task_metrics(env: str) -> tuple[str, ...]:
     return task_of(env).metrics
 
 
+@dataclass
+class _Scored:
+    """One (policy, task)'s rows, and its per-prompt values of the task's Δ metric for pairing."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    delta_values: dict[int, float] = field(default_factory=dict)  # prompt index -> mean over its samples
+
+
 def _group_rows(policy: str, env: str, gs: Sequence[Generation], base: Sequence[Generation] | None,
-                cfg: SuiteConfig) -> list[dict[str, Any]]:
+                cfg: SuiteConfig) -> _Scored:
     """The rows of one (policy, task): every per-sample value averaged over its prompt's samples,
     then bootstrapped over prompts (``n`` counts prompts). ``base`` pairs prompts for win_rate."""
-    rows: list[dict[str, Any]] = []
-    wanted = set(cfg.metrics) if cfg.metrics is not None else None
+    out = _Scored()
+    wanted = metric_wanted(cfg, env)
+    delta_metric = task_metrics(env).delta_metric
     ids = [g.index for g in gs]
 
     def add(metric: str, values: Sequence[float | None], prompts: Sequence[int] = ids,
             statistic: Callable = np.mean) -> None:
-        if wanted is not None and metric not in wanted:
+        if not wanted(metric):
             return
-        means = per_prompt_means(values, prompts)
+        means = prompt_means(values, prompts)
         if not means:
             return
-        est, low, high = _ci(means, cfg, statistic)
-        rows.append({"policy": policy, "task": env, "metric": metric, "value": est, "ci_low": low,
-                     "ci_high": high, "n": len(means), "higher_is_better": higher_is_better(metric)})
+        if metric == delta_metric:
+            out.delta_values = means
+        est, low, high = _ci(list(means.values()), cfg, statistic)
+        out.rows.append({"policy": policy, "task": env, "metric": metric, "value": est, "ci_low": low,
+                         "ci_high": high, "n": len(means), "higher_is_better": higher_is_better(metric)})
 
     texts = [g.text for g in gs]
     add("reward", [g.reward for g in gs])
@@ -356,48 +384,144 @@ def _group_rows(policy: str, env: str, gs: Sequence[Generation], base: Sequence[
     if passes:
         add(f"{PASS_AT_PREFIX}{k}", passes, prompts=list(dict.fromkeys(ids)))
     if gs[0].references:
-        refs = [g.references for g in gs]
-        rouge = load_metric("rouge").compute(predictions=texts, references=refs, use_aggregator=False)
-        for key in ("rouge1", "rouge2", "rougeL"):
-            add(key, rouge[key])
-        for key in ("bleu", "chrf"):
-            add(key, load_metric(key).compute(predictions=texts, references=refs)["sentence_scores"])
-        if "squad" in _task_metrics(env):
-            from textenv.rewards.qa import answer_line  # what the env's QA rewards score
-
-            squad = load_metric("squad").compute(predictions=[answer_line(t) for t in texts],
-                                                 references=refs, use_aggregator=False)
-            for key in ("exact_match", "f1"):
-                add(key, squad[key])
+        _reference_metrics(gs, env, add, wanted)
     for key in ("bertscore", "rm_score", "kl_to_ref"):
         add(key, [g.scores.get(key) for g in gs])
     add("ref_perplexity", [g.scores.get("ref_nll") for g in gs], statistic=lambda v: float(np.exp(np.mean(v))))
     for n in (1, 2):  # per completion, averaged: a mean, so the bootstrap CI is sound
-        add(f"distinct{n}", [distinct_n([t], n) if len(t.split()) >= n else None for t in texts])
+        if wanted(f"distinct{n}"):
+            add(f"distinct{n}", [distinct_n([t], n) if len(t.split()) >= n else None for t in texts])
     add("length", per_example_lengths(texts))
     if base is not None:  # per prompt: the mean reward of its samples against the base's
-        mine = _prompt_means(gs, [g.reward for g in gs])
-        theirs = _prompt_means(base, [g.reward for g in base])
+        mine = prompt_means([g.reward for g in gs], ids)
+        theirs = prompt_means([g.reward for g in base], [g.index for g in base])
         paired = [i for i in mine if i in theirs]
         if paired:
             add("win_rate", win_rate_values([mine[i] for i in paired], [theirs[i] for i in paired]), prompts=paired)
+    return out
+
+
+def _reference_metrics(gs: Sequence[Generation], env: str, add: Callable[..., None],
+                       wanted: Callable[[str], bool]) -> None:
+    """ROUGE, BLEU, chrF and (on tasks whose ``Task.metrics`` has ``"squad"``) SQuAD EM/F1 against
+    the references; each family only when one of its metrics is wanted."""
+    texts = [g.text for g in gs]
+    refs = [g.references for g in gs]
+    if any(wanted(k) for k in ("rouge1", "rouge2", "rougeL")):
+        rouge = load_metric("rouge").compute(predictions=texts, references=refs, use_aggregator=False)
+        for key in ("rouge1", "rouge2", "rougeL"):
+            add(key, rouge[key])
+    for key in ("bleu", "chrf"):
+        if wanted(key):
+            add(key, load_metric(key).compute(predictions=texts, references=refs)["sentence_scores"])
+    if "squad" in _task_metrics(env) and (wanted("exact_match") or wanted("f1")):
+        from textenv.rewards.qa import answer_line  # what the env's QA rewards score
+
+        squad = load_metric("squad").compute(predictions=[answer_line(t) for t in texts],
+                                             references=refs, use_aggregator=False)
+        for key in ("exact_match", "f1"):
+            add(key, squad[key])
+
+
+def _policy_path(spec: PolicySpec, cfg: SuiteConfig, env: str) -> str:
+    """The model or checkpoint a model, best-of-n or vote policy samples on ``env`` (as generation finds it)."""
+    path = spec.path or cfg.model
+    try:
+        return path.format(task=env)
+    except (KeyError, IndexError, ValueError):  # braces that are no {task}: generation names that failure
+        return path
+
+
+def _same_model(path: str) -> str:
+    """A key under which two spellings of one checkpoint folder match (a model name stays itself)."""
+    p = Path(path)
+    return str(p.resolve()) if p.exists() else path
+
+
+def recorded_start(checkpoint: str | Path) -> str | None:
+    """The model a checkpoint was trained from, as its trainer recorded it: an SFT checkpoint's
+    ``sft_config.json`` ``model``; a PPO checkpoint's run ``config.json`` ``model`` (the run folder
+    that a pipeline copy's ``ppo_run.json`` names, else the checkpoint's parent when it is one of a
+    run's checkpoints, with ``trainer_state.json``). None for anything else (a model name, a plain
+    Hugging Face folder) or a record that cannot be read."""
+    folder = Path(checkpoint)
+
+    def model_of(config: Path) -> str | None:
+        model = json.loads(config.read_text()).get("model") if config.is_file() else None
+        return model if isinstance(model, str) and model else None
+
+    try:
+        if (folder / "sft_config.json").is_file():
+            return model_of(folder / "sft_config.json")
+        if (folder / "ppo_run.json").is_file():
+            return model_of(Path(json.loads((folder / "ppo_run.json").read_text())["run"]) / "config.json")
+        if (folder / "trainer_state.json").is_file():
+            return model_of(folder.parent / "config.json")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        logger.info("checkpoint %s: its training record does not name its start (%s)", folder, exc)
+    return None
+
+
+def policy_starts(cfg: SuiteConfig, env: str) -> dict[str, str]:
+    """Policy name -> the name of the policy of the run it started from, on ``env``.
+
+    ``cfg.starts`` first (the suite's pipeline names them, the user adds ``--start``); else a
+    best-of-n or vote policy starts from the model policy whose path it samples, and a checkpoint
+    from the model policy whose path its training record names (:func:`recorded_start`). A policy
+    with no start in the run (the base model, random, reference) has none.
+    """
+    specs = [parse_policy(p) for p in cfg.policies]
+    models: dict[str, str] = {}  # checkpoint key -> the first model policy that evaluates it
+    for spec in specs:
+        if spec.kind == "model":
+            models.setdefault(_same_model(_policy_path(spec, cfg, env)), spec.name)
+    out: dict[str, str] = {}
+    for spec in specs:
+        path = _policy_path(spec, cfg, env) if spec.kind in ("model", "best_of_n", "majority_vote") else None
+        source = path if spec.kind in ("best_of_n", "majority_vote") else recorded_start(path) if path else None
+        start = models.get(_same_model(source)) if source else None
+        if start is not None and start != spec.name:
+            out[spec.name] = start
+    return {**out, **dict(cfg.starts)}
+
+
+def _delta_rows(scored: dict[tuple[str, str], _Scored], cfg: SuiteConfig) -> list[dict[str, Any]]:
+    """A ``delta/<metric>`` row for each scored policy whose start was scored on the same task:
+    the paired difference on the prompts both have (:func:`evals.paired.paired_difference`)."""
+    rows: list[dict[str, Any]] = []
+    for env in sorted({e for _, e in scored}):
+        metric = task_metrics(env).delta_metric
+        for policy, start in sorted(policy_starts(cfg, env).items()):
+            mine, theirs = scored.get((policy, env)), scored.get((start, env))
+            if mine is None or not mine.delta_values:
+                continue
+            paired = [i for i in mine.delta_values if theirs is not None and i in theirs.delta_values]
+            if not paired:
+                logger.info("%s on %s: no Δ %s, its start %r has no %s there", policy, env, metric, start, metric)
+                continue
+            d = paired_difference([mine.delta_values[i] for i in paired], [theirs.delta_values[i] for i in paired],
+                                  n_resamples=cfg.n_boot, seed=cfg.seed)
+            rows.append({"policy": policy, "task": env, "metric": DELTA_PREFIX + metric, "value": d.value,
+                         "ci_low": d.ci_low, "ci_high": d.ci_high, "n": d.n,
+                         "higher_is_better": higher_is_better(metric), "start": start, "p_value": d.p_value})
     return rows
 
 
 def score_generations(gens: Sequence[Generation], cfg: SuiteConfig) -> pd.DataFrame:
     """Every metric with a 95% bootstrap CI over prompts, for every (policy, task) present in ``gens``
-    (a prompt's K samples are averaged first, see :func:`_group_rows`)."""
+    (a prompt's K samples are averaged first, see :func:`_group_rows`), and each policy's paired
+    difference from its start (:func:`policy_starts`)."""
     gens = sorted(gens, key=lambda g: (g.task, g.policy, g.index, g.sample))
     base_name = next((parse_policy(p).name for p in cfg.policies if parse_policy(p).kind == "model"
                       and (parse_policy(p).path or cfg.model) == cfg.model), None)
     groups: dict[tuple[str, str], list[Generation]] = {}
     for g in gens:
         groups.setdefault((g.policy, g.task), []).append(g)
-    rows: list[dict[str, Any]] = []
+    scored: dict[tuple[str, str], _Scored] = {}
     for (policy, env), gs in groups.items():
         base = groups.get((base_name, env)) if base_name is not None and policy != base_name else None
-        rows += _group_rows(policy, env, gs, base, cfg)
-    return make_frame(rows)
+        scored[(policy, env)] = _group_rows(policy, env, gs, base, cfg)
+    return make_frame([r for s in scored.values() for r in s.rows] + _delta_rows(scored, cfg))
 
 
 def evaluate_suite(cfg: SuiteConfig, failures: list[Failure] | None = None) -> pd.DataFrame:

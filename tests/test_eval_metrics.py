@@ -11,14 +11,22 @@ import sacrebleu
 from rouge_score import rouge_scorer
 
 from evals.metrics import (
+    DEFAULT_TASK_METRICS,
     METRICS,
+    N_GRAM_METRICS,
     UNRANKED,
+    TaskMetrics,
     bootstrap_ci,
+    delta_of,
     distinct_n,
     higher_is_better,
+    is_metric,
     kl_per_token,
     load_metric,
     per_example_lengths,
+    per_prompt_means,
+    prompt_means,
+    task_metrics,
     win_rate_values,
 )
 
@@ -206,3 +214,45 @@ def test_every_metric_declares_a_direction() -> None:
     assert higher_is_better("pass@4") is True  # dynamic like reward parts (tests/test_pass_at_k.py)
     with pytest.raises(KeyError):
         higher_is_better("bogus")
+
+
+def test_a_delta_takes_its_metrics_direction() -> None:
+    assert higher_is_better("delta/accuracy") is True and higher_is_better("delta/kl_to_ref") is False
+    assert delta_of("delta/rougeL") == "rougeL" and delta_of("rougeL") is None
+    for bad in ("delta/", "delta/delta/reward", "delta/bogus"):
+        assert not is_metric(bad), bad
+
+
+# --- what each task's table shows ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("env", "headline", "delta"), [
+    ("TextReasoning-v0", ("accuracy", "pass@k", "Δ", "length", "kl_to_ref"), "accuracy"),
+    ("TextSummarize-v0", ("rougeL", "bertscore", "Δ", "length", "kl_to_ref"), "rougeL"),
+    ("TextSentiment-v0", ("reward", "Δ", "length", "kl_to_ref", "distinct2"), "reward"),
+    ("TextQA-v0", ("f1", "exact_match", "Δ", "length", "kl_to_ref"), "f1"),
+    ("TextDialogue-v0", ("reward", "Δ", "length"), "reward"),
+    ("TextCount-v0", ("reward", "Δ", "length"), "reward"),
+    ("not-an-env-id", ("reward", "Δ", "length"), "reward"),  # a hand-built frame's task: the default
+])
+def test_each_task_declares_its_headline_metrics(env, headline, delta) -> None:
+    spec = task_metrics(env)
+    assert spec.headline == headline and spec.delta_metric == delta
+    assert all(is_metric(m) for m in spec.headline if m not in ("Δ", "pass@k"))
+
+
+def test_n_gram_overlap_of_a_one_number_answer_is_not_computed() -> None:
+    assert task_metrics("TextReasoning-v0").not_computed == N_GRAM_METRICS
+    assert {"rouge2", "bleu", "chrf", "bertscore", "distinct2"} <= N_GRAM_METRICS
+    for env in ("TextSummarize-v0", "TextQA-v0", "TextCount-v0"):
+        assert not task_metrics(env).not_computed
+    assert task_metrics("TextCount-v0") == DEFAULT_TASK_METRICS
+    with pytest.raises(ValueError, match="headline"):
+        TaskMetrics(("Δ", "reward"))
+
+
+def test_prompt_means_keep_the_prompt_ids() -> None:
+    values = [1.0, 0.0, None, 0.5, float("nan")]
+    prompts = [7, 7, 3, 3, 9]
+    assert prompt_means(values, prompts) == {7: 0.5, 3: 0.5}  # prompt 9 has no value left
+    assert per_prompt_means(values, prompts) == [0.5, 0.5]

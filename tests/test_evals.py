@@ -462,3 +462,94 @@ def test_a_failing_policy_is_named_and_the_other_rows_are_written(tmp_path, caps
     assert set(read_leaderboard_csv(tmp_path / "lb" / "lb.csv").policy) == {"random"}
     assert "not evaluated: policy gone on TextCount-v0" in (tmp_path / "lb" / "lb.md").read_text()
     assert "failed: policy 'gone' on TextCount-v0" in capsys.readouterr().err
+
+
+def test_each_policy_gets_its_paired_difference_from_its_start(tmp_path):
+    """Tables used to leave "did it beat its start?" to two overlapping marginal intervals. Now each
+    row with a start in the run gets delta/<the task's first headline metric> over the same prompts:
+    the mean of per-prompt differences, which on one sample per prompt is the difference of means."""
+    same, moved, _ = _tiny_checkpoints(tmp_path)
+    cfg = _cfg(policies=("base=tiny", f"same={same}", f"moved={moved}", "maj=vote:tiny", "random", "reference"),
+               starts=(("same", "base"), ("moved", "base")))
+    df = evaluate_suite(cfg)
+    deltas = df[df.metric == "delta/reward"].set_index("policy")
+    assert set(deltas.index) == {"same", "moved", "maj"}  # base, random, reference have no start
+    assert dict(deltas["start"]) == {"same": "base", "moved": "base", "maj": "base"}  # maj: vote:tiny samples base
+    reward = df[df.metric == "reward"].set_index("policy")["value"]
+    assert deltas.loc["moved", "value"] == pytest.approx(reward["moved"] - reward["base"], abs=1e-12)
+    assert deltas.loc["moved", "ci_low"] <= deltas.loc["moved", "value"] <= deltas.loc["moved", "ci_high"]
+    assert (deltas["n"] == 10).all() and deltas["higher_is_better"].all()
+    same_row = deltas.loc["same"]  # the base weights loaded again sample the same tokens: exactly 0 [0, 0], p = 1
+    assert (same_row.value, same_row.ci_low, same_row.ci_high, same_row.p_value) == (0.0, 0.0, 0.0, 1.0)
+    assert (df[~df.metric.str.startswith("delta/")]["start"] == "").all()
+
+
+def test_starts_are_inferred_from_samplers_and_checkpoint_records(tmp_path):
+    """bon:/vote: X starts from the policy evaluating X; an SFT checkpoint from the model its
+    sft_config.json names; a pipeline's PPO copy from its run's config.json model (ppo_run.json names
+    the run); a checkpoint inside a PPO run likewise; the config's starts win."""
+    import json
+
+    from evals.suite import policy_starts, recorded_start
+
+    def folder(path, **files):
+        path.mkdir(parents=True)
+        for name, content in files.items():
+            (path / name.replace("_json", ".json")).write_text(json.dumps(content))
+        return path
+
+    for task in ("TextCount-v0", "TextSentiment-v0"):
+        sft = folder(tmp_path / task / "sft", sft_config_json={"model": "tiny", "env": task})
+        run = folder(tmp_path / task / "ppo_runs" / "r1", config_json={"model": str(sft)})
+        folder(tmp_path / task / "ppo_task", ppo_run_json={"run": str(run), "kept": "best", "iteration": 3})
+        folder(run / "final", trainer_state_json={"iteration": 3})
+    assert recorded_start(tmp_path / "TextCount-v0" / "sft") == "tiny"
+    assert recorded_start(tmp_path / "TextCount-v0" / "ppo_task") == str(tmp_path / "TextCount-v0" / "sft")
+    assert recorded_start(tmp_path / "nowhere") is None and recorded_start("tiny") is None
+    t = f"{tmp_path}/{{task}}"
+    cfg = _cfg(policies=("base=tiny", f"sft={t}/sft", f"rl={t}/ppo_task", f"inner={t}/ppo_runs/r1/final",
+                         f"bon=bon:{t}/sft", f"vote=vote:{t}/sft", "bon-base=bon:tiny", "random", "reference"))
+    expected = {"sft": "base", "rl": "sft", "inner": "sft", "bon": "sft", "vote": "sft", "bon-base": "base"}
+    assert policy_starts(cfg, "TextSentiment-v0") == expected
+    (tmp_path / "TextCount-v0" / "ppo_runs" / "r1" / "config.json").write_text("{broken")
+    assert policy_starts(cfg, "TextCount-v0") == {k: v for k, v in expected.items() if k not in ("rl", "inner")}
+    named = _cfg(policies=cfg.policies, starts=(("rl", "base"), ("random", "reference")))
+    assert policy_starts(named, "TextSentiment-v0") == {**expected, "rl": "base", "random": "reference"}
+
+
+def test_reasoning_computes_no_n_gram_metrics():
+    """ROUGE-2 of a one-number answer was 0.000 for every row; n-gram overlap, distinct-n and
+    BERTScore are no longer computed for TextReasoning-v0 (they are for other tasks)."""
+    df = evaluate_suite(_cfg(envs=("TextReasoning-v0",), policies=("base=tiny", "random", "reference"), limit=4,
+                             samples=("TextReasoning-v0=2",)))
+    assert not set(df.metric) & {"rouge1", "rouge2", "rougeL", "bleu", "chrf", "distinct1", "distinct2", "bertscore"}
+    assert {"accuracy", "pass@2", "reward", "length", "kl_to_ref"} <= set(df.metric)
+
+
+def test_start_flag_and_the_suites_own_starts(tmp_path, monkeypatch, capsys):
+    from evals.run import SUITES, RunConfig, suite_config
+
+    quick = suite_config(RunConfig(envs=("TextCount-v0",)))
+    assert dict(quick.starts) == {"sft": "base", "rm": "sft", "vote": "sft", "ppo-task": "sft", "ppo-rm": "sft"}
+    assert dict(SUITES["qa"].config.starts) == {"sft": "base", "ppo-task": "sft"}
+    narrowed = suite_config(RunConfig(policies=("base,ppo-task",), policy=("mine=x",), start=("mine=base",)))
+    assert narrowed.starts == (("mine", "base"),)  # ppo-task's start sft is not evaluated: no pair
+    err = _fails_before_any_work([*EV, "--out", str(tmp_path), "--start", "random=nope"], monkeypatch, capsys)
+    assert "bad start random=nope: 'nope' is not a policy of the run" in err and "--start" in err
+    err = _fails_before_any_work([*EV, "--out", str(tmp_path), "--start", "random"], monkeypatch, capsys)
+    assert "bad --start 'random': expected NAME=START" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_written_leaderboard_carries_the_paired_difference(tmp_path):
+    from evals import run
+
+    code = run.main([*EV, "--policy", "base=tiny", "--policy", "maj=vote:tiny", "--policy", "mine=tiny",
+                     "--start", "mine=random", "--out", str(tmp_path), "--name", "lb"])
+    assert code == 0
+    df = read_leaderboard_csv(tmp_path / "lb.csv")
+    starts = df[df.metric == "delta/reward"].set_index("policy")["start"]
+    assert dict(starts) == {"maj": "base", "mine": "random"}
+    md = (tmp_path / "lb.md").read_text()
+    assert "| policy | reward ↑ | Δ reward vs start | length | n |" in md
+    assert re.search(r"\| maj \| [^|]+ \| 0\.000 \[0\.000, 0\.000\] vs base: no clear difference \(p=1\) \|", md), md

@@ -132,7 +132,7 @@ def test_markdown_header(rows, info):
 
 
 def test_markdown_bold_directions_ties_nan_unranked(rows, info):
-    md = to_markdown(make_frame(rows), info)
+    md = to_markdown(make_frame(rows), info, metrics=["reward", "toxicity", "rougeL", "length"])
     ppo, sft, base, rnd = (table_row(md, "summarize", p) for p in ("ppo", "sft", "base", "random"))
     assert ppo["reward ↑"] == "**0.812 [0.700, 0.900]**"  # higher is better: max
     assert base["reward ↑"] == "0.500 [0.400, 0.600]"
@@ -288,12 +288,15 @@ def test_write_leaderboard_rejects_bad_suite(rows, info, tmp_path):
 
 
 def test_plot_has_a_reward_vs_kl_panel_and_no_empty_panels(tmp_path):
-    rows = [row(p, "sum", "reward", v, v - 0.1, v + 0.1) for p, v in (("base", 0.2), ("ppo", 0.4), ("bon", 0.3))]
-    rows += [row(p, "sum", "rougeL", v) for p, v in (("base", 0.2), ("ppo", 0.25))]
-    rows += [row(p, "sum", "kl_to_ref", v, v, v + 0.1, hib=False) for p, v in (("base", 0.0), ("ppo", 0.5))]
-    rows += [row(p, "senti", "reward", v) for p, v in (("base", 0.1), ("ppo", 0.6))]  # no KL, no rougeL there
+    """A task's KL panel is the reward-vs-KL picture where it has both; a metric without values is no panel."""
+    summ, senti = "TextSummarize-v0", "TextSentiment-v0"
+    rows = [row(p, summ, "reward", v, v - 0.1, v + 0.1) for p, v in (("base", 0.2), ("ppo", 0.4), ("bon", 0.3))]
+    rows += [row(p, summ, "rougeL", v) for p, v in (("base", 0.2), ("ppo", 0.25))]
+    rows += [row(p, summ, "kl_to_ref", v, v, v + 0.1, hib=False) for p, v in (("base", 0.0), ("ppo", 0.5))]
+    rows += [row(p, summ, "bertscore", NAN) for p in ("base", "ppo")]
+    rows += [row(p, senti, "reward", v) for p, v in (("base", 0.1), ("ppo", 0.6))]  # no KL there
     panels = plot_leaderboard(make_frame(rows), tmp_path / "x.png")
-    assert panels == {"senti": ["reward"], "sum": ["reward", "rougeL", "reward vs KL"]}
+    assert panels == {senti: ["reward"], summ: ["rougeL", "reward vs KL"]}
     assert (tmp_path / "x.png").stat().st_size > 1000
 
 
@@ -319,21 +322,21 @@ def test_reward_model_accuracies_reach_the_leaderboard_header(tmp_path):
 
 
 def test_pass_at_k_columns_in_csv_markdown_and_plot(info, tmp_path):
-    rows = [row(p, "reason", m, v, v - 0.1, v + 0.1, n=32) for p, m, v in (
+    rows = [row(p, "TextReasoning-v0", m, v, v - 0.1, v + 0.1, n=32) for p, m, v in (
         ("base", "reward", 0.3), ("base", "accuracy", 0.25), ("base", "pass@4", 0.5),
         ("maj", "reward", 0.4), ("maj", "accuracy", 0.4))]
-    rows += [row("base", "sum", "reward", 0.2), row("base", "sum", "accuracy", 0.0)]
+    rows += [row("base", "TextSummarize-v0", m, v) for m, v in (("reward", 0.2), ("rougeL", 0.2), ("accuracy", 0.0))]
     df = make_frame(rows)
     paths = write_leaderboard(df, tmp_path, "smoke", info)
     pd.testing.assert_frame_equal(read_leaderboard_csv(paths["csv"]), df)
     md = paths["md"].read_text(encoding="utf-8")
-    base, maj = table_row(md, "reason", "base"), table_row(md, "reason", "maj")
+    base, maj = table_row(md, "TextReasoning-v0", "base"), table_row(md, "TextReasoning-v0", "maj")
     assert base["pass@4 ↑"] == "**0.500 [0.400, 0.600]**" and maj["pass@4 ↑"] == "—"
     assert maj["accuracy ↑"].startswith("**0.400") and "pass@k: unbiased estimator" in md
     assert "pass@k" not in to_markdown(make_frame([row("a", "t", "reward", 1.0)]), info)  # only when sampled
     # the sampled task gets accuracy and pass@k panels; a graded task's accuracy stays in the tables
     panels = plot_leaderboard(df, tmp_path / "x.png")
-    assert panels == {"reason": ["reward", "accuracy", "pass@4"], "sum": ["reward"]}
+    assert panels == {"TextReasoning-v0": ["accuracy", "pass@4"], "TextSummarize-v0": ["rougeL"]}
 
 
 def test_leaderboard_reads_in_the_order_a_reader_compares_and_shows_what_matters(info, tmp_path):
@@ -371,3 +374,100 @@ def test_leaderboard_reads_in_the_order_a_reader_compares_and_shows_what_matters
     assert reward[0] == [p for p in report.policy_order(names) if p != "reference"]
     assert reward[1][1] < 0.5 and "reference: 1.000" in reward[2]  # the axis is the real policies'
     assert "length ↑" not in dict((m, t) for m, _, _, t in drawn)["length"]
+
+
+def delta(policy, task, metric, value, lo, hi, start, p, n=50, hib=True):
+    return {**row(policy, task, f"delta/{metric}", value, lo, hi, n=n, hib=hib), "start": start, "p_value": p}
+
+
+@pytest.fixture
+def reasoning_rows():
+    """A reasoning table as the suite writes it: every metric the task computes, and a Δ per trained row."""
+    task = "TextReasoning-v0"
+    out = []
+    for p, acc in (("base", 0.2), ("sft", 0.5), ("vote", 0.55), ("ppo-task", 0.572), ("random", 0.0)):
+        out += [row(p, task, "accuracy", acc, acc - 0.07, acc + 0.07, n=128),
+                row(p, task, "reward", acc, acc - 0.07, acc + 0.07, n=128),
+                row(p, task, "length", 1.0, 1.0, 1.0, n=128), row(p, task, "win_rate", 0.6, 0.5, 0.7, n=128)]
+        if p not in ("vote", "random"):
+            out += [row(p, task, "pass@4", acc + 0.1, acc, acc + 0.2, n=128),
+                    row(p, task, "kl_to_ref", 0.3, 0.2, 0.4, n=128, hib=False)]
+    return out + [delta("sft", task, "accuracy", 0.3, 0.25, 0.35, "base", 0.0001, n=128),
+                  delta("vote", task, "accuracy", 0.05, -0.02, 0.11, "sft", 0.2, n=128),
+                  delta("ppo-task", task, "accuracy", 0.054, 0.012, 0.097, "sft", 0.0123, n=128)]
+
+
+def test_reasoning_table_shows_its_headline_and_the_paired_difference(reasoning_rows, info):
+    """The reasoning table used to show all 16 metrics alphabetically; now accuracy, pass@k, Δ vs
+    start, length, KL in that order, the rest named as in the CSV, and each trained row's Δ with its
+    start, interval and verdict: better only where the paired interval excludes 0."""
+    md = to_markdown(make_frame(reasoning_rows), info)
+    section = md.split("## TextReasoning-v0\n", 1)[1]
+    header = next(line for line in section.splitlines() if line.startswith("| policy"))
+    assert header == "| policy | accuracy ↑ | pass@4 ↑ | Δ accuracy vs start | length | kl_to_ref ↓ | n |"
+    ppo, sft, vote, base = (table_row(md, "TextReasoning-v0", p) for p in ("ppo-task", "sft", "vote", "base"))
+    assert ppo["Δ accuracy vs start"] == "+0.054 [+0.012, +0.097] vs sft: better (p=0.012)"
+    assert sft["Δ accuracy vs start"] == "+0.300 [+0.250, +0.350] vs base: better (p=0.0001)"
+    assert vote["Δ accuracy vs start"] == "+0.050 [-0.020, +0.110] vs sft: no clear difference (p=0.2)"
+    assert base["Δ accuracy vs start"] == "—" and base["n"] == ppo["n"] == "128"
+    assert "Also in the CSV: reward, win_rate." in section
+    assert "Not computed here (no meaning for this task's answers): bertscore, bleu, chrf" in section
+    assert "a row is better or worse only when that interval excludes 0" in md
+
+
+def test_a_worse_row_and_a_lower_is_better_headline(info):
+    rows = [row(p, "TextCount-v0", "reward", v) for p, v in (("a", 0.5), ("b", 0.4), ("c", 0.5))]
+    rows += [delta("b", "TextCount-v0", "reward", -0.1, -0.15, -0.05, "a", 0.001),
+             delta("c", "TextCount-v0", "reward", 0.0, 0.0, 0.0, "a", 1.0)]
+    md = to_markdown(make_frame(rows), info)
+    b, c = (table_row(md, "TextCount-v0", p)["Δ reward vs start"] for p in ("b", "c"))
+    assert b == "-0.100 [-0.150, -0.050] vs a: worse (p=0.001)"
+    assert c == "0.000 [0.000, 0.000] vs a: no clear difference (p=1)"
+    loss = [row("a", "t", "loss", 1.0, hib=False), delta("b", "t", "loss", -0.2, -0.3, -0.1, "a", 0.01, hib=False)]
+    cell = table_row(to_markdown(make_frame(loss), info, metrics=["loss"]), "t", "b")["Δ loss vs start"]
+    assert cell.endswith("vs a: better (p=0.01)")  # a lower loss is better
+
+
+def test_csv_round_trip_with_paired_rows_and_an_old_csv_still_reads(reasoning_rows, tmp_path):
+    df = make_frame(reasoning_rows)
+    assert list(df.columns) == COLUMNS and COLUMNS[-2:] == ["start", "p_value"]
+    df.to_csv(tmp_path / "lb.csv", index=False)
+    back = read_leaderboard_csv(tmp_path / "lb.csv")
+    pd.testing.assert_frame_equal(back, df)
+    d = back[back.metric == "delta/accuracy"].set_index("policy")
+    assert d.loc["ppo-task", "start"] == "sft" and d.loc["ppo-task", "p_value"] == 0.0123
+    assert (back.loc[back.metric == "accuracy", "start"] == "").all()
+    assert back.loc[back.metric == "accuracy", "p_value"].isna().all()
+    # a leaderboard written before the paired columns existed
+    df[df.metric != "delta/accuracy"].drop(columns=["start", "p_value"]).to_csv(tmp_path / "old.csv", index=False)
+    old = read_leaderboard_csv(tmp_path / "old.csv")
+    pd.testing.assert_frame_equal(old, make_frame([r for r in reasoning_rows if "start" not in r]))
+
+
+@pytest.mark.parametrize(("change", "match"), [
+    ({"start": ""}, "must name its start"),
+    ({"p_value": 1.5}, "p_value"),
+])
+def test_paired_rows_are_checked(change, match):
+    with pytest.raises(ValueError, match=match):
+        make_frame([{**delta("b", "t", "reward", 0.1, 0.0, 0.2, "a", 0.5), **change}])
+    with pytest.raises(ValueError, match="only delta/ rows name a start"):
+        make_frame([{**row("b", "t", "reward", 0.1), "start": "a"}])
+
+
+def test_plot_draws_the_headline_and_the_paired_differences(reasoning_rows, tmp_path):
+    drawn = {}
+    real_bars = report._bars
+
+    def spy(ax, sub, task, metric, *a):
+        real_bars(ax, sub, task, metric, *a)
+        drawn[metric] = [t.get_text() for t in ax.get_yticklabels()]
+
+    monkey = pytest.MonkeyPatch()
+    monkey.setattr(report, "_bars", spy)
+    try:
+        panels = plot_leaderboard(make_frame(reasoning_rows), tmp_path / "x.png")
+    finally:
+        monkey.undo()
+    assert panels == {"TextReasoning-v0": ["accuracy", "pass@4", "delta/accuracy", "length", "reward vs KL"]}
+    assert drawn["delta/accuracy"] == ["sft vs base", "vote vs sft", "ppo-task vs sft"]
