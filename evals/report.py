@@ -55,15 +55,16 @@ EXTENSIONS = ("csv", "md", "png")
 _MAX_NAME_BYTES = 200  # leaves room for the hidden ".<name>.png.tmp-XXXXXXXX" within a 255-byte file name
 
 _ORDER = ("base", "sft", "rm", "vote", "ppo-task", "ppo-rm")
+SEED_MARK = "@seed"  # "ppo-task@seed1": the ppo-task row trained with seed 1 (evals.run --seeds)
 _BASELINES = ("random", "reference")
 
 
 def policy_order(policies: Iterable[str]) -> list[str]:
     """The order a reader compares in: base, SFT, best-of-n, majority vote, RL (the suite's names,
-    a ``" (= sft)"`` suffix ignored), then any other policy by name, then the random and
+    a ``" (= sft)"`` suffix or an ``@seed<S>`` ignored), then any other policy by name, then the random and
     reference baselines."""
     def key(p: str) -> tuple[int, str]:
-        name = p.split(" (")[0]
+        name = p.split(" (")[0].split(SEED_MARK)[0]  # "ppo-task (mean of 3 seeds)", "ppo-task@seed1": by ppo-task
         if name in _ORDER:
             return _ORDER.index(name), p
         if name in _BASELINES:
@@ -337,6 +338,10 @@ def to_markdown(df: pd.DataFrame, info: RunInfo, unranked: frozenset[str] = UNRA
                   "they sample), on the prompts both scored, with a paired bootstrap 95% interval and a two-sided "
                   "permutation p-value; a row is better or worse only when that interval excludes 0, else \"no clear "
                   "difference\"."]
+    if df["policy"].str.contains(" seeds)", regex=False).any():
+        lines += ["", f"`NAME (mean of K seeds)`: NAME trained K times from the same start, one seed each (rows "
+                  f"`NAME{SEED_MARK}S`); each cell is the mean of the K runs' values with a 95% bootstrap interval "
+                  "over runs (n counts runs), Δ included: training variance, not only the prompts' sampling."]
     if any(pass_k_of(m) is not None for m in df["metric"]):
         lines += ["", "Sampled tasks: each metric is first averaged over a prompt's K samples, so n and the "
                   "intervals count prompts. accuracy: share of samples with the task's full reward (≥ 1, a "

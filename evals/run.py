@@ -40,7 +40,7 @@ from typing import Any, Literal
 from agents.distributed import Dist
 from agents.tracking import StageMemory, peak_rss_gb
 from evals.generate import Decoding, Generation
-from evals.report import collect_run_info, leaderboard_paths, write_leaderboard
+from evals.report import SEED_MARK, collect_run_info, leaderboard_paths, write_leaderboard
 from evals.suite import (
     Failure,
     SuiteConfig,
@@ -161,24 +161,33 @@ SUITES: dict[str, Suite] = {
 
 
 def make_checkpoints(envs: tuple[str, ...], preset: str, model: str, device: str = "auto",
-                     precision: str = "auto", progress: bool = True) -> list[dict]:
+                     precision: str = "auto", progress: bool = True, rl_seeds: tuple[int, ...] = ()) -> list[dict]:
     """Run the missing pipeline stages (SFT -> reward model -> PPO on the task reward and/or the
     reward model; the quick suite's per-task choice in :data:`QUICK_STAGES`) for every task; return
     each task's pipeline report (stage times and peak memory)."""
     from agents.pipeline import run_pipeline
 
-    return [{"env": env, **run_pipeline(_pipeline_config(env, preset, model, device, precision, progress))}
+    return [{"env": env, **run_pipeline(_pipeline_config(env, preset, model, device, precision, progress,
+                                                         rl_seeds))}
             for env in envs]
 
 
 def _pipeline_config(env: str, preset: str, model: str, device: str = "auto", precision: str = "auto",
-                     progress: bool = True) -> Any:
+                     progress: bool = True, rl_seeds: tuple[int, ...] = ()) -> Any:
     """The :class:`agents.pipeline.PipelineConfig` that makes a suite's checkpoints for ``env``."""
     from agents.pipeline import PipelineConfig
 
     stages = QUICK_STAGES if preset == "quick" else {}
     return PipelineConfig(env=env, model=model, preset=preset, out=PIPELINE.format(task=env), device=device,
-                          precision=precision, progress=progress, **stages.get(env, {}))  # type: ignore[arg-type]
+                          precision=precision, progress=progress, rl_seeds=rl_seeds,
+                          **stages.get(env, {}))  # type: ignore[arg-type]
+
+
+def rl_seeds_of(cfg: SuiteConfig) -> tuple[int, ...]:
+    """The RL training seeds a suite's policies name (``NAME@seed<S>``, :func:`with_seeds`); empty: none."""
+    seeds = {int(run) for p in cfg.policies for _, mark, run in [p.partition("=")[0].partition(SEED_MARK)]
+             if mark and run.isdigit()}
+    return tuple(sorted(seeds))
 
 
 def _outdated(cfg: SuiteConfig, preset: str, env: str, memo: dict[str, dict[str, list[str]]]) -> dict[str, list[str]]:
@@ -188,7 +197,8 @@ def _outdated(cfg: SuiteConfig, preset: str, env: str, memo: dict[str, dict[str,
     if env not in memo:
         memo[env] = {}
         if Path(PIPELINE.format(task=env)).is_dir():
-            memo[env] = outdated_stages(_pipeline_config(env, preset, cfg.model, cfg.device, cfg.precision))
+            memo[env] = outdated_stages(_pipeline_config(env, preset, cfg.model, cfg.device, cfg.precision,
+                                                         rl_seeds=rl_seeds_of(cfg)))
             for stage, changes in memo[env].items():
                 logger.warning("%s on %s was built with other settings than the suite's (%s)", stage, env,
                                "; ".join(changes[:3]))
@@ -322,7 +332,16 @@ class RunConfig(RunContext):
     no_make: bool = arg(False, "never train: the suite's missing checkpoints are left out of the table")
     make: bool = arg(False, "train the suite's missing checkpoints even when --policy is given (without --policy "
                             "they are trained unless --no-make)")
+    seeds: tuple[int, ...] = arg((), "RL training seeds: each of the suite's RL rows (ppo-task, ppo-rm) is trained "
+                                     "once per seed from the same SFT start (agents.pipeline --rl-seeds) and "
+                                     "evaluated as NAME@seedS, beside NAME (mean of K seeds) with a 95% interval "
+                                     "over runs; empty: one run, seed 0")
     no_progress: bool = arg(False, "no progress bars")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if any(not isinstance(s, int) or s < 0 for s in self.seeds) or len(set(self.seeds)) < len(self.seeds):
+            raise ValueError(f"--seeds must be distinct integers >= 0, got {list(self.seeds)}")
 
 
 def _items(values: tuple[str, ...] | None) -> tuple[str, ...] | None:
@@ -340,6 +359,32 @@ def parse_start(text: str) -> tuple[str, str]:
     return policy, start
 
 
+def with_seeds(policies: tuple[str, ...], starts: tuple[tuple[str, str], ...], skip: tuple[str, ...],
+               seeds: tuple[int, ...]) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...], tuple[str, ...]]:
+    """Each of the suite's RL policies (a pipeline's ``ppo_task``/``ppo_rm``) once per seed:
+    ``NAME@seedS`` on the pipeline's stage of that seed (:func:`agents.pipeline.rl_stage`), with
+    NAME's start and skips; other policies as they are.
+
+    >>> with_seeds(("sft=P/sft", "ppo-task=P/ppo_task"), (("ppo-task", "sft"),), ("ppo-task=X-v0",), (0, 1))[0]
+    ('sft=P/sft', 'ppo-task@seed0=P/ppo_task', 'ppo-task@seed1=P/ppo_task_seed1')
+    """
+    from agents.pipeline import rl_stage
+
+    out, renamed = [], {}
+    for item in policies:
+        name, _, spec = item.partition("=")
+        folder = Path(spec).name
+        if folder not in ("ppo_task", "ppo_rm") or ":" in spec:
+            out.append(item)
+            continue
+        renamed[name] = [f"{name}{SEED_MARK}{s}" for s in seeds]
+        out += [f"{name}{SEED_MARK}{s}={spec[:-len(folder)]}{rl_stage(folder.removeprefix('ppo_'), s)}"
+                for s in seeds]
+    starts = tuple((n, b) for a, b in starts for n in renamed.get(a, [a]))
+    skip = tuple(f"{n}={env}" for item in skip for p, _, env in [item.partition("=")] for n in renamed.get(p, [p]))
+    return tuple(out), starts, skip
+
+
 def suite_config(run: RunConfig) -> SuiteConfig:
     """The suite's :class:`SuiteConfig` with the flags of ``run`` applied."""
     cfg = SUITES[run.suite].config
@@ -354,12 +399,15 @@ def suite_config(run: RunConfig) -> SuiteConfig:
                              + (" (none: --only)" if run.only else ""))
         policies = tuple(p for p, n in zip(policies, names, strict=True) if n in keep)
     starts = _starts(policies, cfg.starts) + tuple(parse_start(s) for s in run.start)  # the suite's own rows' first
+    skip = cfg.skip
+    if run.seeds:
+        policies, starts, skip = with_seeds(policies, starts, skip, run.seeds)
     policies += run.policy
     model = run.model
     if run.model != cfg.model:  # the default base entry follows --model
         policies = tuple(f"base={model}" if p == f"base={cfg.model}" else p for p in policies)
     return replace(
-        cfg, policies=policies, model=model, seed=run.seed, progress=not run.no_progress,
+        cfg, policies=policies, model=model, seed=run.seed, progress=not run.no_progress, skip=skip,
         envs=_items(run.envs) or cfg.envs, reward_models=cfg.reward_models + run.reward_model,
         samples=cfg.samples + (_items(run.samples) or ()),
         starts=starts, metrics=_items(run.metrics), limit=run.limit if run.limit is not None else cfg.limit,
@@ -393,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
         logger.info(training_plan(missing, suite.preset, cfg.device))
         if is_main:
             trained = make_checkpoints(tuple(dict.fromkeys(t for _, t, _ in missing)), suite.preset, cfg.model,
-                                       cfg.device, cfg.precision, progress=cfg.progress)
+                                       cfg.device, cfg.precision, progress=cfg.progress, rl_seeds=args.seeds)
             logger.info("checkpoints ready after %.0f s", time.perf_counter() - start)
         dist.barrier()
     elif missing:
@@ -441,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
     per_task = [f"{t}: {limits[t] if limits[t] is not None else 'all'} test examples"
                 + (f" x {sample_counts(cfg)[t]} samples" if sample_counts(cfg).get(t, 1) > 1 else "")
                 for t in cfg.envs]
-    info = collect_run_info(suite=args.name or args.suite, seeds=[cfg.seed], model=cfg.model,
+    info = collect_run_info(suite=args.name or args.suite, seeds=[cfg.seed, *args.seeds], model=cfg.model,
                             decoding=vars(cfg.decoding), limit=cfg.limit, budgets=suite.budgets,
                             notes=timing + stage_notes(trained) + ["examples per task: " + "; ".join(per_task)]
                             + reward_model_notes(cfg.reward_models) + list(kept.values())

@@ -74,13 +74,13 @@ from evals.metrics import (
     task_metrics,
     win_rate_values,
 )
-from evals.paired import paired_difference
-from evals.report import has_control_characters, make_frame
+from evals.paired import paired_difference, runs_interval
+from evals.report import SEED_MARK, has_control_characters, make_frame
 from textenv.context import RunContext
 from textenv.models import DEFAULT_MODEL
 
 __all__ = ["Failure", "SuiteConfig", "check_policy_name", "evaluate_suite", "generate_all", "policy_starts",
-           "recorded_start", "score_generations"]
+           "recorded_start", "score_generations", "seed_rows"]
 
 logger = logging.getLogger(__name__)
 
@@ -521,7 +521,32 @@ def score_generations(gens: Sequence[Generation], cfg: SuiteConfig) -> pd.DataFr
     for (policy, env), gs in groups.items():
         base = groups.get((base_name, env)) if base_name is not None and policy != base_name else None
         scored[(policy, env)] = _group_rows(policy, env, gs, base, cfg)
-    return make_frame([r for s in scored.values() for r in s.rows] + _delta_rows(scored, cfg))
+    rows = [r for s in scored.values() for r in s.rows] + _delta_rows(scored, cfg)
+    return make_frame(rows + seed_rows(rows, cfg.n_boot, cfg.seed))
+
+
+def seed_rows(rows: Sequence[dict[str, Any]], n_boot: int = 1000, seed: int = 0) -> list[dict[str, Any]]:
+    """The rows of each policy trained with several seeds (``NAME@seed<S>``, ``evals.run --seeds``)
+    summarised as ``NAME (mean of K seeds)``: per metric (its paired difference from the start
+    included), the mean of the seeds' values with a 95% interval over runs
+    (:func:`evals.paired.runs_interval`) and ``n`` the number of runs: training variance shown, not
+    hidden by one draw. A metric is summarised where at least two seeds have it."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        name, mark, run = str(r["policy"]).partition(SEED_MARK)
+        if mark and run.isdigit():
+            groups.setdefault((name, str(r["task"]), str(r["metric"])), []).append(r)
+    out = []
+    for (name, env, metric), runs in sorted(groups.items()):
+        if len(runs) < 2:
+            continue
+        value, low, high = runs_interval([float(r["value"]) for r in runs], n_resamples=n_boot, seed=seed)
+        row = {"policy": f"{name} (mean of {len(runs)} seeds)", "task": env, "metric": metric, "value": value,
+               "ci_low": low, "ci_high": high, "n": len(runs), "higher_is_better": runs[0]["higher_is_better"]}
+        if "start" in runs[0]:
+            row.update(start=runs[0]["start"], p_value=float("nan"))  # an interval over runs, not a test over prompts
+        out.append(row)
+    return out
 
 
 def evaluate_suite(cfg: SuiteConfig, failures: list[Failure] | None = None) -> pd.DataFrame:

@@ -553,3 +553,47 @@ def test_the_written_leaderboard_carries_the_paired_difference(tmp_path):
     md = (tmp_path / "lb.md").read_text()
     assert "| policy | reward ↑ | Δ reward vs start | length | n |" in md
     assert re.search(r"\| maj \| [^|]+ \| 0\.000 \[0\.000, 0\.000\] vs base: no clear difference \(p=1\) \|", md), md
+
+
+def test_seeds_expand_the_rl_rows_with_their_starts_and_skips_and_train_every_seed(tmp_path, monkeypatch):
+    from evals import run
+    from evals.run import RunConfig, rl_seeds_of, suite_config
+
+    cfg = suite_config(RunConfig(seeds=(0, 1, 2)))
+    names = [p.partition("=")[0] for p in cfg.policies]
+    assert [n for n in names if n.startswith("ppo")] == ["ppo-task@seed0", "ppo-task@seed1", "ppo-task@seed2",
+                                                          "ppo-rm@seed0", "ppo-rm@seed1", "ppo-rm@seed2"]
+    paths = dict(p.split("=", 1) for p in cfg.policies if p.startswith("ppo-task"))
+    assert paths["ppo-task@seed0"].endswith("/ppo_task") and paths["ppo-task@seed2"].endswith("/ppo_task_seed2")
+    assert ("ppo-task@seed1", "sft") in cfg.starts and ("ppo-rm@seed2", "sft") in cfg.starts
+    assert "ppo-rm@seed1=TextSummarize-v0" in cfg.skip and "ppo-rm=TextSummarize-v0" not in cfg.skip
+    assert rl_seeds_of(cfg) == (0, 1, 2) and rl_seeds_of(suite_config(RunConfig())) == ()
+    with pytest.raises(ValueError, match="--seeds must be distinct"):
+        RunConfig(seeds=(1, 1))
+    # the suite's missing checkpoints are trained with every seed, from one SFT start
+    monkeypatch.chdir(tmp_path)
+    calls = []
+    monkeypatch.setattr(run, "make_checkpoints", lambda envs, *a, **k: calls.append(k.get("rl_seeds")) or [])
+    monkeypatch.setattr(run, "generate_all", lambda cfg, **k: [])
+    run.main(["--envs", "TextCount-v0", "--policies", "sft,ppo-task", "--seeds", "0", "1", "--out", str(tmp_path)])
+    assert calls == [(0, 1)]
+
+
+def test_seed_rows_give_the_mean_over_runs_with_an_interval_over_runs():
+    from evals.suite import seed_rows
+
+    def row(policy, metric, value, **kw):
+        return {"policy": policy, "task": "T-v0", "metric": metric, "value": value, "ci_low": value - 0.1,
+                "ci_high": value + 0.1, "n": 64, "higher_is_better": True, **kw}
+
+    rows = [row("ppo@seed0", "reward", 0.5), row("ppo@seed1", "reward", 0.5), row("ppo@seed2", "reward", 0.5),
+            row("ppo@seed0", "delta/reward", 0.1, start="sft", p_value=0.01),
+            row("ppo@seed1", "delta/reward", -0.1, start="sft", p_value=0.02),
+            row("ppo@seed1", "length", 3.0), row("sft", "reward", 0.4)]
+    out = {r["metric"]: r for r in seed_rows(rows)}
+    assert set(out) == {"reward", "delta/reward"}  # length: one seed only, nothing to summarise
+    assert out["reward"]["policy"] == "ppo (mean of 3 seeds)" and out["reward"]["n"] == 3
+    assert (out["reward"]["value"], out["reward"]["ci_low"], out["reward"]["ci_high"]) == (0.5, 0.5, 0.5)
+    delta = out["delta/reward"]
+    assert delta["value"] == pytest.approx(0.0) and delta["start"] == "sft" and delta["n"] == 2
+    assert delta["ci_low"] == pytest.approx(-0.1) and delta["ci_high"] == pytest.approx(0.1)  # the runs disagree

@@ -471,3 +471,10 @@ def test_plot_draws_the_headline_and_the_paired_differences(reasoning_rows, tmp_
         monkey.undo()
     assert panels == {"TextReasoning-v0": ["accuracy", "pass@4", "delta/accuracy", "length", "reward vs KL"]}
     assert drawn["delta/accuracy"] == ["sft vs base", "vote vs sft", "ppo-task vs sft"]
+
+
+def test_seed_rows_sit_with_their_policy_summary_first():
+    from evals.report import policy_order
+
+    got = policy_order(["ppo-task@seed1", "random", "ppo-task (mean of 2 seeds)", "zeta", "sft", "ppo-task@seed0"])
+    assert got == ["sft", "ppo-task (mean of 2 seeds)", "ppo-task@seed0", "ppo-task@seed1", "zeta", "random"]
