@@ -122,7 +122,8 @@ SUITES: dict[str, Suite] = {
         SuiteConfig(envs=_FULL_ENVS, policies=_POLICIES, starts=_starts(_POLICIES),
                     reward_models=tuple(f"{t}={PIPELINE.format(task=t)}/reward_model"
                                         for t in ("TextSummarize-v0", "TextSentiment-v0")),
-                    limit=64, limits=(f"{_REASONING}=128",), samples=(f"{_REASONING}=4",),
+                    # reasoning on its whole test split (500): a 5-point change is then told from noise
+                    limit=64, limits=(f"{_REASONING}=500",), samples=(f"{_REASONING}=4",),
                     skip=("ppo-rm=TextSummarize-v0", f"ppo-rm={_REASONING}", f"rm={_REASONING}",
                           "vote=TextSummarize-v0", "vote=TextSentiment-v0"),
                     decoding=Decoding(temperature=0.7, max_new_tokens=32, batch_size=32)),
