@@ -51,9 +51,10 @@ from evals.suite import (
     score_generations,
     skipped,
 )
-from textenv.cli import arg, cli, parse_config
+from textenv.cli import RunFailed, arg, cli, parse_config
 from textenv.context import RunContext
 from textenv.devices import resolve_device
+from textenv.io import is_complete
 from textenv.models import DEFAULT_MODEL
 
 __all__ = ["SUITES", "RunConfig", "main", "parse_start", "suite_config"]
@@ -168,9 +169,15 @@ def make_checkpoints(envs: tuple[str, ...], preset: str, model: str, device: str
     each task's pipeline report (stage times and peak memory)."""
     from agents.pipeline import run_pipeline
 
-    return [{"env": env, **run_pipeline(_pipeline_config(env, preset, model, device, precision, progress,
-                                                         rl_seeds))}
-            for env in envs]
+    reports = []
+    for env in envs:
+        try:
+            reports.append({"env": env, **run_pipeline(_pipeline_config(env, preset, model, device, precision,
+                                                                        progress, rl_seeds))})
+        except RunFailed as exc:  # a stage that learned nothing: the task's other rows are still evaluated
+            logger.error("%s: the pipeline stopped: %s", env, exc)
+            reports.append({"env": env, "failed": str(exc)})
+    return reports
 
 
 def _pipeline_config(env: str, preset: str, model: str, device: str = "auto", precision: str = "auto",
@@ -211,7 +218,6 @@ def missing_checkpoints(cfg: SuiteConfig, preset: str | None = None) -> list[tup
     would evaluate and that is not there yet, or (given the suite's ``preset``) was built with
     other settings than the suite's pipeline would use now."""
     from evals.generate import parse_policy
-    from textenv.io import is_complete
 
     memo: dict[str, dict[str, list[str]]] = {}
 
@@ -445,6 +451,12 @@ def main(argv: list[str] | None = None) -> int:
                                        cfg.device, cfg.precision, progress=cfg.progress, rl_seeds=args.seeds)
             logger.info("checkpoints ready after %.0f s", time.perf_counter() - start)
         dist.barrier()
+        stopped = {r["env"]: r["failed"] for r in trained if "failed" in r}
+        unmade = [(p, t, path) for p, t, path in missing if not is_complete(path)]  # every process sees the disk
+        left_out = [f"not evaluated: {p} on {t} ({path} not made: {stopped.get(t, 'its training stopped')})"
+                    for p, t, path in unmade]
+        not_made = {(p, t) for p, t, _ in unmade}
+        cfg = replace(cfg, skip=cfg.skip + tuple(f"{p}={t}" for p, t in sorted(not_made)))
     elif missing:
         why = ("--no-make" if args.no_make else "--policy given (add --make to train it)" if args.policy
                else f"the suite trains them for {DEFAULT_MODEL} only")
@@ -504,7 +516,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {', '.join(str(p) for p in paths.values())} in {secs:.0f} s")
     for f in failures:
         print(f"failed: policy {f.policy!r} on {f.env}: {f.message}", file=sys.stderr)
-    return 1 if failures else 0  # the table (its header names what is missing) is written either way
+    # the table (its header names what is missing) is written either way
+    return 1 if failures or (train and not_made) else 0
 
 
 if __name__ == "__main__":
