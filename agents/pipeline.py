@@ -38,6 +38,7 @@ from typing import Any, Literal
 
 from agents import ppo, reward_model, sft
 from agents.config import arg, cli, parse_config
+from agents.run_files import plot_rewards
 from agents.tracking import StageMemory
 from textenv.context import ENV_HELP, EnvContext
 from textenv.io import FolderLock, atomic_dir, atomic_write, ensure_replaceable, is_complete, remove_stale
@@ -123,7 +124,7 @@ def _ppo_config(cfg: PipelineConfig, dirs: dict[str, Path], reward: str, seed: i
 def _run_ppo(pcfg: ppo.PPOConfig, out: Path) -> dict[str, Any]:
     trainer = ppo.PPOTrainer(pcfg)
     history = trainer.train()
-    ppo.plot_rewards(trainer.dir)
+    plot_rewards(trainer.dir)
     kept = "best" if pcfg.keep_best else "final"  # --keep-best: the best held-out eval's weights
     kept_iteration = trainer.best_iteration if pcfg.keep_best else trainer.iteration
     with atomic_dir(out) as tmp:

@@ -57,6 +57,7 @@ from agents.masking import TopKMasker
 from agents.policy import EpisodeBatch, LMActorCritic, Sampling
 from agents.ppo_config import PRESETS, PPOConfig, resume_config
 from agents.rollout import Episode, Rollout, collect_rollout, outcomes
+from agents.run_files import load_optimizer, optimizer_tensors, plot_rewards
 from agents.tracking import Tracker, library_progress
 from textenv.cli import RunFailed
 from textenv.devices import autocast
@@ -88,22 +89,6 @@ def _task_scores(episodes: Rollout | Sequence[Episode], cfg: PPOConfig, dist: Di
     if cfg.missing_eos_penalty:
         scores = scores - cfg.missing_eos_penalty * torch.from_numpy(~ended).float()
     return scores
-
-
-def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    """Optimizer state as flat tensors (safetensors) + JSON-able groups: no pickle anywhere."""
-    sd = opt.state_dict()
-    tensors = {f"{pid}.{k}": (v if torch.is_tensor(v) else torch.tensor(v)).detach().cpu().contiguous()
-               for pid, st in sd["state"].items() for k, v in st.items()}
-    return tensors, {"param_groups": sd["param_groups"]}
-
-
-def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        pid, name = key.split(".", 1)
-        state.setdefault(int(pid), {})[name] = value
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
 class Scored(NamedTuple):
@@ -224,7 +209,7 @@ class PPOTrainer:
             return target
         with atomic_dir(target) as tmp:
             self.policy.save_pretrained(tmp)
-            tensors, meta = _optimizer_tensors(self.optimizer)
+            tensors, meta = optimizer_tensors(self.optimizer)
             save_file(tensors, tmp / "optimizer.safetensors")
             state = {"iteration": self.iteration, "kl_coef": self.kl.value, "failures": self.failures,
                      "updates": self.updates, "best_eval": self.best_eval, "best_iteration": self.best_iteration,
@@ -243,7 +228,7 @@ class PPOTrainer:
         loaded = LMActorCritic.from_pretrained(str(path), tokenizer=self.setup.tokenizer)
         self.policy.load_state_dict(loaded.state_dict())
         state = json.loads((path / "trainer_state.json").read_text())
-        _load_optimizer(self.optimizer, load_file(path / "optimizer.safetensors"), state["optimizer"])
+        load_optimizer(self.optimizer, load_file(path / "optimizer.safetensors"), state["optimizer"])
         self.iteration, self.kl.value, self.failures = state["iteration"], state["kl_coef"], state["failures"]
         self.updates = state.get("updates", self.iteration - self.failures)  # older checkpoints: a lower bound
         self.best_eval, self.best_iteration = state.get("best_eval", -math.inf), state.get("best_iteration", -1)
@@ -562,37 +547,6 @@ class PPOTrainer:
                         parameter_checksum(self.policy))
             self.dist.barrier()
         return history
-
-
-def plot_rewards(run: str | Path) -> Path:
-    """``reward.png`` beside a run's metrics.csv: mean reward (and KL) per iteration."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from agents.tracking import read_metrics
-
-    every = read_metrics(Path(run) / "metrics.csv")
-    rows = [r for r in every if "charts/reward_mean" in r]
-    held = [r for r in every if "eval/reward_mean" in r]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([r["iteration"] for r in rows], [r["charts/reward_mean"] for r in rows], marker="o", label="reward")
-    if held:
-        ax.plot([r["iteration"] for r in held], [r["eval/reward_mean"] for r in held], marker="s", color="tab:green",
-                label="held-out reward")
-        ax.legend(fontsize=7, loc="upper left")
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("mean reward")
-    ax2 = ax.twinx()
-    ax2.plot([r["iteration"] for r in rows], [r["objective/kl"] for r in rows], color="gray", ls="--", label="KL")
-    ax2.set_ylabel("KL to reference")
-    ax.set_title(Path(run).name, fontsize=8)
-    fig.tight_layout()
-    out = Path(run) / "reward.png"
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
 
 
 def main(argv: list[str] | None = None) -> PPOTrainer:
