@@ -34,6 +34,20 @@ def run_episode(env, actions, seed=0, options=None):
             return observations, rewards, (terminated, truncated, info)
 
 
+def assert_refused_at_parse(main, argv, field, tmp_path, monkeypatch, capsys):
+    """``main`` run as a command (``textenv.cli.cli``) from an empty ``tmp_path`` with ``argv``:
+    exit 2, one ``error:`` line naming ``field``, and nothing written."""
+    from textenv.cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        cli(main, argv)
+    assert exc.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and field in errors[0], errors
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _sb3_logs_under_pytest_tmp(tmp_path_factory):
     """SB3's ``learn`` makes a logger folder per call (``$TMPDIR/SB3-<time>``) unless ``$SB3_LOGDIR``

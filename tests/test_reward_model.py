@@ -8,6 +8,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from conftest import assert_refused_at_parse
 
 from agents.preferences import Pair, length_matched, make_pairs, rank_candidates, sample_pairs, task_setup
 from agents.reward_model import RewardModelConfig, accuracy_report, bradley_terry_loss
@@ -192,15 +193,9 @@ def test_bad_values_are_refused_at_parse_time(tmp_path, monkeypatch, capsys, fla
     """Audit #15: every numeric field has its range and ``--kinds`` its known names, checked when
     the flags are parsed: one line naming the field, exit 2, nothing written."""
     from agents.reward_model import main
-    from textenv.cli import cli
 
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit) as exc:
-        cli(main, ["--preset", "tiny", "--out", str(tmp_path / "out"), *flags])
-    assert exc.value.code == 2
-    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and field in errors[0], errors
-    assert list(tmp_path.iterdir()) == []
+    assert_refused_at_parse(main, ["--preset", "tiny", "--out", str(tmp_path / "out"), *flags], field, tmp_path,
+                            monkeypatch, capsys)
 
 
 def test_unknown_pair_kinds_name_the_known_ones():

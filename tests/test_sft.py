@@ -10,6 +10,7 @@ import sys
 
 import pytest
 import torch
+from conftest import assert_refused_at_parse
 
 from agents.sft import IGNORE, SFTConfig, build_example, collate, fit, save_checkpoint, train_sft
 from textenv.cli import parse_config
@@ -153,15 +154,9 @@ def test_bad_counts_and_rates_are_refused_at_parse_time(tmp_path, monkeypatch, c
     """Audit #15: ``--max-steps 0`` trained nothing and died on a NaN loss. Every numeric field has
     its range, checked when the flags are parsed: one line, exit 2, nothing written."""
     from agents.sft import main
-    from textenv.cli import cli
 
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit) as exc:
-        cli(main, ["--preset", "tiny", "--out", str(tmp_path / "out"), *flags])
-    assert exc.value.code == 2
-    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and field in errors[0], errors
-    assert list(tmp_path.iterdir()) == []
+    assert_refused_at_parse(main, ["--preset", "tiny", "--out", str(tmp_path / "out"), *flags], field, tmp_path,
+                            monkeypatch, capsys)
 
 
 def test_max_grad_norm_none_means_no_clipping():
