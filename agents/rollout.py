@@ -170,7 +170,7 @@ def collect_rollout(envs, policy: LMActorCritic, indices: Sequence[int], seed: i
     (:meth:`agents.kvcache.CachedLM.advance`).
     """
     env = envs.unwrapped
-    turns = env.setup.turns > 1
+    turns = env.setup.multi_turn
     b = env.num_envs
     same_step = env.metadata.get("autoreset_mode") == AutoresetMode.SAME_STEP
     n = len(indices)

@@ -41,7 +41,7 @@ from textenv.core import TaskSetup
 from textenv.devices import autocast
 from textenv.io import atomic_dir
 from textenv.models import enable_checkpointing, load_model
-from textenv.tasks import task_of
+from textenv.tasks import setup_kwargs_of, task_of
 
 __all__ = ["PRESETS", "SFTConfig", "SFTResult", "build_example", "collate", "fit", "main",
            "save_checkpoint", "train_sft"]
@@ -156,6 +156,39 @@ def conversation(setup: TaskSetup, index: int) -> tuple[list[int], list[int]]:
     return ids, labels
 
 
+def tool_conversation(setup: TaskSetup, index: int) -> tuple[list[int], list[int]] | None:
+    """A demonstration of a tool episode as the env lays it out after the prompt: each call the task
+    demonstrates (:attr:`textenv.tasks.Task.tool_calls`) as an agent turn ending at its closing tag
+    (labelled), the EOS the env writes and the tool turn, run by the env's own tools (both ``-100``),
+    then the reference answer and its EOS (labelled). None when the task skips the example, or when
+    its calls' results (as the env shows them, cut at ``max_tool_result_chars``) hold no reference:
+    SFT never shows an answer the conversation does not contain (a search that missed it)."""
+    from textenv.tools import CLOSE, OPEN, call_tool
+    from textenv.turns import tool_turn_ids
+
+    tok, eos = setup.tokenizer, setup.eos_token_id
+    example = setup.examples[index]
+    hook = setup.task.tool_calls
+    calls = hook(example, frozenset(setup.tool_table)) if hook is not None else []
+    if calls is None:
+        return None
+    ids: list[int] = []
+    labels: list[int] = []
+    results = []
+    for call in calls[:setup.tool_limits.max_calls]:
+        body = json.dumps(call)
+        turn = tok(f"{OPEN}{body}{CLOSE}", add_special_tokens=False)["input_ids"]
+        result = call_tool(body, setup.tool_table, example, setup.tool_limits)
+        results.append(result.text)
+        inserted = [eos, *tool_turn_ids(setup, result.text)]
+        ids += turn + inserted
+        labels += turn + [IGNORE] * len(inserted)
+    if results and not any(ref in text for ref in example.references for text in results):
+        return None
+    answer = tok(example.references[0], add_special_tokens=False)["input_ids"] + [eos]
+    return ids + answer, labels + answer
+
+
 def collate(batch: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad a batch (positions then start at 0 for every row, as in generation without
     padding); padding has attention 0 and label ``-100``."""
@@ -178,6 +211,11 @@ def _sequences(setup: TaskSetup, mode: str, max_length: int, limit: int | None) 
             if not refs:
                 raise ValueError(f"mode 'sft' needs references; task {setup.task.name!r} has none "
                                  f"(example {i} of split {setup.split!r}); try mode 'domain'")
+            if setup.tools:  # a tool episode: the demonstrated calls, their results, the answer
+                demo = tool_conversation(setup, i)
+                if demo is not None:
+                    out.append(build_example(prompt, demo[0], max_length, completion_labels=demo[1]))
+                continue
             if setup.turns > 1:  # the whole conversation: every real reply, the other side's turns between
                 ids, labels = conversation(setup, i)
                 out.append(build_example(prompt, ids, max_length, completion_labels=labels))
@@ -244,9 +282,10 @@ def fit(config: SFTConfig, tokenizer: Any = None) -> SFTResult:
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
     task = task_of(config.env)
-    train_setup = TaskSetup(task, "train", model=config.model, tokenizer=tokenizer)
+    env_kwargs = setup_kwargs_of(config.env)  # the registration's tools and budgets, as the env has them
+    train_setup = TaskSetup(task, "train", model=config.model, tokenizer=tokenizer, **env_kwargs)
     tokenizer = train_setup.tokenizer
-    val_setup = TaskSetup(task, "validation", model=config.model, tokenizer=tokenizer)
+    val_setup = TaskSetup(task, "validation", model=config.model, tokenizer=tokenizer, **env_kwargs)
     tokenizer, model = load_model(config.model, tokenizer=tokenizer, seed=config.seed)
     if model.get_input_embeddings().num_embeddings < len(tokenizer):
         raise ValueError(f"model {config.model!r} has fewer embeddings than its tokenizer has tokens")

@@ -295,7 +295,7 @@ def _model_scores(gens: list[Generation], policy, reference, rm, setup, wanted: 
         for g, v in zip(gens, BertScore()([Completion(prompt=g.prompt, text=g.text, references=tuple(g.references))
                                            for g in gens]), strict=True):
             g.scores["bertscore"] = float(v)
-    single = setup.turns == 1  # a conversation's row joins its turns: no one-completion RM score or reference NLL
+    single = not setup.multi_turn  # a conversation's row joins its turns: no one-completion RM score or reference NLL
     if rm is not None and single and wanted("rm_score"):
         todo = [g for g in gens if "bon_rm_score" not in g.scores]  # best-of-n already scored its pick
         for g in gens:

@@ -51,3 +51,12 @@ def test_turns_benchmark_compares_identical_conversations():
     assert out["tiny/3/identical"] == 1.0
     assert out["tiny/3/extend"] > 0 and out["tiny/3/re-prefill"] > 0
     assert out["tiny/3/ratio"] == pytest.approx(out["tiny/3/extend"] / out["tiny/3/re-prefill"])
+
+
+def test_turns_benchmark_on_tool_episodes_agrees_across_paths():
+    """Tool episodes play the demonstrations; the extended and re-prefilled caches give the model the
+    same argmax at every step."""
+    from evals.benchmarks.turns import main
+
+    out = main(["--models", "tiny", "--num-envs", "2", "--tools", "--difficulty", "2", "--repeats", "1"])
+    assert out["tiny/2/identical"] == 1.0 and out["tiny/2/extend"] > 0 and out["tiny/2/re-prefill"] > 0

@@ -20,6 +20,7 @@ from gymnasium import spaces
 from textenv.models import DEFAULT_MODEL, is_tiny, load_tokenizer
 from textenv.rewards import Completion, RewardError, resolve, score
 from textenv.tasks import Example, Task, resolve_task
+from textenv.tools import ToolLimits, describe, resolve_tools
 
 __all__ = ["MAX_TEMPLATE_CHARS", "PromptTruncationWarning", "TaskSetup", "EncodedPrompt", "check_seed"]
 
@@ -32,6 +33,11 @@ MAX_TEMPLATE_CHARS = 10_000
 """The longest ``prompt_template`` an env accepts, in characters: ample for an instruction around
 ``{text}``, and the tiny tokenizer, trained on every formatted prompt, builds in about a second at this
 size (a 1 MB template took minutes)."""
+
+
+TOOL_EXTRA_TOKENS = 96
+"""With tools, the default ``max_new_tokens`` is the task's plus this: room for a call (about 30 tokens
+for the calculator's), its result turn and the answer, twice over."""
 
 
 class PromptTruncationWarning(UserWarning):
@@ -64,8 +70,16 @@ class TaskSetup:
         max_new_tokens: int | None = None,
         prompt_template: str | None = None,
         chat_template: bool | None = None,
+        tools: Any = None,
+        max_tool_calls: int = 3,
+        tool_timeout: float = 2.0,
+        max_tool_result_chars: int = 400,
         **task_kwargs: Any,
     ) -> None:
+        # tools first: a bad tool or limit is refused before the task loads anything
+        self.tools = resolve_tools(tools) if tools is not None else ()
+        self.tool_limits = ToolLimits(max_tool_calls, tool_timeout, max_tool_result_chars)
+        self.tool_table = {t.name: t for t in self.tools}
         self.task = resolve_task(task, **task_kwargs)
         self.split = split
         # the cheap checks first: nothing is loaded or built for arguments that are refused
@@ -76,8 +90,13 @@ class TaskSetup:
         self.examples: list[Example] = self.task.load(split)
         if not self.examples:
             raise ValueError(f"task {self.task.name!r} has no examples in split {split!r}")
+        self._loaded = self.examples  # as the task wrote them: the tiny tokenizer's corpus
+        if self.tools and self.task.with_tools is not None:  # e.g. QA with search: the passage left out
+            names = frozenset(self.tool_table)
+            self.examples = [self.task.with_tools(ex, names) for ex in self.examples]
         self.max_prompt_tokens = _budget("max_prompt_tokens", max_prompt_tokens, self.task.max_prompt_tokens)
-        self.max_new_tokens = _budget("max_new_tokens", max_new_tokens, self.task.max_new_tokens)
+        self.max_new_tokens = _budget("max_new_tokens", max_new_tokens,
+                                      self.task.max_new_tokens + (TOOL_EXTRA_TOKENS if self.tools else 0))
         if tokenizer is None:
             if is_tiny(model):
                 tokenizer = _tiny_tokenizer(self._tiny_corpus())
@@ -95,15 +114,36 @@ class TaskSetup:
             getattr(tokenizer, "chat_template", None)
         )
         self.reward = resolve(reward if reward is not None else self.task.reward)
+        if self.tools and max_prompt_tokens is None:  # the default budget grows by the tools' description
+            self.max_prompt_tokens += len(tokenizer(self.system_prompt(), add_special_tokens=False)["input_ids"])
         self.length = self.max_prompt_tokens + self.max_new_tokens
         self.turns = self.task.turns  # > 1: textenv.turns inserts the other side's turns
         self.max_turn_tokens = min(self.task.max_turn_tokens or self.max_new_tokens, self.max_new_tokens)
+        # with tools, the tokens whose text holds the ">" that may close a call: only at those does an
+        # env decode the turn to look for "</tool_call>"
+        self.may_close = np.zeros(self.vocab_size, dtype=bool)
+        if self.tools:
+            pieces = tokenizer.convert_ids_to_tokens(list(range(self.vocab_size)))
+            self.may_close[:] = [">" in p if isinstance(p, str) else False for p in pieces]
         self._cache: dict[int, EncodedPrompt] = {}
         self.turn_cache: dict[tuple[int, int], list[int]] = {}  # textenv.turns.user_turn_ids, per (example, turn)
         self._warned = False
 
+    @property
+    def multi_turn(self) -> bool:
+        """Whether episodes have several agent turns (:mod:`textenv.turns`): a task with ``turns > 1``,
+        or any task with tools."""
+        return self.turns > 1 or bool(self.tools)
+
+    def system_prompt(self) -> str | None:
+        """The task's system message, followed by the tools' description when the env has tools."""
+        if not self.tools:
+            return self.task.system
+        tools = describe(self.tools)
+        return f"{self.task.system}\n\n{tools}" if self.task.system else tools
+
     def _tiny_corpus(self) -> tuple[str, ...]:
-        train = self.examples if self.split == "train" else self.task.load("train")
+        train = self._loaded if self.split == "train" else self.task.load("train")
         texts = []
         for ex in train[:_TINY_CORPUS_EXAMPLES]:
             texts.append(self.template.format(text=ex.text))
@@ -125,12 +165,15 @@ class TaskSetup:
 
     def prompt_text(self, example: Example) -> str:
         user = self.template.format(text=example.text)
+        system = self.system_prompt()
         if not self.use_chat:
             # a conversation without a chat template is written as "User: ...\nAssistant:" turns
-            return f"User: {user}\nAssistant:" if self.turns > 1 else user
+            if not self.multi_turn:
+                return user
+            return f"{system}\n\nUser: {user}\nAssistant:" if self.tools else f"User: {user}\nAssistant:"
         messages = [{"role": "user", "content": user}]
-        if self.task.system:
-            messages.insert(0, {"role": "system", "content": self.task.system})
+        if system:
+            messages.insert(0, {"role": "system", "content": system})
         return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
     def encode(self, index: int) -> EncodedPrompt:

@@ -62,6 +62,9 @@ class TextEnv(gym.Env[dict[str, np.ndarray], int]):
     - ``dense_reward``: see Rewards. ``render_mode``: ``None``, ``"ansi"`` (the prompt and the text so
       far) or ``"rgb_array"`` (the same text drawn into an image, for ``RecordVideo`` and SB3's
       ``make_vec_env`` default); another mode is accepted, as Gymnasium does, but ``render()`` raises.
+    - ``tools``: a list of built-in tool names (``"calculator"``, ``"search"``) and typed, documented
+      callables the agent may call (:mod:`textenv.tools`, :mod:`textenv.turns`); ``max_tool_calls``
+      (3) per episode, ``tool_timeout`` (2.0 s) per call, ``max_tool_result_chars`` (400).
     - any other keyword goes to the task (``aspects=`` for summaries, ``dataset=`` for reasoning).
 
     ## Version History
@@ -97,7 +100,7 @@ class TextEnv(gym.Env[dict[str, np.ndarray], int]):
         self._done = True
         self._potential = 0.0
         self._turn = TurnState()
-        if self.setup.turns > 1:
+        if self.setup.multi_turn:
             check_turn_task(self.setup, dense_reward)
 
     @property
@@ -148,7 +151,7 @@ class TextEnv(gym.Env[dict[str, np.ndarray], int]):
         if self._done:
             raise gym.error.ResetNeeded("step() called after the episode ended; call reset()")
         token = check_action(action, self.setup.vocab_size)
-        if self.setup.turns > 1:
+        if self.setup.multi_turn:
             return self._step_turns(token)
         terminated = token == self.setup.eos_token_id
         generated = self._generated if terminated else [*self._generated, token]
@@ -177,8 +180,8 @@ class TextEnv(gym.Env[dict[str, np.ndarray], int]):
         (scored, then the other side's next turn written into the observation)."""
         move = plan_move(self.setup, self._turn, self._index, self._generated, token)
         reward, info = 0.0, {}
-        if move.completion is not None:  # scored before anything is written
-            totals, parts = self.setup.score([move.completion])
+        if move.completion is not None:  # scored before anything is written (a tool call's turn is worth 0)
+            totals, parts = self.setup.score([move.scored]) if move.scored is not None else ([0.0], {})
             reward = totals[0]
             info = turn_info(self.setup, self._turn, self._index, move, reward, {k: v[0] for k, v in parts.items()},
                              len(self._generated))
@@ -197,7 +200,7 @@ class TextEnv(gym.Env[dict[str, np.ndarray], int]):
             return 0
         n = len(self._generated)
         left = self.setup.max_new_tokens - n
-        if self.setup.turns > 1:
+        if self.setup.multi_turn:
             left = min(left, self.setup.max_turn_tokens - (n - self._turn.start))
         return left
 

@@ -26,7 +26,7 @@ from textenv.data.detokenize import detokenize
 
 __all__ = ["ARITHMETIC_LEVELS", "SPLITS", "UNANSWERABLE_ANSWER", "Example", "Preference", "Task", "count",
            "dialogue", "dialogue_reward", "difficulty_levels", "env_spec", "first_third", "qa", "reasoning",
-           "reference_pairs", "resolve_task", "sentiment", "summarize", "task_of"]
+           "reference_pairs", "resolve_task", "sentiment", "setup_kwargs_of", "summarize", "task_of"]
 
 SPLITS = ("train", "validation", "test")
 
@@ -81,6 +81,12 @@ class Task:
     metrics: tuple[str, ...] = ()  # the eval suite's extra local metrics ("squad": exact_match and f1)
     turns: int = 1  # agent turns per episode; > 1: the env inserts the other side's turns (dialogue)
     max_turn_tokens: int | None = None  # an agent turn ends at this many tokens (None: max_new_tokens)
+    # with_tools(example, tool_names): how an example reads when the env has these tools (QA with
+    # ``search``: the question alone, the passage reachable through the tool); None: unchanged
+    with_tools: Callable[[Example, frozenset[str]], Example] | None = None
+    # tool_calls(example, tool_names): the calls a demonstration makes before it answers with the
+    # reference (SFT on tool episodes, :func:`agents.sft.tool_conversation`); None skips the example
+    tool_calls: Callable[[Example, frozenset[str]], list[dict[str, Any]] | None] | None = None
 
 
 def resolve_task(task: Task | str | Callable[..., Task], **kwargs: Any) -> Task:
@@ -122,6 +128,19 @@ def env_spec(env_id: str) -> Any:
     except gym.error.Error as exc:
         hint = "" if sep else " or 'module:Env-vN' (the module registers it on import)"
         raise ValueError(f"{env_id!r} is not a registered env id; expected one of {textenv.ENV_IDS}{hint}") from exc
+
+
+def setup_kwargs_of(env_id: str) -> dict[str, Any]:
+    """The keywords of ``env_id``'s registration that configure the env around its task (``tools``,
+    ``max_new_tokens``, ``reward``...), for code that builds a :class:`textenv.core.TaskSetup` from an
+    id without making the env (SFT): ``TextReasoningTools-v0``'s demonstrations need its tools."""
+    import inspect
+
+    from textenv.core import TaskSetup
+
+    own = set(inspect.signature(TaskSetup.__init__).parameters) - {"self", "task", "split", "model", "tokenizer",
+                                                                    "task_kwargs"}
+    return {k: v for k, v in env_spec(env_id).kwargs.items() if k in own}
 
 
 def task_of(env_id: str) -> Task:
@@ -385,7 +404,16 @@ def reasoning(dataset: str = "basic_arithmetic", difficulty: int | None = None,
     return Task(f"reasoning/{dataset}", load, reward="verifier",
                 template="{text}\nGive only the final answer.",
                 max_prompt_tokens=max_prompt_tokens, max_new_tokens=max_new_tokens,
-                pairs=functools.partial(reference_pairs, load))
+                pairs=functools.partial(reference_pairs, load), tool_calls=_reasoning_tool_calls)
+
+
+def _reasoning_tool_calls(example: Example, tools: frozenset[str]) -> list[dict[str, Any]]:
+    """A demonstration with the ``calculator`` gives it the problem's expression (reasoning-gym's
+    ``basic_arithmetic`` records it); other datasets' demonstrations answer without a call."""
+    expression = example.metadata.get("entry", {}).get("metadata", {}).get("expression")
+    if "calculator" not in tools or not isinstance(expression, str):
+        return []
+    return [{"name": "calculator", "arguments": {"expression": expression}}]
 
 
 def difficulty_levels(env_id: str) -> tuple[int, ...]:
@@ -432,14 +460,34 @@ def qa(unanswerable: bool = False, max_prompt_tokens: int = 448, max_new_tokens:
                 continue
             out.append(Example(text=f"Context: {row.passage}\n\nQuestion: {row.question}",
                                references=(row.answer or UNANSWERABLE_ANSWER,),
-                               metadata={"answerable": row.answer is not None}))
+                               metadata={"answerable": row.answer is not None, "passage": row.passage,
+                                         "question": row.question}))
         return out
 
     template = "{text}\nAnswer with a short phrase copied from the context."
     if unanswerable:
         template += f" If the context does not answer the question, reply: {UNANSWERABLE_ANSWER}."
     return Task("qa", load, reward="qa_f1", template=template, max_prompt_tokens=max_prompt_tokens,
-                max_new_tokens=max_new_tokens, pairs=functools.partial(reference_pairs, load), metrics=("squad",))
+                max_new_tokens=max_new_tokens, pairs=functools.partial(reference_pairs, load), metrics=("squad",),
+                with_tools=_qa_with_tools, tool_calls=_qa_tool_calls)
+
+
+def _qa_tool_calls(example: Example, tools: frozenset[str]) -> list[dict[str, Any]]:
+    """A demonstration with ``search`` queries the question, then answers from what it found (one
+    whose search misses the answer is not demonstrated: :func:`agents.sft.tool_conversation`)."""
+    if "search" not in tools:
+        return []
+    return [{"name": "search", "arguments": {"query": example.metadata["question"]}}]
+
+
+def _qa_with_tools(example: Example, tools: frozenset[str]) -> Example:
+    """With the ``search`` tool, a QA prompt holds the question alone: the passage is what the tool
+    searches (:mod:`textenv.tools.search`)."""
+    if "search" not in tools:
+        return example
+    return Example(text=f"Question: {example.metadata['question']}\nThe context is a passage you can search.",
+                   references=example.references,
+                   metadata=example.metadata)
 
 
 # ---------------------------------------------------------------------------------------------

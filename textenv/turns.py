@@ -1,13 +1,16 @@
-"""Multi-turn episodes: the other side's turns inserted between the agent's, for both env classes.
+"""Multi-turn episodes: what the other side inserts between the agent's turns, for both env classes.
 
-A task with ``turns > 1`` (``TextDialogue-v0``) keeps one token per step, but an agent turn ends
-at EOS (or at ``max_turn_tokens``) instead of the episode. The ending turn is scored on its own
-(a :class:`Completion` whose prompt is the conversation so far and whose reference is the real
-reply), and unless it was the last, the env writes the EOS that closes it (the agent's own, or one
-of its own for a turn cut at the limit) and the next turn of the other side, chat template
-included, into the observation, and the episode goes on. :func:`plan_move` decides what a step
-does, before any scoring, so a reward that raises leaves the env as it was; :func:`turn_info`
-commits it. Both envs call these and nothing else, so they cannot disagree.
+A multi-turn env keeps one token per step, but an agent turn ends at EOS (or at ``max_turn_tokens``)
+instead of the episode, and with tools also at a tool call's closing tag. :func:`other_side` then
+decides, from the conversation so far, what the env inserts: the task's recorded reply
+(``TextDialogue-v0``: the next turn of the other side, scored turn by turn), a tool's result (an env
+made with ``tools=``: the call is run, the agent's turn is worth 0 and only the final answer, the
+first turn without a call, is scored), or nothing (the episode ends). Unless the episode ends, the
+env writes the EOS that closes the turn (the agent's own, or one of its own for a turn cut at the
+limit or at a call) and the inserted turn, chat template included, into the observation, and the
+episode goes on. :func:`plan_move` decides what a step does, before any scoring, so a reward that
+raises leaves the env as it was; :func:`turn_info` commits it. Both envs call these and nothing
+else, so they cannot disagree.
 
 Layout: everything after the prompt (agent tokens and inserted ones) fills the
 ``max_new_tokens`` positions in order. When the next turn and one agent token no longer fit, the
@@ -17,14 +20,16 @@ episode is truncated at the end of the agent's turn (``info["truncated_by"] == "
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from textenv.rewards import Completion
+from textenv.tools import CLOSE, call_tool, find_call
 
-__all__ = ["Move", "TurnState", "check_turn_task", "ends_turn", "plan_move", "turn_info", "user_turn_ids"]
+__all__ = ["Move", "Reply", "TurnState", "check_turn_task", "ends_turn", "other_side", "plan_move", "tool_turn_ids",
+           "turn_info", "user_turn_ids"]
 
 _REPLY = "\x00reply\x00"
 
@@ -39,23 +44,41 @@ class TurnState:
     rewards: list[float] = field(default_factory=list)
     bounds: list[tuple[int, int]] = field(default_factory=list)  # each agent turn's [start, end) positions
     parts: dict[str, float] = field(default_factory=dict)  # each reward part summed over the turns so far
+    inserted: list[tuple[str, str]] = field(default_factory=list)  # (role, text) inserted after each turn
+    calls: list[dict[str, Any]] = field(default_factory=list)  # tool calls made: name, arguments, result, error
+    tool_tokens: int = 0  # tokens the env wrote for tool turns (with the EOS it wrote to close a call)
 
     def copy(self) -> TurnState:
         return TurnState(self.turn, self.start, list(self.texts), list(self.rewards), list(self.bounds),
-                         dict(self.parts))
+                         dict(self.parts), list(self.inserted), list(self.calls), self.tool_tokens)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What the other side inserts after an agent turn: its role (``"user"``, ``"tool"``), text and
+    tokens (what the chat template puts after the agent's EOS, up to the next generation cue), and
+    for a tool turn the call's record."""
+
+    role: str
+    text: str
+    ids: tuple[int, ...]
+    call: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
 class Move:
-    """What one step does: the tokens it appends after the prompt, the agent turn it ends (to score)
-    and whether the episode ends."""
+    """What one step does: the tokens it appends after the prompt, the agent turn it ends and whether
+    the episode ends. ``scored`` is what the reward scores for that turn (None: the turn is a tool
+    call the episode goes on from, worth 0)."""
 
     write: tuple[int, ...]
     completion: Completion | None = None
     terminated: bool = False
     truncated: bool = False
     inserted: int = 0  # how many of ``write`` the env wrote (the closing EOS of a cut turn, the next turn)
-    truncated_by: str | None = None  # "turn_limit", "room"
+    truncated_by: str | None = None  # "turn_limit", "room", "tool_calls"
+    scored: Completion | None = None
+    reply: Reply | None = None
 
 
 def check_turn_task(setup: Any, dense_reward: bool) -> None:
@@ -63,10 +86,35 @@ def check_turn_task(setup: Any, dense_reward: bool) -> None:
     if dense_reward:
         raise ValueError(f"dense_reward=True is not supported for the multi-turn task {setup.task.name!r}: "
                          "its reward scores whole turns")
+    if setup.tools and setup.turns > 1:
+        raise ValueError(f"tools= on the multi-turn task {setup.task.name!r} is not supported: an env either "
+                         "inserts the task's recorded turns or tool results, not both")
+    if setup.tools:
+        return
     for ex in setup.examples[:1]:
         missing = [k for k in ("user_turns", "replies") if k not in ex.metadata]
         if missing:
             raise ValueError(f"multi-turn task {setup.task.name!r}: examples need metadata {missing}")
+
+
+def _after_reply(setup: Any, role: str, content: str) -> str:
+    """The text a chat template writes after an assistant message's EOS: a ``role`` message with
+    ``content`` and the next generation cue (``"\\nUser: ...\\nAssistant:"`` without a template)."""
+    tok = setup.tokenizer
+    if not setup.use_chat:
+        return f"\n{role.capitalize()}: {content}\nAssistant:"
+    messages = [{"role": "user", "content": "x"}, {"role": "assistant", "content": _REPLY},
+                {"role": role, "content": content}]
+    system = setup.system_prompt()
+    if system:
+        messages.insert(0, {"role": "system", "content": system})
+    full = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    after = full[full.index(_REPLY) + len(_REPLY):]
+    eos = tok.eos_token or ""
+    if not eos or not after.startswith(eos):
+        raise ValueError(f"the chat template does not end an assistant message with the EOS token {eos!r}, "
+                         "so a turn's end cannot be told apart; use chat_template=False")
+    return after[len(eos):]
 
 
 def user_turn_ids(setup: Any, index: int, k: int) -> list[int]:
@@ -86,64 +134,95 @@ def user_turn_ids(setup: Any, index: int, k: int) -> list[int]:
     user = turns[k]
     if not isinstance(user, str) or not user.strip():
         raise ValueError(f"example {index} of {setup.task.name!r}: inserted turn {k + 1} is empty")
-    tok = setup.tokenizer
-    if setup.use_chat:
-        messages = [{"role": "user", "content": "x"}, {"role": "assistant", "content": _REPLY},
-                    {"role": "user", "content": user}]
-        if setup.task.system:
-            messages.insert(0, {"role": "system", "content": setup.task.system})
-        full = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        after = full[full.index(_REPLY) + len(_REPLY):]
-        eos = tok.eos_token or ""
-        if not eos or not after.startswith(eos):
-            raise ValueError(f"the chat template does not end an assistant message with the EOS token {eos!r}, "
-                             "so a turn's end cannot be told apart; use chat_template=False")
-        text = after[len(eos):]
-    else:
-        text = f"\nUser: {user}\nAssistant:"
-    ids = [int(t) for t in tok(text, add_special_tokens=False)["input_ids"]]
+    text = _after_reply(setup, "user", user)
+    ids = [int(t) for t in setup.tokenizer(text, add_special_tokens=False)["input_ids"]]
     cache[key] = ids
     return ids
 
 
-def _user_text(example: Any, k: int) -> str:
-    return example.text if k == 0 else example.metadata["user_turns"][k - 1]
+def tool_turn_ids(setup: Any, result: str) -> list[int]:
+    """The tokens of a tool turn holding ``result``, inserted after the agent's EOS, up to the cue for
+    its next turn. The tokenizer's special tokens are removed from the result first: a tool cannot
+    write an EOS (or any other control token) into the conversation."""
+    for special in setup.tokenizer.all_special_tokens:
+        result = result.replace(special, "")
+    return [int(t) for t in setup.tokenizer(_after_reply(setup, "tool", result), add_special_tokens=False)["input_ids"]]
+
+
+def _user_text(example: Any, state: TurnState) -> str:
+    users = [text for role, text in state.inserted if role == "user"]
+    return users[-1] if users else example.text
 
 
 def ends_turn(setup: Any, token: Any, turn_len: Any, n_gen: Any) -> Any:
-    """Whether a step ends the agent's turn: ``token`` is EOS, or it fills the turn (``turn_len``
+    """Whether a step may end the agent's turn: ``token`` is EOS, or it fills the turn (``turn_len``
     tokens so far, ``max_turn_tokens``) or the layout (``n_gen`` tokens after the prompt so far,
-    ``max_new_tokens``). Elementwise on arrays (the vector env's rows), or on one episode's ints."""
-    return (np.equal(token, setup.eos_token_id) | (np.asarray(turn_len) + 1 >= setup.max_turn_tokens)
+    ``max_new_tokens``), or, with tools, it could close a call (its text holds ``>``; whether it does
+    is :func:`plan_move`'s to check). Elementwise on arrays (the vector env's rows), or on one
+    episode's ints."""
+    ends = (np.equal(token, setup.eos_token_id) | (np.asarray(turn_len) + 1 >= setup.max_turn_tokens)
             | (np.asarray(n_gen) + 1 >= setup.max_new_tokens))
+    if setup.tools:
+        ends = ends | setup.may_close[np.asarray(token)]
+    return ends
+
+
+def _closes_call(setup: Any, turn_ids: Sequence[int]) -> bool:
+    return setup.tokenizer.decode(list(turn_ids), skip_special_tokens=True).rstrip().endswith(CLOSE)
+
+
+def other_side(setup: Any, state: TurnState, index: int, turn: Completion) -> Reply | str:
+    """What the env inserts after the agent's turn ``turn``: a :class:`Reply`, or why the episode ends
+    there: ``"end"`` (the task's last turn; with tools, an answer without a call) or ``"tool_calls"``
+    (a call beyond ``max_tool_calls``). A call is run here, before anything is committed."""
+    if setup.tools:
+        body = find_call(turn.text)
+        if body is None:
+            return "end"
+        if len(state.calls) >= setup.tool_limits.max_calls:
+            return "tool_calls"
+        result = call_tool(body, setup.tool_table, setup.examples[index], setup.tool_limits)
+        return Reply("tool", result.text, tuple(tool_turn_ids(setup, result.text)), result.record())
+    k = state.turn
+    if k + 1 >= setup.turns:
+        return "end"
+    example = setup.examples[index]
+    return Reply("user", example.metadata["user_turns"][k], tuple(user_turn_ids(setup, index, k)))
 
 
 def plan_move(setup: Any, state: TurnState, index: int, generated: Sequence[int], token: int) -> Move:
     """What ``token`` does to an episode whose tokens after the prompt are ``generated``."""
     eos = token == setup.eos_token_id
     written = [] if eos else [token]
-    if not ends_turn(setup, token, len(generated) - state.start, len(generated)):
-        return Move(tuple(written))
     turn_ids = [*generated[state.start:], *written]
+    limit = eos or len(turn_ids) >= setup.max_turn_tokens or len(generated) + 1 >= setup.max_new_tokens
+    if not limit and not (setup.tools and _closes_call(setup, turn_ids)):
+        return Move(tuple(written))
     n_after = len(generated) + len(written)
     full = not eos and n_after >= setup.max_new_tokens
     example = setup.examples[index]
     k = state.turn
     context = setup.encode(index).text + setup.tokenizer.decode(list(generated[:state.start]))
-    replies = example.metadata["replies"]
+    replies = example.metadata.get("replies", ())
     c = Completion(prompt=context, text=setup.tokenizer.decode(turn_ids, skip_special_tokens=True),
                    token_ids=tuple(int(t) for t in turn_ids),
                    references=(replies[k],) if k < len(replies) else example.references,
-                   metadata={**example.metadata, "turn": k, "user": _user_text(example, k)}, ended_with_eos=eos)
-    if k + 1 >= setup.turns:  # the last turn: a full layout is "room" here too, as for any turn
-        return Move(tuple(written), c, terminated=eos, truncated=not eos,
-                    truncated_by=None if eos else "room" if full else "turn_limit")
-    if full:
-        return Move(tuple(written), c, truncated=True, truncated_by="room")
-    inserted = [setup.eos_token_id, *user_turn_ids(setup, index, k)]  # the EOS closes the turn
-    if n_after + len(inserted) + 1 > setup.max_new_tokens:  # no room for the next turn and one reply token
-        return Move(tuple(written), c, truncated=True, truncated_by="room")
-    return Move((*written, *inserted), c, inserted=len(inserted) - eos)
+                   metadata={**example.metadata, "turn": k, "user": _user_text(example, state)}, ended_with_eos=eos)
+    # a turn that ends the episode holding a call is scored as an empty answer: the numbers in a call
+    # are not an answer (a verifier would otherwise credit "expression": "84")
+    final = replace(c, text="") if setup.tools and find_call(c.text) is not None else c
+    if full:  # the layout is full: nothing more can be inserted, and no call is run
+        return Move(tuple(written), c, truncated=True, truncated_by="room", scored=final)
+    reply = other_side(setup, state, index, c)
+    if isinstance(reply, str):
+        cut = "tool_calls" if reply == "tool_calls" else None if eos else "turn_limit"
+        return Move(tuple(written), c, terminated=cut is None, truncated=cut is not None, truncated_by=cut,
+                    scored=final)
+    inserted = [setup.eos_token_id, *reply.ids]  # the EOS closes the turn
+    if n_after + len(inserted) + 1 > setup.max_new_tokens:  # no room for the next turn and one token
+        return Move(tuple(written), c, truncated=True, truncated_by="room", scored=final)
+    return Move((*written, *inserted), c, inserted=len(inserted) - eos, scored=None if setup.tools else c,
+                reply=reply)
 
 
 def turn_info(setup: Any, state: TurnState, index: int, move: Move, total: float,
@@ -156,21 +235,39 @@ def turn_info(setup: Any, state: TurnState, index: int, move: Move, total: float
     state.bounds.append((state.start, end))
     for name, value in parts.items():
         state.parts[name] = state.parts.get(name, 0.0) + float(value)
+    if move.reply is not None:
+        state.inserted.append((move.reply.role, move.reply.text))
+        if move.reply.call is not None:
+            state.calls.append(dict(move.reply.call))
+            state.tool_tokens += move.inserted
     k = state.turn
     state.turn += 1
     state.start = generated_before + len(move.write)
     info: dict[str, Any] = {"turn": k, "turn_text": c.text, "turn_reward": float(total),
                             "turn_parts": dict(parts), "turn_ended_with_eos": c.ended_with_eos,
                             "inserted_tokens": move.inserted}
+    if move.reply is not None and move.reply.call is not None:
+        info["tool_call"] = dict(move.reply.call)
     if move.terminated or move.truncated:
-        info.update(setup.final_info(index, c, total, parts))
-        example = setup.examples[index]
-        conversation = []
-        for j, text in enumerate(state.texts):
-            conversation += [{"role": "user", "content": _user_text(example, j)},
-                             {"role": "assistant", "content": text}]
-        info.update({"turns": list(state.texts), "turn_rewards": list(state.rewards),
-                     "turn_bounds": np.asarray(state.bounds, dtype=np.int64), "return": float(sum(state.rewards)),
-                     "return_parts": dict(state.parts),
-                     "conversation": conversation, "truncated_by": move.truncated_by})
+        info.update(_final_info(setup, state, index, move, total, parts))
+    return info
+
+
+def _final_info(setup: Any, state: TurnState, index: int, move: Move, total: float,
+                parts: Mapping[str, float]) -> dict[str, Any]:
+    info = setup.final_info(index, move.completion, total, parts)
+    conversation = [{"role": "user", "content": setup.examples[index].text}]
+    for j, text in enumerate(state.texts):
+        conversation.append({"role": "assistant", "content": text})
+        if j < len(state.inserted):
+            role, content = state.inserted[j]
+            conversation.append({"role": role, "content": content})
+    info.update({"turns": list(state.texts), "turn_rewards": list(state.rewards),
+                 # a list, not an array: a vector env's infos hold it per row however many turns each had
+                 "turn_bounds": [tuple(b) for b in state.bounds], "return": float(sum(state.rewards)),
+                 "return_parts": dict(state.parts), "conversation": conversation,
+                 "truncated_by": move.truncated_by})
+    if setup.tools:
+        info.update({"tool_calls": len(state.calls), "tool_errors": sum(c["error"] for c in state.calls),
+                     "tool_tokens": state.tool_tokens, "calls": [dict(c) for c in state.calls]})
     return info

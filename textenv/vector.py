@@ -77,7 +77,7 @@ class TextVectorEnv(VectorEnv):
         self._rngs: list[np.random.Generator] | None = None
         self._rows = np.arange(b)
         self._turns = [TurnState() for _ in range(b)]
-        if self.setup.turns > 1:
+        if self.setup.multi_turn:
             check_turn_task(self.setup, dense_reward)
 
     @property
@@ -161,7 +161,7 @@ class TextVectorEnv(VectorEnv):
         if self._rngs is None:
             raise RuntimeError("step() called before reset()")
         tokens = self._check_actions(actions)
-        if self.setup.turns > 1:
+        if self.setup.multi_turn:
             return self._step_turns(tokens)
         setup = self.setup
         active = ~self._needs_reset
@@ -216,7 +216,9 @@ class TextVectorEnv(VectorEnv):
         moves = [plan_move(setup, self._turns[i], int(self._index[i]), self._ids[i, p:p + self._n_gen[i]].tolist(),
                            int(tokens[i])) for i in rows]
         # scored before any row is written: a reward that raises leaves every sub-env as it was
-        totals, parts = setup.score([m.completion for m in moves]) if len(rows) else ([], {})
+        scored = [j for j, m in enumerate(moves) if m.scored is not None]
+        totals, parts = setup.score([moves[j].scored for j in scored]) if scored else ([], {})
+        slot = {j: s for s, j in enumerate(scored)}
         plain = np.flatnonzero(active & ~ending)
         self._ids[plain, p + self._n_gen[plain]] = tokens[plain]
         self._mask[plain, p + self._n_gen[plain]] = 1
@@ -228,12 +230,16 @@ class TextVectorEnv(VectorEnv):
         final: dict[int, dict[str, Any]] = {}
         for j, (i, move) in enumerate(zip(rows, moves, strict=True)):
             n = int(self._n_gen[i])
-            info = turn_info(setup, self._turns[i], int(self._index[i]), move, totals[j],
-                             {k: v[j] for k, v in parts.items()}, n)
             self._ids[i, p + n:p + n + len(move.write)] = move.write
             self._mask[i, p + n:p + n + len(move.write)] = 1
             self._n_gen[i] = n + len(move.write)
-            rewards[i] = totals[j]
+            if move.completion is None:  # a token that might have closed a tool call and did not
+                continue
+            s = slot.get(j)  # None: a tool call's turn, worth 0
+            total = 0.0 if s is None else totals[s]
+            info = turn_info(setup, self._turns[i], int(self._index[i]), move, total,
+                             {} if s is None else {k: v[s] for k, v in parts.items()}, n)
+            rewards[i] = total
             terminated[i], truncated[i] = move.terminated, move.truncated
             if move.terminated or move.truncated:
                 final[int(i)] = info
