@@ -109,7 +109,8 @@ def _shared_prompt_forward(model: nn.Module, input_ids: torch.Tensor, attention_
     for layer in cache.layers:
         layer.keys, layer.values = rows_of(layer.keys), rows_of(layer.values)
     gen, _ = forward_with_cache(model, input_ids[:, p:], cache, attention_mask=attention_mask,
-                                position_ids=positions(attention_mask)[:, p:], output_hidden_states=True)
+                                position_ids=positions(attention_mask)[:, p:], output_hidden_states=True,
+                                logits_to_keep=logits_to_keep)
     # the prompt's last position predicts the first generated token
     logits = torch.cat([rows_of(out.logits[:, -1:]), gen.logits], 1)[:, -logits_to_keep:]
     hidden = torch.cat([rows_of(out.hidden_states[-1][:, -1:]), gen.hidden_states[-1]], 1)

@@ -55,8 +55,9 @@ class PipelineConfig(EnvContext):
     env: str = arg("TextSentiment-v0", ENV_HELP)
     preset: Literal["quick", "default", "tiny"] = arg("quick", "budget of every stage: 'quick' (CPU), 'default' "
                                                               "(GPU) or 'tiny' (seconds, with --model tiny)")
-    ppo_reward: Literal["rm", "task", "both"] = arg("both", "PPO's reward: the trained reward model, the task's "
-                                                    "reward, or one PPO run with each")
+    ppo_reward: Literal["rm", "task", "both", "none"] = arg("both", "PPO's reward: the trained reward model, the "
+                                                            "task's reward, one PPO run with each, or no RL "
+                                                            "stage ('none': SFT alone, a reward model if asked)")
     reward_model: bool | None = arg(None, "train the reward model: None (when PPO's reward uses it), True (also "
                                           "for best-of-n reranking and rm_score alone), False (never: "
                                           "--ppo-reward task only)")
@@ -73,7 +74,7 @@ class PipelineConfig(EnvContext):
             raise ValueError(f"ppo_iterations must be >= 1 (or None: the preset's), got {self.ppo_iterations}")
         if any(not isinstance(s, int) or s < 0 for s in self.rl_seeds) or len(set(self.rl_seeds)) < len(self.rl_seeds):
             raise ValueError(f"rl_seeds must be distinct integers >= 0, got {list(self.rl_seeds)}")
-        if self.reward_model is False and self.ppo_reward != "task":
+        if self.reward_model is False and self.ppo_reward not in ("task", "none"):
             raise ValueError(f"--reward-model false with --ppo-reward {self.ppo_reward}: PPO on the reward model "
                              "needs it; use --ppo-reward task")
 
@@ -211,7 +212,7 @@ def plan_stages(cfg: PipelineConfig, dirs: dict[str, Path]) -> list[Stage]:
                                mode=mode, progress=cfg.progress)
     stages = [Stage("sft", scfg, _recipe(scfg, root, base={"model": _model_fingerprint(cfg.model)}))]
     sft_recipe = stages[0].recipe
-    rewards = ("task", "rm") if cfg.ppo_reward == "both" else (cfg.ppo_reward,)
+    rewards = {"both": ("task", "rm"), "none": ()}.get(cfg.ppo_reward, (cfg.ppo_reward,))
     if cfg.reward_model or ("rm" in rewards and cfg.reward_model is None):
         rcfg = dataclasses.replace(_preset(reward_model.PRESETS, cfg.preset, cfg.env), env=cfg.env,
                                    model=str(dirs["sft"]), seed=cfg.seed, device=cfg.device, precision=cfg.precision,

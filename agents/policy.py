@@ -16,7 +16,7 @@ how tokens were sampled and how they are scored (a known TRL pitfall).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -122,6 +122,38 @@ def entropy_from_logprobs(logp: torch.Tensor) -> torch.Tensor:
     gradient into NaN."""
     p = logp.exp()
     return -(p * torch.where(p > 0, logp, torch.zeros_like(logp))).sum(-1)
+
+
+class _Scored(NamedTuple):
+    """:func:`_action_columns`' result: tensors at the positions that predict the actions scored."""
+
+    logits: torch.Tensor  # (..., V)
+    hidden: torch.Tensor  # (..., H) the last hidden states there (the value head's input)
+    targets: torch.Tensor  # (...) the actions
+    place: Callable[[torch.Tensor], torch.Tensor]  # a value per position -> (N, A), 0 where no action is
+
+
+def _action_columns(model: nn.Module, batch: EpisodeBatch, ids: torch.Tensor, mask: torch.Tensor) -> _Scored:
+    """One scoring forward over ``batch``. Single-turn, every generated column is an action and the
+    tensors are ``(N, G, ...)``. Multi-turn, the LM head runs at the real actions only, ``(T, ...)``
+    for the batch's ``T`` actions: the turns the env inserted are read, never scored, and a row's
+    padding is no action, so neither gets vocabulary-wide logits (in a tool episode or a
+    conversation, most of the ``N x G`` columns)."""
+    g = batch.gen_len
+    real = batch.mask.to(ids.device)
+    if batch.action_index is None:
+        logits, hidden = score_forward(model, ids, mask, logits_to_keep=g + 1, prompt_len=batch.prompt_len)
+        return _Scored(logits[:, :-1], hidden[:, -g - 1:-1], ids[:, -g:],
+                       lambda x: torch.where(real > 0, x, torch.zeros_like(x)))
+    _, hidden = score_forward(model, ids, mask, logits_to_keep=1, prompt_len=batch.prompt_len)
+    rows, slots = (real > 0).nonzero(as_tuple=True)
+    cols = batch.action_index.to(ids.device)[rows, slots]
+    hidden = hidden[:, -g - 1:-1][rows, cols]
+
+    def place(x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(real.shape, dtype=x.dtype, device=x.device).index_put((rows, slots), x)
+
+    return _Scored(model.get_output_embeddings()(hidden), hidden, ids[:, -g:][rows, cols], place)
 
 
 class ActResult(NamedTuple):
@@ -321,28 +353,35 @@ class LMActorCritic(nn.Module):
 
     # -- scoring stored episodes -----------------------------------------------------------
 
-    def evaluate(self, batch: EpisodeBatch, with_values: bool = True,
-                 allowed: torch.Tensor | None = None) -> Scores:
+    def evaluate(self, batch: EpisodeBatch, with_values: bool = True, allowed: torch.Tensor | None = None,
+                 entropy_grad: bool = True) -> Scores:
         """Log-probs, entropy and values of every action of ``batch`` (``(N, A)``), in one forward.
 
         ``allowed`` (``(N, G, V)`` bool, from :meth:`agents.masking.TopKMasker.allowed_for`) scores
         the NLPO-masked policy: logits outside the allowed set are ``-inf`` before sampling's transform.
+        ``entropy_grad=False`` computes the entropy outside autograd (a loss without an entropy bonus
+        then keeps no vocabulary-wide tensors for its backward; its gradients are the same).
         """
         ids = batch.input_ids.to(self.device)
         mask = batch.attention_mask.to(self.device)
-        g = batch.gen_len
-        logits, hidden = score_forward(self.model, ids, mask, logits_to_keep=g + 1, prompt_len=batch.prompt_len)
-        logits = logits[:, :-1]  # positions predicting generated tokens
+        scored = _action_columns(self.model, batch, ids, mask)
+        logits = scored.logits
         if allowed is not None:
-            logits = logits.float().masked_fill(~allowed.to(logits.device), float("-inf"))
+            allowed = allowed.to(logits.device)
+            if batch.action_index is not None:  # (N, G, V) -> the scored actions' rows
+                real = batch.mask.to(logits.device) > 0
+                rows, slots = real.nonzero(as_tuple=True)
+                allowed = allowed[rows, batch.action_index.to(logits.device)[rows, slots]]
+            logits = logits.float().masked_fill(~allowed, float("-inf"))
         logp_all = logprobs_from_logits(logits, self.sampling)
-        targets = ids[:, -g:]
-        logp = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-        gen_mask = mask[:, -g:].float()
-        values = self._value(hidden[:, -g - 1:-1]) if with_values else torch.zeros_like(logp)
-        logp = torch.where(gen_mask > 0, logp, torch.zeros_like(logp))
-        entropy = entropy_from_logprobs(logp_all)
-        return Scores(*(batch.actions_of(t) for t in (logp, entropy, values)), batch.mask.to(logp.device).float())
+        logp = logp_all.gather(-1, scored.targets.unsqueeze(-1)).squeeze(-1)
+        values = self._value(scored.hidden) if with_values else torch.zeros_like(logp)
+        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+            entropy = entropy_from_logprobs(logp_all)
+        real = batch.mask.to(logp.device).float()
+        if batch.action_index is None:  # as before: values and entropy of padding are left to the loss's mask
+            return Scores(scored.place(logp), entropy, values, real)
+        return Scores(*(scored.place(t) for t in (logp, entropy, values)), real)
 
     @torch.no_grad()
     def reference_logprobs(self, batch: EpisodeBatch, reference: nn.Module | None = None) -> torch.Tensor:
@@ -350,16 +389,15 @@ class LMActorCritic(nn.Module):
         (LoRA) this model with its adapter disabled."""
         ids = batch.input_ids.to(self.device)
         mask = batch.attention_mask.to(self.device)
-        g = batch.gen_len
         if reference is None:
             if not self.is_lora:
                 raise ValueError("a full-weight policy needs an explicit reference model")
             with self.model.disable_adapter():
-                logits, _ = score_forward(self.model, ids, mask, g + 1, batch.prompt_len)
+                scored = _action_columns(self.model, batch, ids, mask)
         else:
-            logits, _ = score_forward(reference, ids, mask, g + 1, batch.prompt_len)
-        logp = logprobs_from_logits(logits[:, :-1], self.sampling).gather(-1, ids[:, -g:].unsqueeze(-1)).squeeze(-1)
-        return batch.actions_of(torch.where(mask[:, -g:] > 0, logp, torch.zeros_like(logp)))
+            scored = _action_columns(reference, batch, ids, mask)
+        logp = logprobs_from_logits(scored.logits, self.sampling).gather(-1, scored.targets.unsqueeze(-1))
+        return scored.place(logp.squeeze(-1))
 
     # -- acting on env observations with a KV cache ----------------------------------------
 

@@ -442,7 +442,8 @@ class PPOTrainer:
                     sub = batch.rows(idx)
                     with self._autocast(), checkpointed(self.policy.model, cfg.gradient_checkpointing):
                         scores = self.policy.evaluate(sub, with_values=cfg.advantage == "gae",
-                                                      allowed=None if allowed is None else allowed[idx])
+                                                      allowed=None if allowed is None else allowed[idx],
+                                                      entropy_grad=cfg.ent_coef != 0)
                     loss, stats = ppo_loss(scores.logprobs, scores.entropy, scores.values, targets.rows(idx), cfg,
                                            max_tokens=self.setup.max_new_tokens)
                     if self.dist.any(not torch.isfinite(loss)):  # nothing of this minibatch is applied

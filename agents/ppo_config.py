@@ -207,6 +207,11 @@ PRESETS: dict[str, PPOConfig] = {
     "quick-reasoning": PPOConfig(iterations=24, prompts_per_iter=8, samples_per_prompt=8, advantage="grpo",
                                  max_new_tokens=8, epochs=1, minibatch_size=32, lr=5e-5, train_layers=8,
                                  kl_coef=0.02, kl_target=None, checkpoint_every=24, eval_every=12, eval_prompts=64),
+    # GRPO on tool episodes (the call, the calculator's result, the answer) from the few-demonstration SFT.
+    "quick-reasoningtools": PPOConfig(iterations=8, prompts_per_iter=8, samples_per_prompt=8, advantage="grpo",
+                                      epochs=1, minibatch_size=32, grad_accum=4, lr=1e-4, train_layers=8,
+                                      kl_coef=0.02, kl_target=None, checkpoint_every=8, eval_every=8,
+                                      eval_prompts=32),
     # GRPO on QA's token F1, 8 questions x 4 answers per iteration (lr probes: leaderboards/README.md).
     "quick-qa": PPOConfig(iterations=24, prompts_per_iter=8, samples_per_prompt=4, advantage="grpo",
                           max_new_tokens=16, epochs=1, minibatch_size=16, lr=2e-4, train_layers=8, temperature=0.7,

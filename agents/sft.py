@@ -91,6 +91,9 @@ PRESETS: dict[str, SFTConfig] = {
     # Reasoning's answers are a few tokens: short sequences, bigger batches (what `make run` trains).
     "quick-reasoning": SFTConfig(epochs=1, max_steps=64, batch_size=8, lr=1e-4, warmup_steps=5, max_length=96,
                                  eval_limit=64),
+    # Tool demonstrations (the call, its result, the answer): deliberately few, so RL has room to add.
+    "quick-reasoningtools": SFTConfig(epochs=1, max_steps=4, batch_size=8, lr=1e-4, warmup_steps=1, max_length=320,
+                                      limit=32, eval_limit=32),
     # QA's answers are a few words after a ~300-token passage: long prompts, short targets.
     "quick-qa": SFTConfig(epochs=1, max_steps=32, batch_size=4, lr=1e-4, warmup_steps=4, max_length=480,
                           eval_limit=32),
@@ -104,6 +107,7 @@ PRESETS: dict[str, SFTConfig] = {
     "default": SFTConfig(epochs=3, batch_size=16, grad_accum=1, lr=5e-5, warmup_steps=20, weight_decay=0.01,
                          max_length=640, eval_every=50),
 }
+PRESETS["quick-reasoninghard"] = PRESETS["quick-reasoning"]  # the tools suite's SFT without tools: the answers
 
 
 class SFTResult(NamedTuple):

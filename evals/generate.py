@@ -115,6 +115,8 @@ class Generation:
     scores: dict[str, float] = field(default_factory=dict)
     sample: int = 0  # which of the prompt's K samples (0 unless the task asks for K > 1)
     positions: list[int] | None = None  # multi-turn: the actions' places in token_ids (the env's turns between)
+    tool_calls: int | None = None  # a tool env's episode: the calls it made (None: the env has no tools)
+    tool_errors: int | None = None  # of which returned an error text
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -144,15 +146,21 @@ def load_policy(path: str, tokenizer: Any, decoding: Decoding) -> LMActorCritic:
 
 
 def _outcome(info: dict[str, Any], setup, index: int) -> dict[str, Any]:
-    """What a generation row keeps of an episode's final info. A conversation (multi-turn task) is
-    one row: its prompt is the first turn's, its text the agent's turns one per line against the
-    real replies likewise, its reward the episode's return and its parts summed over the turns."""
+    """What a generation row keeps of an episode's final info. A multi-turn episode is one row: its
+    prompt is the first turn's, its text the agent's turns one per line, its reward the episode's
+    return and its parts summed over the turns. Its references are the real replies likewise for a
+    conversation, the task's references for a tool episode (whose last turn is the scored answer),
+    which also keeps the calls it made and how many of them returned an error."""
     if "turns" not in info:
         return {"prompt": info["prompt"], "text": info["text"], "references": list(info["references"]),
                 "reward": float(info["reward"]), "parts": {k: float(v) for k, v in info["reward_parts"].items()}}
+    out = {"prompt": setup.encode(index).text, "text": "\n".join(info["turns"]),
+           "reward": float(info["return"]), "parts": {k: float(v) for k, v in info["return_parts"].items()}}
+    if "tool_calls" in info:
+        return {**out, "references": list(info["references"]), "tool_calls": int(info["tool_calls"]),
+                "tool_errors": int(info["tool_errors"])}
     replies = setup.examples[index].metadata["replies"][:len(info["turns"])]
-    return {"prompt": setup.encode(index).text, "text": "\n".join(info["turns"]), "references": ["\n".join(replies)],
-            "reward": float(info["return"]), "parts": {k: float(v) for k, v in info["return_parts"].items()}}
+    return {**out, "references": ["\n".join(replies)]}
 
 
 def _record(name: str, env: str, ep, setup) -> Generation:

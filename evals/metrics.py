@@ -5,6 +5,7 @@ does, so the report can mark the best run per column without guessing. Per-examp
 :func:`bootstrap_ci`, which is why the text metrics return sentence-level scores as well as corpus ones.
 """
 
+import dataclasses
 import functools
 import math
 import os
@@ -44,12 +45,14 @@ METRICS: dict[str, bool] = {
     "length": True,  # words per completion; UNRANKED, the bool only keeps the column type uniform
     "win_rate": True,  # vs. a baseline (per prompt: mean reward of its samples), ties count 0.5
     "accuracy": True,  # pass@1: share of samples whose task reward is at least 1 (a verifier's full score)
+    "tool_calls": True,  # calls per episode on a tool env; UNRANKED: more calls is not better
+    "tool_error_rate": False,  # per episode with a call, the share of its calls that returned an error
 }
 """Each metric the suite reports -> ``higher_is_better``. Reward parts are ``reward/<part>`` and pass@k is
 ``pass@<k>`` (both True), see :func:`higher_is_better`. Metrics in :data:`UNRANKED` have a bool here only so
 the column is uniformly boolean: the report never marks a best value for them."""
 
-UNRANKED: frozenset[str] = frozenset({"length"})
+UNRANKED: frozenset[str] = frozenset({"length", "tool_calls"})
 """Metrics with no better direction: longer is not better and shorter is not better, so the report shows
 them but never highlights a best run."""
 
@@ -113,18 +116,27 @@ TASK_METRICS: dict[str, TaskMetrics] = {
 """Task family (:attr:`textenv.tasks.Task.name` up to its first ``/``: ``reasoning/basic_arithmetic``
 is ``reasoning``) -> its :class:`TaskMetrics`. A user's task may add its own entry."""
 
+TOOL_METRICS = ("tool_calls", "tool_error_rate")
+"""Shown before ``length`` in the headline of an env registered with tools (``TextReasoningTools-v0``)."""
+
 
 @functools.cache
 def task_metrics(env: str) -> TaskMetrics:
     """The :class:`TaskMetrics` of env id ``env``, found through its task's name; the default for a
     task without an entry, and for a name that is no env id (a hand-built frame's ``"t"``)."""
-    from textenv.tasks import task_of
+    from textenv.tasks import setup_kwargs_of, task_of
 
     try:
         name = task_of(env).name
+        tools = setup_kwargs_of(env).get("tools")
     except (ValueError, TypeError, ImportError, OSError):
         return DEFAULT_TASK_METRICS
-    return TASK_METRICS.get(name.partition("/")[0], DEFAULT_TASK_METRICS)
+    metrics = TASK_METRICS.get(name.partition("/")[0], DEFAULT_TASK_METRICS)
+    if not tools:
+        return metrics
+    head = list(metrics.headline)
+    at = head.index("length") if "length" in head else len(head)
+    return dataclasses.replace(metrics, headline=(*head[:at], *TOOL_METRICS, *head[at:]))
 
 
 def pass_k_of(name: str) -> int | None:

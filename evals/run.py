@@ -92,12 +92,17 @@ def _starts(policies: tuple[str, ...], starts: tuple[tuple[str, str], ...] = _ST
     names = {p.partition("=")[0] for p in policies}
     return tuple((a, b) for a, b in starts if a in names and b in names)
 
+TOOLS_LIMIT = 200  # test problems of the tools suite (2 samples each): a 3x accuracy ratio is told from noise
+
 _FULL_ENVS = ("TextSummarize-v0", "TextSentiment-v0", "TextReasoning-v0")
 _REASONING = "TextReasoning-v0"
 
 _QA = "TextQA-v0"
 _DIALOGUE = "TextDialogue-v0"
 _QA_POLICIES = tuple(p for p in _POLICIES if p.split("=")[0] in ("base", "sft", "ppo-task", "random", "reference"))
+_HARD = "TextReasoningHard-v0"
+_TOOLS = "TextReasoningTools-v0"
+_TOOLS_POLICIES = tuple(p for p in _POLICIES if p.split("=")[0] in ("base", "sft", "ppo-task"))
 _DIALOGUE_POLICIES = tuple(p for p in _POLICIES if p.split("=")[0] in
                            ("base", "sft", "ppo-task", "ppo-rm", "random", "reference"))
 
@@ -111,12 +116,14 @@ QUICK_STAGES: dict[str, dict[str, object]] = {
     _REASONING: {"ppo_reward": "task", "reward_model": False},
     _QA: {"ppo_reward": "task", "reward_model": False},
     _DIALOGUE: {"ppo_reward": "both"},
+    _HARD: {"ppo_reward": "none"},  # the tools suite's SFT without tools: no RL row
+    _TOOLS: {"ppo_reward": "task", "reward_model": False},
 }
 
 # Minutes each task's quick pipeline took (every stage, one run after another) in the committed
 # quick, qa and dialogue leaderboards' runs on 2 CPU cores; said before training starts.
 QUICK_MINUTES = {"TextSummarize-v0": 10.1, "TextSentiment-v0": 17.2, _REASONING: 5.0,
-                 _QA: 11.7, _DIALOGUE: 26.7}
+                 _QA: 11.7, _DIALOGUE: 26.7, _HARD: 1.5, _TOOLS: 12.0}
 
 SUITES: dict[str, Suite] = {
     "quick": Suite(
@@ -158,6 +165,17 @@ SUITES: dict[str, Suite] = {
         preset="quick",
         budgets="CPU quick presets (agents.sft/reward_model/ppo --preset quick-dialogue where one exists: RLOO on "
                 "each conversation's return, 4 per prompt), 3 agent turns of at most 40 tokens",
+    ),
+    # Arithmetic beyond a 135M model's head (reasoning-gym's defaults), without and with a calculator:
+    # SFT on the answers; SFT on a few tool demonstrations, then GRPO on tool episodes.
+    "tools": Suite(
+        SuiteConfig(envs=(_HARD, _TOOLS), policies=_TOOLS_POLICIES, starts=_starts(_TOOLS_POLICIES),
+                    skip=(f"ppo-task={_HARD}",), limit=TOOLS_LIMIT, samples=(f"{_HARD}=2", f"{_TOOLS}=2"),
+                    decoding=Decoding(temperature=0.7, max_new_tokens=None, batch_size=64)),
+        preset="quick",
+        budgets="CPU quick presets (agents.sft --preset quick-reasoninghard / quick-reasoningtools: the answers, "
+                "a few tool demonstrations; agents.ppo --preset quick-reasoningtools: GRPO on tool episodes), "
+                "the envs' own token budgets (32 new tokens; with tools 104 after the prompt), 2 samples per prompt",
     ),
 }
 
@@ -316,9 +334,10 @@ class RunConfig(RunContext):
     """Which leaderboard to build: a suite's budgets and policies, narrowed or extended by flags; ``model``
     is the base model, ``device`` where policies, the reference and reward models run."""
 
-    suite: Literal["quick", "full", "qa", "dialogue"] = arg("quick", "budgets and default policies ('qa': TextQA-v0's "
-                                                                    "base, SFT and GRPO rows; 'dialogue': "
-                                                                    "TextDialogue-v0's base, SFT and PPO rows)")
+    suite: Literal["quick", "full", "qa", "dialogue", "tools"] = arg(
+        "quick", "budgets and default policies ('qa': TextQA-v0's base, SFT and GRPO rows; 'dialogue': "
+                 "TextDialogue-v0's base, SFT and PPO rows; 'tools': hard arithmetic without and with a "
+                 "calculator, base and SFT rows on each, GRPO with the calculator)")
     envs: tuple[str, ...] | None = arg(None, "env ids to evaluate, space- or comma-separated (None: the suite's)")
     policies: tuple[str, ...] | None = arg(None, "names of the suite's policies to keep (None: all); --policy "
                                                  "entries are kept either way")

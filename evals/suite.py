@@ -392,6 +392,8 @@ def _group_rows(policy: str, env: str, gs: Sequence[Generation], base: Sequence[
         if wanted(f"distinct{n}"):
             add(f"distinct{n}", [distinct_n([t], n) if len(t.split()) >= n else None for t in texts])
     add("length", per_example_lengths(texts))
+    add("tool_calls", [g.tool_calls for g in gs])
+    add("tool_error_rate", [g.tool_errors / g.tool_calls if g.tool_calls else None for g in gs])
     if base is not None:  # per prompt: the mean reward of its samples against the base's
         mine = prompt_means([g.reward for g in gs], ids)
         theirs = prompt_means([g.reward for g in base], [g.index for g in base])

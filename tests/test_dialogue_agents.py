@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from agents.kvcache import positions
 from agents.policy import EpisodeBatch, LMActorCritic
 from agents.ppo import PPOConfig, PPOTrainer
 from agents.rollout import collect, episodes_to_batch
@@ -72,6 +73,41 @@ def test_the_learners_score_the_actions_as_the_rollout_did(rollout):
         assert not scores.logprobs[i, n:].any()
     sub = batch.rows(torch.tensor([2, 0]))
     assert torch.equal(sub.action_index, batch.action_index[[2, 0]]) and sub.gen_len == batch.gen_len
+
+
+def test_the_lm_head_runs_at_the_actions_only(rollout):
+    """Multi-turn scoring applies the LM head to the batch's real actions only (not to the inserted
+    turns or the padding), and gives what a full forward read at the action columns gives; the
+    entropy outside autograd changes no gradient."""
+    from agents.policy import entropy_from_logprobs, logprobs_from_logits
+
+    _, policy, episodes = rollout
+    batch = episodes_to_batch(episodes, policy.pad_token_id)
+    rows = []
+    hook = policy.model.lm_head.register_forward_hook(lambda m, args, out: rows.append(args[0][..., 0].numel()))
+    try:
+        with torch.no_grad():
+            scores = policy.evaluate(batch)
+    finally:
+        hook.remove()
+    n_actions = sum(len(ep.actions) for ep in episodes)
+    assert max(rows) == n_actions < batch.input_ids.shape[0] * batch.gen_len
+    with torch.no_grad():
+        logits = policy.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                              position_ids=positions(batch.attention_mask)).logits
+    g = batch.gen_len
+    dense = entropy_from_logprobs(logprobs_from_logits(logits[:, -g - 1:-1], policy.sampling))
+    for i, ep in enumerate(episodes):
+        np.testing.assert_allclose(scores.entropy[i, :len(ep.actions)].numpy(),
+                                   dense[i, ep.positions].numpy(), rtol=1e-5, atol=1e-5)
+    grads = []
+    for entropy_grad in (True, False):
+        policy.model.zero_grad(set_to_none=True)
+        out = policy.evaluate(batch, entropy_grad=entropy_grad)
+        assert out.entropy.requires_grad == entropy_grad
+        (out.logprobs.sum() - 0.0 * out.entropy.sum()).backward()
+        grads.append(policy.model.lm_head.weight.grad.clone())
+    assert torch.equal(*grads)
 
 
 def test_a_batch_refuses_actions_outside_the_generated_tokens():

@@ -15,7 +15,7 @@ from textenv.core import PromptTruncationWarning
 
 MODELS = ["tiny", pytest.param("smollm2-135m", marks=pytest.mark.slow)]
 # the single-turn contract (an episode ends at EOS); TextDialogue-v0's turns are tested in test_dialogue.py
-SINGLE_TURN = [i for i in textenv.ENV_IDS if i != "TextDialogue-v0"]
+SINGLE_TURN = [i for i in textenv.ENV_IDS if i not in ("TextDialogue-v0", "TextReasoningTools-v0")]
 
 
 @pytest.fixture(scope="module", params=[(i, m) for i in SINGLE_TURN for m in MODELS],

@@ -17,6 +17,13 @@ register(id="TextSentiment-v0", entry_point=_ENV, vector_entry_point=_VEC,
          kwargs={"task": "textenv.tasks:sentiment"})
 register(id="TextReasoning-v0", entry_point=_ENV, vector_entry_point=_VEC,
          kwargs={"task": "textenv.tasks:reasoning"})
+# Arithmetic a 135M model cannot do in its head (reasoning-gym's defaults, level 5), without and with a
+# calculator: the tools suite's pair (evals.run --suite tools). 104 tokens after the prompt hold the
+# longest test problem's call, result and answer (a demonstration), with none to spare for a retry.
+register(id="TextReasoningHard-v0", entry_point=_ENV, vector_entry_point=_VEC,
+         kwargs={"task": "textenv.tasks:reasoning", "difficulty": 5})
+register(id="TextReasoningTools-v0", entry_point=_ENV, vector_entry_point=_VEC,
+         kwargs={"task": "textenv.tasks:reasoning", "difficulty": 5, "tools": ("calculator",), "max_new_tokens": 104})
 register(id="TextQA-v0", entry_point=_ENV, vector_entry_point=_VEC,
          kwargs={"task": "textenv.tasks:qa"})
 register(id="TextDialogue-v0", entry_point=_ENV, vector_entry_point=_VEC,
@@ -24,6 +31,7 @@ register(id="TextDialogue-v0", entry_point=_ENV, vector_entry_point=_VEC,
 register(id="TextCount-v0", entry_point=_ENV, vector_entry_point=_VEC,
          kwargs={"task": "textenv.tasks:count"})
 
-ENV_IDS = ("TextSummarize-v0", "TextSentiment-v0", "TextReasoning-v0", "TextQA-v0", "TextDialogue-v0", "TextCount-v0")
+ENV_IDS = ("TextSummarize-v0", "TextSentiment-v0", "TextReasoning-v0", "TextReasoningHard-v0", "TextReasoningTools-v0",
+           "TextQA-v0", "TextDialogue-v0", "TextCount-v0")
 
 __all__ = ["ENV_IDS", "__version__"]
