@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agents.kvcache import CachedLM, RolloutState, pad, score_forward
+from agents.kvcache import CachedLM, RolloutState, pad, score_forward, score_hidden
 from textenv.io import MARKER, check_output_dir
 from textenv.models import load_model
 
@@ -145,7 +145,7 @@ def _action_columns(model: nn.Module, batch: EpisodeBatch, ids: torch.Tensor, ma
         logits, hidden = score_forward(model, ids, mask, logits_to_keep=g + 1, prompt_len=batch.prompt_len)
         return _Scored(logits[:, :-1], hidden[:, -g - 1:-1], ids[:, -g:],
                        lambda x: torch.where(real > 0, x, torch.zeros_like(x)))
-    _, hidden = score_forward(model, ids, mask, logits_to_keep=1, prompt_len=batch.prompt_len)
+    hidden = score_hidden(model, ids, mask, prompt_len=batch.prompt_len)
     rows, slots = (real > 0).nonzero(as_tuple=True)
     cols = batch.action_index.to(ids.device)[rows, slots]
     hidden = hidden[:, -g - 1:-1][rows, cols]

@@ -264,7 +264,8 @@ def _samples(spec: PolicySpec, env: str, envs, policy: LMActorCritic, idx: list[
     from exactly the call a single-sample run makes, bit for bit. Same seeds alone would not do it:
     a row's tokens follow its seed, but its log-probs move by ~1e-7 with the other rows of the batch.
     ``packed`` fills the env's batch with (prompt, sample) rows instead (fewer steps when ``idx`` is
-    short); best-of-n has always drawn that way and keeps it, so its rows stay as they were.
+    short, and each prompt prefilled once for all its samples: the cost that dominates behind a long
+    system prompt); best-of-n has always drawn that way and keeps it, so its rows stay as they were.
     """
     if not 1 <= n <= MAX_SAMPLES:
         raise ValueError(f"samples per prompt must be in 1..{MAX_SAMPLES}, got {n}")
@@ -298,9 +299,10 @@ def _pick(gens: list[Generation], n: int, choose) -> list[Generation]:
 
 
 def generate(spec: PolicySpec, env: str, envs, idx: list[int], seed: int, policy: LMActorCritic | None = None,
-             reward_model: Any = None, samples: int = 1) -> list[Generation]:
+             reward_model: Any = None, samples: int = 1, packed: bool = False) -> list[Generation]:
     """Generations of ``spec`` for the examples ``idx`` (one batch): ``samples`` per prompt for a
-    model policy (prompt-major), one per prompt for every other kind."""
+    model policy (prompt-major), one per prompt for every other kind; ``packed``: a prompt's samples
+    side by side in the env's batch (:func:`_samples`)."""
     setup = envs.unwrapped.setup
     if spec.kind == "random":
         return _random_batch(spec.name, env, envs, idx, seed)
@@ -311,7 +313,7 @@ def generate(spec: PolicySpec, env: str, envs, idx: list[int], seed: int, policy
     if policy is None:
         raise ValueError(f"policy {spec.name!r} needs a loaded model")
     if spec.kind == "model":
-        return _samples(spec, env, envs, policy, idx, seed, samples)
+        return _samples(spec, env, envs, policy, idx, seed, samples, packed=packed)
     if spec.kind == "majority_vote":  # the answer most of n samples give; ties to the earliest
         gens = _samples(spec, env, envs, policy, idx, seed, spec.n)
         return _pick(gens, spec.n, lambda group: majority([extract_answer(g.text).strip() for g in group]))

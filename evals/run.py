@@ -171,7 +171,10 @@ SUITES: dict[str, Suite] = {
     "tools": Suite(
         SuiteConfig(envs=(_HARD, _TOOLS), policies=_TOOLS_POLICIES, starts=_starts(_TOOLS_POLICIES),
                     skip=(f"ppo-task={_HARD}",), limit=TOOLS_LIMIT, samples=(f"{_HARD}=2", f"{_TOOLS}=2"),
-                    decoding=Decoding(temperature=0.7, max_new_tokens=None, batch_size=64)),
+                    # the metrics: no KL to the base (a second forward over every ~190-token
+                    # prompt, as much as generating); both samples of a prompt in one batch, one prefill
+                    metrics=("accuracy", "pass@2", "tool_calls", "tool_error_rate", "length", "reward"),
+                    packed=True, decoding=Decoding(temperature=0.7, max_new_tokens=None, batch_size=64)),
         preset="quick",
         budgets="CPU quick presets (agents.sft --preset quick-reasoninghard / quick-reasoningtools: the answers, "
                 "a few tool demonstrations; agents.ppo --preset quick-reasoningtools: GRPO on tool episodes), "
@@ -436,7 +439,8 @@ def suite_config(run: RunConfig) -> SuiteConfig:
         cfg, policies=policies, model=model, seed=run.seed, progress=not run.no_progress, skip=skip,
         envs=_items(run.envs) or cfg.envs, reward_models=cfg.reward_models + run.reward_model,
         samples=cfg.samples + (_items(run.samples) or ()),
-        starts=starts, metrics=_items(run.metrics), limit=run.limit if run.limit is not None else cfg.limit,
+        starts=starts, metrics=_items(run.metrics) or cfg.metrics,
+        limit=run.limit if run.limit is not None else cfg.limit,
         limits=() if run.limit is not None else cfg.limits,  # --limit applies to every task
         device=run.device, precision=run.precision,
     )

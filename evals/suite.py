@@ -100,6 +100,7 @@ class SuiteConfig(RunContext):
     skip: tuple[str, ...] = ()  # "POLICY=TASK": a pair left out by design (e.g. no reward model on a verifier task)
     starts: tuple[tuple[str, str], ...] = ()  # (policy, its start policy), before what policy_starts infers
     decoding: Decoding = Decoding()
+    packed: bool = False  # a prompt's samples side by side in a batch, its prompt prefilled once (same row seeds)
     n_boot: int = 1000
     progress: bool = True
 
@@ -266,7 +267,7 @@ def generate_all(cfg: SuiteConfig, shard: tuple[int, int] = (0, 1),
                 for idx in tqdm(mine, desc=f"{spec.name} / {env}", disable=not cfg.progress, leave=False):
                     with autocast(device, cfg.precision):
                         gens = generate(spec, env, vec, idx, cfg.seed, policy=policy, reward_model=rm,
-                                        samples=counts.get(env, 1))
+                                        samples=counts.get(env, 1), packed=cfg.packed)
                         _model_scores(gens, policy, reference, rm, setup, metric_wanted(cfg, env))
                     out.extend(gens)
             except Exception as exc:  # noqa: BLE001 - one failing (policy, task) must not sink the table

@@ -67,7 +67,7 @@ def test_a_tool_env_headline_shows_the_calls():
 def test_the_tools_suite_pairs_two_levels_and_trains_rl_with_tools_only():
     from agents import ppo, sft
     from agents.pipeline import _preset, plan_stages, stage_dirs
-    from evals.run import QUICK_STAGES, SUITES, _pipeline_config
+    from evals.run import QUICK_STAGES, SUITES, RunConfig, _pipeline_config, suite_config
     from textenv.tasks import setup_kwargs_of, task_of
 
     cfg = SUITES["tools"].config
@@ -76,6 +76,10 @@ def test_the_tools_suite_pairs_two_levels_and_trains_rl_with_tools_only():
     assert task_of(hard).name == task_of(tools).name == "reasoning/basic_arithmetic"
     assert cfg.skip == (f"ppo-task={hard}",) and dict(cfg.starts) == {"sft": "base", "ppo-task": "sft"}
     assert cfg.decoding.max_new_tokens is None and cfg.limit >= 200  # the envs' own budgets, >= 200 problems
+    assert cfg.packed and {"pass@2", "tool_calls", "tool_error_rate"} <= set(cfg.metrics)
+    run = suite_config(RunConfig(suite="tools"))
+    assert run.metrics == cfg.metrics and run.packed  # the suite's own, unless --metrics says otherwise
+    assert suite_config(RunConfig(suite="tools", metrics=("accuracy",))).metrics == ("accuracy",)
     assert _preset(sft.PRESETS, "quick", hard) is sft.PRESETS["quick-reasoning"]
     demos = _preset(sft.PRESETS, "quick", tools)
     assert demos.limit is not None and demos.limit <= 64  # deliberately few demonstrations: RL has room
