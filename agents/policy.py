@@ -195,13 +195,6 @@ class EpisodeBatch:
         """``(N, A)``: 1 where an action exists."""
         return self.attention_mask[:, -self.gen_len:] if self.action_mask is None else self.action_mask
 
-    def actions_of(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` ``(N, Gm)`` over generated columns -> ``(N, A)`` over actions (0 past each row's last)."""
-        if self.action_index is None:
-            return x
-        picked = x.gather(1, self.action_index.to(x.device))
-        return torch.where(self.action_mask.to(x.device) > 0, picked, torch.zeros_like(picked))
-
     def rows(self, idx: torch.Tensor) -> EpisodeBatch:
         """The episodes ``idx`` (a minibatch)."""
         sub = (None if t is None else t[idx] for t in (self.action_index, self.action_mask))
