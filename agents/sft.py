@@ -169,8 +169,8 @@ def tool_conversation(setup: TaskSetup, index: int) -> tuple[list[int], list[int
     then the reference answer and its EOS (labelled). None when the task skips the example, or when
     its calls' results (as the env shows them, cut at ``max_tool_result_chars``) hold no reference:
     SFT never shows an answer the conversation does not contain (a search that missed it)."""
-    from textenv.tools import CLOSE, OPEN, call_tool
-    from textenv.turns import tool_turn_ids
+    from textenv.tools import CLOSE, OPEN
+    from textenv.turns import tool_reply
 
     tok, eos = setup.tokenizer, setup.eos_token_id
     example = setup.examples[index]
@@ -184,9 +184,9 @@ def tool_conversation(setup: TaskSetup, index: int) -> tuple[list[int], list[int
     for call in calls[:setup.tool_limits.max_calls]:
         body = json.dumps(call)
         turn = tok(f"{OPEN}{body}{CLOSE}", add_special_tokens=False)["input_ids"]
-        result = call_tool(body, setup.tool_table, example, setup.tool_limits)
-        results.append(result.text)
-        inserted = [eos, *tool_turn_ids(setup, result.text)]
+        reply = tool_reply(setup, body, example)
+        results.append(reply.text)
+        inserted = [eos, *reply.ids]
         ids += turn + inserted
         labels += turn + [IGNORE] * len(inserted)
     if results and not any(ref in text for ref in example.references for text in results):

@@ -291,11 +291,12 @@ def test_a_tool_cannot_write_control_tokens_into_the_conversation():
 
     env = TextActions(gym.make("TextReasoning-v0", model="tiny", tools=[leak], max_new_tokens=ROOM))
     env.reset(seed=0, options={"index": 0})
-    obs, *_ = env.step(tagged("leak", x=1))
+    obs, *_, info = env.step(tagged("leak", x=1))
     p = env.unwrapped.setup.max_prompt_tokens
     generated = obs["input_ids"][p:][obs["attention_mask"][p:] == 1]
     assert (generated == env.unwrapped.setup.eos_token_id).sum() == 1  # the EOS the env wrote to close the call
     assert _seen(env, obs).endswith("Tool: ab\nAssistant:")
+    assert info["tool_call"]["result"] == "ab"  # the record holds what the agent read
 
 
 def test_vector_env_steps_tool_episodes_like_single_envs():

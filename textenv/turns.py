@@ -28,7 +28,7 @@ import numpy as np
 from textenv.rewards import Completion
 from textenv.tools import CLOSE, call_tool, find_call
 
-__all__ = ["Move", "Reply", "TurnState", "check_turn_task", "ends_turn", "other_side", "plan_move", "tool_turn_ids",
+__all__ = ["Move", "Reply", "TurnState", "check_turn_task", "ends_turn", "other_side", "plan_move", "tool_reply",
            "turn_info", "user_turn_ids"]
 
 _REPLY = "\x00reply\x00"
@@ -140,13 +140,17 @@ def user_turn_ids(setup: Any, index: int, k: int) -> list[int]:
     return ids
 
 
-def tool_turn_ids(setup: Any, result: str) -> list[int]:
-    """The tokens of a tool turn holding ``result``, inserted after the agent's EOS, up to the cue for
-    its next turn. The tokenizer's special tokens are removed from the result first: a tool cannot
-    write an EOS (or any other control token) into the conversation."""
+def tool_reply(setup: Any, body: str, example: Any) -> Reply:
+    """Run the call ``body`` with the env's tools and limits: the tool turn inserted after the agent's
+    EOS, up to the cue for its next turn. The tokenizer's special tokens are removed from the result
+    first (a tool cannot write an EOS, or any other control token, into the conversation), and the
+    turn's text and the call's record hold the result as the agent reads it."""
+    result = call_tool(body, setup.tool_table, example, setup.tool_limits)
+    text = result.text
     for special in setup.tokenizer.all_special_tokens:
-        result = result.replace(special, "")
-    return [int(t) for t in setup.tokenizer(_after_reply(setup, "tool", result), add_special_tokens=False)["input_ids"]]
+        text = text.replace(special, "")
+    ids = setup.tokenizer(_after_reply(setup, "tool", text), add_special_tokens=False)["input_ids"]
+    return Reply("tool", text, tuple(int(t) for t in ids), {**result.record(), "result": text})
 
 
 def _user_text(example: Any, state: TurnState) -> str:
@@ -154,14 +158,19 @@ def _user_text(example: Any, state: TurnState) -> str:
     return users[-1] if users else example.text
 
 
-def ends_turn(setup: Any, token: Any, turn_len: Any, n_gen: Any) -> Any:
-    """Whether a step may end the agent's turn: ``token`` is EOS, or it fills the turn (``turn_len``
-    tokens so far, ``max_turn_tokens``) or the layout (``n_gen`` tokens after the prompt so far,
-    ``max_new_tokens``), or, with tools, it could close a call (its text holds ``>``; whether it does
-    is :func:`plan_move`'s to check). Elementwise on arrays (the vector env's rows), or on one
-    episode's ints."""
-    ends = (np.equal(token, setup.eos_token_id) | (np.asarray(turn_len) + 1 >= setup.max_turn_tokens)
+def _at_limit(setup: Any, token: Any, turn_len: Any, n_gen: Any) -> Any:
+    """Whether a step ends the agent's turn whatever it says: ``token`` is EOS, or it fills the turn
+    (``turn_len`` tokens so far, ``max_turn_tokens``) or the layout (``n_gen`` tokens after the
+    prompt so far, ``max_new_tokens``)."""
+    return (np.equal(token, setup.eos_token_id) | (np.asarray(turn_len) + 1 >= setup.max_turn_tokens)
             | (np.asarray(n_gen) + 1 >= setup.max_new_tokens))
+
+
+def ends_turn(setup: Any, token: Any, turn_len: Any, n_gen: Any) -> Any:
+    """Whether a step may end the agent's turn: at a limit (:func:`_at_limit`), or, with tools, at a
+    token that could close a call (its text holds ``>``; whether it does is :func:`plan_move`'s to
+    check). Elementwise on arrays (the vector env's rows), or on one episode's ints."""
+    ends = _at_limit(setup, token, turn_len, n_gen)
     if setup.tools:
         ends = ends | setup.may_close[np.asarray(token)]
     return ends
@@ -181,8 +190,7 @@ def other_side(setup: Any, state: TurnState, index: int, turn: Completion) -> Re
             return "end"
         if len(state.calls) >= setup.tool_limits.max_calls:
             return "tool_calls"
-        result = call_tool(body, setup.tool_table, setup.examples[index], setup.tool_limits)
-        return Reply("tool", result.text, tuple(tool_turn_ids(setup, result.text)), result.record())
+        return tool_reply(setup, body, setup.examples[index])
     k = state.turn
     if k + 1 >= setup.turns:
         return "end"
@@ -195,7 +203,7 @@ def plan_move(setup: Any, state: TurnState, index: int, generated: Sequence[int]
     eos = token == setup.eos_token_id
     written = [] if eos else [token]
     turn_ids = [*generated[state.start:], *written]
-    limit = eos or len(turn_ids) >= setup.max_turn_tokens or len(generated) + 1 >= setup.max_new_tokens
+    limit = bool(_at_limit(setup, token, len(generated) - state.start, len(generated)))
     if not limit and not (setup.tools and _closes_call(setup, turn_ids)):
         return Move(tuple(written))
     n_after = len(generated) + len(written)
