@@ -130,6 +130,7 @@ class _Scored(NamedTuple):
     logits: torch.Tensor  # (..., V)
     hidden: torch.Tensor  # (..., H) the last hidden states there (the value head's input)
     targets: torch.Tensor  # (...) the actions
+    select: Callable[[torch.Tensor], torch.Tensor]  # (N, G, ...) over generated columns -> these positions
     place: Callable[[torch.Tensor], torch.Tensor]  # a value per position -> (N, A), 0 where no action is
 
 
@@ -143,17 +144,19 @@ def _action_columns(model: nn.Module, batch: EpisodeBatch, ids: torch.Tensor, ma
     real = batch.mask.to(ids.device)
     if batch.action_index is None:
         logits, hidden = score_forward(model, ids, mask, logits_to_keep=g + 1, prompt_len=batch.prompt_len)
-        return _Scored(logits[:, :-1], hidden[:, -g - 1:-1], ids[:, -g:],
+        return _Scored(logits[:, :-1], hidden[:, -g - 1:-1], ids[:, -g:], lambda x: x,
                        lambda x: torch.where(real > 0, x, torch.zeros_like(x)))
-    hidden = score_hidden(model, ids, mask, prompt_len=batch.prompt_len)
     rows, slots = (real > 0).nonzero(as_tuple=True)
     cols = batch.action_index.to(ids.device)[rows, slots]
-    hidden = hidden[:, -g - 1:-1][rows, cols]
+
+    def select(x: torch.Tensor) -> torch.Tensor:
+        return x[rows, cols]
 
     def place(x: torch.Tensor) -> torch.Tensor:
         return torch.zeros(real.shape, dtype=x.dtype, device=x.device).index_put((rows, slots), x)
 
-    return _Scored(model.get_output_embeddings()(hidden), hidden, ids[:, -g:][rows, cols], place)
+    hidden = select(score_hidden(model, ids, mask, prompt_len=batch.prompt_len)[:, -g - 1:-1])
+    return _Scored(model.get_output_embeddings()(hidden), hidden, select(ids[:, -g:]), select, place)
 
 
 class ActResult(NamedTuple):
@@ -359,13 +362,8 @@ class LMActorCritic(nn.Module):
         mask = batch.attention_mask.to(self.device)
         scored = _action_columns(self.model, batch, ids, mask)
         logits = scored.logits
-        if allowed is not None:
-            allowed = allowed.to(logits.device)
-            if batch.action_index is not None:  # (N, G, V) -> the scored actions' rows
-                real = batch.mask.to(logits.device) > 0
-                rows, slots = real.nonzero(as_tuple=True)
-                allowed = allowed[rows, batch.action_index.to(logits.device)[rows, slots]]
-            logits = logits.float().masked_fill(~allowed, float("-inf"))
+        if allowed is not None:  # (N, G, V) -> the scored positions' rows
+            logits = logits.float().masked_fill(~scored.select(allowed.to(logits.device)), float("-inf"))
         logp_all = logprobs_from_logits(logits, self.sampling)
         logp = logp_all.gather(-1, scored.targets.unsqueeze(-1)).squeeze(-1)
         values = self._value(scored.hidden) if with_values else torch.zeros_like(logp)
