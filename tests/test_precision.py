@@ -44,7 +44,9 @@ def test_precision_switch():
     {"advantage": "grpo", "samples_per_prompt": 2, "prompts_per_iter": 2},
     {"advantage": "gae", "mask_top_k": 16},
     {"advantage": "grpo", "samples_per_prompt": 2, "prompts_per_iter": 2, "mask_top_k": 16, "mask_update_every": 1},
-], ids=["gae", "grpo", "gae-nlpo", "grpo-nlpo"])
+    # multi-turn: the LM head applied by the learner itself, at the actions only, and the mask selected there
+    {"env": "TextDialogue-v0", "max_new_tokens": 120, "advantage": "gae", "mask_top_k": 16},
+], ids=["gae", "grpo", "gae-nlpo", "grpo-nlpo", "dialogue-nlpo"])
 def test_ppo_iteration_under_bf16(tmp_path, kw):
     trainer = PPOTrainer(PPOConfig(**{**TINY, "runs": str(tmp_path), "precision": "bf16", **kw}))
     before = [p.detach().clone() for p in trainer.policy.model.parameters()]
