@@ -26,12 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agents.kvcache import CachedLM, RolloutState, pad, score_forward, score_hidden
+from agents.kvcache import CachedLM, RolloutState, pad, score_hidden
 from textenv.io import MARKER, check_output_dir
 from textenv.models import load_model
 
-__all__ = ["ActResult", "EpisodeBatch", "LMActorCritic", "RolloutState", "Sampling", "Scores",
-           "logprobs_from_logits", "row_uniforms", "sample"]
+__all__ = ["ActResult", "ActionStats", "EpisodeBatch", "LMActorCritic", "RolloutState", "Sampling",
+           "logprobs_from_logits", "row_uniforms", "sample", "score_actions"]
 
 
 @dataclass(frozen=True)
@@ -125,27 +125,22 @@ def entropy_from_logprobs(logp: torch.Tensor) -> torch.Tensor:
 
 
 class _Scored(NamedTuple):
-    """:func:`_action_columns`' result: tensors at the positions that predict the actions scored."""
+    """:func:`_action_columns`' result: tensors at the batch's ``T`` actions, flattened."""
 
-    logits: torch.Tensor  # (..., V)
-    hidden: torch.Tensor  # (..., H) the last hidden states there (the value head's input)
-    targets: torch.Tensor  # (...) the actions
-    select: Callable[[torch.Tensor], torch.Tensor]  # (N, G, ...) over generated columns -> these positions
-    place: Callable[[torch.Tensor], torch.Tensor]  # a value per position -> (N, A), 0 where no action is
+    logits: torch.Tensor  # (T, V)
+    hidden: torch.Tensor  # (T, H) the last hidden states there (the value head's input)
+    targets: torch.Tensor  # (T,) the actions
+    select: Callable[[torch.Tensor], torch.Tensor]  # (N, G, ...) over generated columns -> (T, ...)
+    place: Callable[[torch.Tensor], torch.Tensor]  # (T,) a value per action -> (N, A), 0 where no action is
 
 
 def _action_columns(model: nn.Module, batch: EpisodeBatch, ids: torch.Tensor, mask: torch.Tensor) -> _Scored:
-    """One scoring forward over ``batch``. Single-turn, every generated column is an action and the
-    tensors are ``(N, G, ...)``. Multi-turn, the LM head runs at the real actions only, ``(T, ...)``
-    for the batch's ``T`` actions: the turns the env inserted are read, never scored, and a row's
-    padding is no action, so neither gets vocabulary-wide logits (in a tool episode or a
-    conversation, most of the ``N x G`` columns)."""
+    """One scoring forward over ``batch``, the LM head at its real actions only: a row's padding is
+    no action, and in a multi-turn task neither are the turns the env inserted (read, never scored),
+    so neither gets vocabulary-wide logits. The trunk's last hidden state is read from the decoder,
+    so no other layer's is kept."""
     g = batch.gen_len
     real = batch.mask.to(ids.device)
-    if batch.action_index is None:
-        logits, hidden = score_forward(model, ids, mask, logits_to_keep=g + 1, prompt_len=batch.prompt_len)
-        return _Scored(logits[:, :-1], hidden[:, -g - 1:-1], ids[:, -g:], lambda x: x,
-                       lambda x: torch.where(real > 0, x, torch.zeros_like(x)))
     rows, slots = (real > 0).nonzero(as_tuple=True)
     cols = batch.action_index.to(ids.device)[rows, slots]
 
@@ -159,13 +154,43 @@ def _action_columns(model: nn.Module, batch: EpisodeBatch, ids: torch.Tensor, ma
     return _Scored(model.get_output_embeddings()(hidden), hidden, select(ids[:, -g:]), select, place)
 
 
+def score_actions(model: nn.Module, batch: EpisodeBatch, sampling: Sampling, allowed: torch.Tensor | None = None,
+                  head: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                  entropy: bool | None = None) -> ActionStats:
+    """Log-probs of ``batch``'s actions under ``model`` and ``sampling``, in one forward: the one
+    scoring path of the policy being trained (:meth:`LMActorCritic.evaluate`), of its frozen
+    reference (:meth:`~LMActorCritic.reference_logprobs`) and of the eval suite's NLL.
+
+    ``allowed`` (``(N, G, V)`` bool) masks logits outside the allowed set before sampling's transform
+    (NLPO); ``head`` gives the values (zeros without one); ``entropy``: ``None`` skips it (zeros),
+    ``False`` computes it outside autograd, ``True`` inside."""
+    ids = batch.input_ids.to(model.get_input_embeddings().weight.device)
+    mask = batch.attention_mask.to(ids.device)
+    scored = _action_columns(model, batch, ids, mask)
+    logits = scored.logits
+    if allowed is not None:  # (N, G, V) -> the actions' rows
+        logits = logits.float().masked_fill(~scored.select(allowed.to(logits.device)), float("-inf"))
+    logp_all = logprobs_from_logits(logits, sampling)
+    logp = logp_all.gather(-1, scored.targets.unsqueeze(-1)).squeeze(-1)
+    values = torch.zeros_like(logp) if head is None else head(scored.hidden)
+    if entropy is None:
+        ent = torch.zeros_like(logp)
+    else:
+        with torch.set_grad_enabled(entropy and torch.is_grad_enabled()):
+            ent = entropy_from_logprobs(logp_all)
+    return ActionStats(*(scored.place(t) for t in (logp, ent, values)), batch.mask.to(logp.device).float())
+
+
 class ActResult(NamedTuple):
     actions: np.ndarray  # (B,) int64 token ids
     logprobs: np.ndarray  # (B,) float32, log-prob of each action under Sampling
     values: np.ndarray  # (B,) float32, V(context before the action)
+    positions: np.ndarray  # (B,) int64, tokens after the prompt before the action: its column among them
 
 
-class Scores(NamedTuple):
+class ActionStats(NamedTuple):
+    """What a policy says of each stored action: :func:`score_actions`' result."""
+
     logprobs: torch.Tensor  # (N, A) log-prob of each action (the agent's tokens)
     entropy: torch.Tensor  # (N, A)
     values: torch.Tensor  # (N, A) value of the context before each action
@@ -174,19 +199,21 @@ class Scores(NamedTuple):
 
 @dataclass
 class EpisodeBatch:
-    """Episodes as padded tensors: prompts left-padded, generated tokens right-padded.
+    """Episodes as padded tensors: prompts left-padded, generated tokens right-padded, and where the
+    actions sit among the generated tokens.
 
     The generated tokens are the agent's actions, and in a multi-turn task the turns the env
     inserted between them too (the policy reads them, it does not choose them). ``action_index``
-    then gives each action's column among the generated ones, and everything a learner reads
+    gives each action's column among the generated ones (a single-turn episode is the one-turn case:
+    its actions are its first columns), and everything a learner reads
     (:meth:`LMActorCritic.evaluate`, :meth:`~LMActorCritic.reference_logprobs`, :attr:`mask`) is
-    over actions only: ``(N, A)``. ``None``: every generated token is an action (single-turn)."""
+    over actions only: ``(N, A)``."""
 
     input_ids: torch.Tensor  # (N, Pm + Gm)
     attention_mask: torch.Tensor  # (N, Pm + Gm)
     gen_len: int  # Gm
-    action_index: torch.Tensor | None = None  # (N, A) columns of the actions among the Gm, right-padded with 0
-    action_mask: torch.Tensor | None = None  # (N, A) 1 where an action exists
+    action_index: torch.Tensor  # (N, A) long: columns of the actions among the Gm, right-padded with 0
+    action_mask: torch.Tensor  # (N, A) float: 1 where an action exists
 
     @property
     def prompt_len(self) -> int:
@@ -196,25 +223,21 @@ class EpisodeBatch:
     @property
     def mask(self) -> torch.Tensor:
         """``(N, A)``: 1 where an action exists."""
-        return self.attention_mask[:, -self.gen_len:] if self.action_mask is None else self.action_mask
+        return self.action_mask
 
     def rows(self, idx: torch.Tensor) -> EpisodeBatch:
         """The episodes ``idx`` (a minibatch)."""
-        sub = (None if t is None else t[idx] for t in (self.action_index, self.action_mask))
-        return EpisodeBatch(self.input_ids[idx], self.attention_mask[idx], self.gen_len, *sub)
+        return EpisodeBatch(self.input_ids[idx], self.attention_mask[idx], self.gen_len, self.action_index[idx],
+                            self.action_mask[idx])
 
     @classmethod
     def cat(cls, parts: Sequence[EpisodeBatch], pad_token_id: int) -> EpisodeBatch:
         """Batches as one, each widened to the widest (prompts on the left, generated tokens and
         action columns on the right): the batch :meth:`from_episodes` builds from all their episodes."""
-        if len({b.action_index is None for b in parts}) > 1:
-            raise ValueError("cannot batch single-turn and multi-turn episodes together")
         pm, gm = max(b.prompt_len for b in parts), max(b.gen_len for b in parts)
+        a = max(b.action_index.shape[1] for b in parts)
         ids = torch.cat([F.pad(b.input_ids, (pm - b.prompt_len, gm - b.gen_len), value=pad_token_id) for b in parts])
         mask = torch.cat([F.pad(b.attention_mask, (pm - b.prompt_len, gm - b.gen_len)) for b in parts])
-        if parts[0].action_index is None:
-            return cls(ids, mask, gm)
-        a = max(b.action_index.shape[1] for b in parts)
         index, action_mask = (torch.cat([F.pad(t, (0, a - t.shape[1])) for t in ts]) for ts in
                               zip(*((b.action_index, b.action_mask) for b in parts), strict=True))
         return cls(ids, mask, gm, index, action_mask)
@@ -222,18 +245,18 @@ class EpisodeBatch:
     @classmethod
     def from_episodes(cls, prompts: Sequence[Sequence[int]], generated: Sequence[Sequence[int]],
                       pad_token_id: int, positions: Sequence[Sequence[int]] | None = None) -> EpisodeBatch:
-        """``positions``: each episode's action columns among its ``generated`` tokens (multi-turn);
-        ``None`` when every generated token is an action."""
+        """``positions``: each episode's action columns among its ``generated`` tokens; by default
+        every generated token is an action."""
         prompt_ids, prompt_mask = pad(prompts, pad_token_id, "left")
         gen_ids, gen_mask = pad(generated, pad_token_id, "right", width=1)
         ids, mask = torch.cat([prompt_ids, gen_ids], 1), torch.cat([prompt_mask, gen_mask], 1)
         if positions is None:
-            return cls(ids, mask, gen_ids.shape[1])
+            positions = [range(len(g)) for g in generated]
         for i, (q, g) in enumerate(zip(positions, generated, strict=True)):
             if len(q) and not (0 <= min(q) and max(q) < len(g)):
                 raise ValueError(f"episode {i}: action columns {min(q)}..{max(q)} outside its {len(g)} "
                                  f"generated tokens")
-        index, action_mask = pad(positions, 0, "right", width=1)
+        index, action_mask = pad([list(q) for q in positions], 0, "right", width=1)
         return cls(ids, mask, gen_ids.shape[1], index, action_mask.float())
 
 
@@ -350,45 +373,28 @@ class LMActorCritic(nn.Module):
     # -- scoring stored episodes -----------------------------------------------------------
 
     def evaluate(self, batch: EpisodeBatch, with_values: bool = True, allowed: torch.Tensor | None = None,
-                 entropy_grad: bool = True) -> Scores:
-        """Log-probs, entropy and values of every action of ``batch`` (``(N, A)``), in one forward.
+                 entropy_grad: bool = True, sampling: Sampling | None = None) -> ActionStats:
+        """Log-probs, entropy and values of every action of ``batch`` (``(N, A)``), in one forward
+        (:func:`score_actions`), under this policy's sampling or ``sampling``.
 
         ``allowed`` (``(N, G, V)`` bool, from :meth:`agents.masking.TopKMasker.allowed_for`) scores
         the NLPO-masked policy: logits outside the allowed set are ``-inf`` before sampling's transform.
         ``entropy_grad=False`` computes the entropy outside autograd (a loss without an entropy bonus
         then keeps no vocabulary-wide tensors for its backward; its gradients are the same).
         """
-        ids = batch.input_ids.to(self.device)
-        mask = batch.attention_mask.to(self.device)
-        scored = _action_columns(self.model, batch, ids, mask)
-        logits = scored.logits
-        if allowed is not None:  # (N, G, V) -> the scored positions' rows
-            logits = logits.float().masked_fill(~scored.select(allowed.to(logits.device)), float("-inf"))
-        logp_all = logprobs_from_logits(logits, self.sampling)
-        logp = logp_all.gather(-1, scored.targets.unsqueeze(-1)).squeeze(-1)
-        values = self._value(scored.hidden) if with_values else torch.zeros_like(logp)
-        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
-            entropy = entropy_from_logprobs(logp_all)
-        real = batch.mask.to(logp.device).float()
-        if batch.action_index is None:  # as before: values and entropy of padding are left to the loss's mask
-            return Scores(scored.place(logp), entropy, values, real)
-        return Scores(*(scored.place(t) for t in (logp, entropy, values)), real)
+        return score_actions(self.model, batch, sampling or self.sampling, allowed,
+                             self._value if with_values else None, entropy_grad)
 
     @torch.no_grad()
     def reference_logprobs(self, batch: EpisodeBatch, reference: nn.Module | None = None) -> torch.Tensor:
         """Log-probs of the actions (``(N, A)``) under a frozen reference: ``reference`` if given, else
-        (LoRA) this model with its adapter disabled."""
-        ids = batch.input_ids.to(self.device)
-        mask = batch.attention_mask.to(self.device)
-        if reference is None:
-            if not self.is_lora:
-                raise ValueError("a full-weight policy needs an explicit reference model")
-            with self.model.disable_adapter():
-                scored = _action_columns(self.model, batch, ids, mask)
-        else:
-            scored = _action_columns(reference, batch, ids, mask)
-        logp = logprobs_from_logits(scored.logits, self.sampling).gather(-1, scored.targets.unsqueeze(-1))
-        return scored.place(logp.squeeze(-1))
+        (LoRA) this model with its adapter disabled; the same scoring path as :meth:`evaluate`."""
+        if reference is not None:
+            return score_actions(reference, batch, self.sampling).logprobs
+        if not self.is_lora:
+            raise ValueError("a full-weight policy needs an explicit reference model")
+        with self.model.disable_adapter():
+            return score_actions(self.model, batch, self.sampling).logprobs
 
     # -- acting on env observations with a KV cache ----------------------------------------
 
@@ -440,4 +446,4 @@ class LMActorCritic(nn.Module):
             actions[torch.as_tensor(~np.asarray(active, dtype=bool), device=actions.device)] = self.pad_token_id
         chosen = logp.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
         return ActResult(actions.cpu().numpy().astype(np.int64), chosen.cpu().numpy().astype(np.float32),
-                         state.values.cpu().numpy().astype(np.float32))
+                         state.values.cpu().numpy().astype(np.float32), np.asarray(n_gen, dtype=np.int64))

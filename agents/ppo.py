@@ -33,7 +33,6 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -56,7 +55,7 @@ from agents.learning_signal import DifficultySchedule, SignalMonitor, SignalStat
 from agents.masking import TopKMasker
 from agents.policy import EpisodeBatch, LMActorCritic, Sampling
 from agents.ppo_config import PRESETS, PPOConfig, resume_config
-from agents.rollout import Episode, Rollout, collect_rollout, outcomes
+from agents.rollout import Rollout, collect_rollout
 from agents.run_files import load_optimizer, optimizer_tensors, plot_rewards
 from agents.tracking import Tracker, library_progress
 from textenv.cli import RunFailed
@@ -72,13 +71,12 @@ __all__ = ["PPOConfig", "PPOTrainer", "PRESETS", "main"]
 logger = logging.getLogger(__name__)
 
 
-def _task_scores(episodes: Rollout | Sequence[Episode], cfg: PPOConfig, dist: Dist | None = None) -> torch.Tensor:
-    """The task rewards PPO optimises: scaled, clipped, whitened (``whiten_scores``: with GAE at
+def _shaped_returns(rollout: Rollout, cfg: PPOConfig, dist: Dist | None = None) -> torch.Tensor:
+    """Each episode's return as PPO optimises it: scaled, clipped, whitened (``whiten_scores``: with GAE at
     lam < 1 and a value head still near 0, an episode's early tokens get ``lam**k`` of its reward,
     so a positive offset such as a reward model's makes short episodes look better), then the
     missing-EOS penalty."""
-    returns, ended = outcomes(episodes)
-    scores = returns.float() * cfg.reward_scale
+    scores = rollout.returns.float() * cfg.reward_scale
     if cfg.reward_clip is not None:
         scores = scores.clamp(-cfg.reward_clip, cfg.reward_clip)
     if cfg.whiten_scores:
@@ -87,7 +85,7 @@ def _task_scores(episodes: Rollout | Sequence[Episode], cfg: PPOConfig, dist: Di
         var = dist.mean(float(((scores - mean) ** 2).mean()))
         scores = (scores - mean) / math.sqrt(var + 1e-8)
     if cfg.missing_eos_penalty:
-        scores = scores - cfg.missing_eos_penalty * torch.from_numpy(~ended).float()
+        scores = scores - cfg.missing_eos_penalty * torch.from_numpy(~rollout.ended_with_eos).float()
     return scores
 
 
@@ -99,7 +97,7 @@ class Scored(NamedTuple):
     kl: torch.Tensor  # (N, A) k1 = logp - logp_ref per action: the penalty
     kl_k3: torch.Tensor  # (N, A) k3 >= 0, for logging
     lengths: torch.Tensor  # (N,) actions per episode
-    scores: torch.Tensor  # (N,) task scores less the length penalty
+    episode_rewards: torch.Tensor  # (N,) shaped returns less the length penalty
     length_penalty: torch.Tensor  # (N,)
     allowed: torch.Tensor | None  # (N, G, V) NLPO: the masking model's allowed tokens at every position
 
@@ -288,7 +286,7 @@ class PPOTrainer:
         # per episode, summed as Python floats (not a float32 tensor sum): the eval's KL as it always was
         kl = [float(sum(rollout.logprobs[i, :n].tolist()) - ref_logp[i, :n].sum()) for i, n in enumerate(lengths)]
         metrics = {
-            "eval/reward_mean": float(np.mean(rollout.scores.numpy())),
+            "eval/reward_mean": float(np.mean(rollout.returns.numpy())),
             "eval/kl": float(np.mean(kl)),
             "eval/episode_length": float(np.mean(lengths)),
             "eval/eos_rate": float(np.mean(rollout.ended_with_eos)),
@@ -296,7 +294,7 @@ class PPOTrainer:
         if self.ref_length is not None:  # --length-band: the held-out length against the band's L0
             metrics["eval/length_ratio"] = metrics["eval/episode_length"] / self.ref_length
         samples = [{"index": rollout.index[i], "prompt": rollout.infos[i].get("prompt", ""),
-                    "text": rollout.infos[i].get("text", ""), "reward": float(rollout.scores[i]), "kl": kl[i]}
+                    "text": rollout.infos[i].get("text", ""), "reward": float(rollout.returns[i]), "kl": kl[i]}
                    for i in range(min(n_samples, len(rollout)))]
         return metrics, samples
 
@@ -307,17 +305,17 @@ class PPOTrainer:
         why = None
         try:
             rollout, rollout_secs = self.rollout(it)
-            if not torch.isfinite(rollout.scores).all():
+            if not torch.isfinite(rollout.returns).all():
                 why = "non-finite task reward"
         except RewardError as exc:
             why = f"reward failed: {exc}"
         if self.dist.any(why is not None):  # every process skips together
             return self._skip(it, why or "a reward failed on another process")
-        signal = signal_stats(rollout.scores.numpy(), rollout.ended_with_eos, self.cfg.samples_per_prompt, self.dist)
+        signal = signal_stats(rollout.returns.numpy(), rollout.ended_with_eos, self.cfg.samples_per_prompt, self.dist)
         rose, difficulty = self._advance_difficulty(signal)  # the next iteration's level
         self.monitor.observe(it, signal, task_changed=rose)  # warns after a stretch without signal; may stop
         scored = self._score_rollout(rollout)
-        if not torch.isfinite(scored.scores).all():
+        if not torch.isfinite(scored.episode_rewards).all():
             return self._skip(it, "non-finite task reward")
         targets = self._advantages(rollout, scored)
         stats = self._update(rollout.batch, targets, it, scored.allowed)
@@ -353,13 +351,13 @@ class PPOTrainer:
         lengths = mask.sum(1).long()
         if cfg.length_band is not None and self.ref_length is None:  # before any update: L0 (>= 1, a divisor)
             self.ref_length = max(self.dist.mean(float(lengths.float().mean())), 1.0)
-        scores, length_pen = self._scores(rollout, lengths)
-        return Scored(mask, kl, kl_k3, lengths, scores, length_pen, allowed)
+        rewards, length_pen = self._episode_rewards(rollout, lengths)
+        return Scored(mask, kl, kl_k3, lengths, rewards, length_pen, allowed)
 
     def _advantages(self, rollout: Rollout, scored: Scored) -> RolloutBatch:
         """Advantages and returns (:func:`agents.advantages.rollout_batch`) beside what the rollout recorded."""
         cfg = self.cfg
-        return rollout_batch(scored.scores, scored.kl, scored.mask, rollout.logprobs.to(self.device),
+        return rollout_batch(scored.episode_rewards, scored.kl, scored.mask, rollout.logprobs.to(self.device),
                              rollout.values.to(self.device), self.kl.value, cfg.advantage, cfg.samples_per_prompt,
                              cfg.gamma, cfg.lam, cfg.whiten_advantages, scale_group=cfg.loss_type != "dr_grpo")
 
@@ -374,7 +372,7 @@ class PPOTrainer:
     def _log(self, it: int, rollout: Rollout, scored: Scored, stats: dict[str, float],
              rollout_secs: float) -> dict[str, float]:
         """The iteration's metrics (cleanrl's groups: ``charts/``, ``objective/``, ``losses/``, ``rewards/``)."""
-        returns = rollout.scores.numpy()
+        returns = rollout.returns.numpy()
         metrics = {
             "charts/reward_mean": self.dist.mean(float(np.mean(returns))),
             "charts/reward_std": float(np.std(returns)),
@@ -398,19 +396,18 @@ class PPOTrainer:
         self.iteration = it
         return metrics
 
-    def _scores(self, episodes: Rollout | Sequence[Episode],
-                lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """:func:`_task_scores` minus the ``--length-band`` penalty on each episode's ``lengths``
-        (generated tokens, EOS included, as ``mask.sum(1)`` counts them) around ``ref_length``;
-        returns ``(scores, penalties)`` on the trainer's device."""
-        scores = _task_scores(episodes, self.cfg, self.dist).to(self.device)
-        penalty = torch.zeros_like(scores)
+    def _episode_rewards(self, rollout: Rollout, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each episode's reward in the update: :func:`_shaped_returns` minus the ``--length-band``
+        penalty on its length (actions, EOS included, as ``mask.sum(1)`` counts them) around
+        ``ref_length``; returns ``(rewards, penalties)`` on the trainer's device."""
+        shaped = _shaped_returns(rollout, self.cfg, self.dist).to(self.device)
+        penalty = torch.zeros_like(shaped)
         if self.cfg.length_band is not None:
             if self.ref_length is None:
                 raise RuntimeError("length_band needs ref_length, measured on the first rollout")
             lo, hi = self.cfg.length_band
             penalty = length_penalty(lengths.to(self.device), self.ref_length, (lo, hi), self.cfg.length_coef)
-        return scores - penalty, penalty
+        return shaped - penalty, penalty
 
     def _skip(self, it: int, why: str) -> dict[str, float]:
         self.failures += 1

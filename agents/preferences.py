@@ -192,7 +192,7 @@ def sample_pairs(env_id: str, split: str, policy_model: str, tokenizer: Any, pro
                                row_seeds=[row_seed(seed, i, j) for i, j in chunk])
             for e in episodes:
                 texts.setdefault(e.index, []).append(str(e.info.get("text", "")))
-                scores.setdefault(e.index, []).append(e.score)
+                scores.setdefault(e.index, []).append(e.episode_return)
     envs.close()
     out = []
     for i in chosen:

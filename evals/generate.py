@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 import textenv  # noqa: F401
-from agents.policy import EpisodeBatch, LMActorCritic, Sampling
+from agents.policy import EpisodeBatch, LMActorCritic, Sampling, score_actions
 from agents.rollout import collect, row_info, row_seed
 from textenv.io import check_output_dir
 from textenv.rewards import Completion
@@ -109,12 +109,12 @@ class Generation:
     references: list[str]
     reward: float
     parts: dict[str, float]
-    token_ids: list[int]
+    token_ids: list[int]  # a model's sample: every token after the prompt as the policy read it (EOS included)
     prompt_ids: list[int]
     logprobs: list[float] | None = None
     scores: dict[str, float] = field(default_factory=dict)
     sample: int = 0  # which of the prompt's K samples (0 unless the task asks for K > 1)
-    positions: list[int] | None = None  # multi-turn: the actions' places in token_ids (the env's turns between)
+    positions: list[int] | None = None  # a model's sample: its actions' columns in token_ids (None: no model's)
     tool_calls: int | None = None  # a tool env's episode: the calls it made (None: the env has no tools)
     tool_errors: int | None = None  # of which returned an error text
 
@@ -164,14 +164,11 @@ def _outcome(info: dict[str, Any], setup, index: int) -> dict[str, Any]:
 
 
 def _record(name: str, env: str, ep, setup) -> Generation:
-    eos = setup.eos_token_id
-    if ep.positions is not None:  # multi-turn: the whole sequence after the prompt, actions at ``positions``
-        tokens, positions = list(ep.sequence), list(ep.positions)
-    else:
-        tokens, positions = [t for t in ep.actions if t != eos], None
-    return Generation(policy=name, task=env, index=ep.index, **_outcome(ep.info, setup, ep.index), token_ids=tokens,
-                      prompt_ids=[int(t) for t in ep.prompt_ids], logprobs=[float(x) for x in ep.logprobs],
-                      positions=positions)
+    """A sampled episode as a row: its tokens as the policy read them and its actions' columns, so
+    the row is scored again (KL to the reference) exactly where it was sampled."""
+    return Generation(policy=name, task=env, index=ep.index, **_outcome(ep.info, setup, ep.index),
+                      token_ids=list(ep.sequence), prompt_ids=[int(t) for t in ep.prompt_ids],
+                      logprobs=[float(x) for x in ep.logprobs], positions=list(ep.positions))
 
 
 def _driven_batch(name: str, env: str, envs, idx: list[int], seed: int, choose) -> list[Generation]:
@@ -348,13 +345,10 @@ def reference_nll(policy: LMActorCritic, gens: Sequence[Generation], eos_token_i
     refs = [policy.tokenizer(g.references[0], add_special_tokens=False)["input_ids"] + [eos_token_id]
             for g in gens]
     batch = EpisodeBatch.from_episodes([g.prompt_ids for g in gens], refs, policy.pad_token_id)
-    sampling, policy.sampling = policy.sampling, Sampling()  # perplexity of the model itself, untempered
-    try:
-        scores = policy.evaluate(batch, with_values=False)
-    finally:
-        policy.sampling = sampling
+    # perplexity of the model itself, untempered
+    logp = score_actions(policy.model, batch, Sampling()).logprobs
     for i, r in enumerate(refs):
-        out.append(float(-scores.logprobs[i, :len(r)].sum()) / len(r))
+        out.append(float(-logp[i, :len(r)].sum()) / len(r))
     return out
 
 
@@ -364,13 +358,7 @@ def sample_logprobs(model_policy: LMActorCritic, gens: Sequence[Generation], eos
     """Log-probs of each generation's own tokens under ``reference`` (same sampling transform)."""
     if len(gens) > 8:
         return _by_length(gens, lambda chunk: sample_logprobs(model_policy, chunk, eos_token_id, reference))
-    if gens[0].positions is not None:  # multi-turn: the whole sequence, scored at the actions
-        batch = EpisodeBatch.from_episodes([g.prompt_ids for g in gens], [g.token_ids for g in gens],
-                                           model_policy.pad_token_id, [g.positions for g in gens])
-        ref = model_policy.reference_logprobs(batch, reference)
-        return [ref[i, :len(g.positions)].tolist() for i, g in enumerate(gens)]
-    seqs = [g.token_ids + ([eos_token_id] if len(g.token_ids) < len(g.logprobs or []) else []) for g in gens]
-    batch = EpisodeBatch.from_episodes([g.prompt_ids for g in gens], [s or [eos_token_id] for s in seqs],
-                                       model_policy.pad_token_id)
+    batch = EpisodeBatch.from_episodes([g.prompt_ids for g in gens], [g.token_ids for g in gens],
+                                       model_policy.pad_token_id, [g.positions for g in gens])
     ref = model_policy.reference_logprobs(batch, reference)
-    return [ref[i, :len(s)].tolist() for i, s in enumerate(seqs)]
+    return [ref[i, :len(g.positions)].tolist() for i, g in enumerate(gens)]

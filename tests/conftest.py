@@ -53,3 +53,18 @@ def _sb3_logs_under_pytest_tmp(tmp_path_factory):
     """SB3's ``learn`` makes a logger folder per call (``$TMPDIR/SB3-<time>``) unless ``$SB3_LOGDIR``
     names one: keep the test runs' inside pytest's own temporary directories, which it prunes."""
     os.environ.setdefault("SB3_LOGDIR", str(tmp_path_factory.mktemp("sb3")))
+
+def rollout_of(rewards, ended):
+    """A hand-built :class:`agents.rollout.Rollout`: episode ``i`` has one action per reward of
+    ``rewards[i]`` (the env's reward for it) and ended with EOS when ``ended[i]``."""
+    import torch
+
+    from agents.policy import EpisodeBatch
+    from agents.rollout import Rollout
+
+    batch = EpisodeBatch.from_episodes([[1]] * len(rewards), [[0] * len(r) for r in rewards], 0)
+    width = batch.action_index.shape[1]
+    padded = torch.tensor([list(r) + [0.0] * (width - len(r)) for r in rewards], dtype=torch.float64)
+    zeros = torch.zeros(len(rewards), width)
+    return Rollout(batch, zeros, zeros.clone(), padded, torch.tensor([sum(r) for r in rewards], dtype=torch.float64),
+                   list(range(len(rewards))), [{"ended_with_eos": bool(e)} for e in ended])

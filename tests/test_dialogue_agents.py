@@ -11,7 +11,7 @@ import torch
 from agents.kvcache import positions
 from agents.policy import EpisodeBatch, LMActorCritic
 from agents.ppo import PPOConfig, PPOTrainer
-from agents.rollout import collect, episodes_to_batch
+from agents.rollout import collect, collect_rollout
 from agents.sft import IGNORE, _sequences, conversation
 from evals.generate import Decoding
 from evals.suite import SuiteConfig, evaluate_suite
@@ -31,8 +31,8 @@ def rollout():
         return logits
 
     policy.model.lm_head.register_forward_hook(favour_eos)
-    episodes = collect(envs, policy, [0, 1, 2, 3], seed=0, generator=torch.Generator().manual_seed(0))
-    return envs.unwrapped.setup, policy, episodes
+    record = collect_rollout(envs, policy, [0, 1, 2, 3], seed=0, generator=torch.Generator().manual_seed(0))
+    return envs.unwrapped.setup, policy, record
 
 
 def test_collect_records_the_inserted_turns_and_where_the_actions_are(rollout):
@@ -49,7 +49,7 @@ def test_collect_records_the_inserted_turns_and_where_the_actions_are(rollout):
             assert ep.sequence[end] == setup.eos_token_id
             expected += ([] if end in ep.positions else [setup.eos_token_id]) + user_turn_ids(setup, ep.index, k)
         assert inserted == expected
-        assert ep.score == pytest.approx(ep.info["return"])
+        assert ep.episode_return == pytest.approx(ep.info["return"])
     assert {len(ep.info["turns"]) for ep in episodes} != {1}
     ended = [int(b[1]) in ep.positions for ep in episodes for b in ep.info["turn_bounds"][:-1]]
     assert any(ended) and not all(ended)  # turns closed by the agent's EOS and by max_turn_tokens both seen
@@ -59,7 +59,7 @@ def test_the_learners_score_the_actions_as_the_rollout_did(rollout):
     """A full forward over prompt + conversation, read at the action columns, gives the rollout's
     log-probs and values: the cache took the inserted turns exactly as a forward over them does."""
     _, policy, episodes = rollout
-    batch = episodes_to_batch(episodes, policy.pad_token_id)
+    batch = episodes.batch
     assert batch.mask.shape[1] == max(len(e.actions) for e in episodes)
     with torch.no_grad():
         scores = policy.evaluate(batch)
@@ -82,7 +82,7 @@ def test_the_lm_head_runs_at_the_actions_only(rollout):
     from agents.policy import entropy_from_logprobs, logprobs_from_logits
 
     _, policy, episodes = rollout
-    batch = episodes_to_batch(episodes, policy.pad_token_id)
+    batch = episodes.batch
     rows = []
     hook = policy.model.lm_head.register_forward_hook(lambda m, args, out: rows.append(args[0][..., 0].numel()))
     try:

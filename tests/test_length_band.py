@@ -3,12 +3,11 @@ across ``--resume``."""
 
 import json
 
-import numpy as np
 import pytest
 import torch
+from conftest import rollout_of
 
-from agents.ppo import PPOConfig, PPOTrainer, _task_scores
-from agents.rollout import Episode
+from agents.ppo import PPOConfig, PPOTrainer, _shaped_returns
 
 TINY = dict(env="TextCount-v0", model="tiny", iterations=2, prompts_per_iter=4, max_new_tokens=8,
             epochs=1, minibatch_size=4, lr=1e-3, tensorboard=False, progress=False, checkpoint_every=1)
@@ -26,9 +25,9 @@ def _trimmed_rollouts(monkeypatch, lengths_by_iteration: dict[int, list[int]]) -
     def rollout(self, it):
         record, secs = original(self, it)
         cut = lengths_by_iteration.get(it)
-        if cut:  # the rollout record's generated tokens past n are masked out (its mask is the batch's)
-            gen = record.batch.attention_mask[:len(cut), -record.batch.gen_len:]
-            gen *= torch.arange(gen.shape[1]) < torch.tensor(cut)[:, None]
+        if cut:  # the rollout record's generated tokens and actions past n are masked out
+            for mask in (record.batch.attention_mask[:len(cut), -record.batch.gen_len:], record.batch.action_mask):
+                mask[:len(cut)] *= torch.arange(mask.shape[1]) < torch.tensor(cut)[:, None]
         return record, secs
 
     monkeypatch.setattr(PPOTrainer, "rollout", rollout)
@@ -52,17 +51,16 @@ def test_ref_length_is_the_first_rollouts_mean_and_later_rollouts_are_penalised_
 def test_the_penalty_changes_only_the_scores_of_out_of_band_episodes(tmp_path):
     trainer = PPOTrainer(_cfg(tmp_path, length_coef=2.0, missing_eos_penalty=0.1))
     trainer.ref_length = 10.0  # band [7.5, 12.5]
-    eps = [Episode(index=i, prompt_ids=np.zeros(1), rewards=[0.0, r], info={"ended_with_eos": True})
-           for i, r in enumerate((0.5, 0.25, 1.0, 0.0))]
+    eps = rollout_of([[0.0, r] for r in (0.5, 0.25, 1.0, 0.0)], [True] * 4)
     lengths = torch.tensor([5, 8, 12, 15])
-    scores, penalty = trainer._scores(eps, lengths)
+    scores, penalty = trainer._episode_rewards(eps, lengths)
     # 5: 2 * 2.5 / 10 = 0.5 below; 8 and 12 inside; 15: 2 * 2.5 / 10 = 0.5 above
     assert penalty.tolist() == pytest.approx([0.5, 0.0, 0.0, 0.5])
-    plain = _task_scores(eps, trainer.cfg)
+    plain = _shaped_returns(eps, trainer.cfg)
     assert scores.tolist() == pytest.approx([0.0, 0.25, 1.0, -0.5])
     assert (scores != plain).tolist() == [True, False, False, True]
     off = PPOTrainer(_cfg(tmp_path, length_band=None))
-    assert off._scores(eps, lengths)[0].tolist() == plain.tolist()
+    assert off._episode_rewards(eps, lengths)[0].tolist() == plain.tolist()
 
 
 def test_a_resumed_run_keeps_the_checkpoints_ref_length(tmp_path, monkeypatch):

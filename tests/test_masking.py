@@ -11,7 +11,7 @@ from test_ppo import _cfg
 from agents.masking import TopKMasker, allowed_tokens
 from agents.policy import LMActorCritic, Sampling
 from agents.ppo import PPOTrainer
-from agents.rollout import collect, episodes_to_batch
+from agents.rollout import collect, collect_rollout
 from agents.sb3 import MaskableLMPolicy, TopKMaskWrapper
 from textenv.models import load_model
 
@@ -35,9 +35,10 @@ def test_masked_rollout_samples_inside_the_mask_and_rescoring_matches(sampling):
     policy = LMActorCritic.from_pretrained("tiny", tokenizer=tok, sampling=sampling)
     _, other = load_model("tiny", tokenizer=tok, seed=1)  # a masking model that disagrees with the policy
     masker = TopKMasker(other, tok, top_k=5)
-    episodes = collect(envs, policy, [0, 1, 2, 3], seed=0, generator=torch.Generator().manual_seed(0),
+    record = collect_rollout(envs, policy, [0, 1, 2, 3], seed=0, generator=torch.Generator().manual_seed(0),
                        masker=masker)
-    batch = episodes_to_batch(episodes, policy.pad_token_id)
+    episodes = list(record)
+    batch = record.batch
     allowed = masker.allowed_for(batch)
     assert allowed.shape[:2] == (4, batch.gen_len) and (allowed.sum(-1) == 5).all()
     with torch.no_grad():

@@ -7,7 +7,7 @@ import torch
 from scipy import stats
 
 from agents.policy import EpisodeBatch, LMActorCritic, Sampling, logprobs_from_logits, row_uniforms, sample
-from agents.rollout import collect, episodes_to_batch
+from agents.rollout import collect, collect_rollout
 
 
 def _policy(envs, sampling=None):
@@ -23,13 +23,19 @@ def test_cached_rollout_logprobs_equal_a_full_forward(mode, sampling):
     envs = gym.make_vec("TextCount-v0", num_envs=4, model="tiny", autoreset_mode=mode, max_new_tokens=12)
     policy = _policy(envs, sampling)
     gen = torch.Generator().manual_seed(0)
-    episodes = collect(envs, policy, indices=[0, 1, 2, 2], seed=0, generator=gen)
+    record = collect_rollout(envs, policy, indices=[0, 1, 2, 2], seed=0, generator=gen)
+    episodes = list(record)
     assert [e.index for e in episodes] == [0, 1, 2, 2]
     assert all(1 <= len(e.actions) <= 12 for e in episodes)
     assert all(e.info["num_tokens"] == len(e.actions) - e.info["ended_with_eos"] for e in episodes)
-    batch = episodes_to_batch(episodes, policy.pad_token_id)
+    batch = record.batch
+    assert batch.action_index.tolist() == [list(range(batch.action_index.shape[1]))] * 4  # one turn: columns 0..
+    heads = []  # the LM head runs at the real actions only, not at a shorter episode's padding
+    hook = policy.model.lm_head.register_forward_hook(lambda m, args, out: heads.append(args[0].shape[0]))
     with torch.no_grad():
         scores = policy.evaluate(batch)
+    hook.remove()
+    assert heads == [sum(len(e.actions) for e in episodes)]
     for i, e in enumerate(episodes):
         n = len(e.actions)
         torch.testing.assert_close(scores.logprobs[i, :n], torch.tensor(e.logprobs), atol=1e-5, rtol=0)
@@ -163,13 +169,14 @@ def test_samples_of_one_prompt_are_prefilled_once():
     batch_rows = []
     hook = policy.model.register_forward_pre_hook(lambda m, args, kw: batch_rows.append(kw["input_ids"].shape),
                                                   with_kwargs=True)
-    episodes = collect(envs, policy, indices=[5, 5, 5, 7], seed=0, generator=torch.Generator().manual_seed(0))
+    record = collect_rollout(envs, policy, indices=[5, 5, 5, 7], seed=0, generator=torch.Generator().manual_seed(0))
+    episodes = list(record)
     hook.remove()
     assert batch_rows[0][0] == 2  # the prefill: prompts 5 and 7
     assert all(shape == (4, 1) for shape in batch_rows[1:])  # then one token per sub-env per step
     assert len({tuple(e.actions) for e in episodes[:3]}) > 1  # the copies sample independently
     with torch.no_grad():
-        scores = policy.evaluate(episodes_to_batch(episodes, policy.pad_token_id))
+        scores = policy.evaluate(record.batch)
     for i, e in enumerate(episodes):
         torch.testing.assert_close(scores.logprobs[i, :len(e.actions)], torch.tensor(e.logprobs), atol=1e-5, rtol=0)
 
@@ -179,10 +186,11 @@ def test_chunked_prefill_of_prompts_of_different_lengths_matches_a_full_forward(
     envs = gym.make_vec("TextSentiment-v0", num_envs=5, model="tiny", autoreset_mode="same_step", max_new_tokens=5)
     policy = _policy(envs)
     policy.prefill_chunk = chunk
-    episodes = collect(envs, policy, indices=[3, 0, 9, 0, 4], seed=0, generator=torch.Generator().manual_seed(0))
+    record = collect_rollout(envs, policy, indices=[3, 0, 9, 0, 4], seed=0, generator=torch.Generator().manual_seed(0))
+    episodes = list(record)
     assert len({len(e.prompt_ids) for e in episodes}) >= 3  # the chunks really differ in length
     with torch.no_grad():
-        scores = policy.evaluate(episodes_to_batch(episodes, policy.pad_token_id))
+        scores = policy.evaluate(record.batch)
     for i, e in enumerate(episodes):
         n = len(e.actions)
         torch.testing.assert_close(scores.logprobs[i, :n], torch.tensor(e.logprobs), atol=1e-5, rtol=0)

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import rollout_of
 
 from agents.ppo import PPOConfig, PPOTrainer
 
@@ -192,13 +193,11 @@ def test_resume_keeps_the_runs_own_budget_unless_given(tmp_path, caplog):
 
 
 def test_missing_eos_penalty_lowers_only_the_episodes_cut_by_the_budget():
-    from agents.ppo import _task_scores
-    from agents.rollout import Episode
+    from agents.ppo import _shaped_returns
 
-    eps = [Episode(index=0, prompt_ids=np.zeros(1), rewards=[0.0, 0.5], info={"ended_with_eos": True}),
-           Episode(index=1, prompt_ids=np.zeros(1), rewards=[0.0, 0.5], info={"ended_with_eos": False})]
-    assert _task_scores(eps, _cfg("unused")).tolist() == [0.5, 0.5]
-    assert _task_scores(eps, _cfg("unused", missing_eos_penalty=0.25)).tolist() == [0.5, 0.25]
+    eps = rollout_of([[0.0, 0.5], [0.0, 0.5]], [True, False])
+    assert _shaped_returns(eps, _cfg("unused")).tolist() == [0.5, 0.5]
+    assert _shaped_returns(eps, _cfg("unused", missing_eos_penalty=0.25)).tolist() == [0.5, 0.25]
     with pytest.raises(ValueError, match="missing_eos_penalty"):
         PPOTrainer(_cfg("unused", missing_eos_penalty=-1.0))
 
@@ -208,24 +207,23 @@ def test_a_reward_offset_favours_short_episodes_under_gae_unless_scores_are_whit
     value head is still 0, lam < 1: GAE gives a 2-token episode's tokens more advantage than a
     10-token episode's, so PPO learns to stop early. Whitened, equal scores carry no signal."""
     from agents.advantages import rollout_batch
-    from agents.ppo import _task_scores
-    from agents.rollout import Episode
+    from agents.ppo import _shaped_returns
 
-    eps = [Episode(index=i, prompt_ids=np.zeros(1), rewards=[0.0] * (n - 1) + [2.0], info={"ended_with_eos": True})
-           for i, n in enumerate((2, 10))]
+    episodes = [[0.0] * (n - 1) + [2.0] for n in (2, 10)]
+    eps = rollout_of(episodes, [True, True])
     mask = torch.tensor([[1.0] * 2 + [0.0] * 8, [1.0] * 10])
     zeros = torch.zeros(2, 10)
 
     def mean_advantage(**kw):
-        scores = _task_scores(eps, _cfg("unused", **kw))
+        scores = _shaped_returns(eps, _cfg("unused", **kw))
         adv = rollout_batch(scores, zeros, mask, zeros, zeros, kl_coef=0.0, gamma=1.0, lam=0.95).advantages
         return [float(adv[i, : int(mask[i].sum())].mean()) for i in range(2)]
 
     short, long = mean_advantage()
     assert short > long + 0.5  # the short episode is "better" for no reason but its length
     assert mean_advantage(whiten_scores=True) == [0.0, 0.0]
-    scores = _task_scores([*eps, Episode(index=2, prompt_ids=np.zeros(1), rewards=[5.0], info={})],
-                          _cfg("unused", whiten_scores=True, missing_eos_penalty=0.25))
+    scores = _shaped_returns(rollout_of([*episodes, [5.0]], [True, True, False]),
+                             _cfg("unused", whiten_scores=True, missing_eos_penalty=0.25))
     # whitened over the batch (population std), then the penalty on the episode without EOS
     assert scores.tolist() == pytest.approx([-1 / math.sqrt(2), -1 / math.sqrt(2), math.sqrt(2) - 0.25], abs=1e-4)
 

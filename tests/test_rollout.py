@@ -8,7 +8,8 @@ import torch
 
 from agents.kvcache import pad
 from agents.policy import LMActorCritic
-from agents.rollout import Episode, Rollout, _place_actions, collect_rollout, episodes_to_batch, outcomes
+from agents.policy import EpisodeBatch
+from agents.rollout import Episode, Rollout, _generated, collect_rollout
 
 
 def test_pad_left_right_and_a_minimum_width():
@@ -30,25 +31,27 @@ def test_the_record_is_what_the_episodes_would_batch_to(env_id, kw):
     for r in [*parts, Rollout.cat(parts, policy.pad_token_id)]:
         episodes = list(r)
         assert all(isinstance(e, Episode) for e in episodes) and r[-1].index == episodes[-1].index
-        old = episodes_to_batch(episodes, policy.pad_token_id)
+        old = EpisodeBatch.from_episodes([e.prompt_ids.tolist() for e in episodes], [e.sequence for e in episodes],
+                                         policy.pad_token_id, [e.positions for e in episodes])
         for name in ("input_ids", "attention_mask", "action_index", "action_mask"):
             a, b = getattr(r.batch, name), getattr(old, name)
-            assert (a is None and b is None) or (a.dtype == b.dtype and torch.equal(a, b)), name
+            assert a.dtype == b.dtype and torch.equal(a, b), name
         assert r.batch.gen_len == old.gen_len and r.lengths.tolist() == [len(e.actions) for e in episodes]
         for i, e in enumerate(episodes):
             n = len(e.actions)
             assert r.logprobs[i, :n].tolist() == e.logprobs and r.values[i, :n].tolist() == e.values
             assert not r.logprobs[i, n:].any() and not r.values[i, n:].any()
-        returns, ended = outcomes(r)
-        assert returns.tolist() == [e.score for e in episodes] == outcomes(episodes)[0].tolist()
-        assert ended.tolist() == outcomes(episodes)[1].tolist()
+        assert r.returns.tolist() == [e.episode_return for e in episodes]
+        assert r.ended_with_eos.tolist() == [bool(e.info.get("ended_with_eos")) for e in episodes]
+        if env_id == "TextCount-v0":  # one turn: the actions are the generated tokens, in order
+            assert all(e.sequence == e.actions and e.positions == list(range(len(e.actions))) for e in episodes)
 
 
 def test_an_action_the_observation_does_not_hold_is_refused():
     seq = np.array([[7, 8, 9, 0]])
     mask = np.array([[1, 1, 1, 0]])
     live = np.array([[True, True]])
-    ids, gen_mask, _ = _place_actions(seq, mask, live, np.array([[7, 2]]), np.array([[0, 3]]), [4])
+    ids, gen_mask = _generated(seq, mask, live, np.array([[7, 2]]), np.array([[0, 3]]), [4])
     assert ids.tolist() == [[7, 8, 9, 2]] and gen_mask.tolist() == [[True] * 4]  # an EOS the env did not write
     with pytest.raises(RuntimeError, match="example 4"):
-        _place_actions(seq, mask, live, np.array([[7, 2]]), np.array([[0, 1]]), [4])
+        _generated(seq, mask, live, np.array([[7, 2]]), np.array([[0, 1]]), [4])

@@ -402,7 +402,7 @@ def test_a_rollout_on_a_tool_env_places_every_action_where_the_env_put_it():
     episodes = collect(envs, policy, [0, 1, 2, 3], seed=0, generator=torch.Generator().manual_seed(0))
     for ep in episodes:
         assert [ep.sequence[q] for q in ep.positions] == ep.actions
-        assert ep.score == pytest.approx(ep.info["return"]) and ep.info["tool_calls"] == 0
+        assert ep.episode_return == pytest.approx(ep.info["return"]) and ep.info["tool_calls"] == 0
     assert sum(int(setup.may_close[a]) for ep in episodes for a in ep.actions) > 0
 
 
