@@ -11,7 +11,7 @@ import torch
 from agents.kvcache import positions
 from agents.policy import EpisodeBatch, LMActorCritic
 from agents.ppo import PPOConfig, PPOTrainer
-from agents.rollout import collect, collect_rollout
+from agents.rollout import collect_rollout
 from agents.sft import IGNORE, _sequences, conversation
 from evals.generate import Decoding
 from evals.suite import SuiteConfig, evaluate_suite

@@ -11,7 +11,7 @@ from test_ppo import _cfg
 from agents.masking import TopKMasker, allowed_tokens
 from agents.policy import LMActorCritic, Sampling
 from agents.ppo import PPOTrainer
-from agents.rollout import collect, collect_rollout
+from agents.rollout import collect_rollout
 from agents.sb3 import MaskableLMPolicy, TopKMaskWrapper
 from textenv.models import load_model
 

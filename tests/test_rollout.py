@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from agents.kvcache import pad
-from agents.policy import LMActorCritic
-from agents.policy import EpisodeBatch
+from agents.policy import EpisodeBatch, LMActorCritic
 from agents.rollout import Episode, Rollout, _generated, collect_rollout
 
 

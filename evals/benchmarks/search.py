@@ -7,7 +7,8 @@ over the same sentences and tokens. A benchmark (it prints numbers side by side)
     python -m evals.benchmarks.search --split test
 
 The tool's row calls the tool's own ranker (its per-passage index cached, as in an env, so its
-ms/query is not comparable with the others'). The question is the query as a demonstration writes it (:func:`textenv.tasks.qa`'s ``tool_calls``):
+ms/query is not comparable with the others'). The question is the query as a demonstration writes
+it (:func:`textenv.tasks.qa`'s ``tool_calls``):
 Disfl-QA's questions keep their hesitations ("who, no, what...").
 """
 
