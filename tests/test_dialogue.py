@@ -192,3 +192,33 @@ def test_more_turns_than_the_data_has_names_turns_and_the_most_it_has():
     assert _make(turns=most, split="validation", max_new_tokens=4096).setup.turns == most
     with pytest.raises(ValueError, match=f"at most turns={most}"):
         _make(turns=most + 1, split="validation")
+
+
+@pytest.mark.parametrize("max_turn_tokens", [3, 8])
+def test_the_context_a_turn_is_scored_in_is_the_conversation_so_far_decoded_whole(max_turn_tokens):
+    """The reward reads each turn after the prompt and the conversation before it, kept turn by turn
+    (no re-decoding of the prefix at every turn end): the same text as decoding that prefix whole,
+    with random tokens (byte pieces of split characters among them) and turns cut at the limit."""
+    env = _make(max_turn_tokens=max_turn_tokens)
+    setup, score = env.setup, env.setup.score
+    prompts = []
+
+    def recording(completions):
+        prompts.extend(c.prompt for c in completions)
+        return score(completions)
+
+    env.setup.score = recording
+    rng = np.random.default_rng(0)
+    for index in range(6):
+        prompts.clear()
+        env.reset(seed=index, options={"index": index})
+        done, info = False, {}
+        while not done:
+            token = setup.eos_token_id if rng.random() < 0.15 else int(rng.integers(setup.vocab_size))
+            obs, _, terminated, truncated, info = env.step(token)
+            done = terminated or truncated
+        gen = obs["input_ids"][setup.max_prompt_tokens:][obs["attention_mask"][setup.max_prompt_tokens:] == 1]
+        starts = [start for start, _ in info["turn_bounds"]]
+        assert len(prompts) == len(starts) >= 1
+        for prompt, start in zip(prompts, starts, strict=True):
+            assert prompt == setup.encode(index).text + setup.tokenizer.decode(gen[:start].tolist())

@@ -47,10 +47,13 @@ class TurnState:
     inserted: list[tuple[str, str]] = field(default_factory=list)  # (role, text) inserted after each turn
     calls: list[dict[str, Any]] = field(default_factory=list)  # tool calls made: name, arguments, result, error
     tool_tokens: int = 0  # tokens the env wrote for tool turns (with the EOS it wrote to close a call)
+    # the conversation after the prompt up to ``start`` as the tokenizer decodes it (special tokens and
+    # template included): what the reward reads before the current turn, extended turn by turn
+    context: str = ""
 
     def copy(self) -> TurnState:
         return TurnState(self.turn, self.start, list(self.texts), list(self.rewards), list(self.bounds),
-                         dict(self.parts), list(self.inserted), list(self.calls), self.tool_tokens)
+                         dict(self.parts), list(self.inserted), list(self.calls), self.tool_tokens, self.context)
 
 
 @dataclass(frozen=True)
@@ -210,7 +213,7 @@ def plan_move(setup: Any, state: TurnState, index: int, generated: Sequence[int]
     full = not eos and n_after >= setup.max_new_tokens
     example = setup.examples[index]
     k = state.turn
-    context = setup.encode(index).text + setup.tokenizer.decode(list(generated[:state.start]))
+    context = setup.encode(index).text + state.context
     replies = example.metadata.get("replies", ())
     c = Completion(prompt=context, text=setup.tokenizer.decode(turn_ids, skip_special_tokens=True),
                    token_ids=tuple(int(t) for t in turn_ids),
@@ -243,7 +246,8 @@ def turn_info(setup: Any, state: TurnState, index: int, move: Move, total: float
     state.bounds.append((state.start, end))
     for name, value in parts.items():
         state.parts[name] = state.parts.get(name, 0.0) + float(value)
-    if move.reply is not None:
+    if move.reply is not None:  # the episode goes on: the turn, its EOS and the reply join the context
+        state.context += setup.tokenizer.decode([*c.token_ids, setup.eos_token_id, *move.reply.ids])
         state.inserted.append((move.reply.role, move.reply.text))
         if move.reply.call is not None:
             state.calls.append(dict(move.reply.call))
