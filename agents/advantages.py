@@ -105,28 +105,38 @@ def length_penalty(lengths: torch.Tensor, ref_length: float, band: tuple[float, 
     return coef * torch.maximum(below, above).clamp(min=0) / ref_length
 
 
-def rollout_batch(scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, old_logp: torch.Tensor,
+def rollout_batch(episode_rewards: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, old_logp: torch.Tensor,
                   old_values: torch.Tensor, kl_coef: float, advantage: str = "gae", group_size: int = 1,
                   gamma: float = 1.0, lam: float = 0.95, whiten_advantages: bool = True,
-                  scale_group: bool = True) -> RolloutBatch:
-    """Advantages and returns from the task scores ``(N,)`` and the per-token KL ``(N, T)``.
+                  scale_group: bool = True, action_rewards: torch.Tensor | None = None) -> RolloutBatch:
+    """Advantages and returns from each episode's reward ``(N,)`` and the per-action KL ``(N, T)``.
 
-    ``"gae"``: per-token rewards ``-kl_coef * kl`` with the score added at each episode's last
-    token, then :func:`gae` over the value head's estimates (whitened over real tokens when
-    ``whiten_advantages``). ``"grpo"``/``"rloo"``: one sequence reward ``score - kl_coef * sum(kl)``
-    per episode, :func:`group_advantages` over groups of ``group_size`` (``scale_group=False``:
-    GRPO without the division by the group's std, as Dr. GRPO), the same advantage on every token
-    of the episode, no returns.
+    ``"gae"``: per-action rewards ``-kl_coef * kl`` with the episode's reward added at its last
+    action, then :func:`gae` over the value head's estimates (whitened over real actions when
+    ``whiten_advantages``). ``action_rewards`` ``(N, T)`` (per-turn credit) places those rewards at
+    their own actions instead, and only the rest of the episode's reward (``episode_rewards`` minus
+    their sum: the shaping) at its last action: the total is the same, a turn's reward no longer
+    reaches the turns before it undiscounted. ``"grpo"``/``"rloo"``: one sequence reward
+    ``reward - kl_coef * sum(kl)`` per episode, :func:`group_advantages` over groups of ``group_size``
+    (``scale_group=False``: GRPO without the division by the group's std, as Dr. GRPO), the same
+    advantage on every action of the episode, no returns.
     """
     if advantage == "gae":
         rewards = -kl_coef * kl
         lengths = mask.sum(1).long()
-        rewards[torch.arange(len(scores)), lengths - 1] += scores
+        at_end = episode_rewards
+        if action_rewards is not None:
+            placed = action_rewards.to(rewards.dtype) * mask
+            rewards = rewards + placed
+            at_end = episode_rewards - placed.sum(1)
+        rewards[torch.arange(len(episode_rewards)), lengths - 1] += at_end
         advantages, returns = gae(rewards, old_values, mask, gamma, lam)
         if whiten_advantages:
             advantages = whiten(advantages, mask)
     else:
-        seq = scores - kl_coef * kl.sum(1)
+        if action_rewards is not None:
+            raise ValueError(f"per-action rewards need the gae advantage; {advantage} scores whole episodes")
+        seq = episode_rewards - kl_coef * kl.sum(1)
         adv = group_advantages(seq, group_size, advantage, scale=scale_group)
         advantages, returns = adv[:, None] * mask, torch.zeros_like(mask)
     return RolloutBatch(mask, old_logp, old_values, advantages, returns)

@@ -357,9 +357,12 @@ class PPOTrainer:
     def _advantages(self, rollout: Rollout, scored: Scored) -> RolloutBatch:
         """Advantages and returns (:func:`agents.advantages.rollout_batch`) beside what the rollout recorded."""
         cfg = self.cfg
+        # per-turn credit: the env's rewards, scaled as the returns are, at the actions they came with
+        turns = rollout.rewards.to(self.device) * cfg.reward_scale if cfg.credit == "turn" else None
         return rollout_batch(scored.episode_rewards, scored.kl, scored.mask, rollout.logprobs.to(self.device),
                              rollout.values.to(self.device), self.kl.value, cfg.advantage, cfg.samples_per_prompt,
-                             cfg.gamma, cfg.lam, cfg.whiten_advantages, scale_group=cfg.loss_type != "dr_grpo")
+                             cfg.gamma, cfg.lam, cfg.whiten_advantages, scale_group=cfg.loss_type != "dr_grpo",
+                             action_rewards=turns)
 
     def _after_update(self, it: int, scored: Scored, n_episodes: int) -> None:
         """What a successful update moves on: the NLPO masking model, the failure count, the KL coefficient."""

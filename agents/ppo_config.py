@@ -47,6 +47,12 @@ class PPOConfig(EnvContext):
     mask_update_every: int = arg(0, "NLPO: copy the policy into the masking model every N iterations "
                                     "(0: it stays the starting policy)")
     advantage: Literal["gae", "grpo", "rloo"] = arg("gae", "advantage estimator: value-head GAE or a group baseline")
+    credit: Literal["episode", "turn"] = arg(
+        "episode", "where GAE puts the env's rewards: 'episode' (the return at the episode's last action) or 'turn' "
+                   "(each reward at the action it came with: a multi-turn episode's turn rewards at each turn's last "
+                   "action, so an early reply is credited with its own turn, not the later ones); the shaping "
+                   "(scale aside) stays at the last action, so an episode's total reward is the same either way; "
+                   "needs --advantage gae")
     loss_type: Literal["token", "sequence", "dr_grpo"] = arg(
         "token", "how the policy loss and entropy bonus are averaged over a minibatch: 'token' (sum over real "
                  "tokens / their number: every token weighs the same; TRL's 'bnpo', DAPO's), 'sequence' (mean over "
@@ -133,6 +139,8 @@ class PPOConfig(EnvContext):
             raise ValueError("keep_best needs eval_every > 0: best/ is chosen by the held-out eval")
         if self.advantage != "gae" and self.samples_per_prompt < 2:
             raise ValueError(f"advantage={self.advantage!r} needs samples_per_prompt >= 2")
+        if self.credit == "turn" and self.advantage != "gae":
+            raise ValueError(f"credit='turn' needs advantage='gae': {self.advantage} scores whole episodes")
         if self.mask_top_k < 0 or self.mask_update_every < 0 or not 0 < self.mask_top_p <= 1:
             raise ValueError(f"need mask_top_k >= 0, mask_update_every >= 0 and 0 < mask_top_p <= 1, got "
                              f"{self.mask_top_k}, {self.mask_update_every}, {self.mask_top_p}")

@@ -144,6 +144,27 @@ def test_rollout_batch_gae_puts_the_score_on_the_last_token_and_the_kl_on_every_
     assert rb.rows(torch.tensor([0])).mask.tolist() == mask.tolist()
 
 
+def test_per_turn_credit_puts_each_turns_reward_at_its_last_action_and_the_shaping_at_the_end():
+    """Two turns of two actions, rewards 1 and 2 at each turn's last action, an episode reward of 2.5
+    (its return 3 less 0.5 of shaping), an empty third slot of padding. Reward-to-go (gamma = lam =
+    1, no values): the first turn is credited 2.5 either way (its own reward and the later ones),
+    but the second turn only its own 2 less the shaping under per-turn credit, 2.5 without."""
+    mask = torch.tensor([[1.0, 1.0, 1.0, 1.0, 0.0]])
+    turns = torch.tensor([[0.0, 1.0, 0.0, 2.0, 0.0]], dtype=torch.float64)
+    zeros = torch.zeros(1, 5)
+    kw = dict(kl_coef=0.0, advantage="gae", gamma=1.0, lam=1.0, whiten_advantages=False)
+    episode = rollout_batch(torch.tensor([2.5]), zeros, mask, zeros, zeros, **kw)
+    per_turn = rollout_batch(torch.tensor([2.5]), zeros, mask, zeros, zeros, action_rewards=turns, **kw)
+    assert episode.advantages[0].tolist() == pytest.approx([2.5, 2.5, 2.5, 2.5, 0.0])
+    assert per_turn.advantages[0].tolist() == pytest.approx([2.5, 2.5, 1.5, 1.5, 0.0])
+    lam = rollout_batch(torch.tensor([2.5]), zeros, mask, zeros, zeros, action_rewards=turns,
+                        **{**kw, "lam": 0.5})  # rewards 0, 1, 0, 1.5: adv_t = r_t + 0.5 adv_t+1
+    assert lam.advantages[0].tolist() == pytest.approx([0.6875, 1.375, 0.75, 1.5, 0.0])
+    with pytest.raises(ValueError, match="need the gae advantage"):
+        rollout_batch(torch.tensor([2.5, 1.0]), torch.zeros(2, 5), mask.repeat(2, 1), torch.zeros(2, 5),
+                      torch.zeros(2, 5), kl_coef=0.0, advantage="rloo", group_size=2, action_rewards=turns.repeat(2, 1))
+
+
 def test_rollout_batch_group_advantage_subtracts_the_summed_kl_per_episode():
     kl = torch.tensor([[0.5, 0.0], [1.0, 0.0]])
     mask = torch.tensor([[1.0, 0.0], [1.0, 1.0]])

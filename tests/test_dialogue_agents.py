@@ -129,6 +129,31 @@ def test_ppo_trains_on_dialogue(tmp_path):
     assert not torch.equal(before, trainer.policy.model.lm_head.weight)
 
 
+def test_per_turn_credit_gives_the_learner_each_turns_reward_where_the_turn_ended(tmp_path, monkeypatch):
+    """``credit="turn"``: GAE gets the env's rewards at the actions they came with (each turn's
+    reward at the action that ended it), scaled as the returns are; a group baseline refuses it."""
+    import agents.advantages as advantages
+    import agents.ppo as ppo
+
+    seen, rollouts = {}, []
+    monkeypatch.setattr(ppo, "rollout_batch", lambda *a, **kw: seen.update(kw) or advantages.rollout_batch(*a, **kw))
+    original = PPOTrainer.rollout
+    monkeypatch.setattr(PPOTrainer, "rollout", lambda self, it: rollouts.append(original(self, it)) or rollouts[-1])
+    cfg = PPOConfig(env="TextDialogue-v0", model="tiny", iterations=1, prompts_per_iter=4, epochs=1,
+                    minibatch_size=2, lr=1e-3, tensorboard=False, progress=False, checkpoint_every=1,
+                    runs=str(tmp_path), max_new_tokens=120, credit="turn", reward_scale=2.0)
+    PPOTrainer(cfg).step()
+    record = rollouts[0][0]
+    placed = seen["action_rewards"].cpu()
+    torch.testing.assert_close(placed, 2.0 * record.rewards)
+    for i, ep in enumerate(record):  # a reward only where a turn ended: one per turn the episode had
+        assert (placed[i] != 0).sum() <= len(ep.info["turns"]) and placed[i].sum() == pytest.approx(
+            2.0 * ep.info["return"])
+    assert sum(len(ep.info["turns"]) > 1 for ep in record) >= 1  # some episode had several turns to credit
+    with pytest.raises(ValueError, match="credit='turn' needs advantage='gae'"):
+        PPOConfig(env="TextDialogue-v0", model="tiny", credit="turn", advantage="rloo", samples_per_prompt=2)
+
+
 def test_sft_learns_whole_conversations_laid_out_as_the_env_does():
     setup = gym.make("TextDialogue-v0", model="tiny", max_turn_tokens=40).unwrapped.setup
     ids, labels = conversation(setup, 0)
