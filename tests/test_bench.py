@@ -60,3 +60,26 @@ def test_turns_benchmark_on_tool_episodes_agrees_across_paths():
 
     out = main(["--models", "tiny", "--num-envs", "2", "--tools", "--difficulty", "2", "--repeats", "1"])
     assert out["tiny/2/identical"] == 1.0 and out["tiny/2/extend"] > 0 and out["tiny/2/re-prefill"] > 0
+
+
+def test_the_learner_benchmarks_dense_variant_is_the_same_learner(monkeypatch):
+    """evals.benchmarks.learner's "before" (LM head over every generated column) scores a multi-turn
+    batch as the learner does (LM head at the actions only): only its memory may differ."""
+    import gymnasium as gym
+    import torch
+
+    import agents.policy as policy_module
+    from agents.rollout import collect_rollout
+    from evals.benchmarks.learner import _dense_columns
+
+    envs = gym.make_vec("TextDialogue-v0", num_envs=3, model="tiny", autoreset_mode="same_step",
+                        max_turn_tokens=6, max_new_tokens=60)
+    policy = policy_module.LMActorCritic.from_pretrained("tiny", tokenizer=envs.unwrapped.setup.tokenizer)
+    batch = collect_rollout(envs, policy, [0, 1, 2], seed=0, generator=torch.Generator().manual_seed(0)).batch
+    with torch.no_grad():
+        actions = policy.evaluate(batch)
+        monkeypatch.setattr(policy_module, "_action_columns", _dense_columns)
+        dense = policy.evaluate(batch)
+    for a, b in zip(actions, dense, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert batch.gen_len > batch.action_index.shape[1]  # inserted turns: the two really differ in what they compute
