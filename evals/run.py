@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from agents.distributed import Dist
+from agents.pipeline import default_root
 from agents.tracking import StageMemory, peak_rss_gb
 from evals.generate import Decoding, Generation
 from evals.report import SEED_MARK, collect_run_info, leaderboard_paths, write_leaderboard
@@ -61,7 +62,7 @@ __all__ = ["SUITES", "RunConfig", "main", "parse_start", "suite_config"]
 
 logger = logging.getLogger(__name__)
 
-PIPELINE = "runs/pipeline/{task}__" + Path(DEFAULT_MODEL).name  # agents.pipeline's default root
+PIPELINE = str(default_root("{task}", DEFAULT_MODEL))  # the suites' checkpoints, a template of the task
 
 
 @dataclass(frozen=True)
