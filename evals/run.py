@@ -35,7 +35,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -473,6 +473,88 @@ def suite_config(run: RunConfig) -> SuiteConfig:
     )
 
 
+@dataclass
+class _Made:
+    """What a run did about the suite's missing checkpoints: what it trained (the pipelines' reports),
+    the (policy, task) rows left out for want of one and a header line for each."""
+
+    trained: list[dict] = field(default_factory=list)
+    not_made: set[tuple[str, str]] = field(default_factory=set)
+    left_out: list[str] = field(default_factory=list)
+    train: bool = False  # it trained: a checkpoint it could not make then fails the run
+
+
+def _make_or_leave_out(args: RunConfig, cfg: SuiteConfig, preset: str, dist: Dist, start: float) -> _Made:
+    """Train the suite's missing checkpoints when the run is the suite's own (no ``--policy``, or
+    ``--make``; never ``--no-make`` or another base model); otherwise leave their rows out, saying why."""
+    missing = missing_checkpoints(cfg, preset)
+    # a run that names its own checkpoints (--policy) never trains the suite's unless --make asks
+    if not (missing and not args.no_make and (args.make or not args.policy) and cfg.model == DEFAULT_MODEL):
+        why = ("--no-make" if args.no_make else "--policy given (add --make to train it)" if args.policy
+               else f"the suite trains them for {DEFAULT_MODEL} only")
+        left_out = [f"not evaluated: {p} on {t} ({path} not made, or made with other settings: {why})"
+                    for p, t, path in missing]
+        for line in left_out:
+            logger.warning(line)
+        return _Made(not_made={(p, t) for p, t, _ in missing}, left_out=left_out)
+    logger.info(training_plan(missing, preset, cfg.device))
+    trained: list[dict] = []
+    if dist.is_main:  # the others wait, then every process reads from the disk what was made
+        trained = make_checkpoints(tuple(dict.fromkeys(t for _, t, _ in missing)), preset, cfg.model, cfg.device,
+                                   cfg.precision, progress=cfg.progress, rl_seeds=args.seeds)
+        logger.info("checkpoints ready after %.0f s", time.perf_counter() - start)
+    dist.barrier()
+    stopped = {r["env"]: r["failed"] for r in trained if "failed" in r}
+    unmade = [(p, t, path) for p, t, path in missing if not is_complete(path)]  # every process sees the disk
+    left_out = [f"not evaluated: {p} on {t} ({path} not made: {stopped.get(t, 'its training stopped')})"
+                for p, t, path in unmade]
+    return _Made(trained, {(p, t) for p, t, _ in unmade}, left_out, train=True)
+
+
+def _present_reward_models(cfg: SuiteConfig) -> SuiteConfig:
+    """``cfg`` without the reward models that do not exist, each named in a warning where its task is
+    evaluated (its rm rows then fail by name)."""
+    present = {env: path for env, path in cfg.reward_models.items() if Path(path).exists()}
+    for env, path in cfg.reward_models.items():
+        if env not in present and env in cfg.envs:
+            logger.warning("reward model %s=%s not found: rm_score and best-of-n are skipped for that task", env, path)
+    return replace(cfg, reward_models=present)
+
+
+def _generate(cfg: SuiteConfig, dist: Dist) -> tuple[list[Generation], list[Failure]]:
+    """This process's share of the generations and failures, gathered from every process under accelerate."""
+    failures: list[Failure] = []
+    with StageMemory() as meter:
+        gens = generate_all(cfg, shard=(dist.rank, dist.world), failures=failures)
+        mem = meter.lap()
+    logger.info("evaluation generated %d completions; peak RSS %.2f GB", len(gens), mem.get("peak_gb", float("nan")))
+    if dist.world > 1:
+        logger.info("process %d/%d generated %d completions", dist.rank, dist.world, len(gens))
+        gens = [Generation(**g) for g in dist.gather([g.to_dict() for g in gens])]
+        # a (policy, task) split across processes fails on each of them: report it once
+        failures = list(dict.fromkeys(Failure(**f) for f in dist.gather([vars(f) for f in failures])))
+    return gens, failures
+
+
+def _header_notes(cfg: SuiteConfig, made: _Made, kept: dict[tuple[str, str], str], failures: list[Failure],
+                  train_secs: float, eval_secs: float) -> list[str]:
+    """The leaderboard header's lines: time and memory, what was trained, examples per task, the
+    reward models' accuracies, and every row not in the table with why."""
+    peak = peak_rss_gb()
+    timing = (f"wall time {(train_secs + eval_secs) / 60:.1f} min (training {train_secs:.0f} s, evaluation "
+              f"{eval_secs:.0f} s); peak RSS " + ("n/a" if peak is None else f"{peak:.2f} GB")
+              + " (this process, training and evaluation)")
+    limits = env_limits(cfg)
+    per_task = [f"{t}: {limits[t] if limits[t] is not None else 'all'} test examples"
+                + (f" x {cfg.samples[t]} samples" if cfg.samples.get(t, 1) > 1 else "") for t in cfg.envs]
+    names = {_name(p) for p in cfg.policies}
+    by_design = [f"not run by design: {p} on {t}" for p, t in sorted(set(cfg.skip))
+                 if t in cfg.envs and p in names and (p, t) not in made.not_made]
+    return ([timing, *stage_notes(made.trained), "examples per task: " + "; ".join(per_task)]
+            + reward_model_notes(cfg.reward_models) + list(kept.values()) + by_design + made.left_out
+            + [f"not evaluated: policy {f.policy} on {f.env} ({f.message})" for f in failures])
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("absl").setLevel(logging.WARNING)  # rouge-score logs every tokenizer it builds
@@ -486,55 +568,13 @@ def main(argv: list[str] | None = None) -> int:
     check_config(cfg)
     resolve_device(cfg.device)
     dist = Dist()  # one process unless launched with accelerate
-    is_main = dist.is_main
     start = time.perf_counter()
-    missing = missing_checkpoints(cfg, suite.preset)
-    # a run that names its own checkpoints (--policy) never trains the suite's unless --make asks
-    train = bool(missing) and not args.no_make and (args.make or not args.policy) and cfg.model == DEFAULT_MODEL
-    trained: list[dict] = []
-    left_out: list[str] = []
-    not_made: set[tuple[str, str]] = set()  # (policy, task) left out because its checkpoint is missing
-    if train:
-        logger.info(training_plan(missing, suite.preset, cfg.device))
-        if is_main:
-            trained = make_checkpoints(tuple(dict.fromkeys(t for _, t, _ in missing)), suite.preset, cfg.model,
-                                       cfg.device, cfg.precision, progress=cfg.progress, rl_seeds=args.seeds)
-            logger.info("checkpoints ready after %.0f s", time.perf_counter() - start)
-        dist.barrier()
-        stopped = {r["env"]: r["failed"] for r in trained if "failed" in r}
-        unmade = [(p, t, path) for p, t, path in missing if not is_complete(path)]  # every process sees the disk
-        left_out = [f"not evaluated: {p} on {t} ({path} not made: {stopped.get(t, 'its training stopped')})"
-                    for p, t, path in unmade]
-        not_made = {(p, t) for p, t, _ in unmade}
-        cfg = replace(cfg, skip=cfg.skip + tuple(sorted(not_made)))
-    elif missing:
-        why = ("--no-make" if args.no_make else "--policy given (add --make to train it)" if args.policy
-               else f"the suite trains them for {DEFAULT_MODEL} only")
-        left_out = [f"not evaluated: {p} on {t} ({path} not made, or made with other settings: {why})"
-                    for p, t, path in missing]
-        for line in left_out:
-            logger.warning(line)
-        not_made = {(p, t) for p, t, _ in missing}
-        cfg = replace(cfg, skip=cfg.skip + tuple(sorted(not_made)))
+    made = _make_or_leave_out(args, cfg, suite.preset, dist, start)
+    cfg = replace(cfg, skip=cfg.skip + tuple(sorted(made.not_made)))
     train_secs = time.perf_counter() - start
-    # reward models that do not exist are dropped with a message (rm rows then fail by name)
-    present = {env: path for env, path in cfg.reward_models.items() if Path(path).exists()}
-    for env, path in cfg.reward_models.items():
-        if env not in present and env in cfg.envs:
-            logger.warning("reward model %s=%s not found: rm_score and best-of-n are skipped for that task", env, path)
-    cfg = replace(cfg, reward_models=present)
-    failures: list[Failure] = []
-    shard = (dist.rank, dist.world)
-    with StageMemory() as meter:
-        gens = generate_all(cfg, shard=shard, failures=failures)
-        mem = meter.lap()
-    logger.info("evaluation generated %d completions; peak RSS %.2f GB", len(gens), mem.get("peak_gb", float("nan")))
-    if dist.world > 1:
-        logger.info("process %d/%d generated %d completions", dist.rank, dist.world, len(gens))
-        gens = [Generation(**g) for g in dist.gather([g.to_dict() for g in gens])]
-        # a (policy, task) split across processes fails on each of them: report it once
-        failures = list(dict.fromkeys(Failure(**f) for f in dist.gather([vars(f) for f in failures])))
-    if not is_main:
+    cfg = _present_reward_models(cfg)
+    gens, failures = _generate(cfg, dist)
+    if not dist.is_main:
         return 0
     if not gens:
         print("error: no policy produced any generation; see the messages above", file=sys.stderr)
@@ -544,30 +584,16 @@ def main(argv: list[str] | None = None) -> int:
     for (policy, env) in kept:
         df.loc[(df["policy"] == policy) & (df["task"] == env), "policy"] = f"{policy} (= sft)"
     eval_secs = time.perf_counter() - start - train_secs
-    peak = peak_rss_gb()
-    timing = [f"wall time {(train_secs + eval_secs) / 60:.1f} min (training {train_secs:.0f} s, evaluation "
-              f"{eval_secs:.0f} s); peak RSS " + ("n/a" if peak is None else f"{peak:.2f} GB")
-              + " (this process, training and evaluation)"]
-    limits = env_limits(cfg)
-    per_task = [f"{t}: {limits[t] if limits[t] is not None else 'all'} test examples"
-                + (f" x {cfg.samples[t]} samples" if cfg.samples.get(t, 1) > 1 else "")
-                for t in cfg.envs]
     info = collect_run_info(suite=args.name or args.suite, seeds=[cfg.seed, *args.seeds], model=cfg.model,
                             decoding=vars(cfg.decoding), limit=cfg.limit, budgets=suite.budgets,
-                            notes=timing + stage_notes(trained) + ["examples per task: " + "; ".join(per_task)]
-                            + reward_model_notes(cfg.reward_models) + list(kept.values())
-                            + [f"not run by design: {p} on {t}" for p, t in sorted(set(cfg.skip))
-                               if t in cfg.envs and any(_name(x) == p for x in cfg.policies)
-                               and (p, t) not in not_made]
-                            + left_out
-                            + [f"not evaluated: policy {f.policy} on {f.env} ({f.message})" for f in failures])
+                            notes=_header_notes(cfg, made, kept, failures, train_secs, eval_secs))
     paths = write_leaderboard(df, args.out, args.name or args.suite, info, metrics=cfg.metrics)
     secs = time.perf_counter() - start
     print(f"wrote {', '.join(str(p) for p in paths.values())} in {secs:.0f} s")
     for f in failures:
         print(f"failed: policy {f.policy!r} on {f.env}: {f.message}", file=sys.stderr)
     # the table (its header names what is missing) is written either way
-    return 1 if failures or (train and not_made) else 0
+    return 1 if failures or (made.train and made.not_made) else 0
 
 
 if __name__ == "__main__":

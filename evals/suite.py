@@ -192,15 +192,40 @@ def _env_indices(envs, cfg: SuiteConfig, env: str) -> list[int]:
 def generate_all(cfg: SuiteConfig, shard: tuple[int, int] = (0, 1),
                  failures: list[Failure] | None = None) -> list[Generation]:
     """Every policy's generations (with their model-based scores) for this shard's batches."""
-    from agents.policy import LMActorCritic, Sampling
-    from textenv.devices import autocast, resolve_device
-    from textenv.models import is_tiny, load_tokenizer
-    from textenv.rewards import resolve
+    from textenv.devices import resolve_device
 
     failures = failures if failures is not None else []
     specs = check_config(cfg)
     device = resolve_device(cfg.device)
     rank, world = shard
+    envs = _open_envs(cfg, specs, failures)
+    references = _base_models(cfg, envs, device)
+    rms: dict[str, Any] = {}  # task -> its reward model, loaded once per task, not once per policy
+    out: list[Generation] = []
+    unit = 0  # batches are dealt to processes round-robin across all (policy, task) pairs
+    for spec in specs:
+        for env, vec in envs.items():
+            if _left_out(spec, env, vec.unwrapped.setup, cfg):
+                continue
+            every = batches(_env_indices(vec, cfg, env), cfg.decoding.batch_size)
+            mine = [b for j, b in enumerate(every) if (unit + j) % world == rank]
+            unit += len(every)
+            if not mine:
+                continue
+            reference = references[id(vec.unwrapped.setup.tokenizer)]
+            try:
+                out.extend(_generate_pair(spec, env, vec, mine, cfg, reference, rms, device))
+            except Exception as exc:  # noqa: BLE001 - one failing (policy, task) must not sink the table
+                logger.error("policy %r on %s skipped: %s: %s", spec.name, env, type(exc).__name__, exc)
+                failures.append(Failure(spec.name, env, f"{type(exc).__name__}: {exc}"))
+    return out
+
+
+def _open_envs(cfg: SuiteConfig, specs: Sequence[PolicySpec], failures: list[Failure]) -> dict[str, Any]:
+    """Each task's vector env; a task whose env cannot be made (an empty test split) is a failure of
+    every policy on it, and the other tasks still run."""
+    from textenv.models import is_tiny, load_tokenizer
+
     tokenizer = None if is_tiny(cfg.model) else load_tokenizer(cfg.model)
     envs = {}
     for env in cfg.envs:
@@ -209,49 +234,57 @@ def generate_all(cfg: SuiteConfig, shard: tuple[int, int] = (0, 1),
         except Exception as exc:  # noqa: BLE001 - e.g. an empty test split: the other tasks still run
             logger.error("env %s skipped: %s: %s", env, type(exc).__name__, exc)
             failures.extend(Failure(s.name, env, f"{type(exc).__name__}: {exc}") for s in specs)
+    return envs
+
+
+def _base_models(cfg: SuiteConfig, envs: Mapping[str, Any], device: Any) -> dict[int, Any]:
+    """The base model (the KL reference, and the policy of a row on ``cfg.model``) once per distinct
+    tokenizer, keyed by the tokenizer's ``id``: "tiny" has one tokenizer per task."""
+    from agents.policy import LMActorCritic, Sampling
+
     sampling = Sampling(temperature=cfg.decoding.temperature, top_p=cfg.decoding.top_p)
-    references: dict[int, LMActorCritic] = {}  # one base model per distinct tokenizer ("tiny" has one per task)
+    references: dict[int, Any] = {}
     for vec in envs.values():
         tok = vec.unwrapped.setup.tokenizer
         if id(tok) not in references:
             references[id(tok)] = LMActorCritic.from_pretrained(cfg.model, tokenizer=tok, sampling=sampling).to(device)
-    loaded_rms: dict[str, Any] = {}
+    return references
+
+
+def _left_out(spec: PolicySpec, env: str, setup: Any, cfg: SuiteConfig) -> bool:
+    """Whether the suite leaves ``spec`` out on ``env``, saying why: the ``reference`` row of a task
+    without references, or a pair in ``cfg.skip``."""
+    if spec.kind == "reference" and not setup.examples[0].references:
+        logger.info("env %s has no references: no 'reference' row", env)
+        return True
+    if (spec.name, env) in cfg.skip:
+        logger.info("policy %r on %s: left out by the suite's design (skip)", spec.name, env)
+        return True
+    return False
+
+
+def _generate_pair(spec: PolicySpec, env: str, vec: Any, mine: Sequence[Sequence[int]], cfg: SuiteConfig,
+                   reference: Any, rms: dict[str, Any], device: Any) -> list[Generation]:
+    """One (policy, task)'s generations on this process's batches ``mine``, with their model-based
+    scores; the task's reward model is loaded into ``rms`` the first time a policy needs it."""
+    from textenv.devices import autocast
+    from textenv.rewards import resolve
+
+    setup = vec.unwrapped.setup
+    policy = None
+    if spec.kind in ("model", "best_of_n", "majority_vote"):
+        path = (spec.path or cfg.model).format(task=env)
+        policy = reference if path == cfg.model else load_policy(path, setup.tokenizer, cfg.decoding).to(device)
+    if env in cfg.reward_models and env not in rms:
+        rms[env] = resolve("classifier", path=cfg.reward_models[env], device=str(device))
+    rm = rms.get(env)
     out: list[Generation] = []
-    unit = 0  # batches are dealt to processes round-robin across all (policy, task) pairs
-    for spec in specs:
-        for env, vec in envs.items():
-            setup = vec.unwrapped.setup
-            tok = setup.tokenizer
-            reference = references[id(tok)]
-            if spec.kind == "reference" and not setup.examples[0].references:
-                logger.info("env %s has no references: no 'reference' row", env)
-                continue
-            if (spec.name, env) in cfg.skip:
-                logger.info("policy %r on %s: left out by the suite's design (skip)", spec.name, env)
-                continue
-            every = batches(_env_indices(vec, cfg, env), cfg.decoding.batch_size)
-            mine = [b for j, b in enumerate(every) if (unit + j) % world == rank]
-            unit += len(every)
-            if not mine:
-                continue
-            try:
-                policy = None
-                if spec.kind in ("model", "best_of_n", "majority_vote"):
-                    path = (spec.path or cfg.model).format(task=env)
-                    policy = reference if path == cfg.model else load_policy(path, tok, cfg.decoding).to(device)
-                if env in cfg.reward_models and env not in loaded_rms:  # loaded once per task, not once per policy
-                    loaded_rms[env] = resolve("classifier", path=cfg.reward_models[env], device=str(device))
-                rm = loaded_rms.get(env)
-                for idx in tqdm(mine, desc=f"{spec.name} / {env}", disable=not cfg.progress, leave=False):
-                    with autocast(device, cfg.precision):
-                        gens = generate(spec, env, vec, idx, cfg.seed, policy=policy, reward_model=rm,
-                                        samples=cfg.samples.get(env, 1), packed=cfg.packed)
-                        _model_scores(gens, policy, reference, rm, setup, metric_wanted(cfg, env))
-                    out.extend(gens)
-            except Exception as exc:  # noqa: BLE001 - one failing (policy, task) must not sink the table
-                logger.error("policy %r on %s skipped: %s: %s", spec.name, env, type(exc).__name__, exc)
-                failures.append(Failure(spec.name, env, f"{type(exc).__name__}: {exc}"))
-                out = [g for g in out if not (g.policy == spec.name and g.task == env)]
+    for idx in tqdm(mine, desc=f"{spec.name} / {env}", disable=not cfg.progress, leave=False):
+        with autocast(device, cfg.precision):
+            gens = generate(spec, env, vec, idx, cfg.seed, policy=policy, reward_model=rm,
+                            samples=cfg.samples.get(env, 1), packed=cfg.packed)
+            _model_scores(gens, policy, reference, rm, setup, metric_wanted(cfg, env))
+        out.extend(gens)
     return out
 
 
