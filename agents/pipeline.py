@@ -43,7 +43,8 @@ from agents.tracking import StageMemory
 from textenv.context import ENV_HELP, EnvContext
 from textenv.io import FolderLock, atomic_dir, atomic_write, ensure_replaceable, is_complete, remove_stale
 
-__all__ = ["PipelineConfig", "Stage", "main", "outdated_stages", "plan_stages", "recipe_changes", "run_pipeline"]
+__all__ = ["PipelineConfig", "Stage", "default_root", "main", "outdated_stages", "plan_stages", "recipe_changes",
+           "run_pipeline"]
 
 logger = logging.getLogger(__name__)
 
@@ -89,8 +90,15 @@ def _rl_seeds(cfg: PipelineConfig) -> tuple[int, ...]:
     return tuple(dict.fromkeys(cfg.rl_seeds)) or (cfg.seed,)
 
 
+def default_root(env: str, model: str) -> Path:
+    """Where a pipeline on ``env`` from ``model`` keeps its checkpoints without ``--out``:
+    ``runs/pipeline/<env>__<model's last path part>``. ``evals.run`` finds the suites' checkpoints
+    there, so both read this one spelling (two copies once drifted apart)."""
+    return Path("runs") / "pipeline" / f"{env}__{Path(model).name}"
+
+
 def stage_dirs(cfg: PipelineConfig) -> dict[str, Path]:
-    root = Path(cfg.out or Path("runs") / "pipeline" / f"{cfg.env}__{Path(cfg.model).name}")
+    root = Path(cfg.out or default_root(cfg.env, cfg.model))
     rl = {rl_stage(r, s, cfg.seed): root / rl_stage(r, s, cfg.seed) for s in _rl_seeds(cfg) for r in ("task", "rm")}
     return {"root": root, "sft": root / "sft", "reward_model": root / "reward_model", "ppo_task": root / "ppo_task",
             "ppo_rm": root / "ppo_rm", **rl, "ppo_runs": root / "ppo_runs"}

@@ -30,26 +30,28 @@ and the table gains ``pass@4`` next to ``accuracy`` (pass@1, reported on every t
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal, TypeVar
 
 from agents.distributed import Dist
+from agents.pipeline import PipelineConfig, default_root, outdated_stages, rl_stage, run_pipeline
 from agents.tracking import StageMemory, peak_rss_gb
-from evals.generate import Decoding, Generation
+from evals.generate import Decoding, Generation, parse_policy
 from evals.report import SEED_MARK, collect_run_info, leaderboard_paths, write_leaderboard
 from evals.suite import (
+    SAMPLES_FORM,
     Failure,
     SuiteConfig,
     check_config,
     env_limits,
     generate_all,
-    sample_counts,
     score_generations,
-    skipped,
 )
 from textenv.cli import RunFailed, arg, cli, parse_config
 from textenv.context import RunContext
@@ -57,11 +59,14 @@ from textenv.devices import resolve_device
 from textenv.io import is_complete
 from textenv.models import DEFAULT_MODEL
 
-__all__ = ["SUITES", "RunConfig", "main", "parse_start", "suite_config"]
+__all__ = ["SUITES", "RunConfig", "main", "parse_specs", "suite_config"]
 
 logger = logging.getLogger(__name__)
 
-PIPELINE = "runs/pipeline/{task}__" + Path(DEFAULT_MODEL).name  # agents.pipeline's default root
+V = TypeVar("V")
+Pairs = tuple[tuple[str, str], ...]  # (policy, its start) or (policy, task)
+
+PIPELINE = str(default_root("{task}", DEFAULT_MODEL))  # the suites' checkpoints, a template of the task
 
 
 @dataclass(frozen=True)
@@ -87,9 +92,14 @@ _POLICIES = (
 _STARTS = (("sft", "base"), ("rm", "sft"), ("vote", "sft"), ("ppo-task", "sft"), ("ppo-rm", "sft"))
 
 
-def _starts(policies: tuple[str, ...], starts: tuple[tuple[str, str], ...] = _STARTS) -> tuple[tuple[str, str], ...]:
+def _name(policy: str) -> str:
+    """A policy's name: ``NAME`` of ``NAME=PATH`` (``random`` and ``reference`` are their own)."""
+    return policy.partition("=")[0]
+
+
+def _starts(policies: tuple[str, ...], starts: Pairs = _STARTS) -> Pairs:
     """The pairs of ``starts`` whose two policies are both among ``policies``."""
-    names = {p.partition("=")[0] for p in policies}
+    names = {_name(p) for p in policies}
     return tuple((a, b) for a, b in starts if a in names and b in names)
 
 TOOLS_LIMIT = 200  # test problems of the tools suite (2 samples each): a 3x accuracy ratio is told from noise
@@ -99,12 +109,12 @@ _REASONING = "TextReasoning-v0"
 
 _QA = "TextQA-v0"
 _DIALOGUE = "TextDialogue-v0"
-_QA_POLICIES = tuple(p for p in _POLICIES if p.split("=")[0] in ("base", "sft", "ppo-task", "random", "reference"))
+_QA_POLICIES = tuple(p for p in _POLICIES if _name(p) in ("base", "sft", "ppo-task", "random", "reference"))
 _HARD = "TextReasoningHard-v0"
 _TOOLS = "TextReasoningTools-v0"
-_TOOLS_POLICIES = tuple(p for p in _POLICIES if p.split("=")[0] in ("base", "sft", "ppo-task"))
-_DIALOGUE_POLICIES = tuple(p for p in _POLICIES if p.split("=")[0] in
-                           ("base", "sft", "ppo-task", "ppo-rm", "random", "reference"))
+_TOOLS_POLICIES = tuple(p for p in _POLICIES if _name(p) in ("base", "sft", "ppo-task"))
+_DIALOGUE_POLICIES = tuple(p for p in _POLICIES if _name(p) in ("base", "sft", "ppo-task", "ppo-rm", "random",
+                                                                 "reference"))
 
 # What the quick presets train per task (agents.pipeline --ppo-reward, --reward-model): sentiment runs
 # PPO on VADER and on its reward model; summaries train a reward model for best-of-n only (PPO on it
@@ -125,15 +135,21 @@ QUICK_STAGES: dict[str, dict[str, object]] = {
 QUICK_MINUTES = {"TextSummarize-v0": 10.1, "TextSentiment-v0": 17.2, _REASONING: 5.0,
                  _QA: 11.7, _DIALOGUE: 26.7, _HARD: 3.6, _TOOLS: 11.4}
 
+
+
+def _reward_models(*envs: str) -> dict[str, str]:
+    """Each task's reward model as its suite pipeline trains it."""
+    return {env: f"{PIPELINE.format(task=env)}/reward_model" for env in envs}
+
+
 SUITES: dict[str, Suite] = {
     "quick": Suite(
         SuiteConfig(envs=_FULL_ENVS, policies=_POLICIES, starts=_starts(_POLICIES),
-                    reward_models=tuple(f"{t}={PIPELINE.format(task=t)}/reward_model"
-                                        for t in ("TextSummarize-v0", "TextSentiment-v0")),
+                    reward_models=_reward_models("TextSummarize-v0", "TextSentiment-v0"),
                     # reasoning on its whole test split (500): a 5-point change is then told from noise
-                    limit=64, limits=(f"{_REASONING}=500",), samples=(f"{_REASONING}=4",),
-                    skip=("ppo-rm=TextSummarize-v0", f"ppo-rm={_REASONING}", f"rm={_REASONING}",
-                          "vote=TextSummarize-v0", "vote=TextSentiment-v0"),
+                    limit=64, limits={_REASONING: 500}, samples={_REASONING: 4},
+                    skip=(("ppo-rm", "TextSummarize-v0"), ("ppo-rm", _REASONING), ("rm", _REASONING),
+                          ("vote", "TextSummarize-v0"), ("vote", "TextSentiment-v0")),
                     decoding=Decoding(temperature=0.7, max_new_tokens=32, batch_size=32)),
         preset="quick",
         budgets="CPU quick presets (agents.sft/reward_model/ppo --preset quick, the task's own quick-<task> where "
@@ -141,8 +157,8 @@ SUITES: dict[str, Suite] = {
     ),
     "full": Suite(
         SuiteConfig(envs=_FULL_ENVS, policies=_POLICIES, starts=_starts(_POLICIES),
-                    skip=("vote=TextSummarize-v0", "vote=TextSentiment-v0"),
-                    reward_models=tuple(f"{t}={PIPELINE.format(task=t)}/reward_model" for t in _FULL_ENVS),
+                    skip=(("vote", "TextSummarize-v0"), ("vote", "TextSentiment-v0")),
+                    reward_models=_reward_models(*_FULL_ENVS),
                     limit=256, decoding=Decoding(temperature=0.7, max_new_tokens=None, batch_size=64)),
         preset="default",
         budgets="GPU default presets (agents.ppo --preset default-<task>: PPO on sentiment and summaries, GRPO "
@@ -160,7 +176,7 @@ SUITES: dict[str, Suite] = {
     # first turns, then RLOO on the conversation's return under the heuristic reward and under the RM.
     "dialogue": Suite(
         SuiteConfig(envs=(_DIALOGUE,), policies=_DIALOGUE_POLICIES, starts=_starts(_DIALOGUE_POLICIES),
-                    reward_models=(f"{_DIALOGUE}={PIPELINE.format(task=_DIALOGUE)}/reward_model",),
+                    reward_models=_reward_models(_DIALOGUE),
                     limit=64, decoding=Decoding(temperature=0.7, max_new_tokens=None, batch_size=32)),
         preset="quick",
         budgets="CPU quick presets (agents.sft/reward_model/ppo --preset quick-dialogue where one exists: RLOO on "
@@ -170,7 +186,7 @@ SUITES: dict[str, Suite] = {
     # SFT on the answers; SFT on a few tool demonstrations, then GRPO on tool episodes.
     "tools": Suite(
         SuiteConfig(envs=(_HARD, _TOOLS), policies=_TOOLS_POLICIES, starts=_starts(_TOOLS_POLICIES),
-                    skip=(f"ppo-task={_HARD}",), limit=TOOLS_LIMIT, samples=(f"{_HARD}=2", f"{_TOOLS}=2"),
+                    skip=(("ppo-task", _HARD),), limit=TOOLS_LIMIT, samples={_HARD: 2, _TOOLS: 2},
                     # the issue's metrics: no KL to the base (a second forward over every ~190-token
                     # prompt, as much as generating); both samples of a prompt in one batch, one prefill
                     metrics=("accuracy", "pass@2", "tool_calls", "tool_error_rate", "length", "reward"),
@@ -188,8 +204,6 @@ def make_checkpoints(envs: tuple[str, ...], preset: str, model: str, device: str
     """Run the missing pipeline stages (SFT -> reward model -> PPO on the task reward and/or the
     reward model; the quick suite's per-task choice in :data:`QUICK_STAGES`) for every task; return
     each task's pipeline report (stage times and peak memory)."""
-    from agents.pipeline import run_pipeline
-
     reports = []
     for env in envs:
         try:
@@ -202,10 +216,8 @@ def make_checkpoints(envs: tuple[str, ...], preset: str, model: str, device: str
 
 
 def _pipeline_config(env: str, preset: str, model: str, device: str = "auto", precision: str = "auto",
-                     progress: bool = True, rl_seeds: tuple[int, ...] = ()) -> Any:
+                     progress: bool = True, rl_seeds: tuple[int, ...] = ()) -> PipelineConfig:
     """The :class:`agents.pipeline.PipelineConfig` that makes a suite's checkpoints for ``env``."""
-    from agents.pipeline import PipelineConfig
-
     stages = QUICK_STAGES if preset == "quick" else {}
     return PipelineConfig(env=env, model=model, preset=preset, out=PIPELINE.format(task=env), device=device,
                           precision=precision, progress=progress, rl_seeds=rl_seeds,
@@ -214,15 +226,13 @@ def _pipeline_config(env: str, preset: str, model: str, device: str = "auto", pr
 
 def rl_seeds_of(cfg: SuiteConfig) -> tuple[int, ...]:
     """The RL training seeds a suite's policies name (``NAME@seed<S>``, :func:`with_seeds`); empty: none."""
-    seeds = {int(run) for p in cfg.policies for _, mark, run in [p.partition("=")[0].partition(SEED_MARK)]
+    seeds = {int(run) for p in cfg.policies for _, mark, run in [_name(p).partition(SEED_MARK)]
              if mark and run.isdigit()}
     return tuple(sorted(seeds))
 
 
 def _outdated(cfg: SuiteConfig, preset: str, env: str, memo: dict[str, dict[str, list[str]]]) -> dict[str, list[str]]:
     """The finished stages of ``env``'s suite pipeline that it would rebuild (built with other settings)."""
-    from agents.pipeline import outdated_stages
-
     if env not in memo:
         memo[env] = {}
         if Path(PIPELINE.format(task=env)).is_dir():
@@ -238,15 +248,12 @@ def missing_checkpoints(cfg: SuiteConfig, preset: str | None = None) -> list[tup
     """``(policy, task, path)`` of each suite checkpoint (under ``runs/pipeline/``) that the run
     would evaluate and that is not there yet, or (given the suite's ``preset``) was built with
     other settings than the suite's pipeline would use now."""
-    from evals.generate import parse_policy
-
     memo: dict[str, dict[str, list[str]]] = {}
 
     def missing(env: str, path: str) -> bool:
         return not is_complete(path) or (preset is not None and Path(path).name in _outdated(cfg, preset, env, memo))
 
     out = []
-    skip = skipped(cfg)
     uses: set[str] = set()  # tasks on which some suite checkpoint is evaluated
     for item in cfg.policies:
         spec = parse_policy(item)
@@ -254,13 +261,12 @@ def missing_checkpoints(cfg: SuiteConfig, preset: str | None = None) -> list[tup
             continue
         for env in cfg.envs:
             path = spec.path.format(task=env)
-            if (spec.name, env) not in skip:
+            if (spec.name, env) not in cfg.skip:
                 uses.add(env)
                 if missing(env, path):
                     out.append((spec.name, env, path))
     root = PIPELINE.split("{task}")[0]
-    for item in cfg.reward_models:  # the suite's reward models (rm_score, best-of-n) come from the pipeline too
-        env, _, path = item.partition("=")
+    for env, path in cfg.reward_models.items():  # the suite's reward models (rm_score, best-of-n): the pipeline's too
         if env in uses and path.startswith(root) and missing(env, path):
             out.append(("reward_model", env, path))
     return out
@@ -292,10 +298,6 @@ def kept_start_notes(policies: tuple[str, ...], envs: tuple[str, ...]) -> dict[t
     """``(policy, task) -> note`` for each PPO checkpoint whose run kept its starting weights
     (``ppo_run.json`` iteration 0: keep-best found no held-out eval better than the start), so the
     table never shows the start as an RL result."""
-    import json
-
-    from evals.generate import parse_policy
-
     out = {}
     for item in policies:
         spec = parse_policy(item)
@@ -308,14 +310,11 @@ def kept_start_notes(policies: tuple[str, ...], envs: tuple[str, ...]) -> dict[t
     return out
 
 
-def reward_model_notes(reward_models: tuple[str, ...]) -> list[str]:
+def reward_model_notes(reward_models: Mapping[str, str]) -> list[str]:
     """One header line per task's reward model: its held-out pairwise accuracy, all pairs and
     length-matched, as its trainer measured them (``metrics.json``)."""
-    import json
-
     notes = []
-    for item in reward_models:
-        env, _, path = item.partition("=")
+    for env, path in reward_models.items():
         metrics_file = Path(path) / "metrics.json"
         if not metrics_file.exists():
             continue
@@ -378,27 +377,47 @@ def _items(values: tuple[str, ...] | None) -> tuple[str, ...] | None:
     return None if values is None else tuple(v for item in values for v in item.split(",") if v)
 
 
-def parse_start(text: str) -> tuple[str, str]:
-    """``"NAME=START"`` (``--start``) as ``(policy, start policy)``; the names are checked against the
-    run's policies with the rest of the config (:func:`evals.suite.check_config`)."""
-    policy, sep, start = text.partition("=")
-    if not sep or not policy or not start:
-        raise ValueError(f"bad --start {text!r}: expected NAME=START, a policy's name and the name of the policy it "
-                         "was trained or sampled from (e.g. --start mine=sft)")
-    return policy, start
+def parse_specs(specs: Iterable[str], what: str, expected: str,
+                value: Callable[[str], V] = str) -> tuple[tuple[str, V], ...]:
+    """``KEY=VALUE`` flags (``--start``, ``--reward-model``, ``--samples``) as ``(key, value)`` pairs in order,
+    ``value`` typing the text after the first ``=``: parsed once, here, so the suite holds typed values. A
+    spec without a key, ``=`` or value, or one ``value`` refuses, fails in one line naming it and ``expected``.
+
+    >>> parse_specs(["TextCount-v0=4", "T=2"], "samples", "TASK=K", _whole_number)
+    (('TextCount-v0', 4), ('T', 2))
+    """
+    out = []
+    for spec in specs:
+        key, sep, text = spec.partition("=")
+        try:
+            if not sep or not key or not text:
+                raise ValueError(spec)
+            out.append((key, value(text)))
+        except ValueError:
+            raise ValueError(f"bad {what} {spec!r}: expected {expected}") from None
+    return tuple(out)
 
 
-def with_seeds(policies: tuple[str, ...], starts: tuple[tuple[str, str], ...], skip: tuple[str, ...],
-               seeds: tuple[int, ...]) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...], tuple[str, ...]]:
+def _whole_number(text: str) -> int:
+    """Digits (spaces around them allowed) as an int; its range is the config's check."""
+    if not text.strip().isdigit():
+        raise ValueError(text)
+    return int(text)
+
+
+_START_FORM = ("NAME=START, a policy's name and the name of the policy it was trained or sampled from "
+               "(e.g. --start mine=sft)")
+
+
+def with_seeds(policies: tuple[str, ...], starts: Pairs, skip: Pairs,
+               seeds: tuple[int, ...]) -> tuple[tuple[str, ...], Pairs, Pairs]:
     """Each of the suite's RL policies (a pipeline's ``ppo_task``/``ppo_rm``) once per seed:
     ``NAME@seedS`` on the pipeline's stage of that seed (:func:`agents.pipeline.rl_stage`), with
     NAME's start and skips; other policies as they are.
 
-    >>> with_seeds(("sft=P/sft", "ppo-task=P/ppo_task"), (("ppo-task", "sft"),), ("ppo-task=X-v0",), (0, 1))[0]
+    >>> with_seeds(("sft=P/sft", "ppo-task=P/ppo_task"), (("ppo-task", "sft"),), (("ppo-task", "X-v0"),), (0, 1))[0]
     ('sft=P/sft', 'ppo-task@seed0=P/ppo_task', 'ppo-task@seed1=P/ppo_task_seed1')
     """
-    from agents.pipeline import rl_stage
-
     out, renamed = [], {}
     for item in policies:
         name, _, spec = item.partition("=")
@@ -410,24 +429,31 @@ def with_seeds(policies: tuple[str, ...], starts: tuple[tuple[str, str], ...], s
         out += [f"{name}{SEED_MARK}{s}={spec[:-len(folder)]}{rl_stage(folder.removeprefix('ppo_'), s)}"
                 for s in seeds]
     starts = tuple((n, b) for a, b in starts for n in renamed.get(a, [a]))
-    skip = tuple(f"{n}={env}" for item in skip for p, _, env in [item.partition("=")] for n in renamed.get(p, [p]))
+    skip = tuple((n, env) for p, env in skip for n in renamed.get(p, [p]))
     return tuple(out), starts, skip
 
 
-def suite_config(run: RunConfig) -> SuiteConfig:
-    """The suite's :class:`SuiteConfig` with the flags of ``run`` applied."""
-    cfg = SUITES[run.suite].config
+def _suite_policies(run: RunConfig, cfg: SuiteConfig) -> tuple[str, ...]:
+    """The suite's own policies that ``--policies`` keeps (none with ``--only``)."""
     policies = () if run.only else cfg.policies
     keep = _items(run.policies)
     if keep:  # narrows the suite's own policies; --policy entries are always evaluated
-        names = [p.partition("=")[0] for p in policies]
-        added = [p.partition("=")[0] for p in run.policy]
+        names = [_name(p) for p in policies]
+        added = [_name(p) for p in run.policy]
         unknown = [k for k in keep if k not in names and k not in added]
         if unknown:
             raise ValueError(f"--policies: unknown policy names {unknown}; the suite's: {names}"
                              + (" (none: --only)" if run.only else ""))
         policies = tuple(p for p, n in zip(policies, names, strict=True) if n in keep)
-    starts = _starts(policies, cfg.starts) + tuple(parse_start(s) for s in run.start)  # the suite's own rows' first
+    return policies
+
+
+def suite_config(run: RunConfig) -> SuiteConfig:
+    """The suite's :class:`SuiteConfig` with the flags of ``run`` applied; the ``KEY=VALUE`` flags become
+    typed values here (:func:`parse_specs`), a flag's task overriding the suite's own entry."""
+    cfg = SUITES[run.suite].config
+    policies = _suite_policies(run, cfg)
+    starts = _starts(policies, cfg.starts) + parse_specs(run.start, "--start", _START_FORM)  # the suite's own first
     skip = cfg.skip
     if run.seeds:
         policies, starts, skip = with_seeds(policies, starts, skip, run.seeds)
@@ -437,13 +463,96 @@ def suite_config(run: RunConfig) -> SuiteConfig:
         policies = tuple(f"base={model}" if p == f"base={cfg.model}" else p for p in policies)
     return replace(
         cfg, policies=policies, model=model, seed=run.seed, progress=not run.no_progress, skip=skip,
-        envs=_items(run.envs) or cfg.envs, reward_models=cfg.reward_models + run.reward_model,
-        samples=cfg.samples + (_items(run.samples) or ()),
+        envs=_items(run.envs) or cfg.envs,
+        reward_models={**cfg.reward_models, **dict(parse_specs(run.reward_model, "reward model", "TASK=PATH"))},
+        samples={**cfg.samples, **dict(parse_specs(_items(run.samples) or (), "samples", SAMPLES_FORM, _whole_number))},
         starts=starts, metrics=_items(run.metrics) or cfg.metrics,
         limit=run.limit if run.limit is not None else cfg.limit,
-        limits=() if run.limit is not None else cfg.limits,  # --limit applies to every task
+        limits={} if run.limit is not None else cfg.limits,  # --limit applies to every task
         device=run.device, precision=run.precision,
     )
+
+
+@dataclass
+class _Made:
+    """What a run did about the suite's missing checkpoints: what it trained (the pipelines' reports),
+    the (policy, task) rows left out for want of one and a header line for each."""
+
+    trained: list[dict] = field(default_factory=list)
+    not_made: set[tuple[str, str]] = field(default_factory=set)
+    left_out: list[str] = field(default_factory=list)
+    train: bool = False  # it trained: a checkpoint it could not make then fails the run
+
+
+def _make_or_leave_out(args: RunConfig, cfg: SuiteConfig, preset: str, dist: Dist, start: float) -> _Made:
+    """Train the suite's missing checkpoints when the run is the suite's own (no ``--policy``, or
+    ``--make``; never ``--no-make`` or another base model); otherwise leave their rows out, saying why."""
+    missing = missing_checkpoints(cfg, preset)
+    # a run that names its own checkpoints (--policy) never trains the suite's unless --make asks
+    if not (missing and not args.no_make and (args.make or not args.policy) and cfg.model == DEFAULT_MODEL):
+        why = ("--no-make" if args.no_make else "--policy given (add --make to train it)" if args.policy
+               else f"the suite trains them for {DEFAULT_MODEL} only")
+        left_out = [f"not evaluated: {p} on {t} ({path} not made, or made with other settings: {why})"
+                    for p, t, path in missing]
+        for line in left_out:
+            logger.warning(line)
+        return _Made(not_made={(p, t) for p, t, _ in missing}, left_out=left_out)
+    logger.info(training_plan(missing, preset, cfg.device))
+    trained: list[dict] = []
+    if dist.is_main:  # the others wait, then every process reads from the disk what was made
+        trained = make_checkpoints(tuple(dict.fromkeys(t for _, t, _ in missing)), preset, cfg.model, cfg.device,
+                                   cfg.precision, progress=cfg.progress, rl_seeds=args.seeds)
+        logger.info("checkpoints ready after %.0f s", time.perf_counter() - start)
+    dist.barrier()
+    stopped = {r["env"]: r["failed"] for r in trained if "failed" in r}
+    unmade = [(p, t, path) for p, t, path in missing if not is_complete(path)]  # every process sees the disk
+    left_out = [f"not evaluated: {p} on {t} ({path} not made: {stopped.get(t, 'its training stopped')})"
+                for p, t, path in unmade]
+    return _Made(trained, {(p, t) for p, t, _ in unmade}, left_out, train=True)
+
+
+def _present_reward_models(cfg: SuiteConfig) -> SuiteConfig:
+    """``cfg`` without the reward models that do not exist, each named in a warning where its task is
+    evaluated (its rm rows then fail by name)."""
+    present = {env: path for env, path in cfg.reward_models.items() if Path(path).exists()}
+    for env, path in cfg.reward_models.items():
+        if env not in present and env in cfg.envs:
+            logger.warning("reward model %s=%s not found: rm_score and best-of-n are skipped for that task", env, path)
+    return replace(cfg, reward_models=present)
+
+
+def _generate(cfg: SuiteConfig, dist: Dist) -> tuple[list[Generation], list[Failure]]:
+    """This process's share of the generations and failures, gathered from every process under accelerate."""
+    failures: list[Failure] = []
+    with StageMemory() as meter:
+        gens = generate_all(cfg, shard=(dist.rank, dist.world), failures=failures)
+        mem = meter.lap()
+    logger.info("evaluation generated %d completions; peak RSS %.2f GB", len(gens), mem.get("peak_gb", float("nan")))
+    if dist.world > 1:
+        logger.info("process %d/%d generated %d completions", dist.rank, dist.world, len(gens))
+        gens = [Generation(**g) for g in dist.gather([g.to_dict() for g in gens])]
+        # a (policy, task) split across processes fails on each of them: report it once
+        failures = list(dict.fromkeys(Failure(**f) for f in dist.gather([vars(f) for f in failures])))
+    return gens, failures
+
+
+def _header_notes(cfg: SuiteConfig, made: _Made, kept: dict[tuple[str, str], str], failures: list[Failure],
+                  train_secs: float, eval_secs: float) -> list[str]:
+    """The leaderboard header's lines: time and memory, what was trained, examples per task, the
+    reward models' accuracies, and every row not in the table with why."""
+    peak = peak_rss_gb()
+    timing = (f"wall time {(train_secs + eval_secs) / 60:.1f} min (training {train_secs:.0f} s, evaluation "
+              f"{eval_secs:.0f} s); peak RSS " + ("n/a" if peak is None else f"{peak:.2f} GB")
+              + " (this process, training and evaluation)")
+    limits = env_limits(cfg)
+    per_task = [f"{t}: {limits[t] if limits[t] is not None else 'all'} test examples"
+                + (f" x {cfg.samples[t]} samples" if cfg.samples.get(t, 1) > 1 else "") for t in cfg.envs]
+    names = {_name(p) for p in cfg.policies}
+    by_design = [f"not run by design: {p} on {t}" for p, t in sorted(set(cfg.skip))
+                 if t in cfg.envs and p in names and (p, t) not in made.not_made]
+    return ([timing, *stage_notes(made.trained), "examples per task: " + "; ".join(per_task)]
+            + reward_model_notes(cfg.reward_models) + list(kept.values()) + by_design + made.left_out
+            + [f"not evaluated: policy {f.policy} on {f.env} ({f.message})" for f in failures])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -459,55 +568,13 @@ def main(argv: list[str] | None = None) -> int:
     check_config(cfg)
     resolve_device(cfg.device)
     dist = Dist()  # one process unless launched with accelerate
-    is_main = dist.is_main
     start = time.perf_counter()
-    missing = missing_checkpoints(cfg, suite.preset)
-    # a run that names its own checkpoints (--policy) never trains the suite's unless --make asks
-    train = bool(missing) and not args.no_make and (args.make or not args.policy) and cfg.model == DEFAULT_MODEL
-    trained: list[dict] = []
-    left_out: list[str] = []
-    not_made: set[tuple[str, str]] = set()  # (policy, task) left out because its checkpoint is missing
-    if train:
-        logger.info(training_plan(missing, suite.preset, cfg.device))
-        if is_main:
-            trained = make_checkpoints(tuple(dict.fromkeys(t for _, t, _ in missing)), suite.preset, cfg.model,
-                                       cfg.device, cfg.precision, progress=cfg.progress, rl_seeds=args.seeds)
-            logger.info("checkpoints ready after %.0f s", time.perf_counter() - start)
-        dist.barrier()
-        stopped = {r["env"]: r["failed"] for r in trained if "failed" in r}
-        unmade = [(p, t, path) for p, t, path in missing if not is_complete(path)]  # every process sees the disk
-        left_out = [f"not evaluated: {p} on {t} ({path} not made: {stopped.get(t, 'its training stopped')})"
-                    for p, t, path in unmade]
-        not_made = {(p, t) for p, t, _ in unmade}
-        cfg = replace(cfg, skip=cfg.skip + tuple(f"{p}={t}" for p, t in sorted(not_made)))
-    elif missing:
-        why = ("--no-make" if args.no_make else "--policy given (add --make to train it)" if args.policy
-               else f"the suite trains them for {DEFAULT_MODEL} only")
-        left_out = [f"not evaluated: {p} on {t} ({path} not made, or made with other settings: {why})"
-                    for p, t, path in missing]
-        for line in left_out:
-            logger.warning(line)
-        not_made = {(p, t) for p, t, _ in missing}
-        cfg = replace(cfg, skip=cfg.skip + tuple(f"{p}={t}" for p, t in sorted(not_made)))
+    made = _make_or_leave_out(args, cfg, suite.preset, dist, start)
+    cfg = replace(cfg, skip=cfg.skip + tuple(sorted(made.not_made)))
     train_secs = time.perf_counter() - start
-    # reward models that do not exist are dropped with a message (rm rows then fail by name)
-    present = tuple(r for r in cfg.reward_models if Path(r.partition("=")[2]).exists())
-    for r in set(cfg.reward_models) - set(present):
-        if r.partition("=")[0] in cfg.envs:
-            logger.warning("reward model %s not found: rm_score and best-of-n are skipped for that task", r)
-    cfg = replace(cfg, reward_models=present)
-    failures: list[Failure] = []
-    shard = (dist.rank, dist.world)
-    with StageMemory() as meter:
-        gens = generate_all(cfg, shard=shard, failures=failures)
-        mem = meter.lap()
-    logger.info("evaluation generated %d completions; peak RSS %.2f GB", len(gens), mem.get("peak_gb", float("nan")))
-    if dist.world > 1:
-        logger.info("process %d/%d generated %d completions", dist.rank, dist.world, len(gens))
-        gens = [Generation(**g) for g in dist.gather([g.to_dict() for g in gens])]
-        # a (policy, task) split across processes fails on each of them: report it once
-        failures = list(dict.fromkeys(Failure(**f) for f in dist.gather([vars(f) for f in failures])))
-    if not is_main:
+    cfg = _present_reward_models(cfg)
+    gens, failures = _generate(cfg, dist)
+    if not dist.is_main:
         return 0
     if not gens:
         print("error: no policy produced any generation; see the messages above", file=sys.stderr)
@@ -517,30 +584,16 @@ def main(argv: list[str] | None = None) -> int:
     for (policy, env) in kept:
         df.loc[(df["policy"] == policy) & (df["task"] == env), "policy"] = f"{policy} (= sft)"
     eval_secs = time.perf_counter() - start - train_secs
-    peak = peak_rss_gb()
-    timing = [f"wall time {(train_secs + eval_secs) / 60:.1f} min (training {train_secs:.0f} s, evaluation "
-              f"{eval_secs:.0f} s); peak RSS " + ("n/a" if peak is None else f"{peak:.2f} GB")
-              + " (this process, training and evaluation)"]
-    limits = env_limits(cfg)
-    per_task = [f"{t}: {limits[t] if limits[t] is not None else 'all'} test examples"
-                + (f" x {sample_counts(cfg)[t]} samples" if sample_counts(cfg).get(t, 1) > 1 else "")
-                for t in cfg.envs]
     info = collect_run_info(suite=args.name or args.suite, seeds=[cfg.seed, *args.seeds], model=cfg.model,
                             decoding=vars(cfg.decoding), limit=cfg.limit, budgets=suite.budgets,
-                            notes=timing + stage_notes(trained) + ["examples per task: " + "; ".join(per_task)]
-                            + reward_model_notes(cfg.reward_models) + list(kept.values())
-                            + [f"not run by design: {p} on {t}" for p, t in sorted(skipped(cfg))
-                               if t in cfg.envs and any(x.partition("=")[0] == p for x in cfg.policies)
-                               and (p, t) not in not_made]
-                            + left_out
-                            + [f"not evaluated: policy {f.policy} on {f.env} ({f.message})" for f in failures])
+                            notes=_header_notes(cfg, made, kept, failures, train_secs, eval_secs))
     paths = write_leaderboard(df, args.out, args.name or args.suite, info, metrics=cfg.metrics)
     secs = time.perf_counter() - start
     print(f"wrote {', '.join(str(p) for p in paths.values())} in {secs:.0f} s")
     for f in failures:
         print(f"failed: policy {f.policy!r} on {f.env}: {f.message}", file=sys.stderr)
     # the table (its header names what is missing) is written either way
-    return 1 if failures or (train and not_made) else 0
+    return 1 if failures or (made.train and made.not_made) else 0
 
 
 if __name__ == "__main__":

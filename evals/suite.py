@@ -18,7 +18,7 @@ Policies (``SuiteConfig.policies``, :func:`evals.generate.parse_policy`):
   no reward model needed;
 - ``random`` and ``reference``: uniformly random tokens and the task's reference.
 
-Samples (``SuiteConfig.samples``, ``"TASK=K"``): every per-example metric is averaged over a
+Samples (``SuiteConfig.samples``, task -> K): every per-example metric is averaged over a
 prompt's K samples first and then bootstrapped over prompts, so ``n`` and the CIs count prompts.
 Every task also reports ``accuracy`` (pass@1: the share of samples whose reward is at least 1, a
 verifier's full score), and a task with K > 1 reports ``pass@K`` (Chen et al. 2021's unbiased
@@ -35,7 +35,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,10 +79,12 @@ from evals.report import SEED_MARK, has_control_characters, make_frame
 from textenv.context import RunContext
 from textenv.models import DEFAULT_MODEL
 
-__all__ = ["Failure", "SuiteConfig", "check_policy_name", "evaluate_suite", "generate_all", "policy_starts",
-           "recorded_start", "score_generations", "seed_rows"]
+__all__ = ["SAMPLES_FORM", "Failure", "SuiteConfig", "check_policy_name", "env_limits", "evaluate_suite",
+           "generate_all", "policy_starts", "recorded_start", "score_generations", "seed_rows"]
 
 logger = logging.getLogger(__name__)
+
+SAMPLES_FORM = f"TASK=K with K an integer in 1..{MAX_SAMPLES}"  # what --samples takes (evals.run)
 
 
 @dataclass(frozen=True)
@@ -92,12 +94,12 @@ class SuiteConfig(RunContext):
 
     envs: tuple[str, ...] = ("TextSummarize-v0", "TextSentiment-v0")  # env ids
     policies: tuple[str, ...] = (f"base={DEFAULT_MODEL}", "random", "reference")
-    reward_models: tuple[str, ...] = ()  # "TASK=PATH": rm_score metric and best-of-n reranking
-    samples: tuple[str, ...] = ()  # "TASK=K": K seeded samples per prompt for model policies (default 1; last wins)
+    reward_models: dict[str, str] = field(default_factory=dict)  # task -> its reward model: rm_score, best-of-n
+    samples: dict[str, int] = field(default_factory=dict)  # task -> K seeded samples per prompt (others: 1)
     metrics: tuple[str, ...] | None = None  # None: every metric that applies
     limit: int | None = 32
-    limits: tuple[str, ...] = ()  # "TASK=N": that task's number of test examples instead of limit
-    skip: tuple[str, ...] = ()  # "POLICY=TASK": a pair left out by design (e.g. no reward model on a verifier task)
+    limits: dict[str, int] = field(default_factory=dict)  # task -> its number of test examples instead of limit
+    skip: tuple[tuple[str, str], ...] = ()  # (policy, task) left out by design (no reward model on a verifier task)
     starts: tuple[tuple[str, str], ...] = ()  # (policy, its start policy), before what policy_starts infers
     decoding: Decoding = Decoding()
     packed: bool = False  # a prompt's samples side by side in a batch, its prompt prefilled once (same row seeds)
@@ -112,48 +114,25 @@ class Failure:
     message: str
 
 
-def _reward_models(cfg: SuiteConfig) -> dict[str, str]:
-    out = {}
-    for item in cfg.reward_models:
-        env, sep, path = item.partition("=")
-        if not sep:
-            raise ValueError(f"bad reward model {item!r}: expected TASK=PATH")
-        out[env] = path
-    return out
-
-
-def sample_counts(cfg: SuiteConfig) -> dict[str, int]:
-    """``cfg.samples`` as task -> K. A later item for the same task wins, so flags appended after a
-    suite's own items override them; tasks not listed draw one sample."""
-    out = {}
-    for item in cfg.samples:
-        env, sep, k = item.partition("=")
-        if not sep or not env or not k.strip().isdigit() or not 1 <= int(k) <= MAX_SAMPLES:
-            raise ValueError(f"bad samples {item!r}: expected TASK=K with K an integer in 1..{MAX_SAMPLES}")
-        out[env] = int(k)
-    return out
-
-
 def env_limits(cfg: SuiteConfig) -> dict[str, int | None]:
-    """Test examples per task: ``cfg.limit`` unless ``cfg.limits`` names the task (a later item wins)."""
-    out: dict[str, int | None] = {env: cfg.limit for env in cfg.envs}
-    for item in cfg.limits:
-        env, sep, n = item.partition("=")
-        if not sep or not env or not n.strip().isdigit() or int(n) < 1:
-            raise ValueError(f"bad limits {item!r}: expected TASK=N with N a positive integer")
-        out[env] = int(n)
-    return out
+    """Test examples per task: ``cfg.limit`` unless ``cfg.limits`` names the task."""
+    return {**{env: cfg.limit for env in cfg.envs}, **cfg.limits}
 
 
-def skipped(cfg: SuiteConfig) -> set[tuple[str, str]]:
-    """``cfg.skip`` as (policy, task) pairs."""
-    pairs = set()
-    for item in cfg.skip:
-        policy, sep, env = item.partition("=")
-        if not sep or not policy or not env:
-            raise ValueError(f"bad skip {item!r}: expected POLICY=TASK")
-        pairs.add((policy, env))
-    return pairs
+def _check_counts(counts: Mapping[str, int], what: str, expected: str, high: int | None = None) -> None:
+    """Refuse a ``samples`` or ``limits`` entry that is not a task with a count in ``1..high``, named
+    as the ``TASK=N`` it would be on the command line."""
+    if not isinstance(counts, Mapping):
+        raise ValueError(f"bad {what} {counts!r}: expected a dict task -> count, each {expected}")
+    for env, n in counts.items():
+        if not env or isinstance(n, bool) or not isinstance(n, int) or n < 1 or (high is not None and n > high):
+            raise ValueError(f"bad {what} {f'{env}={n}'!r}: expected {expected}")
+
+
+def _check_skip(skip: Sequence[tuple[str, str]]) -> None:
+    for pair in skip:
+        if not isinstance(pair, tuple) or len(pair) != 2 or not all(isinstance(x, str) and x for x in pair):
+            raise ValueError(f"bad skip {pair!r}: expected a (POLICY, TASK) pair of names")
 
 
 def check_policy_name(name: str) -> str:
@@ -184,9 +163,11 @@ def check_config(cfg: SuiteConfig) -> list[PolicySpec]:
         unknown = [m for m in cfg.metrics if not is_metric(m)]
         if unknown:
             raise ValueError(f"unknown metrics {unknown}; known: {sorted(METRICS)}, 'reward/<part>', 'pass@<k>'")
-    sample_counts(cfg)
-    env_limits(cfg)
-    skipped(cfg)
+    _check_counts(cfg.samples, "samples", SAMPLES_FORM, MAX_SAMPLES)
+    _check_counts(cfg.limits, "limits", "TASK=N with N a positive integer")
+    _check_skip(cfg.skip)
+    if not isinstance(cfg.reward_models, Mapping):
+        raise ValueError(f"bad reward_models {cfg.reward_models!r}: expected a dict task -> the reward model's path")
     specs = [parse_policy(p) for p in cfg.policies]
     names = [check_policy_name(s.name) for s in specs]
     if len(set(names)) != len(names):
@@ -204,26 +185,48 @@ def check_config(cfg: SuiteConfig) -> list[PolicySpec]:
 
 def _env_indices(envs, cfg: SuiteConfig, env: str) -> list[int]:
     n = len(envs.unwrapped.setup.examples)
-    limit = env_limits(cfg).get(env, cfg.limit)
+    limit = cfg.limits.get(env, cfg.limit)
     return list(range(n if limit is None else min(n, limit)))
 
 
 def generate_all(cfg: SuiteConfig, shard: tuple[int, int] = (0, 1),
                  failures: list[Failure] | None = None) -> list[Generation]:
     """Every policy's generations (with their model-based scores) for this shard's batches."""
-    from agents.policy import LMActorCritic, Sampling
-    from textenv.devices import autocast, resolve_device
-    from textenv.models import is_tiny, load_tokenizer
-    from textenv.rewards import resolve
+    from textenv.devices import resolve_device
 
     failures = failures if failures is not None else []
     specs = check_config(cfg)
     device = resolve_device(cfg.device)
     rank, world = shard
+    envs = _open_envs(cfg, specs, failures)
+    references = _base_models(cfg, envs, device)
+    rms: dict[str, Any] = {}  # task -> its reward model, loaded once per task, not once per policy
+    out: list[Generation] = []
+    unit = 0  # batches are dealt to processes round-robin across all (policy, task) pairs
+    for spec in specs:
+        for env, vec in envs.items():
+            if _left_out(spec, env, vec.unwrapped.setup, cfg):
+                continue
+            every = batches(_env_indices(vec, cfg, env), cfg.decoding.batch_size)
+            mine = [b for j, b in enumerate(every) if (unit + j) % world == rank]
+            unit += len(every)
+            if not mine:
+                continue
+            reference = references[id(vec.unwrapped.setup.tokenizer)]
+            try:
+                out.extend(_generate_pair(spec, env, vec, mine, cfg, reference, rms, device))
+            except Exception as exc:  # noqa: BLE001 - one failing (policy, task) must not sink the table
+                logger.error("policy %r on %s skipped: %s: %s", spec.name, env, type(exc).__name__, exc)
+                failures.append(Failure(spec.name, env, f"{type(exc).__name__}: {exc}"))
+    return out
+
+
+def _open_envs(cfg: SuiteConfig, specs: Sequence[PolicySpec], failures: list[Failure]) -> dict[str, Any]:
+    """Each task's vector env; a task whose env cannot be made (an empty test split) is a failure of
+    every policy on it, and the other tasks still run."""
+    from textenv.models import is_tiny, load_tokenizer
+
     tokenizer = None if is_tiny(cfg.model) else load_tokenizer(cfg.model)
-    rms = _reward_models(cfg)
-    counts = sample_counts(cfg)
-    skip = skipped(cfg)
     envs = {}
     for env in cfg.envs:
         try:
@@ -231,49 +234,57 @@ def generate_all(cfg: SuiteConfig, shard: tuple[int, int] = (0, 1),
         except Exception as exc:  # noqa: BLE001 - e.g. an empty test split: the other tasks still run
             logger.error("env %s skipped: %s: %s", env, type(exc).__name__, exc)
             failures.extend(Failure(s.name, env, f"{type(exc).__name__}: {exc}") for s in specs)
+    return envs
+
+
+def _base_models(cfg: SuiteConfig, envs: Mapping[str, Any], device: Any) -> dict[int, Any]:
+    """The base model (the KL reference, and the policy of a row on ``cfg.model``) once per distinct
+    tokenizer, keyed by the tokenizer's ``id``: "tiny" has one tokenizer per task."""
+    from agents.policy import LMActorCritic, Sampling
+
     sampling = Sampling(temperature=cfg.decoding.temperature, top_p=cfg.decoding.top_p)
-    references: dict[int, LMActorCritic] = {}  # one base model per distinct tokenizer ("tiny" has one per task)
+    references: dict[int, Any] = {}
     for vec in envs.values():
         tok = vec.unwrapped.setup.tokenizer
         if id(tok) not in references:
             references[id(tok)] = LMActorCritic.from_pretrained(cfg.model, tokenizer=tok, sampling=sampling).to(device)
-    loaded_rms: dict[str, Any] = {}
+    return references
+
+
+def _left_out(spec: PolicySpec, env: str, setup: Any, cfg: SuiteConfig) -> bool:
+    """Whether the suite leaves ``spec`` out on ``env``, saying why: the ``reference`` row of a task
+    without references, or a pair in ``cfg.skip``."""
+    if spec.kind == "reference" and not setup.examples[0].references:
+        logger.info("env %s has no references: no 'reference' row", env)
+        return True
+    if (spec.name, env) in cfg.skip:
+        logger.info("policy %r on %s: left out by the suite's design (skip)", spec.name, env)
+        return True
+    return False
+
+
+def _generate_pair(spec: PolicySpec, env: str, vec: Any, mine: Sequence[Sequence[int]], cfg: SuiteConfig,
+                   reference: Any, rms: dict[str, Any], device: Any) -> list[Generation]:
+    """One (policy, task)'s generations on this process's batches ``mine``, with their model-based
+    scores; the task's reward model is loaded into ``rms`` the first time a policy needs it."""
+    from textenv.devices import autocast
+    from textenv.rewards import resolve
+
+    setup = vec.unwrapped.setup
+    policy = None
+    if spec.kind in ("model", "best_of_n", "majority_vote"):
+        path = (spec.path or cfg.model).format(task=env)
+        policy = reference if path == cfg.model else load_policy(path, setup.tokenizer, cfg.decoding).to(device)
+    if env in cfg.reward_models and env not in rms:
+        rms[env] = resolve("classifier", path=cfg.reward_models[env], device=str(device))
+    rm = rms.get(env)
     out: list[Generation] = []
-    unit = 0  # batches are dealt to processes round-robin across all (policy, task) pairs
-    for spec in specs:
-        for env, vec in envs.items():
-            setup = vec.unwrapped.setup
-            tok = setup.tokenizer
-            reference = references[id(tok)]
-            if spec.kind == "reference" and not setup.examples[0].references:
-                logger.info("env %s has no references: no 'reference' row", env)
-                continue
-            if (spec.name, env) in skip:
-                logger.info("policy %r on %s: left out by the suite's design (skip)", spec.name, env)
-                continue
-            every = batches(_env_indices(vec, cfg, env), cfg.decoding.batch_size)
-            mine = [b for j, b in enumerate(every) if (unit + j) % world == rank]
-            unit += len(every)
-            if not mine:
-                continue
-            try:
-                policy = None
-                if spec.kind in ("model", "best_of_n", "majority_vote"):
-                    path = (spec.path or cfg.model).format(task=env)
-                    policy = reference if path == cfg.model else load_policy(path, tok, cfg.decoding).to(device)
-                if env in rms and env not in loaded_rms:  # loaded once per task, not once per policy
-                    loaded_rms[env] = resolve("classifier", path=rms[env], device=str(device))
-                rm = loaded_rms.get(env)
-                for idx in tqdm(mine, desc=f"{spec.name} / {env}", disable=not cfg.progress, leave=False):
-                    with autocast(device, cfg.precision):
-                        gens = generate(spec, env, vec, idx, cfg.seed, policy=policy, reward_model=rm,
-                                        samples=counts.get(env, 1), packed=cfg.packed)
-                        _model_scores(gens, policy, reference, rm, setup, metric_wanted(cfg, env))
-                    out.extend(gens)
-            except Exception as exc:  # noqa: BLE001 - one failing (policy, task) must not sink the table
-                logger.error("policy %r on %s skipped: %s: %s", spec.name, env, type(exc).__name__, exc)
-                failures.append(Failure(spec.name, env, f"{type(exc).__name__}: {exc}"))
-                out = [g for g in out if not (g.policy == spec.name and g.task == env)]
+    for idx in tqdm(mine, desc=f"{spec.name} / {env}", disable=not cfg.progress, leave=False):
+        with autocast(device, cfg.precision):
+            gens = generate(spec, env, vec, idx, cfg.seed, policy=policy, reward_model=rm,
+                            samples=cfg.samples.get(env, 1), packed=cfg.packed)
+            _model_scores(gens, policy, reference, rm, setup, metric_wanted(cfg, env))
+        out.extend(gens)
     return out
 
 

@@ -127,7 +127,7 @@ def test_evals_run_flags_map_onto_the_suite_config():
     only = suite_config(RunConfig(only=True, policy=("mine=some/path", "random"), model="tiny",
                                   reward_model=("TextCount-v0=rm",)))
     assert only.policies == ("mine=some/path", "random") and only.model == "tiny"
-    assert only.reward_models == (*quick.reward_models, "TextCount-v0=rm")
+    assert only.reward_models == {**quick.reward_models, "TextCount-v0": "rm"}
     assert suite_config(RunConfig(model="tiny")).policies[0] == "base=tiny"  # the base entry follows --model
     with pytest.raises(ValueError, match="unknown policy names"):
         suite_config(RunConfig(policies=("nope",)))

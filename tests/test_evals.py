@@ -195,7 +195,7 @@ def test_best_of_n_keeps_the_reward_models_pick(tmp_path):
     from textenv.rewards import Completion, resolve
 
     *_, rm_dir = _tiny_checkpoints(tmp_path)
-    cfg = _cfg(policies=("base=tiny", "bon=bon:tiny"), reward_models=(f"TextCount-v0={rm_dir}",))
+    cfg = _cfg(policies=("base=tiny", "bon=bon:tiny"), reward_models={"TextCount-v0": str(rm_dir)})
     gens = generate_all(cfg)
     base = {g.index: g for g in gens if g.policy == "base"}
     bon = {g.index: g for g in gens if g.policy == "bon"}
@@ -242,7 +242,7 @@ def test_scores_of_a_big_batch_equal_scores_one_by_one(tmp_path):
 def test_k_samples_per_prompt_and_majority_vote(table):
     """K=4 samples: sample 0 is the single-sample run's generation bit for bit, pass@4 counts
     prompts; the vote policy draws the same 4 streams and keeps their majority answer."""
-    cfg = _cfg(policies=("base=tiny", "maj=vote:tiny"), samples=("TextCount-v0=4",))
+    cfg = _cfg(policies=("base=tiny", "maj=vote:tiny"), samples={"TextCount-v0": 4})
     gens = generate_all(cfg)
     base = {(g.index, g.sample): g for g in gens if g.policy == "base"}
     assert set(base) == {(i, j) for i in range(10) for j in range(4)}
@@ -271,10 +271,11 @@ def test_per_task_limits_and_pairs_skipped_by_design():
     """``limits`` sizes one task's test set (reasoning's binary accuracy needs more prompts);
     ``skip`` leaves a (policy, task) pair out without a failure; bad items fail at once."""
     failures = []
-    df = evaluate_suite(_cfg(limits=("TextCount-v0=3",), skip=("random=TextCount-v0",)), failures=failures)
+    df = evaluate_suite(_cfg(limits={"TextCount-v0": 3}, skip=(("random", "TextCount-v0"),)), failures=failures)
     assert not failures and set(df.policy) == {"base", "reference"}
     assert set(df[df.metric == "reward"].n) == {3}
-    for bad in (dict(limits=("TextCount-v0",)), dict(limits=("TextCount-v0=0",)), dict(skip=("random",))):
+    for bad in (dict(limits=("TextCount-v0=3",)), dict(limits={"TextCount-v0": 0}), dict(skip=("random",)),
+                dict(skip=(("random", ""),))):
         with pytest.raises(ValueError, match="expected"):
             evaluate_suite(_cfg(**bad))
 
@@ -302,8 +303,8 @@ def test_quick_suite_rows_fit_their_tasks():
 
     cfg = SUITES["quick"].config
     assert set().union(*(SUITES[s].config.envs for s in ("quick", "qa", "dialogue", "tools"))) == set(QUICK_STAGES)
-    assert "TextReasoning-v0=4" in cfg.samples
-    skip = {tuple(s.split("=")) for s in cfg.skip}
+    assert cfg.samples["TextReasoning-v0"] == 4
+    skip = set(cfg.skip)
     for task, stages in QUICK_STAGES.items():
         if task not in cfg.envs:
             continue
@@ -328,7 +329,7 @@ def test_evaluating_a_given_checkpoint_trains_nothing_unless_asked(tmp_path, mon
     caplog.set_level(logging.INFO)
     assert run.main([*args, "--policy", "mine=smollm2-135m"]) == 1  # (no generations: stubbed)
     assert trained == []
-    skipped = {tuple(s.split("=")) for s in seen[-1].skip}
+    skipped = set(seen[-1].skip)
     assert {("sft", "TextCount-v0"), ("ppo-task", "TextCount-v0"), ("rm", "TextCount-v0")} <= skipped
     assert "not evaluated: sft on TextCount-v0" in caplog.text and "add --make" in caplog.text
     assert run.main([*args, "--policy", "mine=smollm2-135m", "--make"]) == 1
@@ -454,6 +455,27 @@ def test_policy_names_that_break_the_table_are_refused_when_parsed(tmp_path, mon
     check_config(_cfg(policies=("a|b=tiny", "ppo (v2)=tiny")))  # a '|' is escaped in the table: allowed
 
 
+@pytest.mark.parametrize("flags, expected", [
+    (["--reward-model", "TextCount-v0"], "bad reward model 'TextCount-v0': expected TASK=PATH"),
+    (["--reward-model", "=rm"], "bad reward model '=rm': expected TASK=PATH"),
+    (["--samples", "TextCount-v0=two"], "bad samples 'TextCount-v0=two': expected TASK=K with K an integer in 1..64"),
+    (["--samples", "TextCount-v0=2,TextCount-v0=0"], "bad samples 'TextCount-v0=0': expected TASK=K"),
+    (["--start", "random"], "bad --start 'random': expected NAME=START"),
+])
+def test_key_value_flags_are_parsed_once_and_a_bad_one_is_named_before_any_work(tmp_path, monkeypatch, capsys,
+                                                                                  flags, expected):
+    """``--reward-model``, ``--samples`` and ``--start`` become typed values when the flags are read
+    (``evals.run.parse_specs``); a malformed ``--reward-model`` used to fail only after training."""
+    from evals.run import RunConfig, parse_specs, suite_config
+
+    err = _fails_before_any_work([*EV, "--out", str(tmp_path), *flags], monkeypatch, capsys)
+    assert expected in err, err
+    assert list(tmp_path.iterdir()) == []
+    assert parse_specs(["a=b=c", "a=d"], "x", "K=V") == (("a", "b=c"), ("a", "d"))  # the first '=' splits, in order
+    cfg = suite_config(RunConfig(reward_model=("TextSentiment-v0=mine",), samples=("TextReasoning-v0=8",)))
+    assert cfg.reward_models["TextSentiment-v0"] == "mine" and cfg.samples == {"TextReasoning-v0": 8}  # flags win
+
+
 def test_a_failing_policy_is_named_and_the_other_rows_are_written(tmp_path, capsys):
     """A policy that fails (a missing checkpoint) used to crash the run when it reported the failure
     (``Failure.task`` had become ``Failure.env``), losing the table."""
@@ -523,7 +545,7 @@ def test_reasoning_computes_no_n_gram_metrics():
     """ROUGE-2 of a one-number answer was 0.000 for every row; n-gram overlap, distinct-n and
     BERTScore are no longer computed for TextReasoning-v0 (they are for other tasks)."""
     df = evaluate_suite(_cfg(envs=("TextReasoning-v0",), policies=("base=tiny", "random", "reference"), limit=4,
-                             samples=("TextReasoning-v0=2",)))
+                             samples={"TextReasoning-v0": 2}))
     assert not set(df.metric) & {"rouge1", "rouge2", "rougeL", "bleu", "chrf", "distinct1", "distinct2", "bertscore"}
     assert {"accuracy", "pass@2", "reward", "length", "kl_to_ref"} <= set(df.metric)
 
@@ -568,7 +590,7 @@ def test_seeds_expand_the_rl_rows_with_their_starts_and_skips_and_train_every_se
     paths = dict(p.split("=", 1) for p in cfg.policies if p.startswith("ppo-task"))
     assert paths["ppo-task@seed0"].endswith("/ppo_task") and paths["ppo-task@seed2"].endswith("/ppo_task_seed2")
     assert ("ppo-task@seed1", "sft") in cfg.starts and ("ppo-rm@seed2", "sft") in cfg.starts
-    assert "ppo-rm@seed1=TextSummarize-v0" in cfg.skip and "ppo-rm=TextSummarize-v0" not in cfg.skip
+    assert ("ppo-rm@seed1", "TextSummarize-v0") in cfg.skip and ("ppo-rm", "TextSummarize-v0") not in cfg.skip
     assert rl_seeds_of(cfg) == (0, 1, 2) and rl_seeds_of(suite_config(RunConfig())) == ()
     with pytest.raises(ValueError, match="--seeds must be distinct"):
         RunConfig(seeds=(1, 1))

@@ -9,7 +9,7 @@ import pytest
 from evals.generate import Generation, majority, parse_policy
 from evals.metrics import higher_is_better, is_metric, pass_at_k, pass_k_of, per_prompt_means
 from evals.run import RunConfig, suite_config
-from evals.suite import SuiteConfig, check_config, sample_counts, score_generations
+from evals.suite import SuiteConfig, check_config, score_generations
 
 # --- pass@k ------------------------------------------------------------------------------------------
 
@@ -74,17 +74,21 @@ def test_vote_policy_syntax() -> None:
 
 
 def test_sample_counts_parse_and_the_last_item_wins() -> None:
-    cfg = SuiteConfig(envs=("TextCount-v0",), samples=("TextCount-v0=2", "TextReasoning-v0=4", "TextCount-v0=8"))
-    assert sample_counts(cfg) == {"TextCount-v0": 8, "TextReasoning-v0": 4}
+    cfg = suite_config(RunConfig(samples=("TextCount-v0=2", "TextReasoning-v0=4", "TextCount-v0=8")))
+    assert cfg.samples == {"TextCount-v0": 8, "TextReasoning-v0": 4}
     for bad in ("TextCount-v0", "TextCount-v0=0", "TextCount-v0=x", "=4", "TextCount-v0=65"):
+        with pytest.raises(ValueError, match=f"bad samples '{bad}': expected TASK=K"):
+            check_config(suite_config(RunConfig(envs=("TextCount-v0",), policies=("random",), samples=(bad,))))
+    for bad in (0, 65, "4", None):  # the Python API's typed value is checked too
         with pytest.raises(ValueError, match="TASK=K"):
-            check_config(SuiteConfig(envs=("TextCount-v0",), policies=("random",), samples=(bad,)))
+            check_config(SuiteConfig(envs=("TextCount-v0",), policies=("random",), samples={"TextCount-v0": bad}))
 
 
 def test_samples_flag_is_split_on_commas_and_appended_to_the_suites() -> None:
-    cfg = suite_config(RunConfig(samples=("TextReasoning-v0=4,TextCount-v0=2", "TextCount-v0=3")))
-    assert cfg.samples[-3:] == ("TextReasoning-v0=4", "TextCount-v0=2", "TextCount-v0=3")
-    assert sample_counts(cfg)["TextCount-v0"] == 3
+    cfg = suite_config(RunConfig(suite="tools", samples=("TextReasoning-v0=4,TextCount-v0=2", "TextCount-v0=3")))
+    assert cfg.samples == {"TextReasoningHard-v0": 2, "TextReasoningTools-v0": 2, "TextReasoning-v0": 4,
+                           "TextCount-v0": 3}
+    assert suite_config(RunConfig(samples=("TextReasoning-v0=2",))).samples["TextReasoning-v0"] == 2  # the flag wins
     assert suite_config(RunConfig()).samples == suite_config(RunConfig()).samples  # no flag: the suite's own
 
 

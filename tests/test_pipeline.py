@@ -288,3 +288,20 @@ def test_rl_seeds_train_each_rl_stage_per_seed_from_one_sft(tmp_path, monkeypatc
     assert len(built) == 4
     with pytest.raises(ValueError, match="rl_seeds must be distinct"):
         PipelineConfig(**base, rl_seeds=(1, 1))
+
+
+def test_the_suites_read_checkpoints_where_the_pipeline_writes_them(tmp_path):
+    """``evals.run`` finds a suite's checkpoints under the pipeline's default root (two spellings of
+    that root once drifted apart): one :func:`agents.pipeline.default_root` serves both."""
+    from pathlib import Path
+
+    from agents.pipeline import default_root, stage_dirs
+    from evals import run
+    from textenv.models import DEFAULT_MODEL
+
+    assert default_root("TextCount-v0", "some/dir/my-model") == Path("runs/pipeline/TextCount-v0__my-model")
+    cfg = PipelineConfig(env="TextCount-v0", model=DEFAULT_MODEL)
+    assert stage_dirs(cfg)["root"] == default_root("TextCount-v0", DEFAULT_MODEL)
+    assert Path(run.PIPELINE.format(task="TextCount-v0")) == stage_dirs(cfg)["root"]
+    assert run._pipeline_config("TextCount-v0", "quick", DEFAULT_MODEL).out == str(stage_dirs(cfg)["root"])
+    assert stage_dirs(PipelineConfig(out=str(tmp_path)))["root"] == tmp_path  # --out still wins

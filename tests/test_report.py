@@ -312,7 +312,7 @@ def test_reward_model_accuracies_reach_the_leaderboard_header(tmp_path):
         "eval_split": "validation", "eval_pairs": 95, "eval/accuracy_before": 0.41, "eval/accuracy_after": 0.789,
         "eval/after/accuracy": 0.789, "eval/after/accuracy_length_matched": 0.762,
         "eval/after/pairs_length_matched": 42, "eval/after/accuracy/swap": 0.69, "eval/after/pairs/swap": 26}))
-    notes = reward_model_notes((f"TextSummarize-v0={rm}", f"TextSentiment-v0={tmp_path / 'missing'}"))
+    notes = reward_model_notes({"TextSummarize-v0": str(rm), "TextSentiment-v0": str(tmp_path / "missing")})
     assert len(notes) == 1  # a task whose reward model is missing has no line
     assert "0.789 on 95 pairs" in notes[0] and "length-matched 0.762 on 42 pairs" in notes[0]
     assert "swap 0.69 (n=26)" in notes[0]

@@ -29,10 +29,6 @@ def _ends(rewards: list[float], k: int = 64) -> tuple[float, float]:
     return float(np.mean(rewards[:k])), float(np.mean(rewards[-k:]))
 
 
-def _episode_rewards(model) -> list[float]:
-    return [float(e["r"]) for e in model.ep_info_history]
-
-
 def run_sb3(steps: int, seed: int, policy: str, device: str = "cpu") -> dict[str, float]:
     """``policy``: "lm" (PPO + LMPolicy), "maskable-lm" (MaskablePPO + MaskableLMPolicy) or
     "maskable-mlp" (MaskablePPO + sb3-contrib's MultiInputPolicy), masked envs with top-16."""
