@@ -353,11 +353,12 @@ def reference_nll(policy: LMActorCritic, gens: Sequence[Generation], eos_token_i
 
 
 @torch.no_grad()
-def sample_logprobs(model_policy: LMActorCritic, gens: Sequence[Generation], eos_token_id: int,
+def sample_logprobs(model_policy: LMActorCritic, gens: Sequence[Generation],
                     reference: torch.nn.Module) -> list[list[float]]:
-    """Log-probs of each generation's own tokens under ``reference`` (same sampling transform)."""
+    """Log-probs of each generation's actions under ``reference`` (same sampling transform), at the
+    columns where they were sampled: a row holds its tokens as the policy read them."""
     if len(gens) > 8:
-        return _by_length(gens, lambda chunk: sample_logprobs(model_policy, chunk, eos_token_id, reference))
+        return _by_length(gens, lambda chunk: sample_logprobs(model_policy, chunk, reference))
     batch = EpisodeBatch.from_episodes([g.prompt_ids for g in gens], [g.token_ids for g in gens],
                                        model_policy.pad_token_id, [g.positions for g in gens])
     ref = model_policy.reference_logprobs(batch, reference)

@@ -321,7 +321,7 @@ def _model_scores(gens: list[Generation], policy, reference, rm, setup, wanted: 
             for g in gens:
                 g.scores["kl_to_ref"] = 0.0
         else:
-            ref = sample_logprobs(policy, gens, eos, reference.model)
+            ref = sample_logprobs(policy, gens, reference.model)
             for g, r in zip(gens, ref, strict=True):
                 g.scores["kl_to_ref"] = kl_per_token(g.logprobs[:len(r)], r)
     if policy is not None and single and gens[0].references and gens[0].logprobs is not None \

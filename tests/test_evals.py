@@ -230,10 +230,10 @@ def test_scores_of_a_big_batch_equal_scores_one_by_one(tmp_path):
     base = LMActorCritic.from_pretrained("tiny", tokenizer=tok, sampling=sampling)
     eos = tok.eos_token_id
     for g in gens:
-        alone = sample_logprobs(policy, [g], eos, base.model)[0]
+        alone = sample_logprobs(policy, [g], base.model)[0]
         assert g.scores["kl_to_ref"] == pytest.approx(float(np.mean(np.subtract(g.logprobs[:len(alone)], alone))),
                                                       abs=1e-5)
-        own = sample_logprobs(policy, [g], eos, policy.model)[0]  # every action, the EOS too, where it was sampled
+        own = sample_logprobs(policy, [g], policy.model)[0]  # every action, the EOS too, where it was sampled
         assert len(own) == len(g.logprobs) == len(g.positions) and own == pytest.approx(g.logprobs, abs=1e-4)
     batched = reference_nll(policy, gens, eos)
     assert batched == pytest.approx([reference_nll(policy, [g], eos)[0] for g in gens], abs=1e-5)
