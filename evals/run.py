@@ -364,7 +364,7 @@ class RunConfig(RunContext):
                                      "once per seed from the same SFT start (agents.pipeline --rl-seeds) and "
                                      "evaluated as NAME@seedS, beside NAME (mean of K seeds) with a 95% interval "
                                      "over runs; empty: one run, seed 0")
-    no_progress: bool = arg(False, "no progress bars")
+    progress: bool = arg(True, "show progress bars (as every other entry point: --progress false turns them off)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -462,7 +462,7 @@ def suite_config(run: RunConfig) -> SuiteConfig:
     if run.model != cfg.model:  # the default base entry follows --model
         policies = tuple(f"base={model}" if p == f"base={cfg.model}" else p for p in policies)
     return replace(
-        cfg, policies=policies, model=model, seed=run.seed, progress=not run.no_progress, skip=skip,
+        cfg, policies=policies, model=model, seed=run.seed, progress=run.progress, skip=skip,
         envs=_items(run.envs) or cfg.envs,
         reward_models={**cfg.reward_models, **dict(parse_specs(run.reward_model, "reward model", "TASK=PATH"))},
         samples={**cfg.samples, **dict(parse_specs(_items(run.samples) or (), "samples", SAMPLES_FORM, _whole_number))},

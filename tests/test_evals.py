@@ -140,7 +140,7 @@ def test_cli_bad_task_and_metric_exit_with_a_message(tmp_path):
 @pytest.mark.slow
 def test_two_process_accelerate_run_equals_one_process(tmp_path):
     args = ["-m", "evals.run", "--model", "tiny", "--envs", "TextCount-v0", "--only", "--policy", "base=tiny",
-            "--policy", "random", "--policy", "reference", "--limit", "12", "--no-progress"]
+            "--policy", "random", "--policy", "reference", "--limit", "12", "--progress", "false"]
     one = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], capture_output=True, text=True,
                          timeout=600)
     assert one.returncode == 0, one.stderr[-2000:]
@@ -404,7 +404,7 @@ def test_a_suite_checkpoint_built_with_other_settings_counts_as_missing(tmp_path
 
 
 EV = ["--envs", "TextCount-v0", "--model", "tiny", "--only", "--policy", "random", "--limit", "4", "--metrics",
-      "reward", "length", "--no-progress"]
+      "reward", "length", "--progress", "false"]
 
 
 def _fails_before_any_work(argv, monkeypatch, capsys) -> str:

@@ -190,7 +190,7 @@ def test_progress_false_also_silences_transformers_save_bars(tmp_path):
 
 
 def test_pipeline_progress_false_silences_every_stage(tmp_path):
-    """``evals.run --no-progress`` trains through the pipeline: SFT's and the reward model's bars
+    """``evals.run --progress false`` trains through the pipeline: SFT's and the reward model's bars
     (ours and transformers') used to show whatever it said."""
     out = subprocess.run([sys.executable, "-m", "agents.pipeline", "--env", "TextCount-v0", "--model", "tiny",
                           "--preset", "tiny", "--ppo-reward", "rm", "--ppo-iterations", "1", "--progress", "false",
