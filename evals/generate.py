@@ -195,7 +195,7 @@ def _driven_batch(name: str, env: str, envs, idx: list[int], seed: int, choose) 
             if term[i] or trunc[i]:
                 out[i] = Generation(policy=name, task=env, index=padded[i],
                                     **_outcome(row_info(final, int(i)), setup, padded[i]),
-                                    token_ids=[t for t in tokens[i] if t != eos],
+                                    token_ids=tokens[i],  # every token it played (EOS included)
                                     prompt_ids=[int(t) for t in prompts[i]])
         active &= ~(term | trunc)
     return [out[i] for i in range(len(idx))]
