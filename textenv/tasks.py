@@ -23,6 +23,7 @@ import numpy as np
 
 from textenv.cache import package_dir
 from textenv.data.detokenize import detokenize
+from textenv.keywords import ENV_KEYWORDS, SETUP_OPTIONS
 
 __all__ = ["ARITHMETIC_LEVELS", "SPLITS", "UNANSWERABLE_ANSWER", "Example", "Preference", "Task", "count",
            "dialogue", "dialogue_reward", "difficulty_levels", "env_spec", "first_third", "qa", "reasoning",
@@ -132,31 +133,21 @@ def env_spec(env_id: str) -> Any:
 
 def setup_kwargs_of(env_id: str) -> dict[str, Any]:
     """The keywords of ``env_id``'s registration that configure the env around its task (``tools``,
-    ``max_new_tokens``, ``reward``...), for code that builds a :class:`textenv.core.TaskSetup` from an
-    id without making the env (SFT): ``TextReasoningTools-v0``'s demonstrations need its tools."""
-    import inspect
-
-    from textenv.core import TaskSetup
-
-    own = set(inspect.signature(TaskSetup.__init__).parameters) - {"self", "task", "split", "model", "tokenizer",
-                                                                    "task_kwargs"}
-    return {k: v for k, v in env_spec(env_id).kwargs.items() if k in own}
+    ``max_new_tokens``, ``reward``...: :data:`textenv.keywords.SETUP_OPTIONS`), for code that builds a
+    :class:`textenv.core.TaskSetup` from an id without making the env (SFT): ``TextReasoningTools-v0``'s
+    demonstrations need its tools."""
+    return {k: v for k, v in env_spec(env_id).kwargs.items() if k in SETUP_OPTIONS}
 
 
 def task_of(env_id: str) -> Task:
     """The :class:`Task` a registered env id builds (``"TextSentiment-v0"`` -> the sentiment task),
-    with the task keywords of its registration; the one way agents and evals get a task from an id."""
-    import inspect
-
-    from textenv.core import TaskSetup
-    from textenv.env import TextEnv
-
+    with the task keywords of its registration (those not in :data:`textenv.keywords.ENV_KEYWORDS`);
+    the one way agents and evals get a task from an id."""
     kwargs = dict(env_spec(env_id).kwargs)
     if "task" not in kwargs:
         raise ValueError(f"{env_id!r} is registered but not a textenv id (no 'task' in its kwargs)")
     task = kwargs.pop("task")
-    env_keywords = set(inspect.signature(TaskSetup.__init__).parameters) | set(inspect.signature(TextEnv).parameters)
-    return resolve_task(task, **{k: v for k, v in kwargs.items() if k not in env_keywords})
+    return resolve_task(task, **{k: v for k, v in kwargs.items() if k not in ENV_KEYWORDS})
 
 
 def _check_split(split: str) -> None:
