@@ -8,7 +8,6 @@ Its own module, above both :mod:`.train` and :mod:`.classifier`, so neither impo
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
@@ -49,8 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     if isinstance(cfg, TrainConfig):
-        fields = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "out"}
-        result = train_sentiment_classifier(cfg.out, **fields)
+        result = train_sentiment_classifier(config=cfg)
         print(f"classifier accuracy: {result['accuracy']:.4f}  on {result['test_size']} test tweets")
         if result.get("ngram"):
             print(f"  MiniLM head alone: {result['head_accuracy']:.4f}, n-grams alone: "
