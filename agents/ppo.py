@@ -63,7 +63,7 @@ from textenv.devices import autocast
 from textenv.io import FolderLock, atomic_dir, refuse_symlinks, remove_stale, require_complete
 from textenv.models import checkpointed, freeze_below
 from textenv.rewards import RewardError
-from textenv.tasks import difficulty_levels
+from textenv.task_factories import difficulty_levels
 from textenv.vector import policy_envs
 
 __all__ = ["PPOConfig", "PPOTrainer", "PRESETS", "main"]

@@ -18,7 +18,7 @@ from typing import Literal
 from agents.advantages import LOSS_TYPES
 from agents.config import arg
 from textenv.context import EnvContext
-from textenv.tasks import difficulty_levels
+from textenv.task_factories import difficulty_levels
 from textenv.trust import refuse_config_code
 
 __all__ = ["PPOConfig", "PRESETS", "resume_config"]

@@ -40,7 +40,7 @@ __all__ = ["TASK_PAIR_KINDS", "Pair", "length_matched", "make_pairs", "rank_cand
 
 logger = logging.getLogger(__name__)
 
-# The kinds of the tasks' own pairs (textenv.tasks: reference_pairs, _truncations, sentiment's pairs):
+# The kinds of the tasks' own pairs (textenv.task_factories: reference_pairs, _truncations, _sentiment_pairs):
 # what a reward model's ``--kinds`` may name. Sampled pairs are "sampled"; ``samples_per_prompt`` rules them.
 TASK_PAIR_KINDS = ("swap", "shuffle", "truncate", "short", "sentiment")
 

@@ -8,7 +8,7 @@ from gymnasium.utils.env_checker import check_env
 from textenv.data.chitchat import load_conversations, split_conversations
 from textenv.env import TextEnv
 from textenv.rewards import Completion, RewardError, resolve
-from textenv.tasks import dialogue
+from textenv.task_factories import dialogue
 from textenv.turns import user_turn_ids
 from textenv.vector import TextVectorEnv
 
@@ -102,7 +102,7 @@ def test_the_last_turn_says_why_it_was_cut():
 
 def test_vector_env_steps_conversations_like_single_envs():
     rng = np.random.default_rng(0)
-    kw = dict(task="textenv.tasks:dialogue", model="tiny", max_turn_tokens=6, max_new_tokens=60)
+    kw = dict(task="textenv.task_factories:dialogue", model="tiny", max_turn_tokens=6, max_new_tokens=60)
     venv = TextVectorEnv(3, **kw)
     singles = [TextEnv(**kw) for _ in range(3)]
     obs, _ = venv.reset(seed=5)
@@ -132,7 +132,7 @@ def test_a_reward_that_raises_at_a_turn_end_leaves_the_vector_env_as_it_was():
     def bad(completions):
         raise ValueError("boom")
 
-    venv = TextVectorEnv(2, task="textenv.tasks:dialogue", model="tiny", reward=bad)
+    venv = TextVectorEnv(2, task="textenv.task_factories:dialogue", model="tiny", reward=bad)
     venv.reset(seed=0)
     venv.step(np.array([7, 8]))
     before = venv._obs()

@@ -166,3 +166,48 @@ def test_task_keywords_reach_the_task():
     env = gym.make("TextReasoning-v0", model="tiny", dataset="chain_sum", sizes={"train": 5})
     assert len(env.unwrapped.examples) == 5
     assert env.unwrapped.examples[0].metadata["dataset"] == "chain_sum"
+
+
+def _play(env, actions):
+    """Step ``actions`` until the episode ends: each step's observation arrays, reward, flags and info."""
+    steps = []
+    for token in actions:
+        obs, reward, terminated, truncated, info = env.step(token)
+        steps.append((obs["input_ids"].tolist(), obs["attention_mask"].tolist(), reward, terminated, truncated,
+                      repr(info)))
+        if terminated or truncated:
+            break
+    return steps
+
+
+@pytest.mark.parametrize(("env_id", "kwargs", "before", "after"), [
+    # the dense reward so far is part of the state: the numbers make each step's reward differ
+    ("TextCount-v0", {"dense_reward": True}, " 4 5 6", " 7 8 9 10 11 12"),
+    # and a multi-turn episode's turns: the snapshot is taken in its second agent turn
+    ("TextDialogue-v0", {"max_turn_tokens": 3}, " hi there how are you", " fine thanks"),
+])
+def test_restore_puts_the_episode_back_as_it_was_at_the_snapshot(env_id, kwargs, before, after):
+    """TextEnv.snapshot / restore, the public undo that TextActions plays a reply with: after restore the
+    env is where it was (the snapshot holds the observation of that moment), and the same steps give the
+    same observations, rewards and infos as from the snapshot the first time, even after a reset to
+    another prompt in between, and again from the same snapshot."""
+    env = gym.make(env_id, model="tiny", **kwargs)
+    base = env.unwrapped
+    assert not base.running
+    env.reset(seed=0, options={"index": 1})
+    for token in base.tokenizer(before, add_special_tokens=False)["input_ids"]:
+        obs, *_ = env.step(token)
+    snap = base.snapshot()
+    np.testing.assert_array_equal(snap.input_ids, obs["input_ids"])
+    np.testing.assert_array_equal(snap.attention_mask, obs["attention_mask"])
+    assert base.running and snap.index == 1 and not snap.input_ids.flags.writeable
+    left = base.tokens_left()
+    actions = [*base.tokenizer(after, add_special_tokens=False)["input_ids"] * 20, base.setup.eos_token_id]
+    first = _play(env, actions)
+    assert not base.running and len(first) > 1 and len({step[2] for step in first}) > 1
+    base.restore(snap)
+    assert base.running and base.tokens_left() == left
+    assert _play(env, actions) == first
+    env.reset(seed=5, options={"index": 2})
+    base.restore(snap)
+    assert _play(env, actions) == first

@@ -103,7 +103,7 @@ def test_checkpoints_are_checked_for_what_they_hold_not_only_their_format(tmp_pa
 def test_empty_split_is_reported_and_other_tasks_still_run():
     gym.register(id="TextCountEmptyTest-v0", entry_point="textenv.env:TextEnv",
                  vector_entry_point="textenv.vector:TextVectorEnv",
-                 kwargs={"task": "textenv.tasks:count", "sizes": {"test": 0}})
+                 kwargs={"task": "textenv.task_factories:count", "sizes": {"test": 0}})
     failures = []
     df = evaluate_suite(_cfg(envs=("TextCountEmptyTest-v0", "TextCount-v0"), policies=("random",)),
                         failures=failures)
@@ -360,7 +360,8 @@ def test_tasks_take_a_users_module_env_id(tmp_path, monkeypatch):
     (tmp_path / "my_counts.py").write_text(
         "import gymnasium as gym\n"
         "gym.register(id='MyCount-v0', entry_point='textenv.env:TextEnv', "
-        "vector_entry_point='textenv.vector:TextVectorEnv', kwargs={'task': 'textenv.tasks:count', 'shown': 4})\n")
+        "vector_entry_point='textenv.vector:TextVectorEnv', "
+        "kwargs={'task': 'textenv.task_factories:count', 'shown': 4})\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     assert env_spec("my_counts:MyCount-v0").id == "MyCount-v0"
     assert task_of("my_counts:MyCount-v0").load("test")[0].text.count(" ") == 4  # "Count:" + 4 numbers

@@ -10,7 +10,7 @@ from evals.suite import SuiteConfig, evaluate_suite
 from textenv.data.disflqa import detokenize, load_rows, split_rows
 from textenv.rewards import Completion, resolve
 from textenv.rewards.qa import best_over, exact_match, normalize_answer, token_f1
-from textenv.tasks import UNANSWERABLE_ANSWER, qa
+from textenv.task_factories import UNANSWERABLE_ANSWER, qa
 
 
 def test_squad_normalisation_and_scores_by_hand():

@@ -200,6 +200,22 @@ def test_same_seed_same_head(trained: tuple[Path, dict], cache: Path) -> None:
     assert other["seed"] == 1
 
 
+def test_a_config_trains_the_head_its_fields_as_keywords_do(trained: tuple[Path, dict], cache: Path) -> None:
+    """TrainConfig holds the trainer's defaults; a config and keyword overrides are the same call."""
+    from safetensors.torch import load_file
+
+    from textenv.rewards.sentiment.train import TrainConfig
+
+    out, cfg = trained
+    again = train_sentiment_classifier(config=TrainConfig(out=str(cache / "head-d"), seed=0, **SMALL))
+    a, d = (load_file(str(p / "head.safetensors")) for p in (out, cache / "head-d"))
+    assert a.keys() == d.keys() and all(a[k].equal(d[k]) for k in a)
+    assert {k: v for k, v in again.items() if k != "train_seconds"} == {
+        k: v for k, v in cfg.items() if k != "train_seconds"}
+    with pytest.raises(TypeError, match="no_such_field"):
+        train_sentiment_classifier(out_dir=cache / "head-e", no_such_field=1)
+
+
 def test_training_writes_atomically(trained: tuple[Path, dict], cache: Path, monkeypatch) -> None:
     import safetensors.torch
 

@@ -36,7 +36,7 @@ def cache(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tokenizer(cache):
-    return TaskSetup("textenv.tasks:count", model="tiny").tokenizer
+    return TaskSetup("textenv.task_factories:count", model="tiny").tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -154,7 +154,7 @@ def _train_prompts(trainer):
 
 
 def _level_prompts(level):
-    from textenv.tasks import reasoning
+    from textenv.task_factories import reasoning
 
     return [e.text for e in reasoning(difficulty=level).load("train")[:20]]
 
@@ -185,7 +185,7 @@ def test_difficulty_rises_when_every_answer_is_correct_and_resume_keeps_it(tmp_p
 def test_heldout_eval_stays_on_the_envs_own_level(tmp_path, monkeypatch):
     """Training starts at level 1 and climbs; the held-out prompts stay TextReasoning-v0's own (level 2),
     so eval/reward_mean compares with a run without a schedule."""
-    from textenv.tasks import reasoning
+    from textenv.task_factories import reasoning
 
     _always(monkeypatch, 1.0)
     trainer = PPOTrainer(_cfg(tmp_path, REASONING, iterations=4, eval_every=4, eval_prompts=4))

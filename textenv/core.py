@@ -84,24 +84,43 @@ class TaskSetup:
         self.split = split
         # the cheap checks first: nothing is loaded or built for arguments that are refused
         self.template = check_template(prompt_template if prompt_template is not None else self.task.template)
-        if chat_template is not None and not isinstance(chat_template, bool):
-            raise ValueError(f"chat_template must be True, False or None (the task's choice): it switches the "
-                             f"tokenizer's own chat template on or off, got {chat_template!r}")
-        self.examples: list[Example] = self.task.load(split)
-        if not self.examples:
-            raise ValueError(f"task {self.task.name!r} has no examples in split {split!r}")
-        self._loaded = self.examples  # as the task wrote them: the tiny tokenizer's corpus
-        if self.tools and self.task.with_tools is not None:  # e.g. QA with search: the passage left out
-            names = frozenset(self.tool_table)
-            self.examples = [self.task.with_tools(ex, names) for ex in self.examples]
+        _check_chat_template(chat_template)
+        self.examples: list[Example] = self._load_examples()
         self.max_prompt_tokens = _budget("max_prompt_tokens", max_prompt_tokens, self.task.max_prompt_tokens)
         self.max_new_tokens = _budget("max_new_tokens", max_new_tokens,
                                       self.task.max_new_tokens + (TOOL_EXTRA_TOKENS if self.tools else 0))
+        self._bind_tokenizer(tokenizer, model)
+        self.use_chat = (self.task.chat if chat_template is None else chat_template) and bool(
+            getattr(self.tokenizer, "chat_template", None)
+        )
+        self.reward = resolve(reward if reward is not None else self.task.reward)
+        if self.tools and max_prompt_tokens is None:  # the default budget grows by the tools' description
+            self.max_prompt_tokens += len(self.tokenizer(self.system_prompt(), add_special_tokens=False)["input_ids"])
+        self.length = self.max_prompt_tokens + self.max_new_tokens
+        self.turns = self.task.turns  # > 1: textenv.turns inserts the other side's turns
+        self.max_turn_tokens = min(self.task.max_turn_tokens or self.max_new_tokens, self.max_new_tokens)
+        self.may_close = _may_close(self.tokenizer, self.vocab_size) if self.tools else np.zeros(self.vocab_size, bool)
+        self._cache: dict[int, EncodedPrompt] = {}
+        self.turn_cache: dict[tuple[int, int], list[int]] = {}  # textenv.turns.user_turn_ids, per (example, turn)
+        self._warned = False
+
+    def _load_examples(self) -> list[Example]:
+        """The split's examples, as the env shows them: with tools, as the task reads with them (QA with
+        ``search``: the passage left out). ``self._loaded`` keeps them as the task wrote them (the tiny
+        tokenizer's corpus)."""
+        self._loaded = self.task.load(self.split)
+        if not self._loaded:
+            raise ValueError(f"task {self.task.name!r} has no examples in split {self.split!r}")
+        if not (self.tools and self.task.with_tools is not None):
+            return self._loaded
+        names = frozenset(self.tool_table)
+        return [self.task.with_tools(ex, names) for ex in self._loaded]
+
+    def _bind_tokenizer(self, tokenizer: Any, model: str) -> None:
+        """Take ``tokenizer``, or load ``model``'s (the tiny one is trained on this task's texts), and the
+        ids an env needs from it; one without EOS is refused (no episode could end)."""
         if tokenizer is None:
-            if is_tiny(model):
-                tokenizer = _tiny_tokenizer(self._tiny_corpus())
-            else:
-                tokenizer = load_tokenizer(model)
+            tokenizer = _tiny_tokenizer(self._tiny_corpus()) if is_tiny(model) else load_tokenizer(model)
         self.tokenizer = tokenizer
         self.model_name = model
         if tokenizer.eos_token_id is None:
@@ -110,24 +129,6 @@ class TaskSetup:
         self.pad_token_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None
                                 else tokenizer.eos_token_id)
         self.vocab_size = len(tokenizer)
-        self.use_chat = (self.task.chat if chat_template is None else chat_template) and bool(
-            getattr(tokenizer, "chat_template", None)
-        )
-        self.reward = resolve(reward if reward is not None else self.task.reward)
-        if self.tools and max_prompt_tokens is None:  # the default budget grows by the tools' description
-            self.max_prompt_tokens += len(tokenizer(self.system_prompt(), add_special_tokens=False)["input_ids"])
-        self.length = self.max_prompt_tokens + self.max_new_tokens
-        self.turns = self.task.turns  # > 1: textenv.turns inserts the other side's turns
-        self.max_turn_tokens = min(self.task.max_turn_tokens or self.max_new_tokens, self.max_new_tokens)
-        # with tools, the tokens whose text holds the ">" that may close a call: only at those does an
-        # env decode the turn to look for "</tool_call>"
-        self.may_close = np.zeros(self.vocab_size, dtype=bool)
-        if self.tools:
-            pieces = tokenizer.convert_ids_to_tokens(list(range(self.vocab_size)))
-            self.may_close[:] = [">" in p if isinstance(p, str) else False for p in pieces]
-        self._cache: dict[int, EncodedPrompt] = {}
-        self.turn_cache: dict[tuple[int, int], list[int]] = {}  # textenv.turns.user_turn_ids, per (example, turn)
-        self._warned = False
 
     @property
     def multi_turn(self) -> bool:
@@ -275,6 +276,19 @@ def check_seed(seed: Any, name: str = "seed") -> int | None:
     if seed < 0:
         raise ValueError(f"{name} must be an integer >= 0 or None, got {seed}")
     return int(seed)
+
+
+def _check_chat_template(chat_template: Any) -> None:
+    if chat_template is not None and not isinstance(chat_template, bool):
+        raise ValueError(f"chat_template must be True, False or None (the task's choice): it switches the "
+                         f"tokenizer's own chat template on or off, got {chat_template!r}")
+
+
+def _may_close(tokenizer: Any, vocab_size: int) -> np.ndarray:
+    """Which tokens' text holds the ">" that may close a tool call: only at those does an env with tools
+    decode the turn to look for "</tool_call>"."""
+    pieces = tokenizer.convert_ids_to_tokens(list(range(vocab_size)))
+    return np.array([">" in p if isinstance(p, str) else False for p in pieces], dtype=bool)
 
 
 def _budget(name: str, value: Any, default: int) -> int:

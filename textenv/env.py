@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
@@ -13,7 +14,27 @@ from textenv.render import text_image
 from textenv.tasks import Task
 from textenv.turns import TurnState, check_turn_task, plan_move, turn_info
 
-__all__ = ["TextEnv"]
+__all__ = ["EpisodeSnapshot", "TextEnv"]
+
+
+@dataclass(frozen=True)
+class EpisodeSnapshot:
+    """A :class:`TextEnv` episode's state, taken by :meth:`TextEnv.snapshot` and put back by
+    :meth:`TextEnv.restore`; its arrays are read-only."""
+
+    input_ids: np.ndarray  # the observation's arrays
+    attention_mask: np.ndarray
+    generated: tuple[int, ...]  # the tokens after the prompt so far (on a multi-turn task, both sides')
+    index: int | None  # the example of the episode (None before the first reset)
+    done: bool
+    potential: float  # the reward so far, which dense_reward's next step is the change from
+    turn: TurnState  # a multi-turn episode's turns so far (a copy, never the env's own)
+
+
+def _frozen(array: np.ndarray) -> np.ndarray:
+    copy = array.copy()
+    copy.setflags(write=False)
+    return copy
 
 
 class TextEnv(gym.Env[dict[str, np.ndarray], int]):
@@ -192,11 +213,17 @@ class TextEnv(gym.Env[dict[str, np.ndarray], int]):
         self._done = move.terminated or move.truncated
         return self._obs(), float(reward), move.terminated, move.truncated, info
 
+    @property
+    def running(self) -> bool:
+        """Whether an episode is running: ``reset`` was called and the episode has not ended since
+        (``step`` raises ``ResetNeeded`` otherwise)."""
+        return self._index is not None and not self._done
+
     def tokens_left(self) -> int:
         """How many more tokens the running episode (on a multi-turn task, the agent's current turn)
         takes before it is cut; 0 when none is running. :class:`textenv.wrappers.TextActions` bounds a
         reply's length with it before tokenising."""
-        if self._index is None or self._done:
+        if not self.running:
             return 0
         n = len(self._generated)
         left = self.setup.max_new_tokens - n
@@ -204,14 +231,20 @@ class TextEnv(gym.Env[dict[str, np.ndarray], int]):
             left = min(left, self.setup.max_turn_tokens - (n - self._turn.start))
         return left
 
-    def _checkpoint(self) -> tuple:
-        """The episode's state, for :meth:`_rollback` (``TextActions`` plays a reply all or nothing)."""
-        return (self._ids.copy(), self._mask.copy(), list(self._generated), self._done, self._potential,
-                self._turn.copy())
+    def snapshot(self) -> EpisodeSnapshot:
+        """The episode's state as it is now, for :meth:`restore`: an agent that plays several steps as
+        one move takes it back if a step raises (:class:`textenv.wrappers.TextActions` plays a reply all
+        or nothing). Cheap: two arrays of the observation's length and the tokens so far."""
+        return EpisodeSnapshot(_frozen(self._ids), _frozen(self._mask), tuple(self._generated), self._index,
+                               self._done, self._potential, self._turn.copy())
 
-    def _rollback(self, state: tuple) -> None:
-        ids, mask, generated, self._done, self._potential, turn = state
-        self._ids[:], self._mask[:], self._generated, self._turn = ids, mask, list(generated), turn.copy()
+    def restore(self, snapshot: EpisodeSnapshot) -> None:
+        """Put the episode back as it was at :meth:`snapshot`: the same observation, tokens, turns and
+        (with ``dense_reward``) reward so far, so the next steps give what they gave from there. The RNG
+        is not part of it (only ``reset`` draws from it). A snapshot can be restored any number of times."""
+        self._ids[:], self._mask[:] = snapshot.input_ids, snapshot.attention_mask
+        self._generated, self._index, self._done = list(snapshot.generated), snapshot.index, snapshot.done
+        self._potential, self._turn = snapshot.potential, snapshot.turn.copy()
 
     def render(self) -> str | np.ndarray | None:
         # An unsupported render_mode is accepted at construction, as Gymnasium does (it warns);

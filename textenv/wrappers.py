@@ -49,7 +49,8 @@ class TextActions(gym.Wrapper, gym.utils.RecordConstructorArgs):
     ``TypeError`` before any token is played, and one longer than :data:`REPLY_CHARS_PER_TOKEN` (32)
     characters per token left (``env.unwrapped.tokens_left()``; or than ``action_space.max_length``,
     if more) a ``ValueError`` before it is tokenised, the env unchanged; a reward that raises leaves the env as it was
-    before the reply (no half-played reply), as the token env does for one token.
+    before the reply (no half-played reply: the wrapper takes ``env.unwrapped.snapshot()`` first and
+    restores it), as the token env does for one token.
     Observations are the wrapped env's (fixed-size token arrays); ``info["prompt"]`` from
     ``reset`` holds the prompt text.
     """
@@ -69,7 +70,7 @@ class TextActions(gym.Wrapper, gym.utils.RecordConstructorArgs):
         if not isinstance(action, str):
             raise TypeError(f"a TextActions action is a reply string, got {type(action).__name__} {action!r}")
         base = self.env.unwrapped
-        if base._index is None or base._done:
+        if not base.running:
             raise gym.error.ResetNeeded("step() called before reset() or after the episode ended; call reset()")
         left = base.tokens_left()
         limit = max(self.action_space.max_length, REPLY_CHARS_PER_TOKEN * left)
@@ -79,7 +80,7 @@ class TextActions(gym.Wrapper, gym.utils.RecordConstructorArgs):
                              "cut it before stepping (generate at most that many tokens)")
         ids = self._setup.tokenizer(action, add_special_tokens=False)["input_ids"] if action else []
         tokens = [*ids, self._setup.eos_token_id]
-        saved = base._checkpoint()
+        saved = base.snapshot()
         total, played = 0.0, 0
         try:
             for token in tokens:
@@ -89,7 +90,7 @@ class TextActions(gym.Wrapper, gym.utils.RecordConstructorArgs):
                 if terminated or truncated or "turn" in info:  # a multi-turn env ended the agent's turn
                     break
         except Exception:
-            base._rollback(saved)
+            base.restore(saved)
             raise
         reply = min(played, len(ids))
         return obs, total, terminated, truncated, {**info, "reply_tokens": reply, "dropped_tokens": len(ids) - reply}

@@ -7,9 +7,9 @@ over the same sentences and tokens. A benchmark (it prints numbers side by side)
     python -m evals.benchmarks.search --split test
 
 The tool's row calls the tool's own ranker (its per-passage index cached, as in an env, so its
-ms/query is not comparable with the others'). The question is the query as a demonstration writes
-it (:func:`textenv.tasks.qa`'s ``tool_calls``):
-Disfl-QA's questions keep their hesitations ("who, no, what...").
+ms/query is not comparable with the others'). The question is the query as a demonstration writes it
+(:func:`textenv.task_factories.qa`'s ``tool_calls``): Disfl-QA's questions keep their hesitations
+("who, no, what...").
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def _bm25() -> Ranker | None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from textenv.tasks import qa
+    from textenv.task_factories import qa
 
     bench = parse_config(SearchBench, argv, description=__doc__)
     examples = [ex for ex in qa().load(bench.split) if ex.metadata["answerable"]]

