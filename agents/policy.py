@@ -30,7 +30,7 @@ from agents.kvcache import CachedLM, RolloutState, pad, score_hidden
 from textenv.io import MARKER, check_output_dir
 from textenv.models import load_model
 
-__all__ = ["ActResult", "ActionStats", "EpisodeBatch", "LMActorCritic", "RolloutState", "Sampling",
+__all__ = ["ActResult", "ActionStats", "EpisodeBatch", "LMActorCritic", "RolloutState", "Sampling", "action_selector",
            "logprobs_from_logits", "row_uniforms", "sample", "score_actions"]
 
 
@@ -134,15 +134,13 @@ class _Scored(NamedTuple):
     place: Callable[[torch.Tensor], torch.Tensor]  # (T,) a value per action -> (N, A), 0 where no action is
 
 
-def _action_columns(model: nn.Module, batch: EpisodeBatch, ids: torch.Tensor, mask: torch.Tensor) -> _Scored:
-    """One scoring forward over ``batch``, the LM head at its real actions only: a row's padding is
-    no action, and in a multi-turn task neither are the turns the env inserted (read, never scored),
-    so neither gets vocabulary-wide logits. The trunk's last hidden state is read from the decoder,
-    so no other layer's is kept."""
-    g = batch.gen_len
-    real = batch.mask.to(ids.device)
+def action_selector(batch: EpisodeBatch, device: torch.device) -> tuple[Callable, Callable]:
+    """``(select, place)`` for ``batch``'s ``T`` real actions: ``select`` reads a tensor over the
+    generated columns (``(N, G, ...)``) at the actions (``(T, ...)``, flattened); ``place`` puts a
+    value per action back as ``(N, A)``, 0 where no action is."""
+    real = batch.mask.to(device)
     rows, slots = (real > 0).nonzero(as_tuple=True)
-    cols = batch.action_index.to(ids.device)[rows, slots]
+    cols = batch.action_index.to(device)[rows, slots]
 
     def select(x: torch.Tensor) -> torch.Tensor:
         return x[rows, cols]
@@ -150,6 +148,16 @@ def _action_columns(model: nn.Module, batch: EpisodeBatch, ids: torch.Tensor, ma
     def place(x: torch.Tensor) -> torch.Tensor:
         return torch.zeros(real.shape, dtype=x.dtype, device=x.device).index_put((rows, slots), x)
 
+    return select, place
+
+
+def _action_columns(model: nn.Module, batch: EpisodeBatch, ids: torch.Tensor, mask: torch.Tensor) -> _Scored:
+    """One scoring forward over ``batch``, the LM head at its real actions only: a row's padding is
+    no action, and in a multi-turn task neither are the turns the env inserted (read, never scored),
+    so neither gets vocabulary-wide logits. The trunk's last hidden state is read from the decoder,
+    so no other layer's is kept."""
+    g = batch.gen_len
+    select, place = action_selector(batch, ids.device)
     hidden = select(score_hidden(model, ids, mask, prompt_len=batch.prompt_len)[:, -g - 1:-1])
     return _Scored(model.get_output_embeddings()(hidden), hidden, select(ids[:, -g:]), select, place)
 

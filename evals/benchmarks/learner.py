@@ -40,16 +40,7 @@ def _dense_columns(model, batch, ids: torch.Tensor, mask: torch.Tensor):
     actions' rows picked out of them."""
     g = batch.gen_len
     logits, hidden = score_forward(model, ids, mask, logits_to_keep=g + 1, prompt_len=batch.prompt_len)
-    real = batch.mask.to(ids.device)
-    rows, slots = (real > 0).nonzero(as_tuple=True)
-    cols = batch.action_index.to(ids.device)[rows, slots]
-
-    def select(x: torch.Tensor) -> torch.Tensor:
-        return x[rows, cols]
-
-    def place(x: torch.Tensor) -> torch.Tensor:
-        return torch.zeros(real.shape, dtype=x.dtype, device=x.device).index_put((rows, slots), x)
-
+    select, place = policy_module.action_selector(batch, ids.device)
     return policy_module._Scored(select(logits[:, :-1]), select(hidden[:, -g - 1:-1]), select(ids[:, -g:]),
                                  select, place)
 
