@@ -34,18 +34,19 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 import textenv  # noqa: F401  (registers the envs)
-from agents.config import arg, check_numbers, cli, parse_config, prepare_out, resolve_device, save_config
+from agents.config import check_numbers, prepare_out, save_config
 from agents.distributed import Dist
 from agents.preferences import TASK_PAIR_KINDS, Pair, length_matched, make_pairs, sample_pairs, task_setup
 from agents.tracking import library_progress
+from textenv.cli import arg, cli, parse_config
 from textenv.context import ENV_HELP, EnvContext
-from textenv.devices import autocast
+from textenv.devices import autocast, resolve_device
 from textenv.io import atomic_dir, check_output_dir
 from textenv.models import DEFAULT_MODEL, freeze_below, is_tiny, load_checked, load_tokenizer, model_path, tiny_model
 from textenv.tasks import SPLITS
 
 __all__ = ["PRESETS", "RewardModelConfig", "accuracy_report", "bradley_terry_loss", "load_reward_model", "main",
-           "pairwise_accuracy", "score_texts", "train_reward_model"]
+           "score_texts", "train_reward_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -119,15 +120,6 @@ def pair_margins(model, tokenizer, pairs: Sequence[Pair], max_length: int, batch
         out.append((r[: len(chunk)] - r[len(chunk):]).cpu().numpy())
     model.train(was_training)
     return np.concatenate(out) if out else np.zeros(0)
-
-
-def pairwise_accuracy(model, tokenizer, pairs: Sequence[Pair], max_length: int, batch_size: int = 16,
-                      device: torch.device | str = "cpu", precision: str = "auto") -> tuple[float, float]:
-    """``(fraction of pairs with r_chosen > r_rejected, mean BT loss)`` over ``pairs``."""
-    m = pair_margins(model, tokenizer, pairs, max_length, batch_size, device, precision)
-    if not len(m):
-        return 0.0, float("nan")
-    return float((m > 0).mean()), margin_loss(m)
 
 
 def accuracy_report(pairs: Sequence[Pair], margins: np.ndarray) -> dict[str, Any]:
