@@ -50,7 +50,7 @@ from agents.advantages import (
     ppo_loss,
     rollout_batch,
 )
-from agents.config import cli, parse_config, resolve_device, run_dir, save_config
+from agents.config import run_dir, save_config
 from agents.distributed import Dist, parameter_checksum
 from agents.learning_signal import DifficultySchedule, SignalMonitor, SignalStats, signal_stats
 from agents.masking import TopKMasker
@@ -59,8 +59,8 @@ from agents.ppo_config import PRESETS, PPOConfig, resume_config
 from agents.rollout import Episode, Rollout, collect_rollout, outcomes
 from agents.run_files import load_optimizer, optimizer_tensors, plot_rewards
 from agents.tracking import Tracker, library_progress
-from textenv.cli import RunFailed
-from textenv.devices import autocast
+from textenv.cli import RunFailed, cli, parse_config
+from textenv.devices import autocast, resolve_device
 from textenv.io import FolderLock, atomic_dir, refuse_symlinks, remove_stale, require_complete
 from textenv.models import checkpointed, freeze_below
 from textenv.rewards import RewardError

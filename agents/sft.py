@@ -32,13 +32,14 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 import textenv  # noqa: F401  (registers the env ids)
-from agents.config import arg, check_numbers, cli, parse_config, prepare_out, resolve_device, save_config
+from agents.config import check_numbers, prepare_out, save_config
 from agents.distributed import Dist, parameter_checksum
 from agents.kvcache import pad
 from agents.tracking import library_progress
+from textenv.cli import arg, cli, parse_config
 from textenv.context import ENV_HELP, EnvContext
 from textenv.core import TaskSetup
-from textenv.devices import autocast
+from textenv.devices import autocast, resolve_device
 from textenv.io import atomic_dir
 from textenv.models import enable_checkpointing, load_model
 from textenv.tasks import setup_kwargs_of, task_of
