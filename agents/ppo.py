@@ -91,6 +91,17 @@ def _task_scores(episodes: Rollout | Sequence[Episode], cfg: PPOConfig, dist: Di
     return scores
 
 
+def _rewards(cfg: PPOConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``reward=`` keyword of the train envs and of the held-out envs: the held-out envs keep the
+    task's own reward (or ``--reward``) when training on ``--reward-model``."""
+    task_reward = {"reward": cfg.reward} if cfg.reward else {}
+    if not cfg.reward_model:
+        return task_reward, task_reward
+    from textenv.rewards import resolve
+
+    return {"reward": resolve("classifier", path=cfg.reward_model)}, task_reward
+
+
 class Scored(NamedTuple):
     """One rollout scored for the update, on the trainer's device: its KL to the reference and its
     task scores (``(N, A)`` over the agent's tokens, ``(N,)`` per episode)."""
@@ -110,13 +121,7 @@ class PPOTrainer:
     def __init__(self, config: PPOConfig) -> None:
         cfg = self.cfg = config
         self.device = resolve_device(cfg.device)
-        task_reward = {"reward": cfg.reward} if cfg.reward else {}
-        reward = task_reward
-        if cfg.reward_model:
-            from textenv.rewards import resolve
-
-            reward = {"reward": resolve("classifier", path=cfg.reward_model)}
-        self.train_reward = reward
+        self.train_reward, task_reward = _rewards(cfg)
         self.schedule = None  # --difficulty-schedule: the train env's level
         if cfg.difficulty_schedule is not None:
             self.schedule = DifficultySchedule(cfg.difficulty_schedule, difficulty_levels(cfg.env), cfg.signal_patience)
@@ -131,6 +136,28 @@ class PPOTrainer:
             self.eval_envs = policy_envs(cfg.env, cfg.model, min(cfg.eval_prompts, 32), split=cfg.eval_split,
                                          tokenizer=self.setup.tokenizer, max_new_tokens=cfg.max_new_tokens,
                                          **task_reward)
+        self._build_models()
+        self.kl = (AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon) if cfg.kl_target
+                   else FixedKLController(cfg.kl_coef))
+        self.iteration = 0
+        self.failures = 0
+        self.updates = 0  # iterations whose update was applied, over the whole run (resumes included)
+        self.last_skip = ""
+        self.best_eval, self.best_iteration = -math.inf, -1  # --keep-best: the best held-out eval so far
+        self.ref_length: float | None = None  # --length-band's L0, measured on the first rollout
+        self.dist = Dist()  # under `accelerate launch`: one prompt shard per process, averaged gradients
+        self.lock: FolderLock | None = None  # one writer per run folder, held until train() returns
+        self.dir = self._open_run_folder()
+        self.tracker = None
+        if self.dist.is_main:
+            save_config(cfg, self.dir / "config.json")  # atomic: a kill leaves the old one
+            self.tracker = Tracker(self.dir, tensorboard=cfg.tensorboard,
+                                   resume_step=self.iteration if cfg.resume else None)
+
+    def _build_models(self) -> None:
+        """The policy (seeded by ``cfg.seed``), its frozen reference (none with LoRA: the policy with
+        its adapter disabled is the reference), the NLPO masking model and the optimizer."""
+        cfg = self.cfg
         sampling = Sampling(cfg.temperature, cfg.top_k, cfg.top_p)
         lora = {"r": cfg.lora_r, "lora_alpha": 2 * cfg.lora_r, "target_modules": "all-linear"} if cfg.lora_r else None
         torch.manual_seed(cfg.seed)
@@ -150,38 +177,29 @@ class PPOTrainer:
                                      cfg.mask_top_k, cfg.mask_top_p, share=share)
         params = [p for p in self.policy.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=cfg.lr, eps=1e-5)
-        self.kl = (AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon) if cfg.kl_target
-                   else FixedKLController(cfg.kl_coef))
-        self.iteration = 0
-        self.failures = 0
-        self.updates = 0  # iterations whose update was applied, over the whole run (resumes included)
-        self.last_skip = ""
-        self.best_eval, self.best_iteration = -math.inf, -1  # --keep-best: the best held-out eval so far
-        self.ref_length: float | None = None  # --length-band's L0, measured on the first rollout
-        self.dist = Dist()  # under `accelerate launch`: one prompt shard per process, averaged gradients
-        self.lock: FolderLock | None = None  # one writer per run folder, held until train() returns
-        if cfg.resume:
-            self.dir = refuse_symlinks(Path(cfg.resume))  # nothing written through a link out of the folder
-            if self.dist.is_main:
-                self.lock = FolderLock(self.dir, "--resume run folder")
-            try:
-                for name in ("checkpoint", "final", "best"):  # what killed writes left: complete copies are restored
-                    remove_stale(self.dir / name)
-                self._load_checkpoint(self.dir / "checkpoint")
-            except BaseException:
-                if self.lock is not None:
-                    self.lock.release()
-                raise
-        elif self.dist.is_main:
-            self.dir = run_dir(cfg.runs, cfg.env, cfg.exp_name, cfg.seed)
-            self.lock = FolderLock(self.dir, "run folder")
-        else:
-            self.dir = Path(cfg.runs)  # other processes write nothing
-        self.tracker = None
+
+    def _open_run_folder(self) -> Path:
+        """The run folder, locked by the main process until :meth:`close`: ``--resume``'s, with the
+        trainer restored from its checkpoint, or a new one (other processes write nothing)."""
+        cfg = self.cfg
+        if not cfg.resume:
+            if not self.dist.is_main:
+                return Path(cfg.runs)
+            folder = run_dir(cfg.runs, cfg.env, cfg.exp_name, cfg.seed)
+            self.lock = FolderLock(folder, "run folder")
+            return folder
+        folder = refuse_symlinks(Path(cfg.resume))  # nothing written through a link out of the folder
         if self.dist.is_main:
-            save_config(cfg, self.dir / "config.json")  # atomic: a kill leaves the old one
-            self.tracker = Tracker(self.dir, tensorboard=cfg.tensorboard,
-                                   resume_step=self.iteration if cfg.resume else None)
+            self.lock = FolderLock(folder, "--resume run folder")
+        try:
+            for name in ("checkpoint", "final", "best"):  # what killed writes left: complete copies are restored
+                remove_stale(folder / name)
+            self._load_checkpoint(folder / "checkpoint")
+        except BaseException:
+            if self.lock is not None:
+                self.lock.release()
+            raise
+        return folder
 
     def _train_envs(self, tokenizer: Any = None) -> VectorEnv:
         """The train split's vector env; with ``--difficulty-schedule``, at the schedule's level (the
