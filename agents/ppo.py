@@ -320,8 +320,14 @@ class PPOTrainer:
 
     def step(self) -> dict[str, float]:
         """One iteration: collect -> score -> advantages -> update -> log. Returns its metrics
-        (``failures/skipped`` = 1 when it was skipped)."""
+        (``failures/skipped`` = 1 when it was skipped); a skipped iteration counts as done too."""
         it = self.iteration + 1
+        metrics = self._iterate(it)
+        self.iteration = it
+        return metrics
+
+    def _iterate(self, it: int) -> dict[str, float]:
+        """Iteration ``it``'s work and metrics (:meth:`step`)."""
         why = None
         try:
             rollout, rollout_secs = self.rollout(it)
@@ -342,7 +348,7 @@ class PPOTrainer:
         if stats is None:
             return self._skip(it, "non-finite loss")
         self._after_update(it, scored, len(rollout))
-        return {**self._log(it, rollout, scored, stats, rollout_secs), **signal.metrics(), **difficulty}
+        return {**self._metrics(rollout, scored, stats, rollout_secs), **signal.metrics(), **difficulty}
 
     def _advance_difficulty(self, signal: SignalStats) -> tuple[bool, dict[str, float]]:
         """``--difficulty-schedule``: whether the train env moved up a level for the next iteration,
@@ -389,9 +395,10 @@ class PPOTrainer:
         self.updates += 1
         self.kl.update(self.dist.mean(float(scored.kl.sum(1).mean())), n_episodes * self.dist.world)
 
-    def _log(self, it: int, rollout: Rollout, scored: Scored, stats: dict[str, float],
-             rollout_secs: float) -> dict[str, float]:
-        """The iteration's metrics (cleanrl's groups: ``charts/``, ``objective/``, ``losses/``, ``rewards/``)."""
+    def _metrics(self, rollout: Rollout, scored: Scored, stats: dict[str, float],
+                 rollout_secs: float) -> dict[str, float]:
+        """An applied iteration's metrics (cleanrl's groups: ``charts/``, ``objective/``, ``losses/``,
+        ``rewards/``)."""
         returns = rollout.scores.numpy()
         metrics = {
             "charts/reward_mean": self.dist.mean(float(np.mean(returns))),
@@ -413,7 +420,6 @@ class PPOTrainer:
             for k, v in info.get("reward_parts", {}).items():
                 parts.setdefault(k, []).append(float(v))
         metrics.update({f"rewards/{k}/mean": float(np.mean(v)) for k, v in parts.items()})
-        self.iteration = it
         return metrics
 
     def _scores(self, episodes: Rollout | Sequence[Episode],
@@ -431,12 +437,13 @@ class PPOTrainer:
         return scores - penalty, penalty
 
     def _skip(self, it: int, why: str) -> dict[str, float]:
+        """Count iteration ``it`` as failed (nothing of it applied), the metrics that say so; after
+        ``max_failures`` in a row the run stops."""
         self.failures += 1
         self.last_skip = why
         logger.warning("iteration %d skipped (%s); %d consecutive failure(s)", it, why, self.failures)
         if self.failures >= self.cfg.max_failures:
             raise RunFailed(f"PPO stopped: {self.failures} consecutive iterations failed, last: {why}")
-        self.iteration = it
         return {"failures/skipped": 1.0}
 
     def _update(self, batch: EpisodeBatch, targets: RolloutBatch, it: int,
