@@ -74,10 +74,10 @@ def test_nan_reward_is_skipped_and_reported(tmp_path, monkeypatch):
     trainer = PPOTrainer(_cfg(tmp_path, iterations=2, checkpoint_every=10))
     before = {k: v.clone() for k, v in trainer.policy.state_dict().items()}
     first = trainer.step()
-    assert first == {"failures/skipped": 1.0} and trainer.failures == 1
+    assert first == {"failures/skipped": 1.0} and trainer.failures == 1 and trainer.iteration == 1
     assert all(torch.equal(v, before[k]) for k, v in trainer.policy.state_dict().items())
     second = trainer.step()
-    assert second["failures/skipped"] == 0.0 and trainer.failures == 0
+    assert second["failures/skipped"] == 0.0 and trainer.failures == 0 and trainer.iteration == 2
 
 
 def test_repeated_failures_stop_with_a_clear_error(tmp_path, monkeypatch):
@@ -471,3 +471,4 @@ def test_a_run_with_one_applied_update_writes_final(tmp_path, monkeypatch):
     trainer = PPOTrainer(_cfg(tmp_path, iterations=2))
     trainer.train()
     assert trainer.updates == 1 and (trainer.dir / "final").is_dir()
+
