@@ -58,6 +58,7 @@ from agents.policy import EpisodeBatch, LMActorCritic, Sampling
 from agents.ppo_config import PRESETS, PPOConfig, resume_config
 from agents.rollout import Episode, Rollout, collect_rollout, outcomes
 from agents.run_files import load_optimizer, optimizer_tensors, plot_rewards
+from agents.seeds import heldout_row_seed
 from agents.tracking import Tracker, library_progress
 from textenv.cli import RunFailed, cli, parse_config
 from textenv.devices import autocast, resolve_device
@@ -299,7 +300,7 @@ class PPOTrainer:
             for start in range(0, len(indices), b):
                 chunk = indices[start:start + b]
                 parts.append(collect_rollout(envs, self.policy, chunk, seed=self.cfg.seed, masker=self.masker,
-                                             row_seeds=[self.cfg.seed * 1_000_003 + i for i in chunk]))
+                                             row_seeds=[heldout_row_seed(self.cfg.seed, i) for i in chunk]))
             rollout = Rollout.cat(parts, self.policy.pad_token_id)  # one reference forward over every prompt
             ref_logp = self.policy.reference_logprobs(rollout.batch, self.reference).float().cpu()
         lengths = rollout.lengths.tolist()

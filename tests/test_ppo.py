@@ -472,3 +472,14 @@ def test_a_run_with_one_applied_update_writes_final(tmp_path, monkeypatch):
     trainer.train()
     assert trainer.updates == 1 and (trainer.dir / "final").is_dir()
 
+
+def test_run_seeds_keep_the_values_runs_were_trained_with():
+    """The seeds of a run's streams, pinned: a changed formula would change every run's results."""
+    from agents.seeds import heldout_row_seed, iteration_seed, update_seed
+
+    assert iteration_seed(3, 5, rank=2) == 3_015_852 and iteration_seed(3, 5) == 3_000_014
+    assert update_seed(3, 5) == 23_762
+    assert heldout_row_seed(3, 5) == 3_000_014
+    # one run's iterations on 4 processes draw distinct streams
+    assert len({iteration_seed(0, it, rank) for it in range(1, 7919) for rank in range(4)}) == 7918 * 4
+
