@@ -483,3 +483,43 @@ def test_run_seeds_keep_the_values_runs_were_trained_with():
     # one run's iterations on 4 processes draw distinct streams
     assert len({iteration_seed(0, it, rank) for it in range(1, 7919) for rank in range(4)}) == 7918 * 4
 
+
+@pytest.mark.parametrize("fail", ["render", "sync"])
+def test_a_reward_plot_that_fails_mid_write_keeps_the_previous_reward_png(tmp_path, monkeypatch, fail):
+    """A failure while the PNG is encoded (after part of its bytes) or while it is synced to disk
+    (a full disk) leaves the previous ``reward.png`` as it was, and no temporary file beside it."""
+    import errno
+    import os
+    from pathlib import Path
+
+    import matplotlib.figure
+
+    from agents.run_files import plot_rewards
+    from agents.tracking import Tracker
+
+    tracker = Tracker(tmp_path, tensorboard=False)
+    tracker.log(1, {"charts/reward_mean": 0.1, "objective/kl": 0.0})
+    before = plot_rewards(tmp_path).read_bytes()
+    tracker.log(2, {"charts/reward_mean": 0.9, "objective/kl": 0.5})
+    tracker.close()
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def partial_then_fail(fig, fname, *args, **kwargs):
+        if isinstance(fname, (str, os.PathLike)):
+            Path(fname).write_bytes(b"\x89PNG partial")
+        else:
+            fname.write(b"\x89PNG partial")
+        no_space()
+
+    with monkeypatch.context() as mp:
+        if fail == "render":
+            mp.setattr(matplotlib.figure.Figure, "savefig", partial_then_fail)
+        else:
+            mp.setattr(os, "fsync", no_space)
+        with pytest.raises(OSError, match="No space"):
+            plot_rewards(tmp_path)
+    assert (tmp_path / "reward.png").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir() if "reward" in p.name] == ["reward.png"]
+    assert plot_rewards(tmp_path).read_bytes() != before  # the failed plot would have changed it
