@@ -1,8 +1,8 @@
 """What the learners share besides their configs' CLI: run and output directories, saved configs and
 the range checks of their numeric fields.
 
-The dataclass -> ``--help`` CLI (:func:`arg`, :func:`parse_config`) lives in :mod:`textenv.cli`,
-where every package's commands can use it; it is re-exported here for the learners.
+The dataclass -> ``--help`` CLI (:func:`textenv.cli.arg`, :func:`textenv.cli.parse_config`) lives in
+:mod:`textenv.cli`, where every package's commands can use it; import it from there.
 """
 
 from __future__ import annotations
@@ -15,12 +15,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from textenv.cli import arg, cli, parse_config
-from textenv.devices import resolve_device
+from textenv.cli import arg  # noqa: F401 - agents.ppo_config still imports it from here (to be moved)
 from textenv.io import atomic_write, ensure_replaceable, remove_stale
 
-__all__ = ["STALE_AFTER_S", "arg", "check_numbers", "cli", "parse_config", "prepare_out", "resolve_device", "run_dir",
-           "save_config"]
+__all__ = ["STALE_AFTER_S", "check_numbers", "prepare_out", "run_dir", "save_config"]
 
 # A temporary folder untouched this long belongs to a killed write, not a live one: a checkpoint's
 # temporary folder is written in seconds to minutes, then renamed away.

@@ -37,9 +37,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from agents import ppo, reward_model, sft
-from agents.config import arg, cli, parse_config
 from agents.run_files import plot_rewards
 from agents.tracking import StageMemory
+from textenv.cli import arg, cli, parse_config
 from textenv.context import ENV_HELP, EnvContext
 from textenv.io import FolderLock, atomic_dir, atomic_write, ensure_replaceable, is_complete, remove_stale
 

@@ -49,7 +49,7 @@ from agents.advantages import (
     ppo_loss,
     rollout_batch,
 )
-from agents.config import cli, parse_config, resolve_device, run_dir, save_config
+from agents.config import run_dir, save_config
 from agents.distributed import Dist, parameter_checksum
 from agents.learning_signal import DifficultySchedule, SignalMonitor, SignalStats, signal_stats
 from agents.masking import TopKMasker
@@ -57,9 +57,10 @@ from agents.policy import EpisodeBatch, LMActorCritic, Sampling
 from agents.ppo_config import PRESETS, PPOConfig, resume_config
 from agents.rollout import Rollout, collect_rollout
 from agents.run_files import load_optimizer, optimizer_tensors, plot_rewards
+from agents.seeds import heldout_row_seed, iteration_seed, update_seed
 from agents.tracking import Tracker, library_progress
-from textenv.cli import RunFailed
-from textenv.devices import autocast
+from textenv.cli import RunFailed, cli, parse_config
+from textenv.devices import autocast, resolve_device
 from textenv.io import FolderLock, atomic_dir, refuse_symlinks, remove_stale, require_complete
 from textenv.models import checkpointed, freeze_below
 from textenv.rewards import RewardError
@@ -89,6 +90,17 @@ def _shaped_returns(rollout: Rollout, cfg: PPOConfig, dist: Dist | None = None) 
     return scores
 
 
+def _rewards(cfg: PPOConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``reward=`` keyword of the train envs and of the held-out envs: the held-out envs keep the
+    task's own reward (or ``--reward``) when training on ``--reward-model``."""
+    task_reward = {"reward": cfg.reward} if cfg.reward else {}
+    if not cfg.reward_model:
+        return task_reward, task_reward
+    from textenv.rewards import resolve
+
+    return {"reward": resolve("classifier", path=cfg.reward_model)}, task_reward
+
+
 class Scored(NamedTuple):
     """One rollout scored for the update, on the trainer's device: its KL to the reference and its
     task scores (``(N, A)`` over the agent's tokens, ``(N,)`` per episode)."""
@@ -108,13 +120,7 @@ class PPOTrainer:
     def __init__(self, config: PPOConfig) -> None:
         cfg = self.cfg = config
         self.device = resolve_device(cfg.device)
-        task_reward = {"reward": cfg.reward} if cfg.reward else {}
-        reward = task_reward
-        if cfg.reward_model:
-            from textenv.rewards import resolve
-
-            reward = {"reward": resolve("classifier", path=cfg.reward_model)}
-        self.train_reward = reward
+        self.train_reward, task_reward = _rewards(cfg)
         self.schedule = None  # --difficulty-schedule: the train env's level
         if cfg.difficulty_schedule is not None:
             self.schedule = DifficultySchedule(cfg.difficulty_schedule, difficulty_levels(cfg.env), cfg.signal_patience)
@@ -129,6 +135,28 @@ class PPOTrainer:
             self.eval_envs = policy_envs(cfg.env, cfg.model, min(cfg.eval_prompts, 32), split=cfg.eval_split,
                                          tokenizer=self.setup.tokenizer, max_new_tokens=cfg.max_new_tokens,
                                          **task_reward)
+        self._build_models()
+        self.kl = (AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon) if cfg.kl_target
+                   else FixedKLController(cfg.kl_coef))
+        self.iteration = 0
+        self.failures = 0
+        self.updates = 0  # iterations whose update was applied, over the whole run (resumes included)
+        self.last_skip = ""
+        self.best_eval, self.best_iteration = -math.inf, -1  # --keep-best: the best held-out eval so far
+        self.ref_length: float | None = None  # --length-band's L0, measured on the first rollout
+        self.dist = Dist()  # under `accelerate launch`: one prompt shard per process, averaged gradients
+        self.lock: FolderLock | None = None  # one writer per run folder, held until train() returns
+        self.dir = self._open_run_folder()
+        self.tracker = None
+        if self.dist.is_main:
+            save_config(cfg, self.dir / "config.json")  # atomic: a kill leaves the old one
+            self.tracker = Tracker(self.dir, tensorboard=cfg.tensorboard,
+                                   resume_step=self.iteration if cfg.resume else None)
+
+    def _build_models(self) -> None:
+        """The policy (seeded by ``cfg.seed``), its frozen reference (none with LoRA: the policy with
+        its adapter disabled is the reference), the NLPO masking model and the optimizer."""
+        cfg = self.cfg
         sampling = Sampling(cfg.temperature, cfg.top_k, cfg.top_p)
         lora = {"r": cfg.lora_r, "lora_alpha": 2 * cfg.lora_r, "target_modules": "all-linear"} if cfg.lora_r else None
         torch.manual_seed(cfg.seed)
@@ -148,38 +176,29 @@ class PPOTrainer:
                                      cfg.mask_top_k, cfg.mask_top_p, share=share)
         params = [p for p in self.policy.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=cfg.lr, eps=1e-5)
-        self.kl = (AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon) if cfg.kl_target
-                   else FixedKLController(cfg.kl_coef))
-        self.iteration = 0
-        self.failures = 0
-        self.updates = 0  # iterations whose update was applied, over the whole run (resumes included)
-        self.last_skip = ""
-        self.best_eval, self.best_iteration = -math.inf, -1  # --keep-best: the best held-out eval so far
-        self.ref_length: float | None = None  # --length-band's L0, measured on the first rollout
-        self.dist = Dist()  # under `accelerate launch`: one prompt shard per process, averaged gradients
-        self.lock: FolderLock | None = None  # one writer per run folder, held until train() returns
-        if cfg.resume:
-            self.dir = refuse_symlinks(Path(cfg.resume))  # nothing written through a link out of the folder
-            if self.dist.is_main:
-                self.lock = FolderLock(self.dir, "--resume run folder")
-            try:
-                for name in ("checkpoint", "final", "best"):  # what killed writes left: complete copies are restored
-                    remove_stale(self.dir / name)
-                self._load_checkpoint(self.dir / "checkpoint")
-            except BaseException:
-                if self.lock is not None:
-                    self.lock.release()
-                raise
-        elif self.dist.is_main:
-            self.dir = run_dir(cfg.runs, cfg.env, cfg.exp_name, cfg.seed)
-            self.lock = FolderLock(self.dir, "run folder")
-        else:
-            self.dir = Path(cfg.runs)  # other processes write nothing
-        self.tracker = None
+
+    def _open_run_folder(self) -> Path:
+        """The run folder, locked by the main process until :meth:`close`: ``--resume``'s, with the
+        trainer restored from its checkpoint, or a new one (other processes write nothing)."""
+        cfg = self.cfg
+        if not cfg.resume:
+            if not self.dist.is_main:
+                return Path(cfg.runs)
+            folder = run_dir(cfg.runs, cfg.env, cfg.exp_name, cfg.seed)
+            self.lock = FolderLock(folder, "run folder")
+            return folder
+        folder = refuse_symlinks(Path(cfg.resume))  # nothing written through a link out of the folder
         if self.dist.is_main:
-            save_config(cfg, self.dir / "config.json")  # atomic: a kill leaves the old one
-            self.tracker = Tracker(self.dir, tensorboard=cfg.tensorboard,
-                                   resume_step=self.iteration if cfg.resume else None)
+            self.lock = FolderLock(folder, "--resume run folder")
+        try:
+            for name in ("checkpoint", "final", "best"):  # what killed writes left: complete copies are restored
+                remove_stale(folder / name)
+            self._load_checkpoint(folder / "checkpoint")
+        except BaseException:
+            if self.lock is not None:
+                self.lock.release()
+            raise
+        return folder
 
     def _train_envs(self, tokenizer: Any = None) -> VectorEnv:
         """The train split's vector env; with ``--difficulty-schedule``, at the schedule's level (the
@@ -253,7 +272,7 @@ class PPOTrainer:
 
     def rollout(self, it: int) -> tuple[Rollout, float]:
         """Iteration ``it``'s episodes, and the seconds they took."""
-        seed = self.cfg.seed * 1_000_003 + it + 7919 * self.dist.rank
+        seed = iteration_seed(self.cfg.seed, it, self.dist.rank)
         gen = torch.Generator(device=self.device).manual_seed(seed)
         start = time.perf_counter()
         with self._autocast():
@@ -279,7 +298,7 @@ class PPOTrainer:
             for start in range(0, len(indices), b):
                 chunk = indices[start:start + b]
                 parts.append(collect_rollout(envs, self.policy, chunk, seed=self.cfg.seed, masker=self.masker,
-                                             row_seeds=[self.cfg.seed * 1_000_003 + i for i in chunk]))
+                                             row_seeds=[heldout_row_seed(self.cfg.seed, i) for i in chunk]))
             rollout = Rollout.cat(parts, self.policy.pad_token_id)  # one reference forward over every prompt
             ref_logp = self.policy.reference_logprobs(rollout.batch, self.reference).float().cpu()
         lengths = rollout.lengths.tolist()
@@ -300,8 +319,14 @@ class PPOTrainer:
 
     def step(self) -> dict[str, float]:
         """One iteration: collect -> score -> advantages -> update -> log. Returns its metrics
-        (``failures/skipped`` = 1 when it was skipped)."""
+        (``failures/skipped`` = 1 when it was skipped); a skipped iteration counts as done too."""
         it = self.iteration + 1
+        metrics = self._iterate(it)
+        self.iteration = it
+        return metrics
+
+    def _iterate(self, it: int) -> dict[str, float]:
+        """Iteration ``it``'s work and metrics (:meth:`step`)."""
         why = None
         try:
             rollout, rollout_secs = self.rollout(it)
@@ -322,7 +347,7 @@ class PPOTrainer:
         if stats is None:
             return self._skip(it, "non-finite loss")
         self._after_update(it, scored, len(rollout))
-        return {**self._log(it, rollout, scored, stats, rollout_secs), **signal.metrics(), **difficulty}
+        return {**self._metrics(rollout, scored, stats, rollout_secs), **signal.metrics(), **difficulty}
 
     def _advance_difficulty(self, signal: SignalStats) -> tuple[bool, dict[str, float]]:
         """``--difficulty-schedule``: whether the train env moved up a level for the next iteration,
@@ -372,9 +397,10 @@ class PPOTrainer:
         self.updates += 1
         self.kl.update(self.dist.mean(float(scored.kl.sum(1).mean())), n_episodes * self.dist.world)
 
-    def _log(self, it: int, rollout: Rollout, scored: Scored, stats: dict[str, float],
-             rollout_secs: float) -> dict[str, float]:
-        """The iteration's metrics (cleanrl's groups: ``charts/``, ``objective/``, ``losses/``, ``rewards/``)."""
+    def _metrics(self, rollout: Rollout, scored: Scored, stats: dict[str, float],
+                 rollout_secs: float) -> dict[str, float]:
+        """An applied iteration's metrics (cleanrl's groups: ``charts/``, ``objective/``, ``losses/``,
+        ``rewards/``)."""
         returns = rollout.returns.numpy()
         metrics = {
             "charts/reward_mean": self.dist.mean(float(np.mean(returns))),
@@ -396,7 +422,6 @@ class PPOTrainer:
             for k, v in info.get("reward_parts", {}).items():
                 parts.setdefault(k, []).append(float(v))
         metrics.update({f"rewards/{k}/mean": float(np.mean(v)) for k, v in parts.items()})
-        self.iteration = it
         return metrics
 
     def _episode_rewards(self, rollout: Rollout, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -413,12 +438,13 @@ class PPOTrainer:
         return shaped - penalty, penalty
 
     def _skip(self, it: int, why: str) -> dict[str, float]:
+        """Count iteration ``it`` as failed (nothing of it applied), the metrics that say so; after
+        ``max_failures`` in a row the run stops."""
         self.failures += 1
         self.last_skip = why
         logger.warning("iteration %d skipped (%s); %d consecutive failure(s)", it, why, self.failures)
         if self.failures >= self.cfg.max_failures:
             raise RunFailed(f"PPO stopped: {self.failures} consecutive iterations failed, last: {why}")
-        self.iteration = it
         return {"failures/skipped": 1.0}
 
     def _update(self, batch: EpisodeBatch, targets: RolloutBatch, it: int,
@@ -427,7 +453,7 @@ class PPOTrainer:
         gradient is not finite (that minibatch is not applied)."""
         cfg = self.cfg
         n = batch.input_ids.shape[0]
-        gen = torch.Generator().manual_seed(cfg.seed * 7919 + it)
+        gen = torch.Generator().manual_seed(update_seed(cfg.seed, it))
         mb = min(cfg.minibatch_size, n)
         micro = max(1, mb // cfg.grad_accum)
         log: dict[str, list[float]] = {k: [] for k in ("pg", "vf", "ent", "approx_kl", "clipfrac")}

@@ -34,18 +34,19 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 import textenv  # noqa: F401  (registers the envs)
-from agents.config import arg, check_numbers, cli, parse_config, prepare_out, resolve_device, save_config
+from agents.config import check_numbers, prepare_out, save_config
 from agents.distributed import Dist
 from agents.preferences import TASK_PAIR_KINDS, Pair, length_matched, make_pairs, sample_pairs, task_setup
 from agents.tracking import library_progress
+from textenv.cli import arg, cli, parse_config
 from textenv.context import ENV_HELP, EnvContext
-from textenv.devices import autocast
+from textenv.devices import autocast, resolve_device
 from textenv.io import atomic_dir, check_output_dir
 from textenv.models import DEFAULT_MODEL, freeze_below, is_tiny, load_checked, load_tokenizer, model_path, tiny_model
 from textenv.tasks import SPLITS
 
 __all__ = ["PRESETS", "RewardModelConfig", "accuracy_report", "bradley_terry_loss", "load_reward_model", "main",
-           "pairwise_accuracy", "score_texts", "train_reward_model"]
+           "score_texts", "train_reward_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -119,15 +120,6 @@ def pair_margins(model, tokenizer, pairs: Sequence[Pair], max_length: int, batch
         out.append((r[: len(chunk)] - r[len(chunk):]).cpu().numpy())
     model.train(was_training)
     return np.concatenate(out) if out else np.zeros(0)
-
-
-def pairwise_accuracy(model, tokenizer, pairs: Sequence[Pair], max_length: int, batch_size: int = 16,
-                      device: torch.device | str = "cpu", precision: str = "auto") -> tuple[float, float]:
-    """``(fraction of pairs with r_chosen > r_rejected, mean BT loss)`` over ``pairs``."""
-    m = pair_margins(model, tokenizer, pairs, max_length, batch_size, device, precision)
-    if not len(m):
-        return 0.0, float("nan")
-    return float((m > 0).mean()), margin_loss(m)
 
 
 def accuracy_report(pairs: Sequence[Pair], margins: np.ndarray) -> dict[str, Any]:
@@ -240,44 +232,43 @@ def build_pairs(config: RewardModelConfig, tokenizer: Any, split: str, device: t
     return pairs
 
 
-def train_reward_model(config: RewardModelConfig, tokenizer: Any = None) -> dict:
-    """Build pairs, measure held-out accuracy, train, measure again, write the checkpoint.
-
-    Returns the metrics also written to ``<out>/metrics.json``: ``eval/accuracy_before|after``
-    over all held-out pairs, ``eval/after/accuracy_length_matched`` and per-kind accuracies.
-    ``tokenizer`` is only needed to pin the vocabulary of ``model='tiny'``.
-    """
-    start = time.perf_counter()
-    device = resolve_device(config.device)
-    out = prepare_out(config.out or f"runs/reward_model/{config.env}", sweep=Dist().is_main)  # before any work
-    torch.manual_seed(config.seed)
-    if tokenizer is None:
-        tokenizer = task_setup(config.env, "train", config.model).tokenizer
+def _pairs(config: RewardModelConfig, tokenizer: Any, device: torch.device) -> tuple[list[Pair], list[Pair]]:
+    """The train and held-out pairs (:func:`build_pairs`); none on either side is an error."""
     train = build_pairs(config, tokenizer, "train", device)
     held = build_pairs(config, tokenizer, config.eval_split, device)
     if not train or not held:
         raise ValueError(f"no preference pairs for {config.env!r} (train {len(train)}, held-out {len(held)})")
-    tokenizer, model = load_reward_model(config.model, tokenizer, config.seed)
-    model.to(device)
-    freeze_below(model, config.train_layers)
-    dist = Dist()  # under `accelerate launch`: an equal shard of the pairs per process, averaged gradients
-    if dist.world > 1:
-        train = train[:len(train) // dist.world * dist.world][dist.rank::dist.world]
-    logger.info("%d train pairs %s, %d %s pairs %s", len(train), dict(Counter(p.kind for p in train)), len(held),
-                config.eval_split, dict(Counter(p.kind for p in held)))
+    return train, held
 
-    def evaluate() -> tuple[dict[str, Any], float]:
-        m = pair_margins(model, tokenizer, held, config.max_length, 2 * config.batch_size, device, config.precision,
-                         config.progress)
-        return accuracy_report(held, m), margin_loss(m)
 
-    before, loss0 = evaluate()
-    logger.info("before training: %s accuracy %.3f, loss %.4f", config.eval_split, before["accuracy"], loss0)
+def _held_out(model, tokenizer, held: Sequence[Pair], config: RewardModelConfig,
+              device: torch.device) -> tuple[dict[str, Any], float]:
+    """The held-out accuracy report (:func:`accuracy_report`) and Bradley–Terry loss."""
+    m = pair_margins(model, tokenizer, held, config.max_length, 2 * config.batch_size, device, config.precision,
+                     config.progress)
+    return accuracy_report(held, m), margin_loss(m)
 
+
+def _eval_metrics(before: tuple[dict[str, Any], float], after: tuple[dict[str, Any], float]) -> dict[str, Any]:
+    """The ``eval/`` metrics of a run from its held-out ``(report, loss)`` before and after training."""
+    (report0, loss0), (report1, loss1) = before, after
+    return {
+        "eval/accuracy_before": report0["accuracy"], "eval/loss_before": loss0,
+        "eval/accuracy_after": report1["accuracy"], "eval/loss_after": loss1,
+        "eval/accuracy_length_matched_after": report1["accuracy_length_matched"],
+        **{f"eval/before/{k}": v for k, v in report0.items()},
+        **{f"eval/after/{k}": v for k, v in report1.items()},
+    }
+
+
+def _train_steps(model, tokenizer, train: Sequence[Pair], config: RewardModelConfig, dist: Dist,
+                 device: torch.device) -> tuple[int, list[float], list[float]]:
+    """AdamW on :func:`bradley_terry_loss` over seeded shuffles of ``train``, ``batch_size`` pairs a
+    step, for ``epochs`` (at most ``max_steps``); ``(steps, loss per step, accuracy per step)``. A
+    non-finite gradient norm stops the run on every process."""
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = math.ceil(len(train) / config.batch_size)
-    total = config.epochs * steps_per_epoch
+    total = config.epochs * math.ceil(len(train) / config.batch_size)
     total = min(total, config.max_steps) if config.max_steps is not None else total
     rng = np.random.default_rng(config.seed)
     model.train()
@@ -309,18 +300,51 @@ def train_reward_model(config: RewardModelConfig, tokenizer: Any = None) -> dict
             bar.update(1)
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", acc=f"{np.mean(accs[-20:]):.2f}")
     bar.close()
-    after, loss1 = evaluate()
+    return step, losses, accs
+
+
+def _save(model, tokenizer, config: RewardModelConfig, metrics: dict, out: Path) -> None:
+    """The checkpoint, atomically: weights, tokenizer, config and metrics."""
+    with atomic_dir(out) as tmp, library_progress(config.progress):
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        save_config(config, tmp / "reward_model_config.json")
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+
+
+def train_reward_model(config: RewardModelConfig, tokenizer: Any = None) -> dict:
+    """Build pairs, measure held-out accuracy, train, measure again, write the checkpoint.
+
+    Returns the metrics also written to ``<out>/metrics.json``: ``eval/accuracy_before|after``
+    over all held-out pairs, ``eval/after/accuracy_length_matched`` and per-kind accuracies.
+    ``tokenizer`` is only needed to pin the vocabulary of ``model='tiny'``.
+    """
+    start = time.perf_counter()
+    device = resolve_device(config.device)
+    out = prepare_out(config.out or f"runs/reward_model/{config.env}", sweep=Dist().is_main)  # before any work
+    torch.manual_seed(config.seed)
+    if tokenizer is None:
+        tokenizer = task_setup(config.env, "train", config.model).tokenizer
+    train, held = _pairs(config, tokenizer, device)
+    tokenizer, model = load_reward_model(config.model, tokenizer, config.seed)
+    model.to(device)
+    freeze_below(model, config.train_layers)
+    dist = Dist()  # under `accelerate launch`: an equal shard of the pairs per process, averaged gradients
+    if dist.world > 1:
+        train = train[:len(train) // dist.world * dist.world][dist.rank::dist.world]
+    logger.info("%d train pairs %s, %d %s pairs %s", len(train), dict(Counter(p.kind for p in train)), len(held),
+                config.eval_split, dict(Counter(p.kind for p in held)))
+    before, loss0 = _held_out(model, tokenizer, held, config, device)
+    logger.info("before training: %s accuracy %.3f, loss %.4f", config.eval_split, before["accuracy"], loss0)
+    step, losses, accs = _train_steps(model, tokenizer, train, config, dist, device)
+    after, loss1 = _held_out(model, tokenizer, held, config, device)
     logger.info("after training: %s accuracy %.3f (length-matched %s), loss %.4f; %s", config.eval_split,
                 after["accuracy"], after["accuracy_length_matched"], loss1, after)
     metrics = {
         "env": config.env, "model": config.model, "steps": step,
         "train_pairs": len(train), "eval_pairs": len(held), "eval_split": config.eval_split,
         "train_pair_kinds": dict(Counter(p.kind for p in train)),
-        "eval/accuracy_before": before["accuracy"], "eval/loss_before": loss0,
-        "eval/accuracy_after": after["accuracy"], "eval/loss_after": loss1,
-        "eval/accuracy_length_matched_after": after["accuracy_length_matched"],
-        **{f"eval/before/{k}": v for k, v in before.items()},
-        **{f"eval/after/{k}": v for k, v in after.items()},
+        **_eval_metrics((before, loss0), (after, loss1)),
         "train/loss_first": losses[0] if losses else None,
         "train/loss_last20": float(np.mean(losses[-20:])) if losses else None,
         "train/accuracy_last20": float(np.mean(accs[-20:])) if accs else None,
@@ -332,11 +356,7 @@ def train_reward_model(config: RewardModelConfig, tokenizer: Any = None) -> dict
     if not dist.is_main:  # identical weights everywhere: one process writes
         dist.barrier()
         return metrics
-    with atomic_dir(out) as tmp, library_progress(config.progress):
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        save_config(config, tmp / "reward_model_config.json")
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    _save(model, tokenizer, config, metrics, out)
     dist.barrier()
     metrics["out"] = str(out)
     return metrics

@@ -23,7 +23,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -32,13 +32,14 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 import textenv  # noqa: F401  (registers the env ids)
-from agents.config import arg, check_numbers, cli, parse_config, prepare_out, resolve_device, save_config
+from agents.config import check_numbers, prepare_out, save_config
 from agents.distributed import Dist, parameter_checksum
 from agents.kvcache import pad
 from agents.tracking import library_progress
+from textenv.cli import arg, cli, parse_config
 from textenv.context import ENV_HELP, EnvContext
 from textenv.core import TaskSetup
-from textenv.devices import autocast
+from textenv.devices import autocast, resolve_device
 from textenv.io import atomic_dir
 from textenv.models import enable_checkpointing, load_model
 from textenv.tasks import setup_kwargs_of, task_of
@@ -279,19 +280,19 @@ def _evaluate(model, batches: list, pad_id: int, device: torch.device, precision
 # training
 
 
-def fit(config: SFTConfig, tokenizer: Any = None) -> SFTResult:
-    """Train a model as ``config`` says and return it with its metrics; writes nothing.
-
-    ``tokenizer``: the tokenizer to train with (for ``model="tiny"``, the env's own, so the model's
-    vocabulary is the env's action space); default: the one the env would load.
-    """
-    torch.manual_seed(config.seed)
-    device = resolve_device(config.device)
+def _task_setups(config: SFTConfig, tokenizer: Any) -> tuple[TaskSetup, TaskSetup]:
+    """The train and validation splits as the env builds them (the registration's tools and budgets),
+    both on the train split's tokenizer."""
     task = task_of(config.env)
-    env_kwargs = setup_kwargs_of(config.env)  # the registration's tools and budgets, as the env has them
-    train_setup = TaskSetup(task, "train", model=config.model, tokenizer=tokenizer, **env_kwargs)
-    tokenizer = train_setup.tokenizer
-    val_setup = TaskSetup(task, "validation", model=config.model, tokenizer=tokenizer, **env_kwargs)
+    env_kwargs = setup_kwargs_of(config.env)
+    train = TaskSetup(task, "train", model=config.model, tokenizer=tokenizer, **env_kwargs)
+    val = TaskSetup(task, "validation", model=config.model, tokenizer=train.tokenizer, **env_kwargs)
+    return train, val
+
+
+def _trainable_model(config: SFTConfig, tokenizer: Any, device: torch.device) -> tuple[Any, Any]:
+    """``(tokenizer, model)``: the model to train, on ``device`` in train mode, with activation
+    checkpointing when asked (undone by :func:`_for_inference`)."""
     tokenizer, model = load_model(config.model, tokenizer=tokenizer, seed=config.seed)
     if model.get_input_embeddings().num_embeddings < len(tokenizer):
         raise ValueError(f"model {config.model!r} has fewer embeddings than its tokenizer has tokens")
@@ -299,22 +300,27 @@ def fit(config: SFTConfig, tokenizer: Any = None) -> SFTResult:
     if config.gradient_checkpointing:
         enable_checkpointing(model)
         model.config.use_cache = False
-    pad_id = train_setup.pad_token_id
+    return tokenizer, model
 
-    train = _sequences(train_setup, config.mode, config.max_length, config.limit)
-    dist = Dist()  # under `accelerate launch`: an equal shard of the data per process, averaged gradients
-    if dist.world > 1:
-        train = train[:len(train) // dist.world * dist.world][dist.rank::dist.world]
-    val = _sequences(val_setup, config.mode, config.max_length, config.eval_limit)
-    val_batches = _batches(val, config.batch_size)
-    micro_per_epoch = math.ceil(len(train) / config.batch_size)
-    steps_per_epoch = math.ceil(micro_per_epoch / config.grad_accum)
-    total_steps = config.epochs * steps_per_epoch
-    if config.max_steps is not None:
-        total_steps = min(total_steps, config.max_steps)
-    logger.info("%s on %s (%s): %d train / %d val sequences, %d optimizer steps on %s", config.mode,
-                config.env, config.model, len(train), len(val), total_steps, device)
 
+def _for_inference(model: Any, config: SFTConfig) -> Any:
+    """The trained model as generation wants it: checkpointing off, the KV cache on, eval mode."""
+    if config.gradient_checkpointing:
+        (getattr(model, "activation_checkpointing_disable", None) or model.gradient_checkpointing_disable)()
+        model.config.use_cache = True
+    return model.eval()
+
+
+def _total_steps(config: SFTConfig, n_train: int) -> int:
+    """Optimizer steps: ``epochs`` passes over ``n_train`` sequences, at most ``max_steps``."""
+    micro_per_epoch = math.ceil(n_train / config.batch_size)
+    total = config.epochs * math.ceil(micro_per_epoch / config.grad_accum)
+    return total if config.max_steps is None else min(total, config.max_steps)
+
+
+def _optimizer(model: Any, config: SFTConfig, total_steps: int) -> tuple[torch.optim.Optimizer, Any]:
+    """AdamW (no weight decay on biases and norms) and its schedule: linear warmup over
+    ``warmup_steps``, then linear decay to 0 at ``total_steps``."""
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
@@ -326,55 +332,107 @@ def fit(config: SFTConfig, tokenizer: Any = None) -> SFTResult:
             return (step + 1) / (warmup + 1)
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
 
-    history: list[dict[str, float]] = []
-    initial = _evaluate(model, val_batches, pad_id, device, config.precision)
-    history.append({"step": 0, "val_loss": initial["loss"], "val_ppl": initial["ppl"]})
-    logger.info("step 0: val loss %.4f, ppl %.2f", initial["loss"], initial["ppl"])
 
+@dataclasses.dataclass
+class _Learner:
+    """What one optimizer step touches."""
+
+    model: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    dist: Dist
+    device: torch.device
+    pad_id: int
+    config: SFTConfig
+
+    def step(self, micro: list) -> tuple[float, int]:
+        """One optimizer step over the micro-batches ``micro``: its train loss per labelled token,
+        and the tokens it read."""
+        group = [collate(b, self.pad_id) for b in micro]
+        # Normalise by the labelled tokens of the whole optimizer step, so grad_accum=2 with
+        # batch 4 gives the same gradient as batch 8.
+        n_labels = sum(int((g["labels"][:, 1:] != IGNORE).sum()) for g in group)
+        step_loss, tokens = 0.0, 0
+        for g in group:
+            loss, _ = _loss_sum(self.model, g, self.device, self.config.precision)
+            (loss / max(n_labels, 1)).backward()
+            step_loss += float(loss.detach())
+            tokens += int(g["attention_mask"].sum())
+        self.dist.average_gradients(self.model.parameters())
+        if self.config.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return step_loss / max(n_labels, 1), tokens
+
+
+def _train_steps(learner: _Learner, train: list, total_steps: int, evaluate: Callable[[], dict[str, float]],
+                 history: list[dict[str, float]]) -> tuple[int, int, list[float]]:
+    """Run ``total_steps`` optimizer steps over seeded shuffles of ``train``, evaluating every
+    ``eval_every`` steps (appended to ``history``); ``(steps, tokens read, train loss per step)``.
+    A non-finite train loss stops the run on every process."""
+    config = learner.config
     generator = torch.Generator().manual_seed(config.seed)
     step, tokens, train_losses = 0, 0, []
-    start = time.perf_counter()
     bar = tqdm(total=total_steps, desc=f"sft {config.env}", unit="step", leave=False, disable=not config.progress)
     while step < total_steps:
         micro = _batches(train, config.batch_size, generator)
         for k in range(0, len(micro), config.grad_accum):
-            group = [collate(b, pad_id) for b in micro[k:k + config.grad_accum]]
-            # Normalise by the labelled tokens of the whole optimizer step, so grad_accum=2 with
-            # batch 4 gives the same gradient as batch 8.
-            n_labels = sum(int((g["labels"][:, 1:] != IGNORE).sum()) for g in group)
-            step_loss = 0.0
-            for g in group:
-                loss, _ = _loss_sum(model, g, device, config.precision)
-                (loss / max(n_labels, 1)).backward()
-                step_loss += float(loss.detach())
-                tokens += int(g["attention_mask"].sum())
-            dist.average_gradients(model.parameters())
-            if config.max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            train_losses.append(step_loss / max(n_labels, 1))
+            loss, n_tokens = learner.step(micro[k:k + config.grad_accum])
+            step, tokens = step + 1, tokens + n_tokens
+            train_losses.append(loss)
             bar.update(1)
-            bar.set_postfix(loss=f"{train_losses[-1]:.3f}")
-            if dist.any(not math.isfinite(train_losses[-1])):
+            bar.set_postfix(loss=f"{loss:.3f}")
+            if learner.dist.any(not math.isfinite(loss)):
                 bar.close()
-                raise FloatingPointError(f"train loss became {train_losses[-1]} at step {step}; "
+                raise FloatingPointError(f"train loss became {loss} at step {step}; "
                                          f"lower lr (now {config.lr}) or check the data")
             if config.eval_every > 0 and step % config.eval_every == 0 and step < total_steps:
-                ev = _evaluate(model, val_batches, pad_id, device, config.precision)
-                history.append({"step": step, "train_loss": train_losses[-1], "val_loss": ev["loss"],
-                                "val_ppl": ev["ppl"]})
-                logger.info("step %d: train loss %.4f, val loss %.4f, ppl %.2f", step, train_losses[-1],
-                            ev["loss"], ev["ppl"])
+                ev = evaluate()
+                history.append({"step": step, "train_loss": loss, "val_loss": ev["loss"], "val_ppl": ev["ppl"]})
+                logger.info("step %d: train loss %.4f, val loss %.4f, ppl %.2f", step, loss, ev["loss"], ev["ppl"])
             if step >= total_steps:
                 break
     bar.close()
+    return step, tokens, train_losses
+
+
+def fit(config: SFTConfig, tokenizer: Any = None) -> SFTResult:
+    """Train a model as ``config`` says and return it with its metrics; writes nothing.
+
+    ``tokenizer``: the tokenizer to train with (for ``model="tiny"``, the env's own, so the model's
+    vocabulary is the env's action space); default: the one the env would load.
+    """
+    torch.manual_seed(config.seed)
+    device = resolve_device(config.device)
+    train_setup, val_setup = _task_setups(config, tokenizer)
+    tokenizer, model = _trainable_model(config, train_setup.tokenizer, device)
+    pad_id = train_setup.pad_token_id
+    train = _sequences(train_setup, config.mode, config.max_length, config.limit)
+    dist = Dist()  # under `accelerate launch`: an equal shard of the data per process, averaged gradients
+    if dist.world > 1:
+        train = train[:len(train) // dist.world * dist.world][dist.rank::dist.world]
+    val = _sequences(val_setup, config.mode, config.max_length, config.eval_limit)
+    val_batches = _batches(val, config.batch_size)
+    total_steps = _total_steps(config, len(train))
+    logger.info("%s on %s (%s): %d train / %d val sequences, %d optimizer steps on %s", config.mode,
+                config.env, config.model, len(train), len(val), total_steps, device)
+    optimizer, scheduler = _optimizer(model, config, total_steps)
+
+    def evaluate() -> dict[str, float]:
+        return _evaluate(model, val_batches, pad_id, device, config.precision)
+
+    initial = evaluate()
+    history: list[dict[str, float]] = [{"step": 0, "val_loss": initial["loss"], "val_ppl": initial["ppl"]}]
+    logger.info("step 0: val loss %.4f, ppl %.2f", initial["loss"], initial["ppl"])
+    start = time.perf_counter()
+    learner = _Learner(model, optimizer, scheduler, dist, device, pad_id, config)
+    step, tokens, train_losses = _train_steps(learner, train, total_steps, evaluate, history)
     wall = time.perf_counter() - start
-    final = _evaluate(model, val_batches, pad_id, device, config.precision)
+    final = evaluate()
     recent = train_losses[-max(1, min(10, len(train_losses))):]
     final_train = sum(recent) / len(recent) if recent else float("nan")
     history.append({"step": step, "train_loss": final_train, "val_loss": final["loss"],
@@ -392,10 +450,7 @@ def fit(config: SFTConfig, tokenizer: Any = None) -> SFTResult:
     }
     if dist.world > 1:
         logger.info("process %d/%d parameter checksum %s", dist.rank, dist.world, parameter_checksum(model))
-    if config.gradient_checkpointing:
-        (getattr(model, "activation_checkpointing_disable", None) or model.gradient_checkpointing_disable)()
-        model.config.use_cache = True
-    return SFTResult(model.eval(), tokenizer, metrics)
+    return SFTResult(_for_inference(model, config), tokenizer, metrics)
 
 
 def save_checkpoint(result: SFTResult, config: SFTConfig, out: str | Path) -> Path:

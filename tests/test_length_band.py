@@ -95,7 +95,7 @@ def test_bad_length_settings_are_refused(tmp_path, kw, match):
 
 
 def test_length_band_parses_from_the_command_line():
-    from agents.config import parse_config
+    from textenv.cli import parse_config
 
     cfg = parse_config(PPOConfig, ["--length-band", "0.75", "1.5", "--length-coef", "0.5", "--loss-type", "dr_grpo"])
     assert cfg.length_band == (0.75, 1.5) and cfg.length_coef == 0.5 and cfg.loss_type == "dr_grpo"

@@ -48,7 +48,7 @@ def test_tasks_without_references_get_domain_adaptation_instead_of_sft():
 
 
 def test_cli_preset_is_the_pipelines_own_field():
-    from agents.config import parse_config
+    from textenv.cli import parse_config
 
     assert parse_config(PipelineConfig, ["--preset", "default"]).preset == "default"
     assert parse_config(PipelineConfig, []).preset == "quick"
@@ -165,8 +165,8 @@ def test_keep_best_preset_hands_the_best_heldout_weights_to_the_leaderboard(tmp_
 
 def test_every_stage_has_a_tiny_preset_for_the_tiny_model():
     from agents import ppo, reward_model, sft
-    from agents.config import parse_config
     from agents.pipeline import _preset
+    from textenv.cli import parse_config
 
     assert parse_config(PipelineConfig, ["--preset", "tiny", "--model", "tiny"]).preset == "tiny"
     for module in (sft, reward_model, ppo):

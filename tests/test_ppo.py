@@ -75,10 +75,10 @@ def test_nan_reward_is_skipped_and_reported(tmp_path, monkeypatch):
     trainer = PPOTrainer(_cfg(tmp_path, iterations=2, checkpoint_every=10))
     before = {k: v.clone() for k, v in trainer.policy.state_dict().items()}
     first = trainer.step()
-    assert first == {"failures/skipped": 1.0} and trainer.failures == 1
+    assert first == {"failures/skipped": 1.0} and trainer.failures == 1 and trainer.iteration == 1
     assert all(torch.equal(v, before[k]) for k, v in trainer.policy.state_dict().items())
     second = trainer.step()
-    assert second["failures/skipped"] == 0.0 and trainer.failures == 0
+    assert second["failures/skipped"] == 0.0 and trainer.failures == 0 and trainer.iteration == 2
 
 
 def test_repeated_failures_stop_with_a_clear_error(tmp_path, monkeypatch):
@@ -469,3 +469,55 @@ def test_a_run_with_one_applied_update_writes_final(tmp_path, monkeypatch):
     trainer = PPOTrainer(_cfg(tmp_path, iterations=2))
     trainer.train()
     assert trainer.updates == 1 and (trainer.dir / "final").is_dir()
+
+
+def test_run_seeds_keep_the_values_runs_were_trained_with():
+    """The seeds of a run's streams, pinned: a changed formula would change every run's results."""
+    from agents.seeds import heldout_row_seed, iteration_seed, update_seed
+
+    assert iteration_seed(3, 5, rank=2) == 3_015_852 and iteration_seed(3, 5) == 3_000_014
+    assert update_seed(3, 5) == 23_762
+    assert heldout_row_seed(3, 5) == 3_000_014
+    # one run's iterations on 4 processes draw distinct streams
+    assert len({iteration_seed(0, it, rank) for it in range(1, 7919) for rank in range(4)}) == 7918 * 4
+
+
+@pytest.mark.parametrize("fail", ["render", "sync"])
+def test_a_reward_plot_that_fails_mid_write_keeps_the_previous_reward_png(tmp_path, monkeypatch, fail):
+    """A failure while the PNG is encoded (after part of its bytes) or while it is synced to disk
+    (a full disk) leaves the previous ``reward.png`` as it was, and no temporary file beside it."""
+    import errno
+    import os
+    from pathlib import Path
+
+    import matplotlib.figure
+
+    from agents.run_files import plot_rewards
+    from agents.tracking import Tracker
+
+    tracker = Tracker(tmp_path, tensorboard=False)
+    tracker.log(1, {"charts/reward_mean": 0.1, "objective/kl": 0.0})
+    before = plot_rewards(tmp_path).read_bytes()
+    tracker.log(2, {"charts/reward_mean": 0.9, "objective/kl": 0.5})
+    tracker.close()
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def partial_then_fail(fig, fname, *args, **kwargs):
+        if isinstance(fname, (str, os.PathLike)):
+            Path(fname).write_bytes(b"\x89PNG partial")
+        else:
+            fname.write(b"\x89PNG partial")
+        no_space()
+
+    with monkeypatch.context() as mp:
+        if fail == "render":
+            mp.setattr(matplotlib.figure.Figure, "savefig", partial_then_fail)
+        else:
+            mp.setattr(os, "fsync", no_space)
+        with pytest.raises(OSError, match="No space"):
+            plot_rewards(tmp_path)
+    assert (tmp_path / "reward.png").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir() if "reward" in p.name] == ["reward.png"]
+    assert plot_rewards(tmp_path).read_bytes() != before  # the failed plot would have changed it
