@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from textenv.cli import arg  # noqa: F401 - agents.ppo_config still imports it from here (to be moved)
 from textenv.io import atomic_write, ensure_replaceable, remove_stale
 
 __all__ = ["STALE_AFTER_S", "check_numbers", "prepare_out", "run_dir", "save_config"]

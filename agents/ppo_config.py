@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from agents.advantages import LOSS_TYPES
-from agents.config import arg
+from textenv.cli import arg, given_fields
 from textenv.context import EnvContext
 from textenv.task_factories import difficulty_levels
 from textenv.trust import refuse_config_code
@@ -275,12 +275,12 @@ def resume_config(cfg: PPOConfig, argv: list[str]) -> PPOConfig:
         unknown = sorted(set(saved) - fields) if isinstance(saved, dict) else type(saved).__name__
         raise ValueError(f"--resume {cfg.resume}: its config.json is not a PPO run's config (unknown: {unknown})")
     refuse_config_code(saved, f"--resume {cfg.resume}: its config.json", cfg.trust_config_code)
-    given = {a.split("=", 1)[0][2:].replace("-", "_") for a in argv if a.startswith("--")}
+    given = given_fields(PPOConfig, argv, PRESETS)  # the CLI's own parser: its flag spellings and abbreviations
     allowed = {"iterations", "progress", "tensorboard", "checkpoint_every", "eval_every", "trust_config_code"}
     changes = {k: getattr(cfg, k) for k in sorted(given & allowed) if saved.get(k) != getattr(cfg, k)}
     for key, value in changes.items():
         logger.info("resume: %s %r -> %r (given on the command line)", key, saved.get(key), value)
-    ignored = sorted(given - allowed - {"resume", "preset"})
+    ignored = sorted(given - allowed - {"resume"})
     if ignored:
         logger.warning("resume: keeping the run's own %s (only %s may change on resume)", ignored, sorted(allowed))
     return PPOConfig(**{**saved, **changes, "resume": cfg.resume, "trust_config_code": cfg.trust_config_code})

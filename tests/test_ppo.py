@@ -521,3 +521,19 @@ def test_a_reward_plot_that_fails_mid_write_keeps_the_previous_reward_png(tmp_pa
     assert (tmp_path / "reward.png").read_bytes() == before
     assert [p.name for p in tmp_path.iterdir() if "reward" in p.name] == ["reward.png"]
     assert plot_rewards(tmp_path).read_bytes() != before  # the failed plot would have changed it
+
+
+def test_resume_reads_the_flags_given_as_the_command_line_parser_does(tmp_path, caplog):
+    """``--iter 40`` is ``--iterations 40`` to argparse (an unambiguous prefix): resume extends the run
+    by it instead of warning that it ignored a flag named "iter"."""
+    import json
+    import logging
+
+    from agents.ppo import resume_config
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(dataclasses.asdict(_cfg(tmp_path, iterations=8))))
+    with caplog.at_level(logging.INFO, logger="agents.ppo_config"):
+        cfg = resume_config(PPOConfig(resume=str(run), iterations=40), ["--resume", str(run), "--iter", "40"])
+    assert cfg.iterations == 40 and "iterations 8 -> 40" in caplog.text and "keeping" not in caplog.text

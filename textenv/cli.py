@@ -20,7 +20,7 @@ import typing
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
-__all__ = ["RunFailed", "arg", "cli", "parse_config"]
+__all__ = ["RunFailed", "arg", "cli", "given_fields", "parse_config"]
 
 T = TypeVar("T")
 
@@ -108,10 +108,10 @@ def _is_tuple(tp: Any) -> bool:
     return typing.get_origin(tp) is tuple
 
 
-def parse_config(cls: type[T], argv: Sequence[str] | None = None,
-                 presets: Mapping[str, T] | None = None, description: str | None = None,
-                 prog: str | None = None) -> T:
-    """Parse ``argv`` into an instance of the dataclass ``cls`` (``--preset`` picks the base)."""
+def _parser(cls: type, presets: Mapping[str, Any] | None, description: str | None,
+            prog: str | None) -> argparse.ArgumentParser:
+    """The command line of the dataclass ``cls``: a ``--flag`` per field, each defaulting to
+    ``SUPPRESS`` so that only the flags given reach the namespace."""
     hints = typing.get_type_hints(cls)
     parser = argparse.ArgumentParser(
         prog=prog or _prog(),
@@ -127,6 +127,22 @@ def parse_config(cls: type[T], argv: Sequence[str] | None = None,
         help_text = f"{f.metadata.get('help', '')} (default: {default!r})"
         parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=conv, default=argparse.SUPPRESS,
                             help=_literal(help_text), **extra)
+    return parser
+
+
+def given_fields(cls: type, argv: Sequence[str], presets: Mapping[str, Any] | None = None) -> set[str]:
+    """The fields of ``cls`` that ``argv`` sets, read by the same parser as :func:`parse_config`
+    (abbreviated and ``--flag=value`` forms included), ``--preset`` not counted."""
+    ns = vars(_parser(cls, presets, None, None).parse_args(argv))
+    return set(ns) - ({"preset"} if presets else set())
+
+
+def parse_config(cls: type[T], argv: Sequence[str] | None = None,
+                 presets: Mapping[str, T] | None = None, description: str | None = None,
+                 prog: str | None = None) -> T:
+    """Parse ``argv`` into an instance of the dataclass ``cls`` (``--preset`` picks the base)."""
+    hints = typing.get_type_hints(cls)
+    parser = _parser(cls, presets, description, prog)
     ns = vars(parser.parse_args(argv))
     preset = ns.pop("preset", None) if presets else None  # without presets, a "preset" field is a plain field
     for name, value in ns.items():  # a sequence flag replaces the preset's value, in the field's own type
