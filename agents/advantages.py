@@ -2,7 +2,7 @@
 rollout batch they build, the clipped PPO loss and the KL controllers.
 
 Plain tensor functions, tested against hand-computed numbers (tests/test_advantages.py). As in
-cleanrl and stable-baselines3, the trainer only collects, calls :func:`rollout_batch` once per
+cleanrl and stable-baselines3, the trainer only collects, calls :func:`update_batch` once per
 iteration and loops :func:`ppo_loss` over minibatches: no loss arithmetic lives in the loop.
 """
 
@@ -13,8 +13,8 @@ from typing import Literal, NamedTuple, Protocol
 
 import torch
 
-__all__ = ["LOSS_TYPES", "AdaptiveKLController", "FixedKLController", "LossConfig", "LossType", "RolloutBatch",
-           "aggregate", "gae", "group_advantages", "length_penalty", "ppo_loss", "rollout_batch", "whiten"]
+__all__ = ["LOSS_TYPES", "AdaptiveKLController", "FixedKLController", "LossConfig", "LossType", "UpdateBatch",
+           "aggregate", "gae", "group_advantages", "length_penalty", "ppo_loss", "update_batch", "whiten"]
 
 LossType = Literal["token", "sequence", "dr_grpo"]
 LOSS_TYPES: tuple[str, ...] = ("token", "sequence", "dr_grpo")
@@ -73,9 +73,9 @@ def group_advantages(scores: torch.Tensor, group_size: int, method: str, scale: 
     raise ValueError(f"unknown group advantage method {method!r}; expected 'grpo' or 'rloo'")
 
 
-class RolloutBatch(NamedTuple):
-    """One iteration's episodes as ``(N, T)`` tensors over generated tokens (right-padded; ``mask``
-    is 1 where a token exists): what the rollout recorded and what :func:`rollout_batch` derived."""
+class UpdateBatch(NamedTuple):
+    """One iteration's episodes as ``(N, A)`` tensors over their actions (right-padded; ``mask``
+    is 1 where an action exists): what the rollout recorded and what :func:`update_batch` derived."""
 
     mask: torch.Tensor
     old_logp: torch.Tensor  # log-prob of each token under the policy that sampled it
@@ -83,9 +83,9 @@ class RolloutBatch(NamedTuple):
     advantages: torch.Tensor
     returns: torch.Tensor  # value targets (zeros without a critic)
 
-    def rows(self, idx: torch.Tensor) -> RolloutBatch:
+    def rows(self, idx: torch.Tensor) -> UpdateBatch:
         """The episodes ``idx`` (a minibatch)."""
-        return RolloutBatch(*(t[idx] for t in self))
+        return UpdateBatch(*(t[idx] for t in self))
 
 
 def length_penalty(lengths: torch.Tensor, ref_length: float, band: tuple[float, float], coef: float) -> torch.Tensor:
@@ -105,10 +105,10 @@ def length_penalty(lengths: torch.Tensor, ref_length: float, band: tuple[float, 
     return coef * torch.maximum(below, above).clamp(min=0) / ref_length
 
 
-def rollout_batch(episode_rewards: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, old_logp: torch.Tensor,
+def update_batch(episode_rewards: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, old_logp: torch.Tensor,
                   old_values: torch.Tensor, kl_coef: float, advantage: str = "gae", group_size: int = 1,
                   gamma: float = 1.0, lam: float = 0.95, whiten_advantages: bool = True,
-                  scale_group: bool = True, action_rewards: torch.Tensor | None = None) -> RolloutBatch:
+                  scale_group: bool = True, action_rewards: torch.Tensor | None = None) -> UpdateBatch:
     """Advantages and returns from each episode's reward ``(N,)`` and the per-action KL ``(N, T)``.
 
     ``"gae"``: per-action rewards ``-kl_coef * kl`` with the episode's reward added at its last
@@ -139,7 +139,7 @@ def rollout_batch(episode_rewards: torch.Tensor, kl: torch.Tensor, mask: torch.T
         seq = episode_rewards - kl_coef * kl.sum(1)
         adv = group_advantages(seq, group_size, advantage, scale=scale_group)
         advantages, returns = adv[:, None] * mask, torch.zeros_like(mask)
-    return RolloutBatch(mask, old_logp, old_values, advantages, returns)
+    return UpdateBatch(mask, old_logp, old_values, advantages, returns)
 
 
 class LossConfig(Protocol):
@@ -177,7 +177,7 @@ def aggregate(x: torch.Tensor, mask: torch.Tensor, loss_type: str, max_tokens: i
     raise ValueError(f"unknown loss_type {loss_type!r}; expected one of {LOSS_TYPES}")
 
 
-def ppo_loss(logprobs: torch.Tensor, entropy: torch.Tensor, values: torch.Tensor | None, batch: RolloutBatch,
+def ppo_loss(logprobs: torch.Tensor, entropy: torch.Tensor, values: torch.Tensor | None, batch: UpdateBatch,
              cfg: LossConfig, max_tokens: int | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The clipped PPO objective (Schulman et al. 2017) over the real tokens of ``batch``.
 

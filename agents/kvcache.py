@@ -2,7 +2,7 @@
 
 A textenv vector env hands the policy a whole observation (prompt + generated tokens) at every
 step. :class:`CachedLM` keeps one KV-cache row per sub-env across those steps (in a
-:class:`RolloutState`) and feeds the model only what is new: one decode step for a row whose
+:class:`CacheState`) and feeds the model only what is new: one decode step for a row whose
 observation grew by one token, one forward over the new tokens for a row whose observation grew by
 several (the turn a multi-turn env inserted), a prefill for a row whose episode is new (an autoreset,
 a reset), and nothing for a finished row. Rows that share a prompt (best-of-n, GRPO/RLOO groups) are prefilled
@@ -27,7 +27,7 @@ from torch import nn
 
 from textenv.models import forward_with_cache
 
-__all__ = ["CachedLM", "RolloutState", "left_pad", "pad", "positions", "score_forward", "score_hidden"]
+__all__ = ["CachedLM", "CacheState", "left_pad", "pad", "positions", "score_forward", "score_hidden"]
 
 
 def positions(mask: torch.Tensor) -> torch.Tensor:
@@ -213,7 +213,7 @@ its block's columns to every row (masked for all but the extended ones); left th
 would be attended over (masked) by every later decode step."""
 
 
-def _compact(state: RolloutState) -> None:
+def _compact(state: CacheState) -> None:
     """Drop the cache columns that no row needs: each row's real columns move right, in order, into
     the width of the fullest row (its keys and values already carry their rotary positions, and
     ``next_pos`` keeps each row's next position, so attention is unchanged)."""
@@ -231,7 +231,7 @@ def _compact(state: RolloutState) -> None:
     state.cache_mask = mask.gather(1, keep)
 
 
-class RolloutState:
+class CacheState:
     """The per-sub-env KV cache of one rollout, and what each row of it holds."""
 
     def __init__(self, num_envs: int, max_prompt_tokens: int) -> None:
@@ -278,7 +278,7 @@ class CachedLM:
             return torch.zeros(hidden.shape[0], device=hidden.device)
         return self._head_fn(hidden)
 
-    def _prefill_in_chunks(self, state: RolloutState, rows: list[int], contexts: dict[int, np.ndarray]) -> None:
+    def _prefill_in_chunks(self, state: CacheState, rows: list[int], contexts: dict[int, np.ndarray]) -> None:
         groups: dict[bytes, list[int]] = {}  # identical contexts stay in one chunk (prefilled once)
         for i in rows:
             groups.setdefault(contexts[i].tobytes(), []).append(i)
@@ -287,7 +287,7 @@ class CachedLM:
             chunk = [i for g in ordered[start:start + self.prefill_chunk] for i in g]
             self._prefill(state, np.asarray(chunk), [contexts[i] for i in chunk])
 
-    def _prefill(self, state: RolloutState, rows: np.ndarray, contexts: list[np.ndarray]) -> None:
+    def _prefill(self, state: CacheState, rows: np.ndarray, contexts: list[np.ndarray]) -> None:
         # Rows with the same context (several samples of one prompt: best-of-n, GRPO/RLOO groups)
         # are prefilled once and their cache rows copied: the prompt is the costly part of a rollout.
         slot: dict[bytes, int] = {}
@@ -351,7 +351,7 @@ class CachedLM:
         state.cache_mask[rows_t] = 0
         state.cache_mask[rows_t, t - n:] = mask
 
-    def _decode(self, state: RolloutState, rows: np.ndarray, tokens: np.ndarray) -> None:
+    def _decode(self, state: CacheState, rows: np.ndarray, tokens: np.ndarray) -> None:
         """Feed one token to ``rows``; other rows get a masked pad slot, which they never attend to."""
         b, device = state.num_envs, self.device
         every = len(rows) == b  # the common case: no scatter into, or gather out of, the batch
@@ -378,7 +378,7 @@ class CachedLM:
         state.values[rows_t] = self._head(out.hidden_states[-1][rows_t, -1])
         state.next_pos[rows] += 1
 
-    def _extend(self, state: RolloutState, rows: np.ndarray, blocks: list[np.ndarray]) -> None:
+    def _extend(self, state: CacheState, rows: np.ndarray, blocks: list[np.ndarray]) -> None:
         """Feed each of ``rows`` its block of new tokens in one forward over those rows' caches only
         (the blocks left-padded to the longest, masked slots nothing attends to, so every row's last
         new token sits in the last column); then the batch cache gains the block's columns, masked
@@ -414,7 +414,7 @@ class CachedLM:
         _compact(state)
 
     @torch.inference_mode()
-    def advance(self, obs: dict[str, np.ndarray], state: RolloutState,
+    def advance(self, obs: dict[str, np.ndarray], state: CacheState,
                 active: np.ndarray | None = None) -> np.ndarray:
         """Bring ``state``'s cache up to ``obs`` (one decode step, or a prefill for rows whose
         episode is new) and leave the next-token logits and values in ``state.logits`` /

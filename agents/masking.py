@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from agents.kvcache import CachedLM, RolloutState, score_forward
+from agents.kvcache import CachedLM, CacheState, score_forward
 from agents.policy import EpisodeBatch
 
 __all__ = ["TopKMasker", "allowed_tokens"]
@@ -84,7 +84,7 @@ class TopKMasker:
         load_model(self.lm.model, str(path), device=str(self.lm.device))
 
     @torch.no_grad()
-    def next_allowed(self, obs: dict[str, np.ndarray], state: RolloutState,
+    def next_allowed(self, obs: dict[str, np.ndarray], state: CacheState,
                      active: np.ndarray | None = None) -> torch.Tensor:
         """``(B, V)`` allowed next tokens for every sub-env of ``obs``, with the masking model's own
         per-sub-env KV cache in ``state`` (so masking adds one cached decode step, not a full forward)."""

@@ -26,11 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agents.kvcache import CachedLM, RolloutState, pad, score_hidden
+from agents.kvcache import CachedLM, CacheState, pad, score_hidden
 from textenv.io import MARKER, check_output_dir
 from textenv.models import load_model
 
-__all__ = ["ActResult", "ActionStats", "EpisodeBatch", "LMActorCritic", "RolloutState", "Sampling", "action_selector",
+__all__ = ["ActResult", "ActionStats", "EpisodeBatch", "LMActorCritic", "CacheState", "Sampling", "action_selector",
            "logprobs_from_logits", "row_uniforms", "sample", "score_actions"]
 
 
@@ -406,8 +406,8 @@ class LMActorCritic(nn.Module):
 
     # -- acting on env observations with a KV cache ----------------------------------------
 
-    def rollout_state(self, num_envs: int, max_prompt_tokens: int) -> RolloutState:
-        return RolloutState(num_envs, max_prompt_tokens)
+    def cache_state(self, num_envs: int, max_prompt_tokens: int) -> CacheState:
+        return CacheState(num_envs, max_prompt_tokens)
 
     prefill_chunk = 8
     """Distinct prompts per prefill forward (see :class:`agents.kvcache.CachedLM`)."""
@@ -416,13 +416,13 @@ class LMActorCritic(nn.Module):
         """The LM with its per-sub-env KV cache, the value head as its head."""
         return CachedLM(self.model, self.pad_token_id, head=self._value, prefill_chunk=self.prefill_chunk)
 
-    def advance(self, obs: dict[str, np.ndarray], state: RolloutState,
+    def advance(self, obs: dict[str, np.ndarray], state: CacheState,
                 active: np.ndarray | None = None) -> np.ndarray:
         """See :meth:`agents.kvcache.CachedLM.advance`."""
         return self.cached().advance(obs, state, active)
 
     @torch.inference_mode()
-    def act(self, obs: dict[str, np.ndarray], state: RolloutState,
+    def act(self, obs: dict[str, np.ndarray], state: CacheState,
             generator: torch.Generator | None = None, greedy: bool = False,
             active: np.ndarray | None = None, row_seeds: Sequence[int] | None = None,
             allowed: torch.Tensor | None = None) -> ActResult:

@@ -44,10 +44,10 @@ import textenv  # noqa: F401 - registers the env ids
 from agents.advantages import (
     AdaptiveKLController,
     FixedKLController,
-    RolloutBatch,
+    UpdateBatch,
     length_penalty,
     ppo_loss,
-    rollout_batch,
+    update_batch,
 )
 from agents.config import run_dir, save_config
 from agents.distributed import Dist, parameter_checksum
@@ -270,7 +270,7 @@ class PPOTrainer:
     def _autocast(self):
         return autocast(self.device, self.cfg.precision)
 
-    def rollout(self, it: int) -> tuple[Rollout, float]:
+    def collect(self, it: int) -> tuple[Rollout, float]:
         """Iteration ``it``'s episodes, and the seconds they took."""
         seed = iteration_seed(self.cfg.seed, it, self.dist.rank)
         gen = torch.Generator(device=self.device).manual_seed(seed)
@@ -329,7 +329,7 @@ class PPOTrainer:
         """Iteration ``it``'s work and metrics (:meth:`step`)."""
         why = None
         try:
-            rollout, rollout_secs = self.rollout(it)
+            rollout, rollout_secs = self.collect(it)
             if not torch.isfinite(rollout.returns).all():
                 why = "non-finite task reward"
         except RewardError as exc:
@@ -379,12 +379,12 @@ class PPOTrainer:
         rewards, length_pen = self._episode_rewards(rollout, lengths)
         return Scored(mask, kl, kl_k3, lengths, rewards, length_pen, allowed)
 
-    def _advantages(self, rollout: Rollout, scored: Scored) -> RolloutBatch:
-        """Advantages and returns (:func:`agents.advantages.rollout_batch`) beside what the rollout recorded."""
+    def _advantages(self, rollout: Rollout, scored: Scored) -> UpdateBatch:
+        """Advantages and returns (:func:`agents.advantages.update_batch`) beside what the rollout recorded."""
         cfg = self.cfg
         # per-turn credit: the env's rewards, scaled as the returns are, at the actions they came with
         turns = rollout.rewards.to(self.device) * cfg.reward_scale if cfg.credit == "turn" else None
-        return rollout_batch(scored.episode_rewards, scored.kl, scored.mask, rollout.logprobs.to(self.device),
+        return update_batch(scored.episode_rewards, scored.kl, scored.mask, rollout.logprobs.to(self.device),
                              rollout.values.to(self.device), self.kl.value, cfg.advantage, cfg.samples_per_prompt,
                              cfg.gamma, cfg.lam, cfg.whiten_advantages, scale_group=cfg.loss_type != "dr_grpo",
                              action_rewards=turns)
@@ -447,7 +447,7 @@ class PPOTrainer:
             raise RunFailed(f"PPO stopped: {self.failures} consecutive iterations failed, last: {why}")
         return {"failures/skipped": 1.0}
 
-    def _update(self, batch: EpisodeBatch, targets: RolloutBatch, it: int,
+    def _update(self, batch: EpisodeBatch, targets: UpdateBatch, it: int,
                 allowed: torch.Tensor | None = None) -> dict[str, float] | None:
         """Epochs of minibatch steps on :func:`agents.advantages.ppo_loss`; ``None`` when a loss or a
         gradient is not finite (that minibatch is not applied)."""

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from gymnasium.vector import AutoresetMode
 
-from agents.kvcache import RolloutState
+from agents.kvcache import CacheState
 from agents.policy import EpisodeBatch, LMActorCritic
 
 if TYPE_CHECKING:
@@ -189,8 +189,8 @@ def _play(envs, obs: dict[str, np.ndarray], policy: LMActorCritic, active: np.nd
     env = envs.unwrapped
     b, p = env.num_envs, env.setup.max_prompt_tokens
     same_step = env.metadata.get("autoreset_mode") == AutoresetMode.SAME_STEP
-    state = policy.rollout_state(b, p)
-    mask_state = None if masker is None else RolloutState(b, p)  # the masking model's own KV cache
+    state = policy.cache_state(b, p)
+    mask_state = None if masker is None else CacheState(b, p)  # the masking model's own KV cache
     steps: list[tuple[np.ndarray, ...]] = []
     infos_of: list[dict[str, Any]] = [{} for _ in range(b)]
     seq_ids = np.zeros((b, obs["input_ids"].shape[1] - p), dtype=np.int64)

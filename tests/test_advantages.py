@@ -8,13 +8,13 @@ import torch
 from agents.advantages import (
     AdaptiveKLController,
     FixedKLController,
-    RolloutBatch,
+    UpdateBatch,
     aggregate,
     gae,
     group_advantages,
     length_penalty,
     ppo_loss,
-    rollout_batch,
+    update_batch,
     whiten,
 )
 
@@ -83,13 +83,13 @@ def _loss_cfg(advantage: str = "grpo", loss_type: str = "token"):
                            loss_type=loss_type)
 
 
-def _two_tokens_and_a_padded_row() -> tuple[torch.Tensor, torch.Tensor, RolloutBatch]:
+def _two_tokens_and_a_padded_row() -> tuple[torch.Tensor, torch.Tensor, UpdateBatch]:
     # row 0: ratios 1.5 and 0.5 with advantages +1 and -1 (both clipped); row 1 is padding with
     # extreme numbers that must not count
     mask = torch.tensor([[1.0, 1.0], [0.0, 0.0]])
     logprobs = torch.tensor([[math.log(1.5), math.log(0.5)], [5.0, 5.0]])
     entropy = torch.tensor([[1.0, 3.0], [100.0, 100.0]])
-    batch = RolloutBatch(mask=mask, old_logp=torch.zeros(2, 2), old_values=torch.zeros(2, 2),
+    batch = UpdateBatch(mask=mask, old_logp=torch.zeros(2, 2), old_values=torch.zeros(2, 2),
                          advantages=torch.tensor([[1.0, -1.0], [100.0, 100.0]]),
                          returns=torch.tensor([[2.0, 0.1], [50.0, 50.0]]))
     return logprobs, entropy, batch
@@ -136,7 +136,7 @@ def test_ppo_loss_gradient_flows_only_through_real_tokens():
 def test_rollout_batch_gae_puts_the_score_on_the_last_token_and_the_kl_on_every_token():
     kl = torch.tensor([[0.5, 1.0, 0.0]])
     mask = torch.tensor([[1.0, 1.0, 0.0]])
-    rb = rollout_batch(torch.tensor([2.0]), kl, mask, torch.zeros(1, 3), torch.zeros(1, 3), kl_coef=0.1,
+    rb = update_batch(torch.tensor([2.0]), kl, mask, torch.zeros(1, 3), torch.zeros(1, 3), kl_coef=0.1,
                        advantage="gae", gamma=1.0, lam=1.0, whiten_advantages=False)
     # rewards -0.05, -0.1 + 2: returns-to-go 1.85, 1.9, then padding
     assert rb.advantages[0].tolist() == pytest.approx([1.85, 1.9, 0.0])
@@ -153,22 +153,22 @@ def test_per_turn_credit_puts_each_turns_reward_at_its_last_action_and_the_shapi
     turns = torch.tensor([[0.0, 1.0, 0.0, 2.0, 0.0]], dtype=torch.float64)
     zeros = torch.zeros(1, 5)
     kw = dict(kl_coef=0.0, advantage="gae", gamma=1.0, lam=1.0, whiten_advantages=False)
-    episode = rollout_batch(torch.tensor([2.5]), zeros, mask, zeros, zeros, **kw)
-    per_turn = rollout_batch(torch.tensor([2.5]), zeros, mask, zeros, zeros, action_rewards=turns, **kw)
+    episode = update_batch(torch.tensor([2.5]), zeros, mask, zeros, zeros, **kw)
+    per_turn = update_batch(torch.tensor([2.5]), zeros, mask, zeros, zeros, action_rewards=turns, **kw)
     assert episode.advantages[0].tolist() == pytest.approx([2.5, 2.5, 2.5, 2.5, 0.0])
     assert per_turn.advantages[0].tolist() == pytest.approx([2.5, 2.5, 1.5, 1.5, 0.0])
-    lam = rollout_batch(torch.tensor([2.5]), zeros, mask, zeros, zeros, action_rewards=turns,
+    lam = update_batch(torch.tensor([2.5]), zeros, mask, zeros, zeros, action_rewards=turns,
                         **{**kw, "lam": 0.5})  # rewards 0, 1, 0, 1.5: adv_t = r_t + 0.5 adv_t+1
     assert lam.advantages[0].tolist() == pytest.approx([0.6875, 1.375, 0.75, 1.5, 0.0])
     with pytest.raises(ValueError, match="need the gae advantage"):
-        rollout_batch(torch.tensor([2.5, 1.0]), torch.zeros(2, 5), mask.repeat(2, 1), torch.zeros(2, 5),
+        update_batch(torch.tensor([2.5, 1.0]), torch.zeros(2, 5), mask.repeat(2, 1), torch.zeros(2, 5),
                       torch.zeros(2, 5), kl_coef=0.0, advantage="rloo", group_size=2, action_rewards=turns.repeat(2, 1))
 
 
 def test_rollout_batch_group_advantage_subtracts_the_summed_kl_per_episode():
     kl = torch.tensor([[0.5, 0.0], [1.0, 0.0]])
     mask = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
-    rb = rollout_batch(torch.tensor([1.0, 3.0]), kl, mask, torch.zeros(2, 2), torch.zeros(2, 2), kl_coef=0.1,
+    rb = update_batch(torch.tensor([1.0, 3.0]), kl, mask, torch.zeros(2, 2), torch.zeros(2, 2), kl_coef=0.1,
                        advantage="rloo", group_size=2)
     # sequence rewards 0.95 and 2.9; RLOO with 2 samples: +-1.95 on every real token
     assert rb.advantages.flatten().tolist() == pytest.approx([-1.95, 0.0, 1.95, 1.95])
@@ -182,18 +182,18 @@ def test_group_advantages_without_std_scaling_is_dr_grpos():
     # score - group mean only (means 1 and 4): the second group is no longer shrunk by its std
     assert group_advantages(scores, 3, "grpo", scale=False).tolist() == [0.0, -1.0, 1.0, -4.0, 0.0, 4.0]
     assert group_advantages(scores, 3, "rloo", scale=False).tolist() == group_advantages(scores, 3, "rloo").tolist()
-    rb = rollout_batch(torch.tensor([0.0, 4.0]), torch.zeros(2, 1), torch.ones(2, 1), torch.zeros(2, 1),
+    rb = update_batch(torch.tensor([0.0, 4.0]), torch.zeros(2, 1), torch.ones(2, 1), torch.zeros(2, 1),
                        torch.zeros(2, 1), kl_coef=0.0, advantage="grpo", group_size=2, scale_group=False)
     assert rb.advantages.flatten().tolist() == [-2.0, 2.0]
 
 
-def _lengths_one_and_three() -> tuple[torch.Tensor, torch.Tensor, RolloutBatch]:
+def _lengths_one_and_three() -> tuple[torch.Tensor, torch.Tensor, UpdateBatch]:
     # episode 0: 1 token, advantage -2 (a short wrong answer); episode 1: 3 tokens, advantage +1;
     # ratios are 1 (logprobs = old_logp), so per-token pg = -advantage: [2] and [-1, -1, -1]
     mask = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
     adv = torch.tensor([[-2.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
     entropy = torch.tensor([[1.0, 9.0, 9.0], [1.0, 2.0, 3.0]])  # the 9s are padding
-    batch = RolloutBatch(mask=mask, old_logp=torch.zeros(2, 3), old_values=torch.zeros(2, 3), advantages=adv,
+    batch = UpdateBatch(mask=mask, old_logp=torch.zeros(2, 3), old_values=torch.zeros(2, 3), advantages=adv,
                          returns=torch.zeros(2, 3))
     return torch.zeros(2, 3), entropy, batch
 

@@ -136,9 +136,9 @@ def test_per_turn_credit_gives_the_learner_each_turns_reward_where_the_turn_ende
     import agents.ppo as ppo
 
     seen, rollouts = {}, []
-    monkeypatch.setattr(ppo, "rollout_batch", lambda *a, **kw: seen.update(kw) or advantages.rollout_batch(*a, **kw))
-    original = PPOTrainer.rollout
-    monkeypatch.setattr(PPOTrainer, "rollout", lambda self, it: rollouts.append(original(self, it)) or rollouts[-1])
+    monkeypatch.setattr(ppo, "update_batch", lambda *a, **kw: seen.update(kw) or advantages.update_batch(*a, **kw))
+    original = PPOTrainer.collect
+    monkeypatch.setattr(PPOTrainer, "collect", lambda self, it: rollouts.append(original(self, it)) or rollouts[-1])
     cfg = PPOConfig(env="TextDialogue-v0", model="tiny", iterations=1, prompts_per_iter=4, epochs=1,
                     minibatch_size=2, lr=1e-3, tensorboard=False, progress=False, checkpoint_every=1,
                     runs=str(tmp_path), max_new_tokens=120, credit="turn", reward_scale=2.0)

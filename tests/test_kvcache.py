@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from agents import kvcache
-from agents.kvcache import RESERVE_COLUMNS, CachedLM, RolloutState, left_pad, score_forward
+from agents.kvcache import RESERVE_COLUMNS, CachedLM, CacheState, left_pad, score_forward
 from textenv.models import load_model, tiny_tokenizer
 
 P, G = 8, 6  # prompt slots, generated slots of the observation
@@ -50,7 +50,7 @@ def _check(lm, state, rows, which=None):
 @torch.no_grad()
 def test_prefill_of_prompts_of_different_lengths(lm):
     rows = [([5, 6, 7], []), ([9] * 8, []), ([11, 12], []), ([5, 6, 7], [])]
-    state = RolloutState(4, P)
+    state = CacheState(4, P)
     n_gen = lm.advance(_obs(rows), state)
     assert n_gen.tolist() == [0, 0, 0, 0] and state.known.all() and state.fed.tolist() == [0, 0, 0, 0]
     _check(lm, state, rows)
@@ -59,7 +59,7 @@ def test_prefill_of_prompts_of_different_lengths(lm):
 @torch.no_grad()
 def test_decode_feeds_one_token_per_row(lm):
     rows = [([5, 6, 7], []), ([11, 12], [])]
-    state = RolloutState(2, P)
+    state = CacheState(2, P)
     lm.advance(_obs(rows), state)
     width = state.cache_mask.shape[1]
     for t in range(3):
@@ -73,7 +73,7 @@ def test_decode_feeds_one_token_per_row(lm):
 def test_decode_writes_into_reserved_columns_and_grows_when_they_run_out(lm, monkeypatch):
     monkeypatch.setattr(kvcache, "RESERVE_MIN_BYTES", 0)  # reserve even this small a cache
     rows = [([5, 6, 7], []), ([11, 12], [])]
-    state = RolloutState(2, P)
+    state = CacheState(2, P)
     lm.advance(_obs(rows, RESERVE_COLUMNS + 2), state)
     storages = []
     for t in range(RESERVE_COLUMNS + 2):
@@ -86,7 +86,7 @@ def test_decode_writes_into_reserved_columns_and_grows_when_they_run_out(lm, mon
     # RESERVE_COLUMNS steps write into it in place; then it grows once
     assert len(set(storages[:RESERVE_COLUMNS + 1])) == 1 and storages[-1] != storages[0]
     monkeypatch.setattr(kvcache, "RESERVE_MIN_BYTES", 1 << 40)  # a small cache keeps concatenating
-    state = RolloutState(2, P)
+    state = CacheState(2, P)
     lm.advance(_obs([(p, []) for p, _ in rows], RESERVE_COLUMNS + 2), state)
     lm.advance(_obs([(p, g[:1]) for p, g in rows], RESERVE_COLUMNS + 2), state)
     assert type(state.cache.layers[0]).__name__ == "DynamicLayer"
@@ -95,7 +95,7 @@ def test_decode_writes_into_reserved_columns_and_grows_when_they_run_out(lm, mon
 @torch.no_grad()
 def test_splice_a_restarted_longer_episode_into_a_running_batch(lm):
     rows = [([5, 6], [7]), ([11, 12], [13])]
-    state = RolloutState(2, P)
+    state = CacheState(2, P)
     lm.advance(_obs([(p, []) for p, _ in rows]), state)
     lm.advance(_obs(rows), state)
     rows = [([30, 31, 32, 33, 34, 35, 36], []), (rows[1][0], rows[1][1] + [14])]  # row 0 autoreset, longer
@@ -116,7 +116,7 @@ def test_inserted_turns_extend_the_cache_in_one_forward(lm, monkeypatch, reserve
         monkeypatch.setattr(kvcache, "RESERVE_MIN_BYTES", 0)
     g = 24
     rows = [([5, 6, 7], [20, 21]), ([11, 12], [22]), ([9, 9, 9, 9], [23, 24]), ([13], [25])]
-    state = RolloutState(4, P)
+    state = CacheState(4, P)
     lm.advance(_obs([(p, []) for p, _ in rows], g), state)
     lm.advance(_obs([(p, gen[:1]) for p, gen in rows], g), state)
     lm.advance(_obs(rows, g), state, active=np.array([True, False, True, True]))  # row 1 waits
@@ -145,7 +145,7 @@ def test_extensions_on_different_steps_keep_the_cache_compact(lm):
     are dropped once they dominate, and every row still equals its full forward."""
     g = 40
     rows = [([5, 6, 7], [20]), ([11, 12], [21]), ([9, 9, 9, 9], [22])]
-    state = RolloutState(3, P)
+    state = CacheState(3, P)
     lm.advance(_obs([(p, []) for p, _ in rows], g), state)
     lm.advance(_obs(rows, g), state)
     for r in range(3):  # row r's turn ends: EOS and an 8-token turn; the others decode one token
@@ -163,7 +163,7 @@ def test_extensions_on_different_steps_keep_the_cache_compact(lm):
 @torch.no_grad()
 def test_finished_rows_are_skipped_and_invalidate_forces_a_prefill(lm):
     rows = [([5, 6, 7], []), ([11, 12], [])]
-    state = RolloutState(2, P)
+    state = CacheState(2, P)
     lm.advance(_obs(rows), state)
     before = state.logits[1].clone()
     rows = [(rows[0][0], [8]), (rows[1][0], [13])]
@@ -181,7 +181,7 @@ def test_a_head_scores_the_last_hidden_state(lm):
     head = torch.nn.Linear(lm.model.config.n_embd, 1)
     cached = CachedLM(lm.model, lm.pad_token_id, head=lambda h: head(h.float()).squeeze(-1))
     rows = [([5, 6, 7], []), ([11, 12], [])]
-    state = RolloutState(2, P)
+    state = CacheState(2, P)
     cached.advance(_obs(rows), state)
     for i, (prompt, gen) in enumerate(rows):
         ids = torch.tensor([prompt + gen])

@@ -20,9 +20,9 @@ def _cfg(tmp_path, **kw):
 def _trimmed_rollouts(monkeypatch, lengths_by_iteration: dict[int, list[int]]) -> None:
     """The tiny model never stops before its 8-token budget: cut iteration ``it``'s episodes to the
     given lengths (the score, a sum of env rewards, is kept) so the lengths differ."""
-    original = PPOTrainer.rollout
+    original = PPOTrainer.collect
 
-    def rollout(self, it):
+    def collect(self, it):
         record, secs = original(self, it)
         cut = lengths_by_iteration.get(it)
         if cut:  # the rollout record's generated tokens and actions past n are masked out
@@ -30,7 +30,7 @@ def _trimmed_rollouts(monkeypatch, lengths_by_iteration: dict[int, list[int]]) -
                 mask[:len(cut)] *= torch.arange(mask.shape[1]) < torch.tensor(cut)[:, None]
         return record, secs
 
-    monkeypatch.setattr(PPOTrainer, "rollout", rollout)
+    monkeypatch.setattr(PPOTrainer, "collect", collect)
 
 
 def test_ref_length_is_the_first_rollouts_mean_and_later_rollouts_are_penalised_against_it(tmp_path, monkeypatch):

@@ -50,7 +50,7 @@ def test_cache_survives_staggered_resets_in_a_long_rollout():
     policy = _policy(envs)
     env = envs.unwrapped
     obs, _ = envs.reset(seed=1)
-    state = policy.rollout_state(3, env.setup.max_prompt_tokens)
+    state = policy.cache_state(3, env.setup.max_prompt_tokens)
     gen = torch.Generator().manual_seed(1)
     rng = np.random.default_rng(0)
     for _ in range(20):

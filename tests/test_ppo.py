@@ -206,7 +206,7 @@ def test_a_reward_offset_favours_short_episodes_under_gae_unless_scores_are_whit
     """Why ``whiten_scores`` exists: every episode scores the same 2.0 (a reward model's offset), the
     value head is still 0, lam < 1: GAE gives a 2-token episode's tokens more advantage than a
     10-token episode's, so PPO learns to stop early. Whitened, equal scores carry no signal."""
-    from agents.advantages import rollout_batch
+    from agents.advantages import update_batch
     from agents.ppo import _shaped_returns
 
     episodes = [[0.0] * (n - 1) + [2.0] for n in (2, 10)]
@@ -216,7 +216,7 @@ def test_a_reward_offset_favours_short_episodes_under_gae_unless_scores_are_whit
 
     def mean_advantage(**kw):
         scores = _shaped_returns(eps, _cfg("unused", **kw))
-        adv = rollout_batch(scores, zeros, mask, zeros, zeros, kl_coef=0.0, gamma=1.0, lam=0.95).advantages
+        adv = update_batch(scores, zeros, mask, zeros, zeros, kl_coef=0.0, gamma=1.0, lam=0.95).advantages
         return [float(adv[i, : int(mask[i].sum())].mean()) for i in range(2)]
 
     short, long = mean_advantage()
@@ -340,9 +340,9 @@ def test_dr_grpo_does_not_divide_group_advantages_by_their_std(tmp_path, monkeyp
 
     def spy(*args, **kwargs):
         scales.append(kwargs["scale_group"])
-        return advantages.rollout_batch(*args, **kwargs)
+        return advantages.update_batch(*args, **kwargs)
 
-    monkeypatch.setattr(ppo, "rollout_batch", spy)
+    monkeypatch.setattr(ppo, "update_batch", spy)
     for loss_type in ("token", "dr_grpo"):
         PPOTrainer(_cfg(tmp_path, loss_type=loss_type, advantage="grpo", samples_per_prompt=2, prompts_per_iter=2,
                         epochs=1)).step()

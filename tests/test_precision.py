@@ -50,7 +50,7 @@ def test_precision_switch():
 def test_ppo_iteration_under_bf16(tmp_path, kw):
     trainer = PPOTrainer(PPOConfig(**{**TINY, "runs": str(tmp_path), "precision": "bf16", **kw}))
     before = [p.detach().clone() for p in trainer.policy.model.parameters()]
-    episodes, _ = trainer.rollout(1)
+    episodes, _ = trainer.collect(1)
     assert all(isinstance(v, float) and math.isfinite(v) for e in episodes for v in e.values + e.logprobs)
     metrics = trainer.step()
     assert metrics["failures/skipped"] == 0.0
@@ -67,8 +67,8 @@ def test_bf16_rollout_values_and_logprobs_match_fp32(tmp_path):
     bf16.policy.load_state_dict(fp32.policy.state_dict())
     torch.nn.init.normal_(fp32.policy.value_head.weight, std=0.1)
     bf16.policy.value_head.load_state_dict(fp32.policy.value_head.state_dict())
-    a, _ = fp32.rollout(1)
-    b, _ = bf16.rollout(1)
+    a, _ = fp32.collect(1)
+    b, _ = bf16.collect(1)
     n = min(len(a[0].actions), len(b[0].actions))
     same = [i for i in range(n) if a[0].actions[: i + 1] == b[0].actions[: i + 1]]
     assert same, "the first sampled token already differs"

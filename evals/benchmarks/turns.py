@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 import textenv  # noqa: F401
-from agents.kvcache import CachedLM, RolloutState
+from agents.kvcache import CachedLM, CacheState
 from textenv.cli import arg, cli, parse_config
 from textenv.models import DEFAULT_MODEL, env_model_kwargs, load_model
 
@@ -38,7 +38,7 @@ def rollout(lm: CachedLM, envs, indices: list[int], reprefill: bool, forced: lis
     of its steps). ``forced``: each row's actions, played instead of the argmax (then EOS)."""
     setup = envs.unwrapped.setup
     obs, _ = envs.reset(seed=0, options={"index": indices})
-    state = RolloutState(len(indices), setup.max_prompt_tokens)
+    state = CacheState(len(indices), setup.max_prompt_tokens)
     active = np.ones(len(indices), dtype=bool)
     actions: list[list[int]] = [[] for _ in indices]
     picks: list[list[int]] = [[] for _ in indices]
