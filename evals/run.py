@@ -173,14 +173,15 @@ SUITES: dict[str, Suite] = {
                 "4 answers per question), 24 new tokens, every test question",
     ),
     # Three-turn conversations (Chit-Chat Challenge): SFT on whole conversations, a reward model on
-    # first turns, then RLOO on the conversation's return under the heuristic reward and under the RM.
+    # first turns, then GAE with per-turn credit under the heuristic reward, RLOO on the return under the RM.
     "dialogue": Suite(
         SuiteConfig(envs=(_DIALOGUE,), policies=_DIALOGUE_POLICIES, starts=_starts(_DIALOGUE_POLICIES),
                     reward_models=_reward_models(_DIALOGUE),
                     limit=64, decoding=Decoding(temperature=0.7, max_new_tokens=None, batch_size=32)),
         preset="quick",
-        budgets="CPU quick presets (agents.sft/reward_model/ppo --preset quick-dialogue where one exists: RLOO on "
-                "each conversation's return, 4 per prompt), 3 agent turns of at most 40 tokens",
+        budgets="CPU quick presets (agents.sft/reward_model/ppo --preset quick-dialogue where one exists: GAE with "
+                "per-turn credit on the task reward, RLOO on the reward model's return; 4 per prompt), 3 agent turns "
+                "of at most 40 tokens",
     ),
     # Arithmetic beyond a 135M model's head (reasoning-gym's defaults), without and with a calculator:
     # SFT on the answers; SFT on a few tool demonstrations, then GRPO on tool episodes.
